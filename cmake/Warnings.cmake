@@ -1,0 +1,20 @@
+# Warnings are errors everywhere: a warning today is a bug report tomorrow.
+add_compile_options(-Wall -Wextra -Werror -Wno-missing-field-initializers)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  # Asio's coroutine support needs the macro on older clang; harmless on newer.
+  add_compile_definitions(ASIO_HAS_CO_AWAIT=1)
+endif()
+# Keep assertions in release builds: an assert that guards the data path must never vanish.
+string(REPLACE "-DNDEBUG" "" CMAKE_CXX_FLAGS_RELWITHDEBINFO "${CMAKE_CXX_FLAGS_RELWITHDEBINFO}")
+string(REPLACE "-DNDEBUG" "" CMAKE_CXX_FLAGS_RELEASE "${CMAKE_CXX_FLAGS_RELEASE}")
+if(DUPLEX_SANITIZE)
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  add_link_options(-fsanitize=address,undefined)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    add_compile_options(-fno-sanitize=function)
+  endif()
+endif()
+if(DUPLEX_FUZZ)
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=function)
+  add_link_options(-fsanitize=address,undefined)
+endif()

@@ -1,0 +1,1 @@
+#include "duplex/store/pool.h"

@@ -1,0 +1,52 @@
+#pragma once
+// The block I/O interface every front-end (NBD, iSCSI/SCSI, later NVMe-oF) calls. A local volume
+// implements it over the store; the mirror implements it over replicas. Front-ends know nothing
+// else about where the data lives.
+//
+// Semantics (the front-ends rely on them):
+// - read/write take any byte offset/length within size(); out of range -> Errc::out_of_range.
+// - A write is visible to every later read through any front-end once it completes; it is
+//   durable after a flush() that started after it completed, or at once when fua is set.
+// - flush() covers every write completed before it started, on every connection (multi-conn safe).
+// - trim/write_zeroes: the range reads as zeroes afterwards (LBPRZ).
+// - read_only volumes (snapshots, read-only exports) refuse modifications with Errc::read_only.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "duplex/base/status.h"
+#include "duplex/base/task.h"
+#include "duplex/base/uuid.h"
+
+namespace duplex::volume {
+
+struct Extent {
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  bool allocated = false;  // block status: backed by data; changed(): differs
+  bool zero = false;       // reads as zeroes
+};
+
+class BlockVolume {
+ public:
+  virtual ~BlockVolume() = default;
+  virtual const std::string& name() const = 0;
+  virtual Uuid uuid() const = 0;
+  virtual std::uint64_t size() const = 0;
+  virtual bool read_only() const = 0;
+  // Preferred I/O granularity (allocation unit); the minimum is always 512.
+  virtual std::uint32_t preferred_block_size() const = 0;
+
+  virtual Task<Status> read(std::uint64_t offset, std::span<std::byte> buf) = 0;
+  virtual Task<Status> write(std::uint64_t offset, std::span<const std::byte> buf, bool fua) = 0;
+  virtual Task<Status> flush() = 0;
+  virtual Task<Status> trim(std::uint64_t offset, std::uint64_t length) = 0;
+  virtual Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) = 0;
+  virtual Result<std::vector<Extent>> block_status(std::uint64_t offset, std::uint64_t length) const = 0;
+  // Regions that may differ from the named snapshot of this volume ("vol@snap" or "snap").
+  virtual Result<std::vector<Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
+                                                    std::uint64_t length) const = 0;
+};
+
+}  // namespace duplex::volume
