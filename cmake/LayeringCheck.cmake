@@ -1,0 +1,47 @@
+# Proof that the layer order is enforced by the build: a source compiled in the context of a layer
+# (its include directories, flags and links, as a real source of that library) that includes a header
+# of a higher layer must fail to compile, and one that includes its own or a lower layer's header must
+# compile. Each probe is an EXCLUDE_FROM_ALL object library; its ctest (labels unit;layering) builds it
+# with `cmake --build` and checks the outcome (tests/layering/expect_build.cmake).
+#
+# Included from the root CMakeLists.txt after src/ is added. A probe is skipped while its layer's
+# target or the header it includes does not exist yet.
+
+function(duplex_layering_probe name)
+  cmake_parse_arguments(P "" "LAYER;HEADER;EXPECT" "" ${ARGN})
+  if(NOT TARGET duplex_${P_LAYER})
+    return()
+  endif()
+  file(GLOB found "${PROJECT_SOURCE_DIR}/src/*/include/${P_HEADER}")
+  if(NOT found)
+    return()
+  endif()
+  set(PROBE_NAME ${name})
+  set(PROBE_LAYER ${P_LAYER})
+  set(PROBE_HEADER ${P_HEADER})
+  set(PROBE_EXPECT ${P_EXPECT})
+  set(src "${CMAKE_BINARY_DIR}/layering/${name}.cpp")
+  configure_file("${PROJECT_SOURCE_DIR}/tests/layering/probe.cpp.in" "${src}" @ONLY)
+  add_library(duplex_layering_${name} OBJECT EXCLUDE_FROM_ALL "${src}")
+  target_link_libraries(duplex_layering_${name} PRIVATE duplex::${P_LAYER})
+  add_test(NAME layering.${name}
+    COMMAND "${CMAKE_COMMAND}" -DBUILD_DIR=${CMAKE_BINARY_DIR} -DTARGET=duplex_layering_${name}
+            -DEXPECT=${P_EXPECT} -DHEADER=${P_HEADER}
+            -P "${PROJECT_SOURCE_DIR}/tests/layering/expect_build.cmake")
+  # Probes drive the build tool in this build directory: never two at once.
+  set_tests_properties(layering.${name} PROPERTIES
+    LABELS "unit;layering" RESOURCE_LOCK duplex_build_tree TIMEOUT 300)
+endfunction()
+
+if(DUPLEX_TESTS)
+  # Upward includes: must not compile.
+  duplex_layering_probe(base_includes_store LAYER base HEADER duplex/store/pool.h EXPECT FAIL)
+  duplex_layering_probe(base_includes_reactor LAYER base HEADER duplex/reactor/block_device.h EXPECT FAIL)
+  duplex_layering_probe(reactor_includes_store LAYER reactor HEADER duplex/store/pool.h EXPECT FAIL)
+  duplex_layering_probe(store_includes_volume LAYER store HEADER duplex/volume/block_volume.h EXPECT FAIL)
+  duplex_layering_probe(volume_includes_nbd LAYER volume HEADER duplex/nbd/proto.h EXPECT FAIL)
+  # Positive controls: a layer sees its own headers and those of the layers below it.
+  duplex_layering_probe(base_includes_base LAYER base HEADER duplex/base/status.h EXPECT PASS)
+  duplex_layering_probe(store_includes_reactor LAYER store HEADER duplex/reactor/block_device.h EXPECT PASS)
+  duplex_layering_probe(volume_includes_store LAYER volume HEADER duplex/store/pool.h EXPECT PASS)
+endif()
