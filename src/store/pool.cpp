@@ -1,1 +1,0 @@
-#include "duplex/store/pool.h"
