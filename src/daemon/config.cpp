@@ -1,0 +1,299 @@
+#include "duplex/daemon/config.h"
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+namespace duplex::daemon {
+
+Result<std::uint64_t> parse_size(std::string_view s) {
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p == s.data()) return Status::error(Errc::invalid, "'{}' is not a size", s);
+  std::string_view unit(p, static_cast<std::size_t>(s.data() + s.size() - p));
+  while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
+  std::uint64_t mul = 1;
+  if (unit.empty() || unit == "B") mul = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k") mul = 1ULL << 10;
+  else if (unit == "M" || unit == "MiB") mul = 1ULL << 20;
+  else if (unit == "G" || unit == "GiB") mul = 1ULL << 30;
+  else if (unit == "T" || unit == "TiB") mul = 1ULL << 40;
+  else if (unit == "KB") mul = 1000;
+  else if (unit == "MB") mul = 1000 * 1000;
+  else if (unit == "GB") mul = 1000ULL * 1000 * 1000;
+  else if (unit == "TB") mul = 1000ULL * 1000 * 1000 * 1000;
+  else return Status::error(Errc::invalid, "'{}': unknown unit '{}' (use KiB, MiB, GiB, TiB)", s, unit);
+  if (v > UINT64_MAX / mul) return Status::error(Errc::invalid, "'{}' is too large", s);
+  return v * mul;
+}
+
+Result<std::chrono::milliseconds> parse_duration(std::string_view s) {
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p == s.data()) return Status::error(Errc::invalid, "'{}' is not a duration", s);
+  std::string_view unit(p, static_cast<std::size_t>(s.data() + s.size() - p));
+  if (unit == "ms") return std::chrono::milliseconds(v);
+  if (unit == "s" || unit.empty()) return std::chrono::milliseconds(v * 1000);
+  if (unit == "m") return std::chrono::milliseconds(v * 60000);
+  return Status::error(Errc::invalid, "'{}': unknown unit '{}' (use ms, s, m)", s, unit);
+}
+
+namespace {
+
+struct Ctx {
+  std::string source;
+  Status err;
+  template <typename... A>
+  void fail(fmt::format_string<A...> f, A&&... a) {
+    if (err.is_ok()) err = Status(Errc::invalid, source + ": " + fmt::format(f, std::forward<A>(a)...));
+  }
+};
+
+std::string where(const toml::node& n) {
+  const auto& s = n.source();
+  return s.begin.line ? fmt::format(" (line {})", s.begin.line) : "";
+}
+
+void check_keys(Ctx& c, const toml::table& t, const std::string& sect, std::initializer_list<std::string_view> keys) {
+  for (const auto& [k, v] : t) {
+    bool ok = false;
+    for (auto a : keys) ok |= k.str() == a;
+    if (!ok) c.fail("unknown key '{}' in {}{}", k.str(), sect, where(v));
+  }
+}
+
+const toml::table* sub_table(Ctx& c, const toml::table& root, std::string_view name) {
+  auto* n = root.get(name);
+  if (!n) return nullptr;
+  if (!n->is_table()) {
+    c.fail("[{}] must be a table", name);
+    return nullptr;
+  }
+  return n->as_table();
+}
+
+std::optional<std::string> get_str(Ctx& c, const toml::table& t, std::string_view key, const std::string& sect) {
+  auto* n = t.get(key);
+  if (!n) return std::nullopt;
+  if (!n->is_string()) {
+    c.fail("{}.{} must be a string{}", sect, key, where(*n));
+    return std::nullopt;
+  }
+  return n->as_string()->get();
+}
+
+std::optional<bool> get_bool(Ctx& c, const toml::table& t, std::string_view key, const std::string& sect) {
+  auto* n = t.get(key);
+  if (!n) return std::nullopt;
+  if (!n->is_boolean()) {
+    c.fail("{}.{} must be true or false{}", sect, key, where(*n));
+    return std::nullopt;
+  }
+  return n->as_boolean()->get();
+}
+
+std::optional<std::int64_t> get_int(Ctx& c, const toml::table& t, std::string_view key, const std::string& sect) {
+  auto* n = t.get(key);
+  if (!n) return std::nullopt;
+  if (!n->is_integer()) {
+    c.fail("{}.{} must be an integer{}", sect, key, where(*n));
+    return std::nullopt;
+  }
+  return n->as_integer()->get();
+}
+
+// A size is a string with a unit ("20GiB") or an integer number of bytes.
+std::optional<std::uint64_t> get_size(Ctx& c, const toml::table& t, std::string_view key, const std::string& sect) {
+  auto* n = t.get(key);
+  if (!n) return std::nullopt;
+  if (n->is_integer() && n->as_integer()->get() >= 0) return static_cast<std::uint64_t>(n->as_integer()->get());
+  if (n->is_string()) {
+    auto r = parse_size(n->as_string()->get());
+    if (r) return *r;
+    c.fail("{}.{}: {}{}", sect, key, r.status().message(), where(*n));
+    return std::nullopt;
+  }
+  c.fail("{}.{} must be a size like \"20GiB\"{}", sect, key, where(*n));
+  return std::nullopt;
+}
+
+std::optional<std::chrono::milliseconds> get_duration(Ctx& c, const toml::table& t, std::string_view key,
+                                                      const std::string& sect) {
+  auto* n = t.get(key);
+  if (!n) return std::nullopt;
+  if (n->is_string()) {
+    auto r = parse_duration(n->as_string()->get());
+    if (r) return *r;
+    c.fail("{}.{}: {}{}", sect, key, r.status().message(), where(*n));
+    return std::nullopt;
+  }
+  c.fail("{}.{} must be a duration like \"30s\"{}", sect, key, where(*n));
+  return std::nullopt;
+}
+
+// An array of tables ([[pool]]); a single table is accepted too.
+std::vector<const toml::table*> table_array(Ctx& c, const toml::table& root, std::string_view name) {
+  std::vector<const toml::table*> out;
+  auto* n = root.get(name);
+  if (!n) return out;
+  if (n->is_table()) {
+    out.push_back(n->as_table());
+  } else if (n->is_array_of_tables()) {
+    for (auto& e : *n->as_array()) out.push_back(e.as_table());
+  } else {
+    c.fail("{} must be written [[{}]]", name, name);
+  }
+  return out;
+}
+
+bool valid_name(std::string_view s) {
+  if (s.empty() || s.size() > 128) return false;
+  for (char ch : s)
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.')) return false;
+  return true;
+}
+
+}  // namespace
+
+Result<Config> parse_config(std::string_view text, const std::string& source) {
+  Ctx c{source, {}};
+  Config cfg;
+  cfg.file = source;
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    return Status::error(Errc::invalid, "{}: line {}: {}", source, e.source().begin.line, e.description());
+  }
+  check_keys(c, root, "the top level",
+             {"node", "daemon", "listen", "nbd", "pool", "volume", "export", "memory_export", "tls", "limits"});
+  if (auto* t = sub_table(c, root, "node")) {
+    check_keys(c, *t, "[node]", {"name", "site"});
+    if (auto v = get_str(c, *t, "name", "node")) cfg.node_name = *v;
+    if (auto v = get_str(c, *t, "site", "node")) cfg.site = *v;
+  }
+  if (auto* t = sub_table(c, root, "daemon")) {
+    check_keys(c, *t, "[daemon]", {"loops", "log_level"});
+    if (auto v = get_int(c, *t, "loops", "daemon")) {
+      if (*v < 0 || *v > 256) c.fail("daemon.loops must be 0..256");
+      cfg.loops = static_cast<int>(*v);
+    }
+    if (auto v = get_str(c, *t, "log_level", "daemon")) {
+      if (*v != "trace" && *v != "debug" && *v != "info" && *v != "warn" && *v != "error")
+        c.fail("daemon.log_level '{}': use trace, debug, info, warn or error", *v);
+      cfg.log_level = *v;
+    }
+  }
+  if (auto* t = sub_table(c, root, "listen")) {
+    check_keys(c, *t, "[listen]", {"nbd"});
+    if (auto* n = t->get("nbd")) {
+      if (n->is_string()) {
+        cfg.nbd_listen.push_back(n->as_string()->get());
+      } else if (n->is_array()) {
+        for (auto& e : *n->as_array()) {
+          if (!e.is_string()) c.fail("listen.nbd must be a string or a list of strings");
+          else cfg.nbd_listen.push_back(e.as_string()->get());
+        }
+      } else {
+        c.fail("listen.nbd must be \"host:port\" or a list of them");
+      }
+    }
+  }
+  if (auto* t = sub_table(c, root, "nbd")) {
+    check_keys(c, *t, "[nbd]", {"default_export", "handshake_timeout", "stop_grace"});
+    if (auto v = get_str(c, *t, "default_export", "nbd")) cfg.default_export = *v;
+    if (auto v = get_duration(c, *t, "handshake_timeout", "nbd")) cfg.handshake_timeout = *v;
+    if (auto v = get_duration(c, *t, "stop_grace", "nbd")) cfg.stop_grace = *v;
+  }
+  if (auto* t = sub_table(c, root, "limits")) {
+    check_keys(c, *t, "[limits]", {"max_connections", "max_inflight_per_connection"});
+    if (auto v = get_int(c, *t, "max_connections", "limits")) {
+      if (*v < 1 || *v > 100000) c.fail("limits.max_connections must be 1..100000");
+      cfg.max_connections = static_cast<unsigned>(*v);
+    }
+    if (auto v = get_int(c, *t, "max_inflight_per_connection", "limits")) {
+      if (*v < 1 || *v > 4096) c.fail("limits.max_inflight_per_connection must be 1..4096");
+      cfg.max_inflight = static_cast<unsigned>(*v);
+    }
+  }
+  std::set<std::string> pool_names;
+  for (auto* t : table_array(c, root, "pool")) {
+    const std::string sect = fmt::format("[[pool]] #{}", cfg.pools.size() + 1);
+    check_keys(c, *t, sect, {"name", "path", "create_size", "cluster_size", "io", "direct"});
+    PoolConfig p;
+    if (auto v = get_str(c, *t, "name", sect)) p.name = *v;
+    if (auto v = get_str(c, *t, "path", sect)) p.path = *v;
+    if (auto v = get_size(c, *t, "create_size", sect)) p.create_size = *v;
+    if (auto v = get_size(c, *t, "cluster_size", sect)) p.cluster_size = static_cast<std::uint32_t>(*v);
+    if (auto v = get_str(c, *t, "io", sect)) {
+      if (*v != "auto" && *v != "uring" && *v != "sync") c.fail("{}: io '{}': use auto, uring or sync", sect, *v);
+      p.io = *v;
+    }
+    if (auto v = get_bool(c, *t, "direct", sect)) p.direct = *v;
+    if (!valid_name(p.name)) c.fail("{}: name '{}' is missing or not [A-Za-z0-9._-]+", sect, p.name);
+    if (p.path.empty()) c.fail("pool {}: path is missing", p.name);
+    if (!pool_names.insert(p.name).second) c.fail("pool name '{}' is used twice", p.name);
+    cfg.pools.push_back(std::move(p));
+  }
+  for (auto* t : table_array(c, root, "volume")) {
+    const std::string sect = fmt::format("[[volume]] #{}", cfg.volumes.size() + 1);
+    check_keys(c, *t, sect, {"pool", "name", "size"});
+    VolumeConfig v;
+    if (auto s = get_str(c, *t, "pool", sect)) v.pool = *s;
+    if (auto s = get_str(c, *t, "name", sect)) v.name = *s;
+    if (auto s = get_size(c, *t, "size", sect)) v.size = *s;
+    if (v.pool.empty() && cfg.pools.size() == 1) v.pool = cfg.pools[0].name;
+    if (!pool_names.count(v.pool)) c.fail("{}: pool '{}' is not configured", sect, v.pool);
+    if (!valid_name(v.name)) c.fail("{}: name '{}' is missing or not [A-Za-z0-9._-]+", sect, v.name);
+    if (v.size == 0) c.fail("volume {}: size is missing", v.name);
+    cfg.volumes.push_back(std::move(v));
+  }
+  for (auto* t : table_array(c, root, "export")) {
+    const std::string sect = fmt::format("[[export]] #{}", cfg.exports.size() + 1);
+    check_keys(c, *t, sect, {"name", "read_only", "description"});
+    ExportConfig e;
+    if (auto s = get_str(c, *t, "name", sect)) e.name = *s;
+    if (auto b = get_bool(c, *t, "read_only", sect)) e.read_only = *b;
+    if (auto s = get_str(c, *t, "description", sect)) e.description = *s;
+    if (e.name.empty()) c.fail("{}: name is missing", sect);
+    cfg.exports.push_back(std::move(e));
+  }
+  for (auto* t : table_array(c, root, "memory_export")) {
+    const std::string sect = fmt::format("[[memory_export]] #{}", cfg.memory_exports.size() + 1);
+    check_keys(c, *t, sect, {"name", "size"});
+    MemoryExportConfig m;
+    if (auto s = get_str(c, *t, "name", sect)) m.name = *s;
+    if (auto s = get_size(c, *t, "size", sect)) m.size = *s;
+    if (!valid_name(m.name)) c.fail("{}: name '{}' is missing or invalid", sect, m.name);
+    if (m.size == 0 || m.size > (64ULL << 30)) c.fail("memory export {}: size must be 1 byte .. 64GiB", m.name);
+    cfg.memory_exports.push_back(std::move(m));
+  }
+  if (auto* t = sub_table(c, root, "tls")) {
+    check_keys(c, *t, "[tls]", {"cert", "key", "ca", "psk", "require"});
+    TlsSection s;
+    if (auto v = get_str(c, *t, "cert", "tls")) s.cert = *v;
+    if (auto v = get_str(c, *t, "key", "tls")) s.key = *v;
+    if (auto v = get_str(c, *t, "ca", "tls")) s.ca = *v;
+    if (auto v = get_str(c, *t, "psk", "tls")) s.psk = *v;
+    if (auto v = get_bool(c, *t, "require", "tls")) s.require = *v;
+    if (s.cert.empty() != s.key.empty()) c.fail("[tls]: cert and key go together");
+    if (s.cert.empty() && s.psk.empty()) c.fail("[tls]: set cert+key, or psk");
+    cfg.tls = s;
+  }
+  if (cfg.nbd_listen.empty()) c.fail("listen.nbd is missing (e.g. nbd = \"127.0.0.1:10809\")");
+  if (!c.err.is_ok()) return c.err;
+  return cfg;
+}
+
+Result<Config> load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::error(Errc::not_found, "config {}: cannot be read", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace duplex::daemon
