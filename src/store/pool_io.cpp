@@ -26,6 +26,20 @@ Status PoolImpl::failed_or_ro() const {
 Task<Status> PoolImpl::read(ObjectId id, std::uint64_t offset, std::span<std::byte> buf) {
   const Object* o = cat_.get(id);
   DPX_CO_TRY(check_range(o, id, "read", offset, buf.size()));
+  if (offset % cs_ + buf.size() <= cs_) {
+    // The common small read: one cluster, no bookkeeping beyond the pin.
+    const MapEntry e = cat_.resolve(*o, offset / cs_);
+    if (e.pc == kNone) {
+      std::memset(buf.data(), 0, buf.size());
+      co_return Status::ok();
+    }
+    alloc_.pin(e.pc);
+    Status st = co_await dev_.read(phys(e.pc) + offset % cs_, buf);
+    alloc_.unpin(e.pc);
+    if (!st) co_return Status::error(st.code(), "pool {}: read of {} at offset {}: {}", name_, cat_.full_name(*o),
+                                     offset, st.message());
+    co_return Status::ok();
+  }
   // Resolve every cluster now (the map may change while the reads are in flight; what was
   // resolved stays pinned and readable), and merge physically contiguous runs into one I/O.
   struct Run {
@@ -146,7 +160,10 @@ Task<Status> PoolImpl::write_slow(ObjectId id, std::uint64_t vc, std::uint64_t i
     unlock_cluster(key);
     co_return st;
   }
-  auto pc = alloc_.allocate();
+  // Data may not take the clusters the next checkpoint needs: a full pool answers ENOSPC to
+  // writers instead of failing its metadata commit.
+  const std::uint64_t reserve = 2 * ckpt_clusters_.size() + 4;
+  auto pc = alloc_.free_count() > reserve ? alloc_.allocate() : std::nullopt;
   if (!pc) {
     unlock_cluster(key);
     co_return Status::error(Errc::no_space, "pool {}: no free cluster for {} at offset {}", name_, v->name,
@@ -192,6 +209,11 @@ Task<Status> PoolImpl::write_slow(ObjectId id, std::uint64_t vc, std::uint64_t i
 
 Task<Status> PoolImpl::write_locked(ObjectId id, std::uint64_t offset, std::span<const std::byte> buf) {
   Object* v = cat_.get(id);
+  if (offset % cs_ + buf.size() <= cs_) {
+    const std::uint64_t vc = offset / cs_;
+    if (cat_.owned(*v, vc)) co_return co_await write_in_place(v->map[vc].pc, offset % cs_, buf);
+    co_return co_await write_slow(id, vc, offset % cs_, buf);
+  }
   struct Run {
     std::uint64_t dev_off;
     std::size_t buf_off;
