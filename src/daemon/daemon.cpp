@@ -141,6 +141,23 @@ struct Daemon::Impl {
     return Status::error(Errc::not_found, "volume {}: pool '{}' is not configured", v.name, v.pool);
   }
 
+  Status ensure_snapshot(const std::string& full) {
+    const auto at = full.find('@');
+    if (at == std::string::npos || at == 0 || at + 1 == full.size())
+      return Status::error(Errc::invalid, "--snapshot '{}': expected VOLUME@SNAPSHOT", full);
+    const std::string vol = full.substr(0, at), snap = full.substr(at + 1);
+    for (auto& ps : pools) {
+      auto id = ps.pool->find(vol);
+      if (!id) continue;
+      if (ps.pool->find(full)) return Status::ok();
+      auto r = startup_wait(ps.loop, ps.pool->snapshot(*id, snap));
+      if (!r) return Status::error(r.status().code(), "snapshot {}: {}", full, r.status().message());
+      spdlog::info("event=snapshot.created pool={} snapshot={}", ps.cfg.name, full);
+      return Status::ok();
+    }
+    return Status::error(Errc::not_found, "--snapshot {}: no volume named {}", full, vol);
+  }
+
   Status build_catalogue() {
     std::map<std::string, std::string> owner;  // export name -> pool
     auto add = [&](Entry e, const std::string& pool) -> Status {
@@ -308,6 +325,7 @@ Status Daemon::start(const StartOptions& opts) {
     }
     DPX_TRY(I.ensure_volume(v));
   }
+  for (const auto& full : opts.snapshots) DPX_TRY(I.ensure_snapshot(full));
   DPX_TRY(I.build_catalogue());
 
   nbd::ServerConfig sc;

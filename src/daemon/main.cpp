@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "configuration file (TOML)")->required();
   app.add_option("--create-volume", create_volumes,
                  "ensure a volume exists at startup: NAME:SIZE[:POOL], e.g. demo:10GiB");
+  std::vector<std::string> snapshots;
+  app.add_option("--snapshot", snapshots, "ensure a snapshot exists at startup: VOLUME@SNAPSHOT");
   app.add_flag("--check-config", check_only, "validate the configuration and exit");
   app.add_option("--log-level", log_level, "trace, debug, info, warn or error (overrides the file)");
   try {
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
     v.size = *size;
     opts.extra_volumes.push_back(v);
   }
+  opts.snapshots = snapshots;
   if (check_only) {
     std::printf("duplexd: %s is valid\n", config_path.c_str());
     return 0;

@@ -18,6 +18,9 @@ namespace duplex::daemon {
 struct StartOptions {
   // --create-volume NAME:SIZE[:POOL] (the quick start's demo volume).
   std::vector<VolumeConfig> extra_volumes;
+  // --snapshot VOL@SNAP: take the snapshot at startup if it does not exist (tests, backups
+  // before the REST API exists).
+  std::vector<std::string> snapshots;
 };
 
 class Daemon {
