@@ -274,6 +274,8 @@ struct Options {
   unsigned ring_entries = 256;
   int rounds = 3;
   bool aa = false;
+  std::string rows;  // only rows whose name contains this
+  bool verbose = false;
 };
 
 Result<std::uint64_t> parse_size(const std::string& s) {
@@ -366,6 +368,12 @@ int run(const Options& o) {
     };
   auto flush_store = [&]() { return o.aa ? wait_for(ring, pooldev.flush()) : wait_for(ring, pool.flush()); };
 
+  // Phase marks with CLOCK_MONOTONIC time, to line up with kernel traces (io_uring tracepoints).
+  auto mark = [&](const std::string& what) {
+    if (o.verbose)
+      fmt::print(stderr, "  [{:.3f}] {}\n", std::chrono::duration<double>(Clock::now().time_since_epoch()).count(),
+                 what);
+  };
   auto die = [&](const char* what, const Status& s) {
     fmt::print(stderr, "duplex-store-bench: {}: {}\n", what, s.to_string());
     return 1;
@@ -405,6 +413,7 @@ int run(const Options& o) {
   md += "| workload | raw | store | store/raw (round min–max) | raw mean / p99 µs | store mean / p99 µs | CPU µs/op raw / store |\n";
   md += "|---|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& w : rows) {
+    if (!o.rows.empty() && w.name.find(o.rows) == std::string::npos) continue;
     fmt::print(stderr, "{} ...\n", w.name);
     // The disk of a VM drifts by tens of percent over seconds (host caches, neighbours): rounds
     // alternate raw and store, swapping who goes first, so drift hits both alike, and the spread
@@ -422,6 +431,7 @@ int run(const Options& o) {
           if (!wm) return die(w.name.c_str(), wm.status());
         }
         std::vector<std::uint32_t>& lat = is_raw ? lat_r : lat_s;
+        mark(fmt::format("{} measure round {}", is_raw ? "raw" : "store", round));
         auto m = run_for(ring, io, w, o.size, o.seconds / o.rounds, true, &lat);
         if (!m) return die(w.name.c_str(), m.status());
         (is_raw ? rr : rs) = rate(w, *m);
@@ -432,6 +442,7 @@ int run(const Options& o) {
         acc.cpu_seconds += m->cpu_seconds;
         // Written data goes to stable storage outside the timed window, for both alike.
         if (w.write) {
+          mark("flush");
           Status fs_ = is_raw ? wait_for(ring, rawdev.flush()) : flush_store();
           if (!fs_.is_ok()) return die("flush", fs_);
         }
@@ -540,8 +551,10 @@ int run(const Options& o) {
                         {"ratio_live_qd32", after32->iops() / base32->iops()}};
   }
 
+  mark("close");
   if (!o.aa)
     if (Status s = wait_for(ring, pool.close()); !s.is_ok()) return die("close", s);
+  mark("closed");
   const auto& rs = ring.stats();
   out["ring"] = {{"submitted", rs.submitted}, {"submit_calls", rs.submit_calls}, {"completed", rs.completed},
                  {"backlogged", rs.backlogged}, {"resubmitted", rs.resubmitted}};
@@ -590,6 +603,8 @@ int main(int argc, char** argv) {
   app.add_flag("--aa", o.aa,
                "A/A check: the 'store' column is a second raw file laid out like the pool (offset by 1 MiB); "
                "its ratios show the noise floor of this disk");
+  app.add_option("--rows", o.rows, "run only the rows whose name contains this text (e.g. 'write QD32')");
+  app.add_flag("-v,--verbose", o.verbose, "print phase marks with CLOCK_MONOTONIC timestamps");
   app.add_flag("--keep", o.keep, "keep the raw and pool files");
   app.add_option("--json", o.json_path, "also write the results as JSON to this file");
   CLI11_PARSE(app, argc, argv);
