@@ -78,7 +78,6 @@ int main(int argc, char** argv) {
 
   duplex::daemon::Daemon d(std::move(*cfg));
   if (auto st = d.start(opts); !st) {
-    spdlog::error("event=startup_failed error=\"{}\"", st.message());
     std::fprintf(stderr, "duplexd: %s\n", st.message().c_str());
     return 1;
   }
