@@ -291,6 +291,7 @@ std::vector<std::byte> Catalogue::serialize() const {
   st.objects = objects_.size();
   put(out, st);
   std::vector<ObjectId> ids;
+  ids.reserve(objects_.size());
   for (const auto& [id, o] : objects_) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
   for (ObjectId id : ids) {
@@ -324,6 +325,7 @@ std::vector<std::byte> Catalogue::serialize() const {
       put(out, m);
     }
     std::vector<std::uint64_t> vcs;
+    vcs.reserve(o.history.size());
     for (const auto& [vc, list] : o.history) vcs.push_back(vc);
     std::sort(vcs.begin(), vcs.end());
     for (auto vc : vcs)

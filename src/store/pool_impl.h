@@ -43,12 +43,12 @@ class PoolImpl final : public Pool {
   std::vector<ObjectInfo> list() const override;
   Result<ObjectInfo> stat(ObjectId id) const override;
   Result<ObjectId> find(const std::string& name) const override;
-  Task<Result<ObjectId>> create_volume(const std::string& name, std::uint64_t size,
+  Task<Result<ObjectId>> create_volume(std::string name, std::uint64_t size,
                                        std::optional<Uuid> uuid) override;
   Task<Status> remove(ObjectId id, bool with_snapshots) override;
   Task<Status> grow(ObjectId volume, std::uint64_t new_size) override;
-  Task<Result<ObjectId>> snapshot(ObjectId volume, const std::string& snap_name) override;
-  Task<Result<ObjectId>> clone(ObjectId snapshot, const std::string& volume_name) override;
+  Task<Result<ObjectId>> snapshot(ObjectId volume, std::string snap_name) override;
+  Task<Result<ObjectId>> clone(ObjectId snapshot, std::string volume_name) override;
   Task<Status> read(ObjectId id, std::uint64_t offset, std::span<std::byte> buf) override;
   Task<Status> write(ObjectId id, std::uint64_t offset, std::span<const std::byte> buf, bool fua) override;
   Task<Status> write_zeroes(ObjectId id, std::uint64_t offset, std::uint64_t length, bool no_unmap,

@@ -368,7 +368,7 @@ namespace {
 std::uint64_t now() { return static_cast<std::uint64_t>(std::time(nullptr)); }
 }  // namespace
 
-Task<Result<ObjectId>> PoolImpl::create_volume(const std::string& name, std::uint64_t size, std::optional<Uuid> uuid) {
+Task<Result<ObjectId>> PoolImpl::create_volume(std::string name, std::uint64_t size, std::optional<Uuid> uuid) {
   DPX_CO_TRY(failed_or_ro());
   if (size == 0 || size % 512)
     co_return Status::error(Errc::invalid, "pool {}: volume size {} must be a positive multiple of 512", name_, size);
@@ -424,7 +424,7 @@ Task<Status> PoolImpl::grow(ObjectId id, std::uint64_t new_size) {
   co_return co_await commit();
 }
 
-Task<Result<ObjectId>> PoolImpl::snapshot(ObjectId id, const std::string& snap_name) {
+Task<Result<ObjectId>> PoolImpl::snapshot(ObjectId id, std::string snap_name) {
   DPX_CO_TRY(failed_or_ro());
   const Object* o = cat_.get(id);
   if (!o || o->kind != ObjectKind::volume)
@@ -448,7 +448,7 @@ Task<Result<ObjectId>> PoolImpl::snapshot(ObjectId id, const std::string& snap_n
   co_return sid;
 }
 
-Task<Result<ObjectId>> PoolImpl::clone(ObjectId snap, const std::string& volume_name) {
+Task<Result<ObjectId>> PoolImpl::clone(ObjectId snap, std::string volume_name) {
   DPX_CO_TRY(failed_or_ro());
   const Object* s = cat_.get(snap);
   if (!s || s->kind != ObjectKind::snapshot)

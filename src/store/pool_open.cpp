@@ -75,6 +75,7 @@ PoolImpl::PoolImpl(BlockDevice& dev, const format::Superblock& sb, bool read_onl
   alloc_.reset(sb.cluster_count);
 }
 
+// NOLINTNEXTLINE(cppcoreguidelines-avoid-reference-coroutine-parameters): the device outlives the pool
 Task<Result<std::unique_ptr<Pool>>> Pool::create(BlockDevice& dev, PoolOptions opts) {
   const std::uint32_t cs = opts.cluster_size;
   if (cs < 4096 || cs > (4u << 20) || (cs & (cs - 1)))
@@ -84,7 +85,7 @@ Task<Result<std::unique_ptr<Pool>>> Pool::create(BlockDevice& dev, PoolOptions o
     co_return Status::error(Errc::invalid, "pool name '{}' must be 1..63 bytes", opts.name);
   std::uint64_t jb = opts.journal_bytes ? opts.journal_bytes
                                         : std::clamp<std::uint64_t>(dev.size() / 128, 256 << 10, 64 << 20);
-  jb = std::max<std::uint64_t>(jb / format::kBlock * format::kBlock, 4 * format::kBlock);
+  jb = std::max<std::uint64_t>(jb / format::kBlock * format::kBlock, std::uint64_t{4} * format::kBlock);
   const std::uint64_t data_offset = (format::kJournalOffset + jb + cs - 1) / cs * cs;
   if (dev.size() < data_offset + 16ull * cs)
     co_return Status::error(Errc::no_space, "pool {}: device {} of {} bytes is too small (needs at least {})", opts.name,
@@ -109,7 +110,7 @@ Task<Result<std::unique_ptr<Pool>>> Pool::create(BlockDevice& dev, PoolOptions o
   sb.created_unix = now_unix();
 
   // Erase both superblock slots and the first journal block before anything else.
-  AlignedBuffer zeros(3 * format::kBlock);
+  AlignedBuffer zeros(std::size_t{3} * format::kBlock);
   DPX_CO_TRY(co_await dev.write(0, zeros.span()));
   auto pool = std::make_unique<PoolImpl>(dev, sb, false);
   for (std::uint64_t pc = 0; pc < sb.cluster_count; ++pc) pool->alloc_.set_free(pc);
@@ -121,10 +122,11 @@ Task<Result<std::unique_ptr<Pool>>> Pool::create(BlockDevice& dev, PoolOptions o
   co_return std::unique_ptr<Pool>(std::move(pool));
 }
 
+// NOLINTNEXTLINE(cppcoreguidelines-avoid-reference-coroutine-parameters): the device outlives the pool
 Task<Result<std::unique_ptr<Pool>>> Pool::open(BlockDevice& dev, OpenOptions opts) {
-  if (dev.size() < 2 * format::kBlock)
+  if (dev.size() < std::uint64_t{2} * format::kBlock)
     co_return Status::error(Errc::invalid, "{} ({} bytes) is too small to hold a Duplex pool", dev.name(), dev.size());
-  AlignedBuffer raw(2 * format::kBlock);
+  AlignedBuffer raw(std::size_t{2} * format::kBlock);
   DPX_CO_TRY(co_await dev.read(0, raw.span()));
   auto sb = pick_superblock(dev.name(), raw.data());
   if (!sb) co_return sb.status();

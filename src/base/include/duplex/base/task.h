@@ -145,7 +145,7 @@ T sync_wait(Task<T> t, Poll poll) {
       finished = true;
     });
   }
-  while (!finished) poll();
+  while (!finished) poll();  // NOLINT(bugprone-infinite-loop): the callback sets it during poll()
   if constexpr (!std::is_void_v<T>) return std::move(*out);
 }
 template <typename T>

@@ -97,11 +97,14 @@ class Pool {
  public:
   virtual ~Pool() = default;
 
-  // Formats `dev` (everything on it is lost) and returns the open pool.
+  // Formats `dev` (everything on it is lost) and returns the open pool. The device must outlive
+  // the pool (and the returned task), hence the reference.
+  // NOLINTNEXTLINE(cppcoreguidelines-avoid-reference-coroutine-parameters)
   static Task<Result<std::unique_ptr<Pool>>> create(BlockDevice& dev, PoolOptions opts);
   // Opens a pool: picks the newest valid superblock, loads the checkpoint, replays the journal,
   // and (unless read_only) writes a fresh checkpoint so the next crash starts from a clean journal.
   // Every corruption is an error naming the pool, the structure and the offset; nothing is guessed.
+  // NOLINTNEXTLINE(cppcoreguidelines-avoid-reference-coroutine-parameters)
   static Task<Result<std::unique_ptr<Pool>>> open(BlockDevice& dev, OpenOptions opts = {});
 
   virtual PoolInfo info() const = 0;
@@ -111,13 +114,13 @@ class Pool {
   virtual Result<ObjectId> find(const std::string& name) const = 0;
 
   // --- catalogue (each durable when it returns OK) ---
-  virtual Task<Result<ObjectId>> create_volume(const std::string& name, std::uint64_t size,
+  virtual Task<Result<ObjectId>> create_volume(std::string name, std::uint64_t size,
                                                std::optional<Uuid> uuid = std::nullopt) = 0;
   // Deletes a volume (refused while it has snapshots unless with_snapshots) or a snapshot.
   virtual Task<Status> remove(ObjectId id, bool with_snapshots = false) = 0;
   virtual Task<Status> grow(ObjectId volume, std::uint64_t new_size) = 0;
-  virtual Task<Result<ObjectId>> snapshot(ObjectId volume, const std::string& snap_name) = 0;
-  virtual Task<Result<ObjectId>> clone(ObjectId snapshot, const std::string& volume_name) = 0;
+  virtual Task<Result<ObjectId>> snapshot(ObjectId volume, std::string snap_name) = 0;
+  virtual Task<Result<ObjectId>> clone(ObjectId snapshot, std::string volume_name) = 0;
 
   // --- I/O (any byte offset and length; snapshots are read-only) ---
   virtual Task<Status> read(ObjectId id, std::uint64_t offset, std::span<std::byte> buf) = 0;
