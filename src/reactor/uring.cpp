@@ -228,7 +228,29 @@ Task<Result<std::size_t>> Ring::read(int fd, std::uint64_t off, std::span<std::b
   co_return done;
 }
 
-Task<Status> Ring::write(int fd, std::uint64_t off, std::span<const std::byte> buf) {
+Task<Status> Ring::read_fill(int fd, std::uint64_t off, std::span<std::byte> buf, std::string_view who) {
+  std::size_t done = 0;
+  while (done < buf.size()) {
+    const std::size_t chunk = std::min(buf.size() - done, kMaxChunk);
+    const int r = co_await read_op(fd, off + done, buf.subspan(done, chunk));
+    if (retryable(r)) {
+      ++stats_.resubmitted;
+      continue;
+    }
+    if (r < 0)
+      co_return Status::error(errc_of(-r), "{}{}read of {} bytes at {}: {}", who, who.empty() ? "" : ": ", chunk,
+                              off + done, std::strerror(-r));
+    if (r == 0) {
+      std::memset(buf.data() + done, 0, buf.size() - done);
+      break;
+    }
+    done += static_cast<std::size_t>(r);
+    if (static_cast<std::size_t>(r) < chunk) ++stats_.resubmitted;
+  }
+  co_return Status::ok();
+}
+
+Task<Status> Ring::write(int fd, std::uint64_t off, std::span<const std::byte> buf, std::string_view who) {
   std::size_t done = 0;
   while (done < buf.size()) {
     const std::size_t chunk = std::min(buf.size() - done, kMaxChunk);
@@ -238,9 +260,11 @@ Task<Status> Ring::write(int fd, std::uint64_t off, std::span<const std::byte> b
       continue;
     }
     if (r < 0)
-      co_return Status::error(errc_of(-r), "write of {} bytes at {}: {}", chunk, off + done, std::strerror(-r));
+      co_return Status::error(errc_of(-r), "{}{}write of {} bytes at {}: {}", who, who.empty() ? "" : ": ", chunk,
+                              off + done, std::strerror(-r));
     if (r == 0)  // the kernel made no progress and gave no reason: do not spin
-      co_return Status::error(Errc::io_error, "write of {} bytes at {}: no progress", chunk, off + done);
+      co_return Status::error(Errc::io_error, "{}{}write of {} bytes at {}: no progress", who,
+                              who.empty() ? "" : ": ", chunk, off + done);
     done += static_cast<std::size_t>(r);
     if (static_cast<std::size_t>(r) < chunk) ++stats_.resubmitted;
   }

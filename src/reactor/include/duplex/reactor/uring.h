@@ -30,6 +30,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "duplex/base/status.h"
 #include "duplex/base/task.h"
@@ -84,8 +85,11 @@ class Ring {
   // --- complete operations ---
   // Reads until `buf` is full or end of file; returns the bytes read (< buf.size() only at EOF).
   Task<Result<std::size_t>> read(int fd, std::uint64_t off, std::span<std::byte> buf);
+  // Fills all of `buf`; what lies past the end of the file reads as zeroes (a sparse file cut
+  // shorter than the device it stands for). `who` (kept alive by the caller) starts error messages.
+  Task<Status> read_fill(int fd, std::uint64_t off, std::span<std::byte> buf, std::string_view who = {});
   // Writes all of `buf` (short writes continue where they stopped).
-  Task<Status> write(int fd, std::uint64_t off, std::span<const std::byte> buf);
+  Task<Status> write(int fd, std::uint64_t off, std::span<const std::byte> buf, std::string_view who = {});
   Task<Status> fdatasync(int fd);
   // fallocate(2) through the ring; mode is e.g. FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE.
   Task<Status> fallocate(int fd, int mode, std::uint64_t off, std::uint64_t len);

@@ -67,8 +67,11 @@ class UringDevice final : public BlockDevice {
     return offset % offset_align_ == 0 && len % offset_align_ == 0 &&
            reinterpret_cast<std::uintptr_t>(p) % mem_align_ == 0;
   }
-  Status wrap(const Status& s) const;
-  Task<Status> read_direct(std::uint64_t offset, std::span<std::byte> buf);
+  bool in_range(std::uint64_t offset, std::uint64_t len) const {
+    return offset + len <= size() && offset + len >= offset;
+  }
+  Task<Status> read_slow(std::uint64_t offset, std::span<std::byte> buf);
+  Task<Status> write_slow(std::uint64_t offset, std::span<const std::byte> buf);
   Task<Status> write_rmw(std::uint64_t offset, std::span<const std::byte> buf);
 
   // The RMW lock: a FIFO of coroutines, handed over on unlock.
