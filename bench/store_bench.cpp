@@ -251,7 +251,10 @@ json machine_facts(const std::string& dir) {
   const std::string abs = std::filesystem::weakly_canonical(dir).string();
   while (mounts >> dev >> mnt && std::getline(mounts, rest))
     if (abs.rfind(mnt, 0) == 0 && mnt.size() > best.size()) best = mnt, device = dev;
+  std::string load;
+  std::getline(std::ifstream("/proc/loadavg") >> std::ws, load);
   return {{"cpu", read_first_line("/proc/cpuinfo", "model name")},
+          {"loadavg_at_start", load},
           {"cores", ::sysconf(_SC_NPROCESSORS_ONLN)},
           {"kernel", std::string(u.release)},
           {"filesystem", fstype},
@@ -560,11 +563,16 @@ int run(const Options& o) {
                  {"backlogged", rs.backlogged}, {"resubmitted", rs.resubmitted}};
 
   const auto& mf = out["machine"];
+  std::string load_end;
+  std::getline(std::ifstream("/proc/loadavg") >> std::ws, load_end);
+  out["machine"]["loadavg_at_end"] = load_end;
   fmt::print("Machine: {}, {} cores, kernel {}, {} on {} ({}); files in {}; {} MiB per target, {} s per row "
-             "after {} s warm-up; pool cluster {} KiB; io_uring {} entries, O_DIRECT.\n\n",
+             "in {} alternating rounds after {} s warm-up; pool cluster {} KiB; io_uring {} entries, O_DIRECT. "
+             "Load average at start: {}; at end: {}.\n\n",
              mf["cpu"].get<std::string>(), mf["cores"].get<long>(), mf["kernel"].get<std::string>(),
              mf["filesystem"].get<std::string>(), mf["device"].get<std::string>(), mf["mount"].get<std::string>(),
-             o.dir, o.size / MiB, o.seconds, o.warmup, o.cluster_kib, o.ring_entries);
+             o.dir, o.size / MiB, o.seconds, o.rounds, o.warmup, o.cluster_kib, o.ring_entries,
+             mf["loadavg_at_start"].get<std::string>(), load_end);
   if (o.aa) fmt::print("A/A CHECK: the 'store' column is a second raw file, not the store.\n\n");
   fmt::print("{}", md);
   if (!md_snap.empty()) fmt::print("\n{}", md_snap);
