@@ -97,7 +97,7 @@ check "qemu-io reported no pattern mismatch" sh -c "! grep -qi 'pattern verifica
 # fio's nbd engine, verify=crc32c, 4 jobs = 4 connections
 check "fio nbd engine randwrite+verify crc32c, 4 connections" fio --name=v --ioengine=nbd --uri="$URI" \
   --rw=randwrite --bs=4k --size=256M --offset_increment=256M --numjobs=4 --iodepth=16 \
-  --verify=crc32c --verify_fatal=1 --do_verify=1 --group_reporting --output="$work/fio.txt"
+  --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0 --directory="$work" --group_reporting --output="$work/fio.txt"
 check "fio: no verify errors" sh -c "grep -q 'err= 0' '$work/fio.txt'"
 
 sum_before=$(nbdcopy "$URI" - | sha256sum | cut -d' ' -f1)

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the NBD fuzzers (run from anywhere; output next to this file)."""
+import os
+import struct
+
+here = os.path.dirname(os.path.abspath(__file__))
+IHAVEOPT = 0x49484156454F5054
+REQ = 0x25609513
+
+
+def opt(o, data=b""):
+    return struct.pack(">QII", IHAVEOPT, o, len(data)) + data
+
+
+def name(n):
+    return struct.pack(">I", len(n)) + n
+
+
+def meta(export, *queries):
+    return name(export) + struct.pack(">I", len(queries)) + b"".join(name(q) for q in queries)
+
+
+def go(export, *infos):
+    return name(export) + struct.pack(">H", len(infos)) + b"".join(struct.pack(">H", i) for i in infos)
+
+
+def req(t, flags, cookie, off, length, payload=b""):
+    return struct.pack(">IHHQQI", REQ, flags, t, cookie, off, length) + payload
+
+
+def write(d, fname, data):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, fname), "wb") as f:
+        f.write(data)
+
+
+hs = os.path.join(here, "corpus", "fuzz_nbd_handshake")
+cf = struct.pack(">I", 3)
+seeds = {
+    "go": cf + opt(7, go(b"vol", 3, 1, 2)),
+    "info_then_go": cf + opt(6, go(b"vol")) + opt(7, go(b"")),
+    "list": cf + opt(3) + opt(2),
+    "structured_meta_go": cf + opt(8) + opt(10, meta(b"vol", b"base:allocation", b"x-duplex:changed-since:s1"))
+    + opt(7, go(b"vol")),
+    "list_meta": cf + opt(8) + opt(9, meta(b"vol")) + opt(9, meta(b"vol", b"base:", b"qemu:", b"x-duplex:")),
+    "export_name": struct.pack(">I", 1) + opt(1, b"vol"),
+    "export_name_unknown": cf + opt(1, b"nope"),
+    "starttls": cf + opt(5) + opt(3),
+    "unknown_opts": cf + opt(99, b"abc") + opt(11) + opt(4) + opt(7, go(b"ro")),
+    "bad_go": cf + opt(7, b"\0\0\0\x09vol") + opt(7, go(b"vol")),
+    "oversized": cf + struct.pack(">QII", IHAVEOPT, 3, 70000) + b"\0" * 70000 + opt(2),
+    "bad_magic": cf + struct.pack(">QII", 0x1122334455667788, 3, 0),
+    "bad_flags": struct.pack(">I", 0xff),
+    "abort": cf + opt(2),
+    "go_then_requests": cf + opt(8) + opt(10, meta(b"vol", b"base:allocation")) + opt(7, go(b"vol"))
+    + req(1, 0, 1, 0, 8, b"ABCDEFGH") + req(0, 0, 2, 0, 8) + req(7, 0, 3, 0, 65536) + req(2, 0, 4, 0, 0),
+}
+for k, v in seeds.items():
+    for policy in (0x1f, 0x00, 0x80):
+        write(hs, f"{k}-{policy:02x}", bytes([policy]) + v)
+
+rq = os.path.join(here, "corpus", "fuzz_nbd_request")
+streams = {
+    "write_read": req(1, 0, 1, 4096, 16, b"0123456789abcdef") + req(0, 0, 2, 4096, 16),
+    "fua_flush": req(1, 1, 1, 0, 4, b"abcd") + req(3, 0, 2, 0, 0) + req(3, 1, 3, 0, 0),
+    "trim_zero": req(4, 0, 1, 0, 65536) + req(6, 2, 2, 100, 5000) + req(6, 16, 3, 0, 65536) + req(6, 18, 4, 0, 1),
+    "cache": req(5, 0, 1, 0, 131072),
+    "block_status": req(7, 0, 1, 0, 262144) + req(7, 8, 2, 1, 100),
+    "errors": req(0, 0, 1, 262143, 2) + req(1, 0, 2, 262143, 2, b"xy") + req(0, 4, 3, 0, 33 << 20)
+    + req(0, 0, 4, 0, 0) + req(99, 0, 5, 0, 1) + req(3, 0, 6, 1, 1) + req(0, 0x40, 7, 0, 1),
+    "oversize_write": req(1, 0, 1, 0, (32 << 20) + 1) + b"z" * 64,
+    "df": req(0, 4, 1, 0, 65536),
+    "disc": req(2, 0, 1, 0, 0) + req(0, 0, 2, 0, 1),
+    "bad_magic": struct.pack(">IHHQQI", 0xdeadbeef, 0, 0, 1, 0, 1),
+    "truncated": req(1, 0, 1, 0, 4096, b"short"),
+}
+for k, v in streams.items():
+    for b0 in (0x01, 0x00, 0x03, 0x1d):
+        write(rq, f"{k}-{b0:02x}", bytes([b0]) + v)
+print("seeds written")
