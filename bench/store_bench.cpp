@@ -50,7 +50,14 @@ constexpr std::uint64_t MiB = 1024 * KiB;
 constexpr std::uint64_t GiB = 1024 * MiB;
 
 // One I/O on whichever target is measured.
-using IoFn = std::function<Task<Status>(bool write, std::uint64_t off, std::span<std::byte> buf)>;
+enum class Kind { read, write, write_fua };
+using IoFn = std::function<Task<Status>(Kind kind, std::uint64_t off, std::span<std::byte> buf)>;
+
+// The raw file's FUA write: the data, then a cache flush (what an NBD client's FUA costs on a file).
+Task<Status> write_then_flush(BlockDevice& d, std::uint64_t off, std::span<const std::byte> b) {
+  DPX_CO_TRY(co_await d.write(off, b));
+  co_return co_await d.flush();
+}
 
 struct Workload {
   std::string name;
@@ -58,6 +65,7 @@ struct Workload {
   bool random = true;
   std::size_t bs = 4096;
   int qd = 1;
+  bool fua = false;  // durable before completion
 };
 
 struct Measure {
@@ -120,7 +128,8 @@ Task<void> worker(RunState& st, std::uint32_t seed) {
       const std::uint64_t v = rng();
       std::memcpy(buf.data(), &v, sizeof v);
     }
-    Status s = co_await (*st.io)(st.w.write, off, buf.span());
+    const Kind kind = !st.w.write ? Kind::read : st.w.fua ? Kind::write_fua : Kind::write;
+    Status s = co_await (*st.io)(kind, off, buf.span());
     if (!s.is_ok()) {
       st.error = s;
       break;
@@ -204,7 +213,7 @@ Status fill(Ring& ring, const IoFn& io, std::uint64_t span) {
     }
     while (st.error.is_ok() && issued < total) {
       const std::uint64_t off = issued++ * MiB;
-      Status s = co_await io(true, off, buf.span());
+      Status s = co_await io(Kind::write, off, buf.span());
       if (!s.is_ok()) st.error = s;
     }
   };
@@ -359,15 +368,17 @@ int run(const Options& o) {
   UringDevice& pooldev = **pdev;
 
   UringDevice& rawdev = **raw;
-  IoFn raw_io = [&](bool w, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
-    return w ? rawdev.write(off, b) : rawdev.read(off, b);
+  IoFn raw_io = [&](Kind k, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
+    if (k == Kind::write_fua) return write_then_flush(rawdev, off, b);
+    return k == Kind::write ? rawdev.write(off, b) : rawdev.read(off, b);
   };
-  IoFn store_io = [&](bool w, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
-    return w ? pool.write(vol, off, b) : pool.read(vol, off, b);
+  IoFn store_io = [&](Kind k, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
+    return k != Kind::read ? pool.write(vol, off, b, k == Kind::write_fua) : pool.read(vol, off, b);
   };
   if (o.aa)
-    store_io = [&](bool w, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
-      return w ? pooldev.write(off + MiB, b) : pooldev.read(off + MiB, b);
+    store_io = [&](Kind k, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
+      if (k == Kind::write_fua) return write_then_flush(pooldev, off + MiB, b);
+      return k == Kind::write ? pooldev.write(off + MiB, b) : pooldev.read(off + MiB, b);
     };
   auto flush_store = [&]() { return o.aa ? wait_for(ring, pooldev.flush()) : wait_for(ring, pool.flush()); };
 
@@ -401,6 +412,9 @@ int run(const Options& o) {
       {"4 KiB random write QD32 (owned)", true, true, 4 * KiB, 32},
       {"1 MiB sequential read QD4", false, false, MiB, 4},
       {"1 MiB sequential write QD4 (owned)", true, false, MiB, 4},
+      // Durable writes: the raw file does write + fdatasync, the store write(fua) = write + commit.
+      {"4 KiB random write+FUA QD1 (owned)", true, true, 4 * KiB, 1, true},
+      {"4 KiB random write+FUA QD32 (owned)", true, true, 4 * KiB, 32, true},
   };
 
   json out;
@@ -471,7 +485,7 @@ int run(const Options& o) {
     const Workload rq1{"4 KiB random read QD1", false, true, 4 * KiB, 1};
     const Workload rq32{"4 KiB random read QD32", false, true, 4 * KiB, 32};
     auto measure_reads = [&](store::ObjectId id, const Workload& w) -> Result<Measure> {
-      IoFn io = [&pool, id](bool, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
+      IoFn io = [&pool, id](Kind, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
         return pool.read(id, off, b);
       };
       if (o.warmup > 0) {
