@@ -281,6 +281,8 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     if (auto v = get_bool(c, *t, "require", "tls")) s.require = *v;
     if (s.cert.empty() != s.key.empty()) c.fail("[tls]: cert and key go together");
     if (s.cert.empty() && s.psk.empty()) c.fail("[tls]: set cert+key, or psk");
+    // GnuTLS PSK clients (libnbd, qemu) fail against a server that also offers a certificate.
+    if (!s.cert.empty() && !s.psk.empty()) c.fail("[tls]: use either cert+key or psk, not both");
     cfg.tls = s;
   }
   if (cfg.nbd_listen.empty()) c.fail("listen.nbd is missing (e.g. nbd = \"127.0.0.1:10809\")");
