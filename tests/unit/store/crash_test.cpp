@@ -1,0 +1,534 @@
+// Randomized crash consistency of the pool: a seeded workload runs against a Pool on a FakeDisk
+// and a model; the power is cut after a random number of device operations (anywhere inside a
+// pool operation), the cache is lost (all of it, or a random subset of sectors), the pool is
+// reopened and everything it returns is checked against what the contract allows:
+//  - a sector reads its last durable version or one of the versions written after it, nothing
+//    else (no data from another place, object or time);
+//  - whatever a completed flush, FUA write or catalogue operation made durable is there;
+//  - every snapshot that was created reads exactly as its volume did; objects whose creation or
+//    removal was cut may or may not exist, and are checked if they do;
+//  - check() finds the metadata consistent, and the pool keeps working.
+//
+// DUPLEX_CRASH_TRIALS=N scales the number of trials of each test (long mode);
+// DUPLEX_CRASH_SEED=S runs the one trial S (with its config) verbosely, to debug a failure.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <optional>
+#include <random>
+#include <set>
+
+#include "store_test_util.h"
+
+namespace duplex::test {
+namespace {
+
+using store::ObjectId;
+using store::ObjectKind;
+using store::Pool;
+
+struct Config {
+  std::uint32_t cluster_size;
+  std::uint64_t device_bytes;
+  std::uint64_t max_volume_bytes;
+};
+
+struct Model {
+  std::map<ObjectId, ModelObject> objects;
+  std::uint64_t stamp = 1;
+  int names = 0;
+
+  void make_all_durable() {
+    for (auto& [id, o] : objects) o.make_durable();
+  }
+  std::vector<ObjectId> ids(ObjectKind kind) const {
+    std::vector<ObjectId> out;
+    for (const auto& [id, o] : objects)
+      if (o.kind == kind) out.push_back(id);
+    return out;
+  }
+  std::uint64_t total_bytes() const {
+    std::uint64_t n = 0;
+    for (const auto& [id, o] : objects) n += o.size;
+    return n;
+  }
+};
+
+// The operation that was running when the power went: its effect may or may not be there.
+struct Inflight {
+  enum Kind { none, io, create, remove, grow, snapshot, clone } kind = none;
+  std::string name;             // create/snapshot/clone: the new object's full name
+  std::uint64_t size = 0;       // create: size; grow: new size
+  ObjectId target = 0;          // remove/grow/snapshot/clone: the object operated on
+  std::vector<ObjectId> doomed;  // remove: everything it deletes
+  std::string what;             // for messages
+};
+
+// A pool made once per config and copied into every trial: trials start from a pool with data,
+// snapshots and a clone, and pay no format.
+struct Template {
+  FakeDisk disk{0};
+  Model model;
+};
+
+class Trial {
+ public:
+  Trial(const Config& cfg, std::uint64_t seed, bool verbose)
+      : cfg_(cfg), seed_(seed), rng_(seed), verbose_(verbose) {}
+
+  // Runs the workload on `pool` until `disk` loses power or `max_ops` operations are done.
+  // Returns "" or a failure description.
+  std::string workload(FakeDisk& disk, std::unique_ptr<Pool>& pool, Model& m, int max_ops) {
+    for (int i = 0; i < max_ops && !disk.crashed(); ++i) {
+      std::string err = step(disk, *pool, m);
+      if (!err.empty()) return err;
+      if (inflight_.kind != Inflight::none) break;  // the op was cut
+    }
+    return {};
+  }
+
+  const Inflight& inflight() const { return inflight_; }
+
+ private:
+  std::uint64_t pick(std::uint64_t lo, std::uint64_t hi) { return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng_); }
+  bool chance(double p) { return std::bernoulli_distribution(p)(rng_); }
+  ObjectId pick_of(const std::vector<ObjectId>& v) { return v[pick(0, v.size() - 1)]; }
+
+  // A random range inside `size`: aligned or not, inside one cluster or across several.
+  std::pair<std::uint64_t, std::uint64_t> range(std::uint64_t size) {
+    const std::uint64_t cs = cfg_.cluster_size;
+    std::uint64_t off, len;
+    switch (pick(0, 3)) {
+      case 0:  // whole clusters
+        off = pick(0, (size - 1) / cs) * cs;
+        len = pick(1, 3) * cs;
+        break;
+      case 1:  // 4 KiB aligned
+        off = pick(0, (size - 1) / kSec) * kSec;
+        len = pick(1, 2 * cs / kSec + 1) * kSec;
+        break;
+      case 2:  // small and unaligned
+        off = pick(0, size - 1);
+        len = pick(1, 2 * kSec);
+        break;
+      default:  // large and unaligned
+        off = pick(0, size - 1);
+        len = pick(1, 3 * cs);
+        break;
+    }
+    len = std::min(len, size - off);
+    return {off, len};
+  }
+
+  // Called when a pool operation failed: if the power is out this is the cut operation, else it
+  // is a store bug.
+  std::string failed(FakeDisk& disk, Inflight in, const Status& st) {
+    if (disk.crashed()) {
+      inflight_ = std::move(in);
+      if (inflight_.kind == Inflight::none) inflight_.kind = Inflight::io;
+      return {};
+    }
+    return fmt::format("{} failed without a device fault: {}", in.what, st.to_string());
+  }
+
+  std::string step(FakeDisk& disk, Pool& pool, Model& m) {
+    auto vols = m.ids(ObjectKind::volume);
+    auto snaps = m.ids(ObjectKind::snapshot);
+    const std::uint64_t budget = cfg_.device_bytes / 2;
+    const int r = static_cast<int>(pick(0, 99));
+    if (verbose_) fmt::print("  op roll {} (device ops so far {})\n", r, disk.counters().ops);
+
+    if (vols.empty() || (r < 3 && vols.size() < 4 && m.total_bytes() + cfg_.max_volume_bytes <= budget)) {
+      const std::uint64_t size = pick(1, cfg_.max_volume_bytes / kSec) * kSec;
+      std::string name = fmt::format("v{}", m.names++);
+      Inflight in{Inflight::create, name, size, 0, {}, fmt::format("create_volume({}, {})", name, size)};
+      auto res = run(pool.create_volume(name, size));
+      if (!res) return failed(disk, in, res.status());
+      ModelObject o;
+      o.id = *res;
+      o.name = name;
+      o.resize(size);
+      m.objects[o.id] = std::move(o);
+      m.make_all_durable();
+      return {};
+    }
+    if (r < 50 || (r < 75 && snaps.empty())) {  // write, 1 in 6 with FUA
+      ModelObject& o = m.objects[pick_of(vols)];
+      auto [off, len] = range(o.size);
+      const bool fua = chance(1.0 / 6);
+      auto data = pattern(len, m.stamp++, off);
+      Inflight in{Inflight::io, {}, 0, o.id, {}, fmt::format("write({}, {}, {}, fua={})", o.name, off, len, fua)};
+      if (verbose_) fmt::print("  {}\n", in.what);
+      o.write(off, len, data.data());  // before the call: a cut write may have landed in part
+      Status st = run(pool.write(o.id, off, data, fua));
+      if (!st) return failed(disk, in, st);
+      if (fua) o.make_durable(off, len);
+      return {};
+    }
+    if (r < 58) {
+      Inflight in{Inflight::io, {}, 0, 0, {}, "flush()"};
+      if (verbose_) fmt::print("  flush\n");
+      Status st = run(pool.flush());
+      if (!st) return failed(disk, in, st);
+      m.make_all_durable();
+      return {};
+    }
+    if (r < 68) {  // trim or write_zeroes
+      ModelObject& o = m.objects[pick_of(vols)];
+      auto [off, len] = range(o.size);
+      const bool trim = chance(0.5), no_unmap = chance(0.3), fua = chance(0.2);
+      Inflight in{Inflight::io, {}, 0, o.id, {},
+                  fmt::format("{}({}, {}, {}, no_unmap={}, fua={})", trim ? "trim" : "write_zeroes", o.name, off,
+                              len, no_unmap, fua)};
+      if (verbose_) fmt::print("  {}\n", in.what);
+      o.write(off, len, nullptr);
+      Status st = trim ? run(pool.trim(o.id, off, len)) : run(pool.write_zeroes(o.id, off, len, no_unmap, fua));
+      if (!st) return failed(disk, in, st);
+      if (!trim && fua) o.make_durable(off, len);
+      return {};
+    }
+    if (r < 75) {  // read back something and compare with the current model (no crash involved)
+      ModelObject& o = m.objects[chance(0.7) || snaps.empty() ? pick_of(vols) : pick_of(snaps)];
+      auto [off, len] = range(o.size);
+      std::vector<std::byte> got(len), want(len);
+      Status st = run(pool.read(o.id, off, got));
+      if (!st) return failed(disk, {Inflight::io, {}, 0, 0, {}, "read"}, st);
+      o.current_bytes(off, want);
+      if (got != want) return fmt::format("read({}, {}, {}) differs from what was written", o.name, off, len);
+      return {};
+    }
+    if (r < 83) {  // snapshot
+      if (m.total_bytes() + cfg_.max_volume_bytes > budget || snaps.size() >= 8) return {};
+      ModelObject& v = m.objects[pick_of(vols)];
+      std::string snap = fmt::format("s{}", m.names++);
+      Inflight in{Inflight::snapshot, v.name + "@" + snap, 0, v.id, {}, fmt::format("snapshot({}@{})", v.name, snap)};
+      if (verbose_) fmt::print("  {}\n", in.what);
+      auto res = run(pool.snapshot(v.id, snap));
+      if (!res) return failed(disk, in, res.status());
+      ModelObject s;
+      s.id = *res;
+      s.kind = ObjectKind::snapshot;
+      s.name = in.name;
+      s.parent = v.id;
+      s.size = v.size;
+      s.sectors = v.frozen();
+      m.objects[s.id] = std::move(s);
+      m.make_all_durable();
+      return {};
+    }
+    if (r < 88) {  // clone
+      if (snaps.empty() || vols.size() >= 4 || m.total_bytes() + cfg_.max_volume_bytes > budget) return {};
+      const ModelObject& s = m.objects[pick_of(snaps)];
+      std::string name = fmt::format("c{}", m.names++);
+      Inflight in{Inflight::clone, name, 0, s.id, {}, fmt::format("clone({} -> {})", s.name, name)};
+      if (verbose_) fmt::print("  {}\n", in.what);
+      auto res = run(pool.clone(s.id, name));
+      if (!res) return failed(disk, in, res.status());
+      ModelObject c;
+      c.id = *res;
+      c.name = name;
+      c.size = s.size;
+      c.sectors = s.frozen();
+      m.objects[c.id] = std::move(c);
+      m.make_all_durable();
+      return {};
+    }
+    if (r < 94) {  // remove a snapshot, or a volume (with its snapshots)
+      const bool volume = vols.size() > 1 && (snaps.empty() || chance(0.3));
+      if (!volume && snaps.empty()) return {};
+      const ModelObject& o = m.objects[volume ? pick_of(vols) : pick_of(snaps)];
+      std::vector<ObjectId> doomed{o.id};
+      for (ObjectId s : snaps)
+        if (m.objects[s].parent == o.id) doomed.push_back(s);
+      const ObjectId id = o.id;
+      if (volume && doomed.size() > 1 && chance(0.3)) {
+        // Refused while it has snapshots: nothing may change.
+        Status st = run(pool.remove(id, false));
+        if (st) return fmt::format("remove({}) without with_snapshots succeeded although it has snapshots", o.name);
+        if (disk.crashed()) {
+          inflight_ = {Inflight::io, {}, 0, id, {}, "refused remove"};
+          return {};
+        }
+        return {};
+      }
+      Inflight in{Inflight::remove, o.name, 0, id, doomed, fmt::format("remove({})", o.name)};
+      if (verbose_) fmt::print("  {}\n", in.what);
+      Status st = run(pool.remove(id, volume));
+      if (!st) return failed(disk, in, st);
+      for (ObjectId d : doomed) m.objects.erase(d);
+      m.make_all_durable();
+      return {};
+    }
+    {  // grow
+      ModelObject& v = m.objects[pick_of(vols)];
+      if (v.size + 4 * cfg_.cluster_size > cfg_.max_volume_bytes * 2 ||
+          m.total_bytes() + 4 * cfg_.cluster_size > budget)
+        return {};
+      const std::uint64_t new_size = v.size + pick(1, 4 * cfg_.cluster_size / kSec) * kSec;
+      Inflight in{Inflight::grow, v.name, new_size, v.id, {}, fmt::format("grow({}, {})", v.name, new_size)};
+      if (verbose_) fmt::print("  {}\n", in.what);
+      Status st = run(pool.grow(v.id, new_size));
+      if (!st) return failed(disk, in, st);
+      v.resize(new_size);
+      m.make_all_durable();
+      return {};
+    }
+  }
+
+  const Config& cfg_;
+  std::uint64_t seed_;
+  std::mt19937_64 rng_;
+  bool verbose_;
+  Inflight inflight_;
+};
+
+// Checks the reopened pool against the model and the cut operation. "" when all is well.
+std::string verify(Pool& pool, const Model& m, const Inflight& in) {
+  auto affected = [&](ObjectId id) {
+    if (in.kind == Inflight::remove)
+      for (ObjectId d : in.doomed)
+        if (d == id) return true;
+    return in.kind == Inflight::grow && in.target == id;
+  };
+  std::set<ObjectId> expected;
+  for (const auto& [id, o] : m.objects) {
+    auto st = pool.stat(id);
+    if (!st) {
+      if (affected(id) && in.kind == Inflight::remove) continue;  // the cut removal happened
+      return fmt::format("{} (id {}) is gone: {}", o.name, id, st.status().to_string());
+    }
+    expected.insert(id);
+    if (st->kind != o.kind) return fmt::format("{} (id {}) changed kind", o.name, id);
+    ModelObject check = o;
+    if (affected(id) && in.kind == Inflight::grow && st->size == in.size) {
+      check.resize(in.size);  // the grow made it: the new tail reads zeroes
+    } else if (st->size != o.size) {
+      return fmt::format("{} (id {}) has size {}, expected {}", o.name, id, st->size, o.size);
+    }
+    std::string err = compare_object(pool, check, /*after_crash=*/true);
+    if (!err.empty()) return err;
+  }
+  if (in.kind == Inflight::remove) {
+    // A removal is atomic: a volume and its snapshots go together or not at all.
+    std::size_t present = 0;
+    for (ObjectId d : in.doomed) present += pool.stat(d).is_ok();
+    if (present != 0 && present != in.doomed.size())
+      return fmt::format("cut {} left {} of its {} objects", in.what, present, in.doomed.size());
+  }
+  // Objects the model does not know: only the one whose creation was cut, and it must be right.
+  for (const auto& info : pool.list()) {
+    if (expected.count(info.id)) continue;
+    if (m.objects.count(info.id)) return fmt::format("object {} listed but stat() fails", info.id);
+    ModelObject o;
+    o.id = info.id;
+    o.kind = info.kind;
+    o.size = info.size;
+    switch (in.kind) {
+      case Inflight::create: {
+        auto f = pool.find(in.name);
+        if (!f || *f != info.id || info.size != in.size)
+          return fmt::format("unexpected object {} '{}' after a cut {}", info.id, info.name, in.what);
+        o.name = in.name;
+        o.resize(in.size);
+        break;
+      }
+      case Inflight::snapshot: {
+        auto f = pool.find(in.name);
+        const ModelObject& v = m.objects.at(in.target);
+        if (!f || *f != info.id || info.kind != ObjectKind::snapshot || info.size != v.size)
+          return fmt::format("unexpected object {} '{}' after a cut {}", info.id, info.name, in.what);
+        // It may hold any version the volume itself may hold after the crash.
+        o.name = in.name;
+        o.sectors = v.sectors;
+        break;
+      }
+      case Inflight::clone: {
+        auto f = pool.find(in.name);
+        const ModelObject& s = m.objects.at(in.target);
+        if (!f || *f != info.id || info.kind != ObjectKind::volume || info.size != s.size)
+          return fmt::format("unexpected object {} '{}' after a cut {}", info.id, info.name, in.what);
+        o.name = in.name;
+        o.sectors = s.frozen();
+        break;
+      }
+      default:
+        return fmt::format("unexpected object {} '{}' after a cut {}", info.id, info.name, in.what);
+    }
+    std::string err = compare_object(pool, o, /*after_crash=*/true);
+    if (!err.empty()) return "(created by the cut operation) " + err;
+  }
+  auto report = pool.check();
+  if (!report.ok()) return fmt::format("check() after recovery: {}", fmt::join(report.errors, "; "));
+  return {};
+}
+
+int env_int(const char* name, int dflt) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : dflt;
+}
+
+Template make_template(const Config& cfg) {
+  Template t;
+  t.disk = FakeDisk(cfg.device_bytes, fmt::format("crash-{}k", cfg.cluster_size / 1024));
+  store::PoolOptions opts;
+  opts.name = "crashpool";
+  opts.cluster_size = cfg.cluster_size;
+  auto pool = run(Pool::create(t.disk, opts));
+  EXPECT_TRUE(pool) << pool.status().to_string();
+  if (!pool) return t;
+  // Some history: two volumes with data, a snapshot, a clone, more writes.
+  Trial warmup(cfg, 12345, false);
+  std::string err = warmup.workload(t.disk, *pool, t.model, 40);
+  EXPECT_EQ(err, "");
+  EXPECT_TRUE(run((*pool)->flush()));
+  t.model.make_all_durable();
+  EXPECT_TRUE(run((*pool)->close()));
+  pool->reset();
+  t.disk = t.disk.durable_copy();
+  return t;
+}
+
+// One trial: returns "" or the failure. `ops_used` gets the number of device ops before the cut.
+std::string run_trial(const Config& cfg, const Template& tmpl, std::uint64_t seed, std::uint64_t cut_at, bool verbose,
+                      bool& cut_mid_workload) {
+  FakeDisk disk = tmpl.disk;
+  Model m = tmpl.model;
+  const PowerLoss mode = seed % 2 ? PowerLoss::RandomSubset : PowerLoss::DropAll;
+  disk.reset_counters();
+  disk.crash_after(cut_at);
+  Trial trial(cfg, seed, verbose);
+  Inflight in;
+  {
+    auto opened = run(Pool::open(disk));
+    if (opened) {
+      std::string err = trial.workload(disk, *opened, m, 60);
+      if (!err.empty()) return "during the workload: " + err;
+      in = trial.inflight();
+    } else if (!disk.crashed()) {
+      return "open of the template failed: " + opened.status().to_string();
+    }
+    cut_mid_workload = disk.crashed();
+  }  // the pool object dies with the power
+  if (verbose) fmt::print("cut after {} device ops in {}\n", disk.counters().ops, in.what);
+  disk.power_loss(mode, mix64(seed));
+
+  if (seed % 4 == 3) {
+    // A read-only open (duplex-fsck) of the crashed pool must replay and check without writing.
+    FakeDisk ro = disk;
+    ro.set_read_only(true);
+    ro.reset_counters();
+    store::OpenOptions oo;
+    oo.read_only = true;
+    auto p = run(Pool::open(ro, oo));
+    if (!p) return "read-only open after the crash: " + p.status().to_string();
+    std::string err = verify(**p, m, in);
+    if (!err.empty()) return "read-only open: " + err;
+    if (ro.counters().writes || ro.counters().discards) return "read-only open wrote to the device";
+  }
+
+  auto reopened = run(Pool::open(disk));
+  if (!reopened) return "reopen after the crash: " + reopened.status().to_string();
+  Pool& pool = **reopened;
+  std::string err = verify(pool, m, in);
+  if (!err.empty()) return err;
+
+  // The recovered pool keeps working: write, flush, close, open, read back.
+  ObjectId vol = 0;
+  std::uint64_t vsize = 0;
+  for (const auto& info : pool.list())
+    if (info.kind == ObjectKind::volume) {
+      vol = info.id;
+      vsize = info.size;
+      break;
+    }
+  if (vol == 0) {
+    auto v = run(pool.create_volume("after-crash", 256 * 1024));
+    if (!v) return "create_volume after recovery: " + v.status().to_string();
+    vol = *v;
+    vsize = 256 * 1024;
+  }
+  const std::uint64_t len = std::min<std::uint64_t>(vsize, 3 * kSec + 17);
+  auto data = pattern(len, ~seed, 0);
+  Status st = run(pool.write(vol, 0, data));
+  if (st) st = run(pool.flush());
+  if (st) st = run(pool.close());
+  if (!st) return "I/O after recovery: " + st.to_string();
+  reopened->reset();
+  auto again = run(Pool::open(disk));
+  if (!again) return "open after the post-recovery round: " + again.status().to_string();
+  std::vector<std::byte> got(len);
+  st = run((*again)->read(vol, 0, got));
+  if (!st || got != data) return "post-recovery write did not survive close and reopen";
+  auto report = (*again)->check();
+  if (!report.ok()) return fmt::format("check() after the post-recovery round: {}", fmt::join(report.errors, "; "));
+  return {};
+}
+
+// Device ops a full workload takes from this template, to spread the cuts over all of it.
+std::uint64_t calibrate(const Config& cfg, const Template& tmpl) {
+  std::uint64_t most = 0;
+  for (std::uint64_t seed = 0; seed < 8; ++seed) {
+    FakeDisk disk = tmpl.disk;
+    Model m = tmpl.model;
+    disk.reset_counters();
+    auto p = run(Pool::open(disk));
+    if (!p) return 1000;
+    Trial t(cfg, seed, false);
+    (void)t.workload(disk, *p, m, 60);
+    most = std::max(most, disk.counters().ops);
+  }
+  return most;
+}
+
+void crash_campaign(const Config& cfg, std::uint64_t first_seed, int default_trials) {
+  const int trials = env_int("DUPLEX_CRASH_TRIALS", default_trials);
+  const char* only = std::getenv("DUPLEX_CRASH_SEED");
+  const auto t0 = std::chrono::steady_clock::now();
+  Template tmpl = make_template(cfg);
+  ASSERT_FALSE(testing::Test::HasFailure()) << "template pool could not be built";
+  const std::uint64_t span = calibrate(cfg, tmpl);
+  ASSERT_GT(span, 10u) << "the workload does no I/O?";
+
+  std::uint64_t points = 0, mid = 0, failures = 0;
+  std::set<std::pair<std::uint64_t, std::uint64_t>> distinct;
+  for (int i = 0; i < trials; ++i) {
+    const std::uint64_t seed = only ? std::strtoull(only, nullptr, 10) : first_seed + i;
+    // The cut point: anywhere in the workload, including inside the initial open and, rarely,
+    // after the workload's end (a crash with everything still in the cache).
+    const std::uint64_t cut = mix64(seed ^ 0xC07) % (span + span / 8 + 1);
+    bool was_mid = false;
+    std::string err = run_trial(cfg, tmpl, seed, cut, only != nullptr, was_mid);
+    ++points;
+    mid += was_mid;
+    distinct.insert({seed, cut});
+    if (!err.empty()) {
+      ++failures;
+      ADD_FAILURE() << fmt::format("cluster {} seed {} cut after device op {} ({}): {}\n  reproduce: "
+                                   "DUPLEX_CRASH_SEED={} {} --gtest_filter='{}'",
+                                   cfg.cluster_size, seed, cut, seed % 2 ? "random subset" : "drop all", err, seed,
+                                   "crash_test", testing::UnitTest::GetInstance()->current_test_info()->name());
+      if (failures >= 5) break;
+    }
+    if (only) break;
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print("crash points: {} distinct (cluster {} B, {} cut inside the workload, device ops per workload "
+             "<= {}, {:.1f} s)\n",
+             distinct.size(), cfg.cluster_size, mid, span, secs);
+  testing::Test::RecordProperty("crash_points", static_cast<int>(distinct.size()));
+}
+
+// Four campaigns with disjoint seeds, so `ctest -j` spreads them over the cores.
+// 4 x 2600 = 10400 cut points in the default (CI) mode.
+constexpr int kTrials = 2600;
+const Config k4K{4096, 8 << 20, 256 << 10};
+const Config k64K{64 << 10, 16 << 20, 1 << 20};
+
+TEST(PoolCrash, Cluster4KSeedsA) { crash_campaign(k4K, 1'000'000, kTrials); }
+TEST(PoolCrash, Cluster4KSeedsB) { crash_campaign(k4K, 2'000'000, kTrials); }
+TEST(PoolCrash, Cluster64KSeedsA) { crash_campaign(k64K, 3'000'000, kTrials); }
+TEST(PoolCrash, Cluster64KSeedsB) { crash_campaign(k64K, 4'000'000, kTrials); }
+
+}  // namespace
+}  // namespace duplex::test
