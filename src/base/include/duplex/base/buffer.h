@@ -1,6 +1,7 @@
 #pragma once
 // Page-aligned, owning byte buffer: O_DIRECT and io_uring fixed buffers need 4 KiB alignment.
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>

@@ -1,0 +1,142 @@
+#pragma once
+// A SCSI block logical unit (SPC-4 / SBC-3) over a BlockVolume, with no knowledge of the
+// transport: iSCSI today, NVMe-oF or vhost-scsi later call execute() the same way.
+//
+// The transport gathers all Data-Out before execute() (iSCSI: immediate, unsolicited and R2T'd
+// data up to the expected transfer length) and provides a Data-In buffer sized to the expected
+// transfer length. The result says how much of each was used, so the transport can set residuals.
+//
+// Concurrency: one LogicalUnit belongs to one event-loop thread (its volume's). COMPARE AND WRITE
+// is atomic against every overlapping write through this LU (a range lock); across nodes the
+// mirror layer extends it (issue: multipath).
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "duplex/base/async.h"
+#include "duplex/base/task.h"
+#include "duplex/scsi/sense.h"
+#include "duplex/volume/block_volume.h"
+
+namespace duplex::scsi {
+
+// ALUA states (SPC-4 6.37): the value in REPORT TARGET PORT GROUPS.
+enum class AluaState : std::uint8_t {
+  active_optimized = 0x0,
+  active_non_optimized = 0x1,
+  standby = 0x2,
+  unavailable = 0x3,
+  transitioning = 0xf,
+};
+
+struct TargetPortGroup {
+  std::uint16_t id = 1;
+  AluaState state = AluaState::active_optimized;
+  bool preferred = false;
+  std::vector<std::uint16_t> relative_ports;
+};
+
+struct LuConfig {
+  std::string vendor = "DUPLEX";        // 8 bytes in INQUIRY; identical on every node, never changed
+  std::string product = "VIRTUAL-DISK";  // 16 bytes
+  std::string revision = "0001";        // 4 bytes
+  std::string serial;                   // VPD 0x80; identical on every node (derived from the volume UUID)
+  std::uint32_t block_size = 512;
+  std::uint16_t relative_port = 1;      // this node's target port (VPD 0x83, RTPG)
+  std::uint16_t tpg_id = 1;             // this node's target port group
+  std::string target_port_name;         // "iqn...,t,0x0001" for VPD 0x83 (optional)
+  bool read_only = false;               // ACL-level read-only (write-protect)
+  std::vector<TargetPortGroup> port_groups;  // every group of the LU, as the cluster sees it
+};
+
+// The I_T nexus the command came through: unit attentions (and reservations) are per nexus.
+struct Nexus {
+  std::string initiator_port;  // e.g. "iqn.1993-08.org.debian:01:abc,i,0x23d000000001"
+  std::uint16_t relative_port = 1;
+  friend bool operator<(const Nexus& a, const Nexus& b) {
+    return a.initiator_port != b.initiator_port ? a.initiator_port < b.initiator_port
+                                                : a.relative_port < b.relative_port;
+  }
+};
+
+struct Command {
+  std::span<const std::uint8_t> cdb;
+  std::span<const std::byte> data_out;  // everything the initiator sent
+  std::span<std::byte> data_in;         // sized to the initiator's expected transfer length
+  const Nexus* nexus = nullptr;         // owned by the session; outlives the command
+};
+
+struct CommandResult {
+  ScsiStatus status = ScsiStatus::good;
+  Sense sense;                   // meaningful with check_condition
+  std::uint32_t data_in_length = 0;
+  std::uint32_t data_out_used = 0;
+};
+
+class LogicalUnit {
+ public:
+  LogicalUnit(volume::BlockVolume& volume, LuConfig cfg);
+
+  Task<CommandResult> execute(Command cmd);
+
+  // Events every nexus must hear about (SPC-4 unit attention conditions).
+  void unit_attention_all(Asc code);
+  // LOGICAL UNIT RESET task management: clears state and raises 29/03 on every nexus.
+  void reset();
+  // The number of bytes of Data-Out the CDB asks for (the transport solicits at most this).
+  std::uint64_t data_out_length(std::span<const std::uint8_t> cdb) const;
+
+  const LuConfig& config() const { return cfg_; }
+  std::uint64_t blocks() const { return volume_.size() / cfg_.block_size; }
+  std::vector<std::uint8_t> naa() const;  // 16-byte NAA 6 designator, from the volume UUID
+
+ private:
+  Task<CommandResult> dispatch(Command c);
+  CommandResult inquiry(Command c);
+  CommandResult vpd(Command c, std::uint8_t page, std::uint32_t alloc);
+  CommandResult read_capacity10(Command c);
+  CommandResult read_capacity16(Command c);
+  CommandResult mode_sense(Command c, bool ten);
+  CommandResult mode_select(Command c, bool ten);
+  CommandResult request_sense(Command c);
+  CommandResult report_supported_opcodes(Command c);
+  CommandResult report_target_port_groups(Command c);
+  CommandResult get_lba_status(Command c);
+  Task<CommandResult> read(Command c, std::uint64_t lba, std::uint32_t blocks);
+  Task<CommandResult> write(Command c, std::uint64_t lba, std::uint32_t blocks, bool fua);
+  Task<CommandResult> verify(Command c, std::uint64_t lba, std::uint32_t blocks, std::uint8_t bytchk);
+  Task<CommandResult> write_same(Command c, bool sixteen);
+  Task<CommandResult> unmap(Command c);
+  Task<CommandResult> compare_and_write(Command c);
+  Task<CommandResult> synchronize_cache(Command c, bool sixteen);
+
+  CommandResult data_in(Command c, std::span<const std::uint8_t> bytes, std::uint32_t alloc) const;
+  CommandResult check_range(std::uint64_t lba, std::uint64_t blocks) const;
+  static CommandResult from_status(const Status& s, bool writing);
+
+  volume::BlockVolume& volume_;
+  LuConfig cfg_;
+  std::map<Nexus, std::vector<Asc>> unit_attentions_;
+  std::vector<Asc> pending_for_new_;  // raised before a nexus was first seen
+  AsyncMutex caw_;                    // orders COMPARE AND WRITE among themselves
+  struct Range {
+    std::uint64_t lba, blocks;
+    bool exclusive;
+  };
+  std::vector<Range> held_;
+  WaitQueue range_waiters_;
+  Task<void> lock_range(std::uint64_t lba, std::uint64_t blocks, bool exclusive);
+  void unlock_range(std::uint64_t lba, std::uint64_t blocks, bool exclusive);
+};
+
+// Sense for an ILLEGAL REQUEST pointing at CDB byte `byte` (bit `bit` if >= 0).
+CommandResult illegal_request(Asc code, std::uint16_t byte, int bit = -1, bool in_cdb = true);
+CommandResult check_condition(SenseKey key, Asc code);
+
+// REPORT LUNS (SPC-4 6.33) over the LUNs the nexus may see; answered by the target, not an LU.
+CommandResult report_luns(std::span<const std::uint8_t> cdb, const std::vector<std::uint64_t>& luns,
+                          std::span<std::byte> data_in);
+
+}  // namespace duplex::scsi
