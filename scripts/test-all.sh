@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The one test command: installs, builds and runs every test, then lints.
+#
+#   scripts/test-all.sh
+#
+#   1. scripts/install-deps.sh                        (Debian packages; DUPLEX_SKIP_APT=1 to skip apt)
+#   2. build/       normal build, `ctest` (every test)
+#   3. build-asan/  ASan+UBSan build, `ctest -L unit`
+#   4. build-fuzz/  clang + libFuzzer build, `ctest -L fuzz` (short runs); skipped while no test
+#                   carries the label `fuzz`, or if the fuzz tree does not configure
+#   5. scripts/lint.sh (clang-format + clang-tidy)    (DUPLEX_LINT=warn: report only; =off: skip)
+#
+# Tests run two at a time (ctest -j2), except those labelled `serial`, which run alone afterwards.
+# Prints a last line `N passed, N failed`: the sum over the ctest runs, plus one per step outside
+# ctest (lint passes or fails as one check; a failed install or build counts as one failure).
+# Exits non-zero if anything failed. Logs: out/test-all/*.log.
+#
+# Environment: DUPLEX_JOBS (default 2: the CI machine has 2 cores), DUPLEX_SKIP_APT, DUPLEX_LINT,
+# DUPLEX_TEST_TIMEOUT (default per-test timeout in seconds for tests without their own, 900).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+JOBS="${DUPLEX_JOBS:-2}"
+export DUPLEX_JOBS="$JOBS"
+TIMEOUT="${DUPLEX_TEST_TIMEOUT:-900}"
+LINT_MODE="${DUPLEX_LINT:-error}"
+LOGS="$ROOT/out/test-all"
+mkdir -p "$LOGS"
+
+# ASan/UBSan: fail loudly with a full report; LeakSanitizer on.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+passed=0
+failed=0
+summary=()
+t_start=$(date +%s)
+
+banner() { printf '\n==== %s ====\n' "$*"; }
+note() { summary+=("$1"); }
+elapsed() { echo "$(($(date +%s) - $1))s"; }
+
+# Runs a command, output to the console and to out/test-all/NAME.log; returns its exit code.
+run_logged() {
+  local name=$1; shift
+  "$@" 2>&1 | tee "$LOGS/$name.log"
+  return "${PIPESTATUS[0]}"
+}
+
+# ctest_pass NAME DIR [ctest args...]: one ctest run; adds to passed/failed from its summary line.
+ctest_pass() {
+  local name=$1 dir=$2; shift 2
+  local rc line nfail ntotal t0
+  t0=$(date +%s)
+  run_logged "$name" ctest --test-dir "$dir" --output-on-failure --no-tests=ignore \
+    --timeout "$TIMEOUT" "$@"
+  rc=$?
+  line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$LOGS/$name.log" | tail -1)
+  if [[ -n "$line" ]]; then
+    nfail=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+    ntotal=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+  elif grep -q 'No tests were found' "$LOGS/$name.log"; then
+    nfail=0 ntotal=0
+  else
+    nfail=0 ntotal=0
+    [[ $rc -ne 0 ]] || rc=1
+  fi
+  if [[ $rc -ne 0 && $nfail -eq 0 ]]; then
+    # ctest itself failed (bad test dir, crash): count it as one failure.
+    nfail=1 ntotal=$((ntotal + 1))
+  fi
+  passed=$((passed + ntotal - nfail))
+  failed=$((failed + nfail))
+  note "$(printf '%-22s %4d passed %4d failed  (%s)' "$name" "$((ntotal - nfail))" "$nfail" "$(elapsed "$t0")")"
+}
+
+# ctest_suite NAME DIR [label filter args...]: parallel part, then the `serial` tests alone.
+ctest_suite() {
+  local name=$1 dir=$2; shift 2
+  banner "ctest $name ($dir${*:+ $*})"
+  ctest_pass "$name" "$dir" -j "$JOBS" "$@" -LE serial
+  if [[ -n "$(ctest --test-dir "$dir" -N "$@" -L serial 2>/dev/null | grep -E '^ *Test +#')" ]]; then
+    ctest_pass "$name-serial" "$dir" "$@" -L serial
+  fi
+}
+
+step_failed() {  # NAME, t0: a step outside ctest failed: one failure.
+  failed=$((failed + 1))
+  note "$(printf '%-22s FAILED (%s, log out/test-all/%s.log)' "$1" "$(elapsed "$2")" "$1")"
+}
+step_passed() {
+  note "$(printf '%-22s ok (%s)' "$1" "$(elapsed "$2")")"
+}
+
+# 1. Dependencies.
+banner "install-deps"
+t0=$(date +%s)
+if run_logged install-deps "$ROOT/scripts/install-deps.sh"; then step_passed install-deps "$t0"
+else step_failed install-deps "$t0"; fi
+
+# 2. Normal build, every test.
+banner "build (build/)"
+t0=$(date +%s)
+if run_logged build "$ROOT/scripts/build.sh" --dir build --jobs "$JOBS"; then
+  step_passed build "$t0"
+  ctest_suite ctest build
+else
+  step_failed build "$t0"
+fi
+
+# 3. ASan + UBSan build, unit tests.
+banner "build --sanitize (build-asan/)"
+t0=$(date +%s)
+if run_logged build-asan "$ROOT/scripts/build.sh" --sanitize --dir build-asan --jobs "$JOBS"; then
+  step_passed build-asan "$t0"
+  ctest_suite ctest-asan build-asan -L unit
+else
+  step_failed build-asan "$t0"
+fi
+
+# 4. Fuzz build (clang + libFuzzer): only what the `fuzz` tests need.
+banner "build --fuzz (build-fuzz/)"
+t0=$(date +%s)
+if ! run_logged build-fuzz-configure "$ROOT/scripts/build.sh" --fuzz --dir build-fuzz --configure-only; then
+  note "$(printf '%-22s skipped: the fuzz tree does not configure (log out/test-all/build-fuzz-configure.log)' fuzz)"
+else
+  nfuzz=$(ctest --test-dir build-fuzz -N -L fuzz 2>/dev/null | grep -cE '^ *Test +#' || true)
+  if [[ "$nfuzz" -eq 0 ]]; then
+    note "$(printf '%-22s skipped: no test labelled fuzz yet' fuzz)"
+  else
+    # The executables the fuzz tests run, as ninja outputs relative to the build dir; if a test runs
+    # something else (a script), build the whole tree.
+    mapfile -t outs < <(ctest --test-dir build-fuzz -L fuzz --show-only=json-v1 2>/dev/null |
+      python3 -c '
+import json, os, sys
+root = os.path.realpath(sys.argv[1])
+outs = set()
+for t in json.load(sys.stdin).get("tests", []):
+    cmd = (t.get("command") or [""])[0]
+    p = os.path.realpath(cmd) if cmd else ""
+    if not p.startswith(root + os.sep):
+        print("ALL"); sys.exit(0)
+    outs.add(os.path.relpath(p, root))
+print("\n".join(sorted(outs)))' "$ROOT/build-fuzz")
+    if [[ ${#outs[@]} -eq 0 || " ${outs[*]} " == *" ALL "* ]]; then
+      build_cmd=(cmake --build build-fuzz -j "$JOBS")
+    else
+      build_cmd=(ninja -C build-fuzz -j "$JOBS" "${outs[@]}")
+    fi
+    if run_logged build-fuzz "${build_cmd[@]}"; then
+      step_passed build-fuzz "$t0"
+      ctest_suite ctest-fuzz build-fuzz -L fuzz
+    else
+      step_failed build-fuzz "$t0"
+    fi
+  fi
+fi
+
+# 5. Lint.
+banner "lint"
+t0=$(date +%s)
+case "$LINT_MODE" in
+  off) note "$(printf '%-22s skipped (DUPLEX_LINT=off)' lint)" ;;
+  *)
+    if run_logged lint "$ROOT/scripts/lint.sh" --build-dir build --jobs "$JOBS"; then
+      passed=$((passed + 1))
+      step_passed lint "$t0"
+    elif [[ "$LINT_MODE" == warn ]]; then
+      note "$(printf '%-22s findings, not counted (DUPLEX_LINT=warn; log out/test-all/lint.log)' lint)"
+    else
+      step_failed lint "$t0"
+    fi
+    ;;
+esac
+
+banner "summary ($(elapsed "$t_start") total)"
+printf '%s\n' "${summary[@]}"
+echo "${passed} passed, ${failed} failed"
+[[ $failed -eq 0 ]]
