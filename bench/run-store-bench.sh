@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Build duplex-store-bench (Release) and run it: the store engine vs the raw file on one disk.
+# Build duplex-store-bench and run it: the store engine vs the raw file on one disk.
 #
 #   bench/run-store-bench.sh [--build-dir DIR] [--out DIR] [--no-build] [--aa] [-- BENCH ARGS...]
 #
-#   --build-dir DIR  where to build (default: build-bench/ in the repo; Release, so the figures
-#                    are those of an optimized build with assertions kept, as shipped)
+#   --build-dir DIR  where to build (default: build-bench/ in the repo; RelWithDebInfo, the
+#                    project's default: -O2, assertions kept, as shipped)
 #   --out DIR        results directory (default /var/tmp/duplex-store-bench/<UTC time>): the
 #                    Markdown table (table.md), --json output (results.json), stderr (log.txt)
 #   --no-build       use the binary already in the build dir
@@ -38,7 +38,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ $build -eq 1 ]]; then
-  cmake -S "$ROOT" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUPLEX_TESTS=OFF >/dev/null
+  cmake -S "$ROOT" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUPLEX_TESTS=OFF >/dev/null
   ninja -C "$build_dir" duplex-store-bench >&2
 fi
 bin="$build_dir/bench/duplex-store-bench"
