@@ -315,6 +315,8 @@ void Session::enqueue(std::unique_ptr<OutMsg> m) {
 Task<void> Session::writer_loop() {
   std::vector<ConstBuf> iov;
   std::vector<std::unique_ptr<OutMsg>> batch;
+  // Replies completed by the same batch of events leave together: one system call, not one each.
+  co_await t_->yield();
   while (!queue_.empty() && !dead_) {
     batch.swap(queue_);
     iov.clear();

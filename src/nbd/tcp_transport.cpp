@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include <asio/post.hpp>
 #include <asio/read.hpp>
 #include <asio/write.hpp>
 #include <fmt/format.h>
@@ -100,6 +101,10 @@ Task<Status> TcpTransport::write_all(std::span<const ConstBuf> bufs) {
     if (wec) co_return Status::error(Errc::io_error, "write to {}: {}", peer_, wec.message());
   }
   co_return Status::ok();
+}
+
+Task<void> TcpTransport::yield() {
+  co_await asio_op_void([&](auto h) { asio::post(sock_.get_executor(), [h = std::move(h)]() mutable { h(std::error_code{}); }); });
 }
 
 Task<Status> TcpTransport::start_tls() {

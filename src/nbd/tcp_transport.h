@@ -24,6 +24,7 @@ class TcpTransport final : public Transport {
   bool tls_active() const override { return tls_ != nullptr; }
   Task<Status> start_tls() override;
   void close() override;
+  Task<void> yield() override;
   const std::string& peer() const override { return peer_; }
 
   // Moves the socket to another event loop's context (plain TCP only, no operation pending).

@@ -27,6 +27,9 @@ class Transport {
   virtual bool tls_active() const = 0;
   // Runs the server side of a TLS handshake over the stream.
   virtual Task<Status> start_tls() = 0;
+  // Lets the event loop run the handlers that are ready before continuing (so that replies
+  // completed in one batch leave in one write). Transports without a loop continue at once.
+  virtual Task<void> yield() { co_return; }
   // Aborts pending reads/writes (they complete with an error) and closes.
   virtual void close() = 0;
   // For logs: "127.0.0.1:53412".
