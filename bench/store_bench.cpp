@@ -80,9 +80,9 @@ struct Measure {
   double mibps() const { return seconds > 0 ? bytes / seconds / MiB : 0; }
   double cpu_us_per_op() const { return ops ? cpu_seconds * 1e6 / ops : 0; }
   json to_json() const {
-    return {{"ops", ops},          {"bytes", bytes},         {"seconds", seconds},
-            {"iops", iops()},      {"mib_s", mibps()},       {"mean_us", mean_us},
-            {"p50_us", p50_us},    {"p99_us", p99_us},       {"cpu_us_per_op", cpu_us_per_op()}};
+    return {{"ops", ops},       {"bytes", bytes},   {"seconds", seconds},
+            {"iops", iops()},   {"mib_s", mibps()}, {"mean_us", mean_us},
+            {"p50_us", p50_us}, {"p99_us", p99_us}, {"cpu_us_per_op", cpu_us_per_op()}};
   }
 };
 
@@ -138,8 +138,8 @@ Task<void> worker(RunState& st, std::uint32_t seed) {
     ++st.ops;
     st.bytes += st.w.bs;
     if (st.record)
-      st.lat_ns.push_back(static_cast<std::uint32_t>(
-          std::min<std::int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(), UINT32_MAX)));
+      st.lat_ns.push_back(static_cast<std::uint32_t>(std::min<std::int64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(), UINT32_MAX)));
   }
 }
 
@@ -165,7 +165,8 @@ Result<Measure> run_for(Ring& ring, const IoFn& io, const Workload& w, std::uint
   st.io = &io;
   st.w = w;
   st.span = span;
-  st.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  st.deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   st.record = record;
   if (record) st.lat_ns.reserve(1 << 20);
   std::mt19937 seeds(static_cast<std::uint32_t>(w.qd * 7919 + w.bs + w.write));
@@ -246,7 +247,7 @@ std::string read_first_line(const std::string& path, const std::string& key) {
 json machine_facts(const std::string& dir) {
   utsname u{};
   ::uname(&u);
-  struct statfs sf {};
+  struct statfs sf{};
   ::statfs(dir.c_str(), &sf);
   std::string fstype = fmt::format("{:#x}", static_cast<unsigned long>(sf.f_type));
   if (sf.f_type == 0xEF53) fstype = "ext4";
@@ -296,10 +297,14 @@ Result<std::uint64_t> parse_size(const std::string& s) {
   if (end == s.c_str() || v <= 0) return Status::error(Errc::invalid, "bad size '{}'", s);
   std::uint64_t mult = 1;
   switch (*end) {
-    case 'k': case 'K': mult = KiB; break;
-    case 'm': case 'M': mult = MiB; break;
-    case 'g': case 'G': mult = GiB; break;
-    case 't': case 'T': mult = 1024 * GiB; break;
+    case 'k':
+    case 'K': mult = KiB; break;
+    case 'm':
+    case 'M': mult = MiB; break;
+    case 'g':
+    case 'G': mult = GiB; break;
+    case 't':
+    case 'T': mult = 1024 * GiB; break;
     case '\0': break;
     default: return Status::error(Errc::invalid, "bad size suffix in '{}'", s);
   }
@@ -385,15 +390,16 @@ int run(const Options& o) {
   // Phase marks with CLOCK_MONOTONIC time, to line up with kernel traces (io_uring tracepoints).
   auto mark = [&](const std::string& what) {
     if (o.verbose)
-      fmt::print(stderr, "  [{:.3f}] {}\n", std::chrono::duration<double>(Clock::now().time_since_epoch()).count(),
-                 what);
+      fmt::print(stderr, "  [{:.3f}] {}\n",
+                 std::chrono::duration<double>(Clock::now().time_since_epoch()).count(), what);
   };
   auto die = [&](const char* what, const Status& s) {
     fmt::print(stderr, "duplex-store-bench: {}: {}\n", what, s.to_string());
     return 1;
   };
 
-  fmt::print(stderr, "preconditioning: writing {} MiB raw and {} MiB store volume...\n", o.size / MiB, o.size / MiB);
+  fmt::print(stderr, "preconditioning: writing {} MiB raw and {} MiB store volume...\n", o.size / MiB,
+             o.size / MiB);
   auto tp = Clock::now();
   if (Status s = fill(ring, raw_io, o.size); !s.is_ok()) return die("fill raw", s);
   if (Status s = wait_for(ring, rawdev.flush()); !s.is_ok()) return die("flush raw", s);
@@ -419,15 +425,22 @@ int run(const Options& o) {
 
   json out;
   out["machine"] = machine_facts(o.dir);
-  out["config"] = {{"dir", o.dir},           {"size", o.size},         {"seconds", o.seconds},
-                   {"warmup", o.warmup},     {"cluster_size", o.cluster_kib * KiB},
-                   {"ring_entries", o.ring_entries}, {"pool_file_size", pool_size},
-                   {"snapshots", o.snapshots}, {"snap_writes", o.snap_writes}};
+  out["config"] = {{"dir", o.dir},
+                   {"size", o.size},
+                   {"seconds", o.seconds},
+                   {"warmup", o.warmup},
+                   {"cluster_size", o.cluster_kib * KiB},
+                   {"ring_entries", o.ring_entries},
+                   {"pool_file_size", pool_size},
+                   {"snapshots", o.snapshots},
+                   {"snap_writes", o.snap_writes}};
   out["precondition"] = {{"raw_fill_s", raw_fill_s}, {"store_fill_s", store_fill_s}};
   out["rows"] = json::array();
 
   std::string md;
-  md += "| workload | raw | store | store/raw (round min–max) | raw mean / p99 µs | store mean / p99 µs | CPU µs/op raw / store |\n";
+  md +=
+      "| workload | raw | store | store/raw (round min–max) | raw mean / p99 µs | store mean / p99 µs | CPU "
+      "µs/op raw / store |\n";
   md += "|---|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& w : rows) {
     if (!o.rows.empty() && w.name.find(o.rows) == std::string::npos) continue;
@@ -470,14 +483,21 @@ int run(const Options& o) {
     summarize_latency(lat_s, ms);
     const double ratio = rate(w, mr) > 0 ? rate(w, ms) / rate(w, mr) : 0;
     const auto [lo, hi] = std::minmax_element(round_ratios.begin(), round_ratios.end());
-    md += fmt::format("| {} | {} | {} | {:.2f} ({:.2f}–{:.2f}) | {:.0f} / {:.0f} | {:.0f} / {:.0f} | {:.1f} / {:.1f} |\n",
-                      w.name, fmt_rate(w, mr), fmt_rate(w, ms), ratio, *lo, *hi, mr.mean_us, mr.p99_us, ms.mean_us,
-                      ms.p99_us, mr.cpu_us_per_op(), ms.cpu_us_per_op());
-    out["rows"].push_back({{"workload", w.name}, {"write", w.write}, {"random", w.random}, {"bs", w.bs},
-                           {"qd", w.qd}, {"raw", mr.to_json()}, {"store", ms.to_json()}, {"ratio", ratio},
+    md += fmt::format(
+        "| {} | {} | {} | {:.2f} ({:.2f}–{:.2f}) | {:.0f} / {:.0f} | {:.0f} / {:.0f} | {:.1f} / {:.1f} |\n",
+        w.name, fmt_rate(w, mr), fmt_rate(w, ms), ratio, *lo, *hi, mr.mean_us, mr.p99_us, ms.mean_us,
+        ms.p99_us, mr.cpu_us_per_op(), ms.cpu_us_per_op());
+    out["rows"].push_back({{"workload", w.name},
+                           {"write", w.write},
+                           {"random", w.random},
+                           {"bs", w.bs},
+                           {"qd", w.qd},
+                           {"raw", mr.to_json()},
+                           {"store", ms.to_json()},
+                           {"ratio", ratio},
                            {"round_ratios", round_ratios}});
-    fmt::print(stderr, "  raw {}  store {}  ratio {:.2f} (rounds {:.2f}–{:.2f})\n", fmt_rate(w, mr), fmt_rate(w, ms),
-               ratio, *lo, *hi);
+    fmt::print(stderr, "  raw {}  store {}  ratio {:.2f} (rounds {:.2f}–{:.2f})\n", fmt_rate(w, mr),
+               fmt_rate(w, ms), ratio, *lo, *hi);
   }
 
   std::string md_snap;
@@ -525,7 +545,8 @@ int run(const Options& o) {
     for (double x : snap_ms) snap_mean += x;
     snap_mean /= std::max<std::size_t>(1, snap_ms.size());
     std::sort(snap_ms.begin(), snap_ms.end());
-    const double snap_p99 = snap_ms.empty() ? 0 : snap_ms[std::min(snap_ms.size() - 1, snap_ms.size() * 99 / 100)];
+    const double snap_p99 =
+        snap_ms.empty() ? 0 : snap_ms[std::min(snap_ms.size() - 1, snap_ms.size() * 99 / 100)];
 
     fmt::print(stderr, "snapshots: reads with {} snapshots ...\n", o.snapshots);
     auto after1 = measure_reads(vol, rq1);
@@ -538,22 +559,24 @@ int run(const Options& o) {
     if (!newest1) return die("snapshot newest", newest1.status());
 
     auto info = pool.info();
-    md_snap += fmt::format("| reads (4 KiB random) | 0 snapshots | {} snapshots | ratio | mean / p99 µs (0 → {}) |\n",
-                           o.snapshots, o.snapshots);
+    md_snap += fmt::format(
+        "| reads (4 KiB random) | 0 snapshots | {} snapshots | ratio | mean / p99 µs (0 → {}) |\n",
+        o.snapshots, o.snapshots);
     md_snap += "|---|---:|---:|---:|---:|\n";
     auto line = [&](const std::string& what, const Measure& a, const Measure& b2) {
-      md_snap += fmt::format("| {} | {:.0f} IOPS | {:.0f} IOPS | {:.2f} | {:.0f} / {:.0f} → {:.0f} / {:.0f} |\n", what,
-                             a.iops(), b2.iops(), a.iops() > 0 ? b2.iops() / a.iops() : 0, a.mean_us, a.p99_us,
-                             b2.mean_us, b2.p99_us);
+      md_snap += fmt::format(
+          "| {} | {:.0f} IOPS | {:.0f} IOPS | {:.2f} | {:.0f} / {:.0f} → {:.0f} / {:.0f} |\n", what, a.iops(),
+          b2.iops(), a.iops() > 0 ? b2.iops() / a.iops() : 0, a.mean_us, a.p99_us, b2.mean_us, b2.p99_us);
     };
     line("live volume QD1", *base1, *after1);
     line("live volume QD32", *base32, *after32);
     line("oldest snapshot QD1 (vs live, 0 snapshots)", *base1, *oldest1);
     line("newest snapshot QD1 (vs live, 0 snapshots)", *base1, *newest1);
-    md_snap += fmt::format("\nSnapshot creation (durable): mean {:.2f} ms, p99 {:.2f} ms over {} snapshots; "
-                           "pool after: {} of {} data clusters free, journal {} / {} bytes.\n",
-                           snap_mean, snap_p99, o.snapshots, info.free_clusters, info.data_clusters,
-                           info.journal_used_bytes, info.journal_bytes);
+    md_snap += fmt::format(
+        "\nSnapshot creation (durable): mean {:.2f} ms, p99 {:.2f} ms over {} snapshots; "
+        "pool after: {} of {} data clusters free, journal {} / {} bytes.\n",
+        snap_mean, snap_p99, o.snapshots, info.free_clusters, info.data_clusters, info.journal_used_bytes,
+        info.journal_bytes);
     out["snapshots"] = {{"count", o.snapshots},
                         {"overwrites_per_snapshot", o.snap_writes},
                         {"create_mean_ms", snap_mean},
@@ -573,20 +596,24 @@ int run(const Options& o) {
     if (Status s = wait_for(ring, pool.close()); !s.is_ok()) return die("close", s);
   mark("closed");
   const auto& rs = ring.stats();
-  out["ring"] = {{"submitted", rs.submitted}, {"submit_calls", rs.submit_calls}, {"completed", rs.completed},
-                 {"backlogged", rs.backlogged}, {"resubmitted", rs.resubmitted}};
+  out["ring"] = {{"submitted", rs.submitted},
+                 {"submit_calls", rs.submit_calls},
+                 {"completed", rs.completed},
+                 {"backlogged", rs.backlogged},
+                 {"resubmitted", rs.resubmitted}};
 
   const auto& mf = out["machine"];
   std::string load_end;
   std::getline(std::ifstream("/proc/loadavg") >> std::ws, load_end);
   out["machine"]["loadavg_at_end"] = load_end;
-  fmt::print("Machine: {}, {} cores, kernel {}, {} on {} ({}); files in {}; {} MiB per target, {} s per row "
-             "in {} alternating rounds after {} s warm-up; pool cluster {} KiB; io_uring {} entries, O_DIRECT. "
-             "Load average at start: {}; at end: {}.\n\n",
-             mf["cpu"].get<std::string>(), mf["cores"].get<long>(), mf["kernel"].get<std::string>(),
-             mf["filesystem"].get<std::string>(), mf["device"].get<std::string>(), mf["mount"].get<std::string>(),
-             o.dir, o.size / MiB, o.seconds, o.rounds, o.warmup, o.cluster_kib, o.ring_entries,
-             mf["loadavg_at_start"].get<std::string>(), load_end);
+  fmt::print(
+      "Machine: {}, {} cores, kernel {}, {} on {} ({}); files in {}; {} MiB per target, {} s per row "
+      "in {} alternating rounds after {} s warm-up; pool cluster {} KiB; io_uring {} entries, O_DIRECT. "
+      "Load average at start: {}; at end: {}.\n\n",
+      mf["cpu"].get<std::string>(), mf["cores"].get<long>(), mf["kernel"].get<std::string>(),
+      mf["filesystem"].get<std::string>(), mf["device"].get<std::string>(), mf["mount"].get<std::string>(),
+      o.dir, o.size / MiB, o.seconds, o.rounds, o.warmup, o.cluster_kib, o.ring_entries,
+      mf["loadavg_at_start"].get<std::string>(), load_end);
   if (o.aa) fmt::print("A/A CHECK: the 'store' column is a second raw file, not the store.\n\n");
   fmt::print("{}", md);
   if (!md_snap.empty()) fmt::print("\n{}", md_snap);
@@ -610,7 +637,8 @@ int main(int argc, char** argv) {
   duplex::bench::Options o;
   CLI::App app{"duplex-store-bench: the store engine vs the raw file, on the same disk, in one run"};
   app.add_option("--dir", o.dir, "directory for the raw file and the pool file")->capture_default_str();
-  app.add_option("--size", o.size_str, "bytes per target (raw file, volume): 256M, 1G, ...")->capture_default_str();
+  app.add_option("--size", o.size_str, "bytes per target (raw file, volume): 256M, 1G, ...")
+      ->capture_default_str();
   app.add_option("--seconds", o.seconds, "measured seconds per row and target")->capture_default_str();
   app.add_option("--warmup", o.warmup, "unmeasured seconds before each measurement")->capture_default_str();
   app.add_option("--cluster-kib", o.cluster_kib, "pool cluster size in KiB")->capture_default_str();

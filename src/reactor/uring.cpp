@@ -18,17 +18,12 @@ constexpr std::size_t kMaxChunk = std::size_t{1} << 30;
 Errc errc_of(int err) {
   switch (err) {
     case ENOSPC:
-    case EDQUOT:
-      return Errc::no_space;
-    case EINVAL:
-      return Errc::invalid;
+    case EDQUOT: return Errc::no_space;
+    case EINVAL: return Errc::invalid;
     case EROFS:
-    case EBADF:
-      return Errc::read_only;
-    case EOPNOTSUPP:
-      return Errc::unsupported;
-    default:
-      return Errc::io_error;
+    case EBADF: return Errc::read_only;
+    case EOPNOTSUPP: return Errc::unsupported;
+    default: return Errc::io_error;
   }
 }
 
@@ -42,7 +37,8 @@ Result<std::unique_ptr<Ring>> Ring::create(unsigned entries) {
   // kernel, which would leave the eventfd silent while an Asio loop sleeps in epoll_wait.
   int rc = io_uring_queue_init(std::max(entries, 2u), &r->ring_, 0);
   if (rc < 0)
-    return Status::error(Errc::unsupported, "io_uring unavailable (io_uring_queue_init: {})", std::strerror(-rc));
+    return Status::error(Errc::unsupported, "io_uring unavailable (io_uring_queue_init: {})",
+                         std::strerror(-rc));
   r->ring_ok_ = true;
   // Kernels before 5.6 have io_uring without plain READ/WRITE/FALLOCATE: treat as unsupported
   // rather than fail on the first I/O.
@@ -67,22 +63,14 @@ Ring::~Ring() {
 
 void Ring::Op::prep(io_uring_sqe* sqe) {
   switch (opcode_) {
-    case IORING_OP_READ:
-      io_uring_prep_read(sqe, fd_, addr_, static_cast<unsigned>(len_), off_);
-      break;
-    case IORING_OP_WRITE:
-      io_uring_prep_write(sqe, fd_, addr_, static_cast<unsigned>(len_), off_);
-      break;
-    case IORING_OP_FSYNC:
-      io_uring_prep_fsync(sqe, fd_, flags_);
-      break;
+    case IORING_OP_READ: io_uring_prep_read(sqe, fd_, addr_, static_cast<unsigned>(len_), off_); break;
+    case IORING_OP_WRITE: io_uring_prep_write(sqe, fd_, addr_, static_cast<unsigned>(len_), off_); break;
+    case IORING_OP_FSYNC: io_uring_prep_fsync(sqe, fd_, flags_); break;
     case IORING_OP_FALLOCATE:
       io_uring_prep_fallocate(sqe, fd_, static_cast<int>(flags_), static_cast<off_t>(off_),
                               static_cast<off_t>(len_));
       break;
-    default:
-      io_uring_prep_nop(sqe);
-      break;
+    default: io_uring_prep_nop(sqe); break;
   }
   io_uring_sqe_set_data(sqe, this);
 }
@@ -94,7 +82,9 @@ Ring::Op Ring::write_op(int fd, std::uint64_t off, std::span<const std::byte> bu
   // The kernel only reads from the buffer; the SQE has one pointer type for both directions.
   return Op(this, IORING_OP_WRITE, fd, const_cast<std::byte*>(buf.data()), buf.size(), off, 0);
 }
-Ring::Op Ring::fdatasync_op(int fd) { return Op(this, IORING_OP_FSYNC, fd, nullptr, 0, 0, IORING_FSYNC_DATASYNC); }
+Ring::Op Ring::fdatasync_op(int fd) {
+  return Op(this, IORING_OP_FSYNC, fd, nullptr, 0, 0, IORING_FSYNC_DATASYNC);
+}
 Ring::Op Ring::fallocate_op(int fd, int mode, std::uint64_t off, std::uint64_t len) {
   return Op(this, IORING_OP_FALLOCATE, fd, nullptr, len, off, static_cast<std::uint32_t>(mode));
 }
@@ -220,7 +210,8 @@ Task<Result<std::size_t>> Ring::read(int fd, std::uint64_t off, std::span<std::b
       continue;
     }
     if (r < 0)
-      co_return Status::error(errc_of(-r), "read of {} bytes at {}: {}", chunk, off + done, std::strerror(-r));
+      co_return Status::error(errc_of(-r), "read of {} bytes at {}: {}", chunk, off + done,
+                              std::strerror(-r));
     if (r == 0) break;  // end of file
     done += static_cast<std::size_t>(r);
     if (static_cast<std::size_t>(r) < chunk) ++stats_.resubmitted;
@@ -238,8 +229,8 @@ Task<Status> Ring::read_fill(int fd, std::uint64_t off, std::span<std::byte> buf
       continue;
     }
     if (r < 0)
-      co_return Status::error(errc_of(-r), "{}{}read of {} bytes at {}: {}", who, who.empty() ? "" : ": ", chunk,
-                              off + done, std::strerror(-r));
+      co_return Status::error(errc_of(-r), "{}{}read of {} bytes at {}: {}", who, who.empty() ? "" : ": ",
+                              chunk, off + done, std::strerror(-r));
     if (r == 0) {
       std::memset(buf.data() + done, 0, buf.size() - done);
       break;
@@ -260,8 +251,8 @@ Task<Status> Ring::write(int fd, std::uint64_t off, std::span<const std::byte> b
       continue;
     }
     if (r < 0)
-      co_return Status::error(errc_of(-r), "{}{}write of {} bytes at {}: {}", who, who.empty() ? "" : ": ", chunk,
-                              off + done, std::strerror(-r));
+      co_return Status::error(errc_of(-r), "{}{}write of {} bytes at {}: {}", who, who.empty() ? "" : ": ",
+                              chunk, off + done, std::strerror(-r));
     if (r == 0)  // the kernel made no progress and gave no reason: do not spin
       co_return Status::error(Errc::io_error, "{}{}write of {} bytes at {}: no progress", who,
                               who.empty() ? "" : ": ", chunk, off + done);

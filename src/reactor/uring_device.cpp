@@ -27,7 +27,7 @@ struct Alignment {
 Alignment dio_alignment(int fd, bool blockdev) {
   Alignment a{512, 512};
 #ifdef STATX_DIOALIGN
-  struct statx stx {};
+  struct statx stx{};
   if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 && (stx.stx_mask & STATX_DIOALIGN) &&
       stx.stx_dio_offset_align != 0) {
     a.mem = std::max<std::uint32_t>(stx.stx_dio_mem_align, 1);
@@ -52,7 +52,8 @@ bool uring_disabled_by_env() {
   return v && *v && std::strcmp(v, "0") != 0;
 }
 
-Result<std::unique_ptr<UringDevice>> UringDevice::open(const std::string& path, DeviceOptions opts, Ring& ring) {
+Result<std::unique_ptr<UringDevice>> UringDevice::open(const std::string& path, DeviceOptions opts,
+                                                       Ring& ring) {
   FileDeviceOptions fo;
   fo.create = opts.create;
   fo.create_size = opts.create_size;
@@ -79,7 +80,8 @@ Result<std::unique_ptr<UringDevice>> UringDevice::open(const std::string& path, 
   if (a.mem > AlignedBuffer::kAlign || a.offset > AlignedBuffer::kAlign * 16)
     return Status::error(Errc::unsupported, "{}: direct I/O alignment {}/{} is larger than supported", path,
                          a.mem, a.offset);
-  return std::unique_ptr<UringDevice>(new UringDevice(std::move(*file), ring, opts.read_only, a.mem, a.offset));
+  return std::unique_ptr<UringDevice>(
+      new UringDevice(std::move(*file), ring, opts.read_only, a.mem, a.offset));
 }
 
 // The aligned, in-range case, which is all the store issues, hands back the Ring's own task: one
@@ -134,7 +136,8 @@ Task<Status> UringDevice::write_rmw(std::uint64_t offset, std::span<const std::b
   const std::uint64_t a1 = round_up(offset + buf.size(), offset_align_);
   AlignedBuffer bounce(a1 - a0);
   // Only the partial sectors at either end carry bytes we must keep.
-  if (offset != a0) DPX_CO_TRY(co_await ring_.read_fill(fd(), a0, bounce.span().first(offset_align_), name()));
+  if (offset != a0)
+    DPX_CO_TRY(co_await ring_.read_fill(fd(), a0, bounce.span().first(offset_align_), name()));
   const std::uint64_t tail = a1 - offset_align_;
   if (offset + buf.size() != a1 && (tail != a0 || offset == a0))
     DPX_CO_TRY(co_await ring_.read_fill(fd(), tail, bounce.span().subspan(tail - a0, offset_align_), name()));
@@ -163,8 +166,8 @@ Task<Status> UringDevice::flush() {
 Task<Status> UringDevice::discard(std::uint64_t offset, std::uint64_t length) {
   if (read_only_) co_return Status::error(Errc::read_only, "{}: opened read-only", name());
   if (offset + length > size() || offset + length < offset)
-    co_return Status::error(Errc::out_of_range, "{}: discard of {} bytes at {} beyond device end {}", name(), length,
-                            offset, size());
+    co_return Status::error(Errc::out_of_range, "{}: discard of {} bytes at {} beyond device end {}", name(),
+                            length, offset, size());
   if (length == 0) co_return Status::ok();
   // io_uring has no BLKDISCARD (before URING_CMD discard in 6.12); a discard is a rare hint, so the
   // inline ioctl is good enough for block devices.
@@ -175,7 +178,8 @@ Task<Status> UringDevice::discard(std::uint64_t offset, std::uint64_t length) {
   co_return s;
 }
 
-Result<std::unique_ptr<BlockDevice>> open_block_device(const std::string& path, DeviceOptions opts, Ring* ring) {
+Result<std::unique_ptr<BlockDevice>> open_block_device(const std::string& path, DeviceOptions opts,
+                                                       Ring* ring) {
   if (ring && opts.use_uring && !uring_disabled_by_env()) {
     auto d = UringDevice::open(path, opts, *ring);
     if (!d) return d.status();

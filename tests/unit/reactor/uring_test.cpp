@@ -40,9 +40,8 @@ class UringTest : public ::testing::Test {
     auto r = Ring::create(64);
     if (!r) GTEST_SKIP() << "io_uring unavailable here: " << r.status().to_string();
     ring_ = std::move(*r);
-    dir_ = fs::path(::testing::TempDir()) /
-           ("duplex-uring-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::path(::testing::TempDir()) / ("duplex-uring-" + std::to_string(::getpid()) + "-" +
+                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -264,10 +263,10 @@ TEST_F(UringTest, DiscardPunchesHoles) {
   std::memcpy(b.data(), d.data(), kSize);
   ASSERT_TRUE(run(dev->write(0, b.span())).is_ok());
   ASSERT_TRUE(run(dev->flush()).is_ok());
-  struct stat before {};
+  struct stat before{};
   ASSERT_EQ(::stat(path("punch.img").c_str(), &before), 0);
   ASSERT_TRUE(run(dev->discard(1 << 20, 2 << 20)).is_ok());
-  struct stat after {};
+  struct stat after{};
   ASSERT_EQ(::stat(path("punch.img").c_str(), &after), 0);
   EXPECT_LE(after.st_blocks, before.st_blocks - (2 << 20) / 512);
   EXPECT_EQ(after.st_size, before.st_size);  // KEEP_SIZE
@@ -275,7 +274,8 @@ TEST_F(UringTest, DiscardPunchesHoles) {
   ASSERT_TRUE(run(dev->read(0, b.span())).is_ok());
   EXPECT_EQ(std::memcmp(b.data(), d.data(), 1 << 20), 0);
   // ext4 reads a hole as zeroes (the contract does not promise it; this checks the punch happened).
-  EXPECT_TRUE(std::all_of(b.data() + (1 << 20), b.data() + (3 << 20), [](std::byte x) { return x == std::byte{0}; }));
+  EXPECT_TRUE(
+      std::all_of(b.data() + (1 << 20), b.data() + (3 << 20), [](std::byte x) { return x == std::byte{0}; }));
   EXPECT_EQ(std::memcmp(b.data() + (3 << 20), d.data() + (3 << 20), 1 << 20), 0);
 }
 
@@ -310,7 +310,8 @@ Task<Status> write_then_verify(UringDevice& dev, std::uint64_t off, std::uint32_
   DPX_CO_TRY(co_await dev.write(off, b.span()));
   b.zero();
   DPX_CO_TRY(co_await dev.read(off, b.span()));
-  if (std::memcmp(b.data(), d.data(), 4096) != 0) co_return Status::error(Errc::corrupt, "mismatch at {}", off);
+  if (std::memcmp(b.data(), d.data(), 4096) != 0)
+    co_return Status::error(Errc::corrupt, "mismatch at {}", off);
   co_return Status::ok();
 }
 

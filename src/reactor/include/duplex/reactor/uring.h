@@ -118,8 +118,8 @@ class Ring {
     std::uint64_t submitted = 0;     // SQEs handed to the kernel
     std::uint64_t submit_calls = 0;  // io_uring_enter calls that submitted
     std::uint64_t completed = 0;
-    std::uint64_t resubmitted = 0;   // short transfers, EINTR, EAGAIN
-    std::uint64_t backlogged = 0;    // ops that waited for room
+    std::uint64_t resubmitted = 0;  // short transfers, EINTR, EAGAIN
+    std::uint64_t backlogged = 0;   // ops that waited for room
   };
   const Stats& stats() const { return stats_; }
 

@@ -62,7 +62,11 @@ class UringDevice final : public BlockDevice {
  private:
   UringDevice(std::unique_ptr<FileDevice> file, Ring& ring, bool read_only, std::uint32_t mem_align,
               std::uint32_t offset_align)
-      : file_(std::move(file)), ring_(ring), read_only_(read_only), mem_align_(mem_align), offset_align_(offset_align) {}
+      : file_(std::move(file)),
+        ring_(ring),
+        read_only_(read_only),
+        mem_align_(mem_align),
+        offset_align_(offset_align) {}
   bool aligned(std::uint64_t offset, const void* p, std::size_t len) const {
     return offset % offset_align_ == 0 && len % offset_align_ == 0 &&
            reinterpret_cast<std::uintptr_t>(p) % mem_align_ == 0;
@@ -104,6 +108,7 @@ bool uring_disabled_by_env();
 // A UringDevice when `ring` is non-null and io_uring is allowed, else a FileDevice doing inline
 // pread/pwrite. The fallback never uses O_DIRECT: FileDevice does not bounce unaligned buffers,
 // and with the page cache in between every alignment works; durability still comes from flush().
-Result<std::unique_ptr<BlockDevice>> open_block_device(const std::string& path, DeviceOptions opts, Ring* ring);
+Result<std::unique_ptr<BlockDevice>> open_block_device(const std::string& path, DeviceOptions opts,
+                                                       Ring* ring);
 
 }  // namespace duplex
