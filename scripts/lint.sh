@@ -9,6 +9,8 @@
 #
 # Tools: clang-format-19 and clang-tidy-19 (installed by scripts/install-deps.sh); the version is pinned
 # because formatting differs between clang-format releases. Configs: .clang-format and .clang-tidy.
+# clang-tidy runs through scripts/run-tidy.py, which skips files unchanged since they last passed
+# (cache: ~/.cache/duplex/clang-tidy; DUPLEX_TIDY_CACHE=DIR or off).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -99,27 +101,16 @@ PY
     echo "lint.sh: clang-tidy: no source files under src/ in $build_dir/compile_commands.json"
   else
     echo "lint.sh: $tidy on ${#tus[@]} files under src/ (-j$jobs)"
-    log=$(mktemp)
-    runner=$(pick_tool run-clang-tidy 2>/dev/null || true)
-    rc=0
-    if [[ -n "$runner" && "$runner" == *-"${tidy##*-}" ]]; then
-      # run-clang-tidy takes regexes: one anchored, escaped regex per file.
-      mapfile -t regexes < <(printf '%s\n' "${tus[@]}" | sed 's/[][\.*^$+?(){}|]/\\&/g; s/^/^/; s/$/$/')
-      "$runner" -clang-tidy-binary "$(command -v "$tidy")" -p "$build_dir" -j "$jobs" -quiet \
-        "${regexes[@]}" >"$log" 2>&1 || rc=$?
-    else
-      printf '%s\0' "${tus[@]}" |
-        xargs -0 -n 1 -P "$jobs" "$tidy" -p "$build_dir" --quiet >"$log" 2>&1 || rc=$?
-    fi
-    # Findings and real errors only; drop the per-file "N warnings generated." chatter.
-    grep -vE '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$|^Suppressed [0-9]+ warnings|^Use -header-filter|^$|^\[[0-9]+/[0-9]+\]|^Running clang-tidy|^clang-tidy-[0-9]+ -p' "$log" || true
-    nfind=$(grep -cE ': (warning|error): ' "$log" || true)
-    rm -f "$log"
-    if [[ $rc -ne 0 ]]; then
-      echo "lint.sh: clang-tidy: findings ($nfind diagnostic lines, duplicates across files included)"
-      status=1
-    else
+    # Parallel runner with a cache of clean results (scripts/run-tidy.py): an unchanged file that
+    # passed before is not checked again. DUPLEX_TIDY_CACHE=off disables the cache.
+    cache="${DUPLEX_TIDY_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/duplex/clang-tidy}"
+    [[ "$cache" != off ]] || cache=""
+    if python3 "$ROOT/scripts/run-tidy.py" --build-dir "$build_dir" --tidy "$(command -v "$tidy")" \
+      --jobs "$jobs" --cache "$cache" --config-file "$ROOT/.clang-tidy" "${tus[@]}"; then
       echo "lint.sh: clang-tidy: clean"
+    else
+      echo "lint.sh: clang-tidy: findings (fix them, or NOLINT(check) one line with a reason)"
+      status=1
     fi
   fi
 fi
