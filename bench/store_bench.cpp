@@ -73,16 +73,25 @@ struct Measure {
   std::uint64_t bytes = 0;
   double seconds = 0;
   double cpu_seconds = 0;  // user+sys of this process: engine plus load generator
+  std::uint64_t sqes = 0;  // device operations the Ring submitted: the I/O amplification
   double mean_us = 0;
   double p50_us = 0;
   double p99_us = 0;
   double iops() const { return seconds > 0 ? ops / seconds : 0; }
   double mibps() const { return seconds > 0 ? bytes / seconds / MiB : 0; }
   double cpu_us_per_op() const { return ops ? cpu_seconds * 1e6 / ops : 0; }
+  double sqes_per_op() const { return ops ? static_cast<double>(sqes) / ops : 0; }
   json to_json() const {
-    return {{"ops", ops},       {"bytes", bytes},   {"seconds", seconds},
-            {"iops", iops()},   {"mib_s", mibps()}, {"mean_us", mean_us},
-            {"p50_us", p50_us}, {"p99_us", p99_us}, {"cpu_us_per_op", cpu_us_per_op()}};
+    return {{"ops", ops},
+            {"bytes", bytes},
+            {"seconds", seconds},
+            {"iops", iops()},
+            {"mib_s", mibps()},
+            {"mean_us", mean_us},
+            {"p50_us", p50_us},
+            {"p99_us", p99_us},
+            {"cpu_us_per_op", cpu_us_per_op()},
+            {"sqes_per_op", sqes_per_op()}};
   }
 };
 
@@ -171,6 +180,7 @@ Result<Measure> run_for(Ring& ring, const IoFn& io, const Workload& w, std::uint
   if (record) st.lat_ns.reserve(1 << 20);
   std::mt19937 seeds(static_cast<std::uint32_t>(w.qd * 7919 + w.bs + w.write));
   const double cpu0 = cpu_now();
+  const std::uint64_t sqe0 = ring.stats().submitted;
   const auto t0 = Clock::now();
   st.running = w.qd;
   for (int i = 0; i < w.qd; ++i) spawn(worker(st, seeds()), [&] { --st.running; });
@@ -182,6 +192,7 @@ Result<Measure> run_for(Ring& ring, const IoFn& io, const Workload& w, std::uint
   m.bytes = st.bytes;
   m.seconds = std::chrono::duration<double>(t1 - t0).count();
   m.cpu_seconds = cpu_now() - cpu0;
+  m.sqes = ring.stats().submitted - sqe0;
   if (sink)
     sink->insert(sink->end(), st.lat_ns.begin(), st.lat_ns.end());
   else
@@ -440,8 +451,8 @@ int run(const Options& o) {
   std::string md;
   md +=
       "| workload | raw | store | store/raw (round min–max) | raw mean / p99 µs | store mean / p99 µs | CPU "
-      "µs/op raw / store |\n";
-  md += "|---|---:|---:|---:|---:|---:|---:|\n";
+      "µs/op raw / store | device ops per op raw / store |\n";
+  md += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& w : rows) {
     if (!o.rows.empty() && w.name.find(o.rows) == std::string::npos) continue;
     fmt::print(stderr, "{} ...\n", w.name);
@@ -470,6 +481,7 @@ int run(const Options& o) {
         acc.bytes += m->bytes;
         acc.seconds += m->seconds;
         acc.cpu_seconds += m->cpu_seconds;
+        acc.sqes += m->sqes;
         // Written data goes to stable storage outside the timed window, for both alike.
         if (w.write) {
           mark("flush");
@@ -484,9 +496,11 @@ int run(const Options& o) {
     const double ratio = rate(w, mr) > 0 ? rate(w, ms) / rate(w, mr) : 0;
     const auto [lo, hi] = std::minmax_element(round_ratios.begin(), round_ratios.end());
     md += fmt::format(
-        "| {} | {} | {} | {:.2f} ({:.2f}–{:.2f}) | {:.0f} / {:.0f} | {:.0f} / {:.0f} | {:.1f} / {:.1f} |\n",
+        "| {} | {} | {} | {:.2f} ({:.2f}–{:.2f}) | {:.0f} / {:.0f} | {:.0f} / {:.0f} | {:.1f} / {:.1f} | "
+        "{:.2f} / "
+        "{:.2f} |\n",
         w.name, fmt_rate(w, mr), fmt_rate(w, ms), ratio, *lo, *hi, mr.mean_us, mr.p99_us, ms.mean_us,
-        ms.p99_us, mr.cpu_us_per_op(), ms.cpu_us_per_op());
+        ms.p99_us, mr.cpu_us_per_op(), ms.cpu_us_per_op(), mr.sqes_per_op(), ms.sqes_per_op());
     out["rows"].push_back({{"workload", w.name},
                            {"write", w.write},
                            {"random", w.random},
