@@ -2,7 +2,7 @@
 # Configure and build Duplex with CMake + Ninja.
 #
 #   scripts/build.sh [--sanitize] [--fuzz] [--type Release|RelWithDebInfo|Debug] [--dir DIR]
-#                    [--jobs N] [--configure-only] [-- EXTRA CMAKE ARGS...]
+#                    [--jobs N] [--target T]... [--configure-only] [-- EXTRA CMAKE ARGS...]
 #
 #   (default)    build/        g++, RelWithDebInfo (assertions kept)
 #   --sanitize   build-asan/   ASan + UBSan (-DDUPLEX_SANITIZE=ON)
@@ -19,6 +19,7 @@ type=RelWithDebInfo
 dir=""
 jobs="${DUPLEX_JOBS:-$(nproc)}"
 configure_only=0
+targets=()
 extra=()
 
 usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -33,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --dir=*) dir="${1#*=}" ;;
     --jobs|-j) jobs="${2:?--jobs needs a value}"; shift ;;
     --jobs=*) jobs="${1#*=}" ;;
+    --target) targets+=(--target "${2:?--target needs a value}"); shift ;;
     --configure-only) configure_only=1 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra+=("$@"); break ;;
@@ -91,5 +93,5 @@ fi
 echo "build.sh: configuring $dir (${args[*]} ${extra[*]})" >&2
 cmake -S "$ROOT" -B "$dir" -G Ninja "${args[@]}" "${extra[@]}"
 if [[ $configure_only == 1 ]]; then exit 0; fi
-echo "build.sh: building $dir with -j$jobs" >&2
-cmake --build "$dir" -j "$jobs"
+echo "build.sh: building $dir with -j$jobs ${targets[*]}" >&2
+cmake --build "$dir" -j "$jobs" "${targets[@]}"

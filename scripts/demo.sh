@@ -30,8 +30,8 @@ say() { printf '[demo] %s\n' "$*"; }
 
 say "installing dependencies (scripts/install-deps.sh)"
 "$ROOT/scripts/install-deps.sh"
-say "building (scripts/build.sh -> build/)"
-"$ROOT/scripts/build.sh" --dir build
+say "building duplexd (scripts/build.sh --target duplexd -> build/)"
+"$ROOT/scripts/build.sh" --dir build --target duplexd
 
 DUPLEXD="$ROOT/build/src/daemon/duplexd"
 if [[ ! -x "$DUPLEXD" ]]; then
