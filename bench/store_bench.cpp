@@ -409,6 +409,49 @@ int run(const Options& o) {
     return 1;
   };
 
+  // The disk of a VM drifts by tens of percent over seconds (host caches, neighbours, other
+  // processes' I/O): rounds alternate the two targets, swapping who goes first, so drift hits both
+  // alike, and the spread of the per-round ratios is reported next to the ratio.
+  struct Pair {
+    Measure a, b;
+    std::vector<double> ratios;  // b/a per round
+  };
+  auto compare = [&](const Workload& w, const IoFn& io_a, const IoFn& io_b,
+                     const std::function<Status(bool is_a)>& flush) -> Result<Pair> {
+    Pair p;
+    std::vector<std::uint32_t> lat_a, lat_b;
+    for (int round = 0; round < o.rounds; ++round) {
+      double ra = 0, rb = 0;
+      for (int k = 0; k < 2; ++k) {
+        const bool is_a = (k == 0) == (round % 2 == 0);
+        const IoFn& io = is_a ? io_a : io_b;
+        if (o.warmup > 0 && round == 0) {
+          auto wm = run_for(ring, io, w, o.size, o.warmup, false);
+          if (!wm) return wm.status();
+        }
+        mark(fmt::format("{} measure round {}", is_a ? "A" : "B", round));
+        auto m = run_for(ring, io, w, o.size, o.seconds / o.rounds, true, is_a ? &lat_a : &lat_b);
+        if (!m) return m.status();
+        (is_a ? ra : rb) = rate(w, *m);
+        Measure& acc = is_a ? p.a : p.b;
+        acc.ops += m->ops;
+        acc.bytes += m->bytes;
+        acc.seconds += m->seconds;
+        acc.cpu_seconds += m->cpu_seconds;
+        acc.sqes += m->sqes;
+        // Written data goes to stable storage outside the timed window, for both alike.
+        if (w.write) {
+          mark("flush");
+          DPX_TRY(flush(is_a));
+        }
+      }
+      p.ratios.push_back(ra > 0 ? rb / ra : 0);
+    }
+    summarize_latency(lat_a, p.a);
+    summarize_latency(lat_b, p.b);
+    return p;
+  };
+
   fmt::print(stderr, "preconditioning: writing {} MiB raw and {} MiB store volume...\n", o.size / MiB,
              o.size / MiB);
   auto tp = Clock::now();
@@ -456,43 +499,12 @@ int run(const Options& o) {
   for (const auto& w : rows) {
     if (!o.rows.empty() && w.name.find(o.rows) == std::string::npos) continue;
     fmt::print(stderr, "{} ...\n", w.name);
-    // The disk of a VM drifts by tens of percent over seconds (host caches, neighbours): rounds
-    // alternate raw and store, swapping who goes first, so drift hits both alike, and the spread
-    // of the per-round ratios is reported next to the ratio.
-    Measure mr, ms;
-    std::vector<std::uint32_t> lat_r, lat_s;
-    std::vector<double> round_ratios;
-    for (int round = 0; round < o.rounds; ++round) {
-      double rr = 0, rs = 0;
-      for (int k = 0; k < 2; ++k) {
-        const bool is_raw = (k == 0) == (round % 2 == 0);
-        const IoFn& io = is_raw ? raw_io : store_io;
-        if (o.warmup > 0 && round == 0) {
-          auto wm = run_for(ring, io, w, o.size, o.warmup, false);
-          if (!wm) return die(w.name.c_str(), wm.status());
-        }
-        std::vector<std::uint32_t>& lat = is_raw ? lat_r : lat_s;
-        mark(fmt::format("{} measure round {}", is_raw ? "raw" : "store", round));
-        auto m = run_for(ring, io, w, o.size, o.seconds / o.rounds, true, &lat);
-        if (!m) return die(w.name.c_str(), m.status());
-        (is_raw ? rr : rs) = rate(w, *m);
-        Measure& acc = is_raw ? mr : ms;
-        acc.ops += m->ops;
-        acc.bytes += m->bytes;
-        acc.seconds += m->seconds;
-        acc.cpu_seconds += m->cpu_seconds;
-        acc.sqes += m->sqes;
-        // Written data goes to stable storage outside the timed window, for both alike.
-        if (w.write) {
-          mark("flush");
-          Status fs_ = is_raw ? wait_for(ring, rawdev.flush()) : flush_store();
-          if (!fs_.is_ok()) return die("flush", fs_);
-        }
-      }
-      round_ratios.push_back(rr > 0 ? rs / rr : 0);
-    }
-    summarize_latency(lat_r, mr);
-    summarize_latency(lat_s, ms);
+    auto pr = compare(w, raw_io, store_io,
+                      [&](bool is_raw) { return is_raw ? wait_for(ring, rawdev.flush()) : flush_store(); });
+    if (!pr) return die(w.name.c_str(), pr.status());
+    Measure& mr = pr->a;
+    Measure& ms = pr->b;
+    auto& round_ratios = pr->ratios;
     const double ratio = rate(w, mr) > 0 ? rate(w, ms) / rate(w, mr) : 0;
     const auto [lo, hi] = std::minmax_element(round_ratios.begin(), round_ratios.end());
     md += fmt::format(
@@ -518,15 +530,14 @@ int run(const Options& o) {
   if (!o.skip_snapshots && !o.aa) {
     const Workload rq1{"4 KiB random read QD1", false, true, 4 * KiB, 1};
     const Workload rq32{"4 KiB random read QD32", false, true, 4 * KiB, 32};
-    auto measure_reads = [&](store::ObjectId id, const Workload& w) -> Result<Measure> {
+    // Each measurement runs against the raw file in alternating rounds too: the machine's drift
+    // between "before" and "after" (minutes apart) cancels in store/raw, and what remains is the
+    // store's own change.
+    auto measure_reads = [&](store::ObjectId id, const Workload& w) -> Result<Pair> {
       IoFn io = [&pool, id](Kind, std::uint64_t off, std::span<std::byte> b) -> Task<Status> {
         return pool.read(id, off, b);
       };
-      if (o.warmup > 0) {
-        auto wm = run_for(ring, io, w, o.size, o.warmup, false);
-        if (!wm) return wm.status();
-      }
-      return run_for(ring, io, w, o.size, o.seconds);
+      return compare(w, raw_io, io, [](bool) { return Status::ok(); });
     };
     fmt::print(stderr, "snapshots: reads with 0 snapshots ...\n");
     auto base1 = measure_reads(vol, rq1);
@@ -574,35 +585,49 @@ int run(const Options& o) {
 
     auto info = pool.info();
     md_snap += fmt::format(
-        "| reads (4 KiB random) | 0 snapshots | {} snapshots | ratio | mean / p99 µs (0 → {}) |\n",
+        "| 4 KiB random reads | store/raw, 0 snapshots | store/raw, {} snapshots | change | store IOPS 0 → "
+        "{} | "
+        "store mean / p99 µs | store CPU µs/op | device ops per op |\n",
         o.snapshots, o.snapshots);
-    md_snap += "|---|---:|---:|---:|---:|\n";
-    auto line = [&](const std::string& what, const Measure& a, const Measure& b2) {
+    md_snap += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+    auto ratio_of = [](const Pair& p) { return p.a.iops() > 0 ? p.b.iops() / p.a.iops() : 0.0; };
+    auto line = [&](const std::string& what, const Pair& before, const Pair& after) {
+      const double r0 = ratio_of(before), r1 = ratio_of(after);
       md_snap += fmt::format(
-          "| {} | {:.0f} IOPS | {:.0f} IOPS | {:.2f} | {:.0f} / {:.0f} → {:.0f} / {:.0f} |\n", what, a.iops(),
-          b2.iops(), a.iops() > 0 ? b2.iops() / a.iops() : 0, a.mean_us, a.p99_us, b2.mean_us, b2.p99_us);
+          "| {} | {:.2f} | {:.2f} | {:.2f} | {:.0f} → {:.0f} | {:.0f} / {:.0f} → {:.0f} / {:.0f} | {:.1f} → "
+          "{:.1f} | "
+          "{:.2f} → {:.2f} |\n",
+          what, r0, r1, r0 > 0 ? r1 / r0 : 0, before.b.iops(), after.b.iops(), before.b.mean_us,
+          before.b.p99_us, after.b.mean_us, after.b.p99_us, before.b.cpu_us_per_op(), after.b.cpu_us_per_op(),
+          before.b.sqes_per_op(), after.b.sqes_per_op());
     };
     line("live volume QD1", *base1, *after1);
     line("live volume QD32", *base32, *after32);
-    line("oldest snapshot QD1 (vs live, 0 snapshots)", *base1, *oldest1);
-    line("newest snapshot QD1 (vs live, 0 snapshots)", *base1, *newest1);
+    line("oldest snapshot QD1 (before: live volume)", *base1, *oldest1);
+    line("newest snapshot QD1 (before: live volume)", *base1, *newest1);
     md_snap += fmt::format(
         "\nSnapshot creation (durable): mean {:.2f} ms, p99 {:.2f} ms over {} snapshots; "
         "pool after: {} of {} data clusters free, journal {} / {} bytes.\n",
         snap_mean, snap_p99, o.snapshots, info.free_clusters, info.data_clusters, info.journal_used_bytes,
         info.journal_bytes);
+    auto pj = [&](const Pair& p) {
+      return json{{"raw", p.a.to_json()},
+                  {"store", p.b.to_json()},
+                  {"ratio", ratio_of(p)},
+                  {"round_ratios", p.ratios}};
+    };
     out["snapshots"] = {{"count", o.snapshots},
                         {"overwrites_per_snapshot", o.snap_writes},
                         {"create_mean_ms", snap_mean},
                         {"create_p99_ms", snap_p99},
-                        {"live_qd1_0", base1->to_json()},
-                        {"live_qd1_n", after1->to_json()},
-                        {"live_qd32_0", base32->to_json()},
-                        {"live_qd32_n", after32->to_json()},
-                        {"oldest_snapshot_qd1", oldest1->to_json()},
-                        {"newest_snapshot_qd1", newest1->to_json()},
-                        {"ratio_live_qd1", after1->iops() / base1->iops()},
-                        {"ratio_live_qd32", after32->iops() / base32->iops()}};
+                        {"live_qd1_0", pj(*base1)},
+                        {"live_qd1_n", pj(*after1)},
+                        {"live_qd32_0", pj(*base32)},
+                        {"live_qd32_n", pj(*after32)},
+                        {"oldest_snapshot_qd1", pj(*oldest1)},
+                        {"newest_snapshot_qd1", pj(*newest1)},
+                        {"change_live_qd1", ratio_of(*after1) / ratio_of(*base1)},
+                        {"change_live_qd32", ratio_of(*after32) / ratio_of(*base32)}};
   }
 
   mark("close");
