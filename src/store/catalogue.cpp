@@ -28,7 +28,8 @@ Catalogue::Catalogue(std::string pool_name, std::uint32_t cluster_size, std::uin
     : pool_name_(std::move(pool_name)),
       cluster_size_(cluster_size),
       cluster_count_(cluster_count),
-      refs_(cluster_count, 0) {}
+      refs_(cluster_count, 0),
+      unshare_pending_(cluster_count, 0) {}
 
 Status Catalogue::corrupt(std::string what) const {
   return Status::error(Errc::corrupt, "pool {}: {}", pool_name_, what);
@@ -57,7 +58,12 @@ const Object* Catalogue::find(const std::string& full) const {
 void Catalogue::index_name(const Object& o) { names_[full_name(o)] = o.id; }
 
 void Catalogue::unref(std::uint64_t pc) {
-  if (--refs_[pc] == 0 && on_zero_) on_zero_(pc);
+  const std::uint32_t left = --refs_[pc];
+  if (left == 0 && on_zero_) on_zero_(pc);
+  if (left == 1 && on_unshare_) {
+    unshare_pending_[pc] = 1;
+    on_unshare_(pc);
+  }
 }
 
 void Catalogue::recount_refs() {

@@ -48,6 +48,10 @@ struct Object {
   std::unordered_map<std::uint64_t, std::vector<HistEntry>> history;  // sorted by birth
   std::vector<ObjectId> snapshots;                                     // ascending epoch
   std::uint64_t mapped = 0;                                            // live entries with pc != kNone
+  // Live path only: the frozen epoch the durable metadata may still have. Removing a snapshot
+  // lowers `epoch` at once, but until the removal is durable a crash brings the snapshot back, so
+  // clusters it sees must not be overwritten in place before then.
+  std::uint64_t durable_floor = 0;
 };
 
 class Catalogue {
@@ -76,6 +80,11 @@ class Catalogue {
   void ref(std::uint64_t pc) { ++refs_[pc]; }
   void unref(std::uint64_t pc);
   void set_on_zero(std::function<void(std::uint64_t)> f) { on_zero_ = std::move(f); }
+  // Called when a count drops to 1 on the live path: the cluster is one object's alone in memory,
+  // but the durable metadata may still share it until the change is committed, so it is not
+  // owned (no in-place overwrite) before clear_unshared().
+  void set_on_unshare(std::function<void(std::uint64_t)> f) { on_unshare_ = std::move(f); }
+  void clear_unshared(std::uint64_t pc) { unshare_pending_[pc] = 0; }
   void recount_refs();  // rebuild from the maps (after load)
 
   // The mutations; each is one journal record. They validate their input and fail with
@@ -96,7 +105,8 @@ class Catalogue {
   // True if a write to vc of volume v may go in place: the cluster is v's alone and no snapshot sees it.
   bool owned(const Object& v, std::uint64_t vc) const {
     const MapEntry& e = v.map[vc];
-    return e.pc != kNone && e.birth > v.epoch && refs_[e.pc] == 1;
+    return e.pc != kNone && e.birth > v.epoch && e.birth > v.durable_floor && refs_[e.pc] == 1 &&
+           !unshare_pending_[e.pc];
   }
   // Clusters only `o` references (freed by deleting it).
   std::uint64_t exclusive_clusters(const Object& o) const;
@@ -123,6 +133,8 @@ class Catalogue {
   std::unordered_map<std::string, ObjectId> names_;
   std::vector<std::uint32_t> refs_;
   std::function<void(std::uint64_t)> on_zero_;
+  std::function<void(std::uint64_t)> on_unshare_;
+  std::vector<std::uint8_t> unshare_pending_;
 };
 
 }  // namespace duplex::store

@@ -42,6 +42,14 @@ class PoolImpl final : public Pool {
   PoolInfo info() const override;
   std::vector<ObjectInfo> list() const override;
   Result<ObjectInfo> stat(ObjectId id) const override;
+  std::uint64_t size_of(ObjectId id) const override {
+    const Object* o = cat_.get(id);
+    return o ? o->size : 0;
+  }
+  Uuid uuid_of(ObjectId id) const override {
+    const Object* o = cat_.get(id);
+    return o ? o->uuid : Uuid{};
+  }
   Result<ObjectId> find(const std::string& name) const override;
   Task<Result<ObjectId>> create_volume(std::string name, std::uint64_t size,
                                        std::optional<Uuid> uuid) override;
@@ -123,6 +131,15 @@ class PoolImpl final : public Pool {
   std::uint64_t tag_ = 1;        // tag of the records now accumulating (frees wait for it)
   std::uint64_t journal_seq_ = 0;  // next journal block
   std::vector<std::uint64_t> ckpt_clusters_;
+  // Ownership gained in memory but not yet durably (see Catalogue::set_on_unshare and
+  // Object::durable_floor), released with the commit of `tag`.
+  struct PendingUnshare {
+    std::uint64_t pc, tag;
+  };
+  std::vector<PendingUnshare> unshared_;
+  std::unordered_map<ObjectId, std::uint64_t> floor_tags_;
+  void release_durable(std::uint64_t tag);
+  void watch_catalogue();
   AsyncMutex meta_;
   std::unordered_map<ObjectId, std::unique_ptr<VolState>> vols_;
   std::unordered_map<ClusterKey, std::unique_ptr<AsyncMutex>, KeyHash> locks_;

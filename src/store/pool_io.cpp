@@ -192,7 +192,7 @@ Task<Status> PoolImpl::write_slow(ObjectId id, std::uint64_t vc, std::uint64_t i
     if (cat_.refs(*pc) == 1) {
       cat_.set_on_zero(nullptr);
       cat_.unref(*pc);
-      cat_.set_on_zero([this](std::uint64_t c) { alloc_.defer(c, tag_); });
+      watch_catalogue();
       alloc_.set_free(*pc);
     }
     unlock_cluster(key);
@@ -261,7 +261,9 @@ Task<Status> PoolImpl::write_locked(ObjectId id, std::uint64_t offset, std::span
 Task<Status> PoolImpl::write(ObjectId id, std::uint64_t offset, std::span<const std::byte> buf, bool fua) {
   DPX_CO_TRY(check_range(cat_.get(id), id, "write", offset, buf.size()));
   DPX_CO_TRY(co_await enter_write(id));
-  Status st = buf.empty() ? Status::ok() : co_await write_locked(id, offset, buf);
+  // Not a conditional expression: GCC 12 mishandles temporaries of co_await inside ?:.
+  Status st;
+  if (!buf.empty()) st = co_await write_locked(id, offset, buf);
   leave_write(id);
   if (st && fua) st = co_await commit();
   co_return st;
@@ -397,8 +399,17 @@ Task<Status> PoolImpl::remove(ObjectId id, bool with_snapshots) {
     if (is_volume) undrain(id);
     co_return Status::error(Errc::not_found, "pool {}: object id {} was removed meanwhile", name_, id);
   }
+  const ObjectId origin = o->kind == ObjectKind::snapshot ? o->origin : 0;
+  const std::uint64_t old_floor = origin ? cat_.get(origin)->epoch : 0;
   Status st = cat_.apply_remove(id);
-  if (st) records_.add_remove(id);
+  if (st) {
+    records_.add_remove(id);
+    if (origin) {
+      Object* v = cat_.get(origin);
+      v->durable_floor = std::max(v->durable_floor, old_floor);
+      floor_tags_[origin] = tag_;
+    }
+  }
   if (is_volume) {
     undrain(id);  // waiters wake, find the object gone and fail with not_found
     if (auto it = vols_.find(id); it != vols_.end() && it->second->inflight == 0 && !it->second->admin.locked())

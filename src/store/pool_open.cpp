@@ -114,7 +114,7 @@ Task<Result<std::unique_ptr<Pool>>> Pool::create(BlockDevice& dev, PoolOptions o
   DPX_CO_TRY(co_await dev.write(0, zeros.span()));
   auto pool = std::make_unique<PoolImpl>(dev, sb, false);
   for (std::uint64_t pc = 0; pc < sb.cluster_count; ++pc) pool->alloc_.set_free(pc);
-  pool->cat_.set_on_zero([p = pool.get()](std::uint64_t pc) { p->alloc_.defer(pc, p->tag_); });
+  pool->watch_catalogue();
   co_await pool->meta_.lock();
   Status st = co_await pool->checkpoint_locked();
   pool->meta_.unlock();
@@ -209,7 +209,7 @@ Task<Status> PoolImpl::load() {
     if (cat_.refs(c) == 0 && std::find(ckpt_clusters_.begin(), ckpt_clusters_.end(), c) == ckpt_clusters_.end())
       alloc_.set_free(c);
   for (std::uint64_t c : ckpt_clusters_) alloc_.unpin(c);
-  cat_.set_on_zero([this](std::uint64_t c) { alloc_.defer(c, tag_); });
+  watch_catalogue();
 
   // 4. Start from a clean journal so a later crash never meets this run's tail.
   if (!read_only_) {
@@ -219,6 +219,30 @@ Task<Status> PoolImpl::load() {
     DPX_CO_TRY(st);
   }
   co_return Status::ok();
+}
+
+void PoolImpl::watch_catalogue() {
+  cat_.set_on_zero([this](std::uint64_t c) { alloc_.defer(c, tag_); });
+  cat_.set_on_unshare([this](std::uint64_t c) { unshared_.push_back({c, tag_}); });
+}
+
+// Everything changed under tags up to `tag` is durable now.
+void PoolImpl::release_durable(std::uint64_t tag) {
+  alloc_.release(tag);
+  std::size_t keep = 0;
+  for (auto& u : unshared_) {
+    if (u.tag <= tag) cat_.clear_unshared(u.pc);
+    else unshared_[keep++] = u;
+  }
+  unshared_.resize(keep);
+  for (auto it = floor_tags_.begin(); it != floor_tags_.end();) {
+    if (it->second <= tag) {
+      if (Object* v = cat_.get(it->first)) v->durable_floor = 0;
+      it = floor_tags_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 Task<Status> PoolImpl::write_superblock(format::Superblock sb) {
@@ -295,7 +319,7 @@ Task<Status> PoolImpl::checkpoint_locked() {
   // The previous chain is unreachable now (the other superblock copy points one further back).
   for (auto c : ckpt_clusters_) alloc_.set_free(c);
   ckpt_clusters_ = std::move(chain);
-  alloc_.release(tag);
+  release_durable(tag);
   co_return Status::ok();
 }
 
@@ -319,7 +343,7 @@ Task<Status> PoolImpl::commit() {
         st = co_await checkpoint_locked();
       }
     }
-    if (st) alloc_.release(tag);
+    if (st) release_durable(tag);
   }
   meta_.unlock();
   co_return st;
@@ -392,7 +416,7 @@ std::vector<ObjectInfo> PoolImpl::list() const {
 Result<ObjectInfo> PoolImpl::stat(ObjectId id) const {
   const Object* o = cat_.get(id);
   if (!o) return Status::error(Errc::not_found, "pool {}: no object with id {}", name_, id);
-  return to_info(*o, false);
+  return to_info(*o, true);
 }
 
 Result<ObjectId> PoolImpl::find(const std::string& name) const {

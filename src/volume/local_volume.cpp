@@ -13,19 +13,13 @@ std::vector<Extent> convert(const std::vector<store::Extent>& in) {
 
 LocalVolume::LocalVolume(store::Pool& pool, store::ObjectId id, std::string export_name, bool read_only)
     : pool_(pool), id_(id), name_(std::move(export_name)) {
-  auto info = pool_.stat(id_);
-  read_only_ = read_only || !info || info->kind == store::ObjectKind::snapshot;
+  const auto st = pool_.stat(id_);
+  read_only_ = read_only || !st || st->kind == store::ObjectKind::snapshot;
 }
 
-Uuid LocalVolume::uuid() const {
-  auto info = pool_.stat(id_);
-  return info ? info->uuid : Uuid{};
-}
+Uuid LocalVolume::uuid() const { return pool_.uuid_of(id_); }
 
-std::uint64_t LocalVolume::size() const {
-  auto info = pool_.stat(id_);
-  return info ? info->size : 0;
-}
+std::uint64_t LocalVolume::size() const { return pool_.size_of(id_); }
 
 std::uint32_t LocalVolume::preferred_block_size() const {
   // 4 KiB: the sector the store never tears; larger clusters are an allocation detail.

@@ -109,7 +109,11 @@ class Pool {
 
   virtual PoolInfo info() const = 0;
   virtual std::vector<ObjectInfo> list() const = 0;
+  // With usage (mapped and exclusive bytes): O(size of the object's map).
   virtual Result<ObjectInfo> stat(ObjectId id) const = 0;
+  // O(1), for the I/O path: 0 / nil when the object does not exist.
+  virtual std::uint64_t size_of(ObjectId id) const = 0;
+  virtual Uuid uuid_of(ObjectId id) const = 0;
   // "vol" or "vol@snap".
   virtual Result<ObjectId> find(const std::string& name) const = 0;
 
