@@ -14,6 +14,7 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
   done
+  if [ -n "${KEEP_LOGS:-}" ]; then cp "$work/duplexd.log" "$KEEP_LOGS" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
