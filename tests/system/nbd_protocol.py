@@ -74,6 +74,7 @@ def main():
 max_connections = 8
 [nbd]
 stop_grace = "3s"
+handshake_timeout = "1s"
 [[memory_export]]
 name = "mem"
 size = "8MiB"
@@ -183,6 +184,17 @@ def run(d):
     s.sendall(struct.pack(">I", 0x80))
     C.check(s.recv(1) == b"", "unknown client flags -> connection dropped")
     s.close()
+
+    # A client that stalls in the handshake is dropped after nbd.handshake_timeout.
+    s = socket.create_connection((d.host, d.port))
+    s.recv(18, socket.MSG_WAITALL)
+    s.settimeout(5)
+    t0 = time.time()
+    closed = s.recv(1) == b""
+    C.check(closed and 0.5 < time.time() - t0 < 4, "a stalled handshake is closed after handshake_timeout")
+    s.close()
+    time.sleep(0.1)
+    C.check('reason="handshake timeout"' in d.log_text(), "the handshake timeout is logged")
 
     # ---------------- transmission: commands against the model ----------------
     h = connect(d)
