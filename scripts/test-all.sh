@@ -130,19 +130,24 @@ else
   if [[ "$nfuzz" -eq 0 ]]; then
     note "$(printf '%-22s skipped: no test labelled fuzz yet' fuzz)"
   else
-    # The executables the fuzz tests run, as ninja outputs relative to the build dir; if a test runs
-    # something else (a script), build the whole tree.
+    # Build only what the fuzz tests need: the executable a test runs if ctest knows it already,
+    # else every target of the directory that defines the test (`<dir>/all`); anything else (a
+    # test outside the build tree) builds the whole tree.
     mapfile -t outs < <(ctest --test-dir build-fuzz -L fuzz --show-only=json-v1 2>/dev/null |
       python3 -c '
 import json, os, sys
 root = os.path.realpath(sys.argv[1])
 outs = set()
 for t in json.load(sys.stdin).get("tests", []):
+    props = {p["name"]: p["value"] for p in t.get("properties", [])}
     cmd = (t.get("command") or [""])[0]
-    p = os.path.realpath(cmd) if cmd else ""
-    if not p.startswith(root + os.sep):
+    wd = props.get("WORKING_DIRECTORY", "")
+    if cmd and os.path.realpath(cmd).startswith(root + os.sep):
+        outs.add(os.path.relpath(os.path.realpath(cmd), root))
+    elif wd and os.path.realpath(wd).startswith(root + os.sep) and os.path.isdir(wd):
+        outs.add(os.path.relpath(os.path.realpath(wd), root) + "/all")
+    else:
         print("ALL"); sys.exit(0)
-    outs.add(os.path.relpath(p, root))
 print("\n".join(sorted(outs)))' "$ROOT/build-fuzz")
     if [[ ${#outs[@]} -eq 0 || " ${outs[*]} " == *" ALL "* ]]; then
       build_cmd=(cmake --build build-fuzz -j "$JOBS")
