@@ -209,7 +209,11 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     if (auto v = get_duration(c, *t, "stop_grace", "nbd")) cfg.stop_grace = *v;
   }
   if (auto* t = sub_table(c, root, "limits")) {
-    check_keys(c, *t, "[limits]", {"max_connections", "max_inflight_per_connection"});
+    check_keys(c, *t, "[limits]", {"max_connections", "max_inflight_per_connection", "max_inflight_bytes_per_connection"});
+    if (auto v = get_size(c, *t, "max_inflight_bytes_per_connection", "limits")) {
+      if (*v < (1ULL << 20) || *v > (4ULL << 30)) c.fail("limits.max_inflight_bytes_per_connection must be 1MiB..4GiB");
+      cfg.max_inflight_bytes = *v;
+    }
     if (auto v = get_int(c, *t, "max_connections", "limits")) {
       if (*v < 1 || *v > 100000) c.fail("limits.max_connections must be 1..100000");
       cfg.max_connections = static_cast<unsigned>(*v);

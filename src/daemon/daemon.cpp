@@ -334,6 +334,7 @@ Status Daemon::start(const StartOptions& opts) {
   sc.handshake_timeout = I.cfg.handshake_timeout;
   sc.stop_grace = I.cfg.stop_grace;
   sc.session.max_inflight = I.cfg.max_inflight;
+  sc.session.max_inflight_bytes = static_cast<std::size_t>(I.cfg.max_inflight_bytes);
   if (I.cfg.tls) {
     nbd::TlsConfig t;
     t.cert_file = I.cfg.tls->cert;

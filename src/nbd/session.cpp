@@ -151,6 +151,7 @@ struct Session::OutMsg {
   std::size_t hdr_len = 0;
   IoBuf data;
   std::size_t data_len = 0;
+  std::size_t charge = 0;  // inflight_bytes_ released once written (or dropped)
   std::vector<std::byte> extra;
 };
 
@@ -304,7 +305,10 @@ void Session::op_done() {
 }
 
 void Session::enqueue(std::unique_ptr<OutMsg> m) {
-  if (dead_) return;
+  if (dead_) {
+    release(m->charge);
+    return;
+  }
   queue_.push_back(std::move(m));
   if (!writing_) {
     writing_ = true;
@@ -326,7 +330,10 @@ Task<void> Session::writer_loop() {
       if (!m->extra.empty()) iov.push_back({m->extra.data(), m->extra.size()});
     }
     const Status st = co_await t_->write_all(iov);
-    for (auto& m : batch) cache_.put(std::move(m->data));
+    for (auto& m : batch) {
+      release(m->charge);
+      cache_.put(std::move(m->data));
+    }
     batch.clear();
     if (!st) {
       if (!dead_) close_reason_ = "write failed: " + st.message();
@@ -334,6 +341,7 @@ Task<void> Session::writer_loop() {
       t_->close();  // unblocks the reader
     }
   }
+  for (auto& m : queue_) release(m->charge);
   queue_.clear();
   writing_ = false;
   wake();  // last use of `this`
@@ -402,6 +410,7 @@ void Session::send_read(const Req& q, IoBuf data) {
   }
   m->data = std::move(data);
   m->data_len = q.length;
+  m->charge = q.length;
   stats_.bytes_read += q.length;
   enqueue(std::move(m));
 }
@@ -469,11 +478,13 @@ Task<void> Session::execute(Req q, IoBuf payload) {
         co_return;
       }
       cache_.put(std::move(b));
+      release(q.length);
       break;
     }
     case kCmdWrite:
       st = co_await vol_->write(q.offset, {payload.data(), q.length}, q.flags & kCmdFlagFua);
       cache_.put(std::move(payload));
+      release(q.length);
       if (st) {
         stats_.bytes_written += q.length;
         dirty_ = !(q.flags & kCmdFlagFua) || dirty_;
@@ -544,6 +555,14 @@ Task<void> Session::transmission(volume::BlockVolume& vol) {
     }
     ++stats_.requests;
     Req q{r.flags.get(), r.type.get(), r.cookie.get(), r.offset.get(), r.length.get()};
+    const bool charged = !c.error && (q.type == kCmdRead || q.type == kCmdWrite);
+    if (charged) {
+      // Memory bound: wait until this request's payload fits (one request always may run).
+      while (inflight_bytes_ > 0 && inflight_bytes_ + q.length > opts_.max_inflight_bytes && !dead_)
+        co_await Waiter{this};
+      if (dead_) break;
+      inflight_bytes_ += q.length;
+    }
     IoBuf payload;
     if (c.payload) {
       if (c.error) {
@@ -555,6 +574,7 @@ Task<void> Session::transmission(volume::BlockVolume& vol) {
         payload = cache_.get(q.length);
         if (auto st = co_await read_exact(payload.data(), q.length); !st) {
           close_reason_ = st.message();
+          release(q.length);
           break;
         }
       }

@@ -329,6 +329,29 @@ def run(d):
     C.check(errnum(h.opt_go) != 0, "no default export when several writable exports exist")
     errnum(h.opt_abort)
 
+    # Memory bound: a client that asks for 40 reads of 32 MiB and never reads the replies cannot
+    # make the daemon hold more than limits.max_inflight_bytes_per_connection (64 MiB) of data.
+    s = socket.create_connection((d.host, d.port))
+    s.recv(18, socket.MSG_WAITALL)
+    s.sendall(struct.pack(">I", 3))
+    s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 9) + struct.pack(">I", 3) + b"vol" + struct.pack(">H", 0))
+    while True:
+        _, _, rtype, rlen = struct.unpack(">QIII", s.recv(20, socket.MSG_WAITALL))
+        if rlen:
+            s.recv(rlen, socket.MSG_WAITALL)
+        if rtype == 1:
+            break
+    rss0 = int([l for l in open(f"/proc/{d.proc.pid}/status") if l.startswith("VmRSS")][0].split()[1])
+    for i in range(40):
+        s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, i, (i % 2) * 32 * MiB, 32 * MiB))
+    time.sleep(1.5)
+    rss1 = int([l for l in open(f"/proc/{d.proc.pid}/status") if l.startswith("VmRSS")][0].split()[1])
+    print(f"rss growth {(rss1 - rss0) // 1024} MiB"); C.check(rss1 - rss0 < 200 * 1024, f"unread replies do not grow memory past the limit (+{(rss1 - rss0) // 1024} MiB)")
+    s.close()
+    h = connect(d)
+    check_model(h, model, "the daemon serves normally after a client abandoned 1.25 GiB of reads")
+    h.shutdown()
+
     # ---------------- snapshots: read-only export and changed-since context ----------------
     rc = d.stop()
     C.check(rc == 0, f"SIGTERM exits 0 (rc={rc})")

@@ -57,6 +57,7 @@ struct Config {
   std::optional<TlsSection> tls;
   unsigned max_connections = 64;
   unsigned max_inflight = 128;
+  std::uint64_t max_inflight_bytes = 64ULL << 20;
   std::chrono::milliseconds handshake_timeout{30000};
   std::chrono::milliseconds stop_grace{2000};
 };

@@ -79,6 +79,9 @@ class BufferCache {
 
 struct SessionOptions {
   unsigned max_inflight = 128;
+  // READ/WRITE payload bytes of a connection held in memory at once (requests executing and
+  // replies not yet written); a client that does not read its replies cannot grow it further.
+  std::size_t max_inflight_bytes = 64 * 1024 * 1024;
   std::size_t read_buffer = 256 * 1024;
 };
 
@@ -132,6 +135,7 @@ class Session {
   Task<void> writer_loop();
   void op_done();
   void wake();
+  void release(std::size_t bytes) { inflight_bytes_ -= bytes; }
 
   struct Waiter {
     Session* s;
@@ -152,6 +156,7 @@ class Session {
   TxState tx_;
   std::vector<MetaContext> contexts_;
   unsigned inflight_ = 0;
+  std::size_t inflight_bytes_ = 0;
   bool writing_ = false;
   bool dead_ = false;
   bool stopping_ = false;
