@@ -417,6 +417,13 @@ Task<void> Server::stop() {
   }
   for (int n = 0; count_.load() > 0 && n < 1500; ++n) co_await sleep_for(l0, std::chrono::milliseconds(20));
   if (count_.load() > 0) spdlog::warn("event=nbd.stop_timeout connections={}", count_.load());
+  // The messages posted above refer to this server: make sure every loop has run them (a round
+  // trip through each loop's FIFO) before the caller may destroy it.
+  co_await asio_op_void([&](auto h) { asio::post(l0.context(), [h = std::move(h)]() mutable { h(std::error_code{}); }); });
+  for (int i = 1; i < I.loops.size(); ++i) {
+    co_await switch_to(I.loops.at(i));
+    co_await switch_to(l0);
+  }
 }
 
 }  // namespace duplex::nbd

@@ -18,7 +18,10 @@ EventLoop::EventLoop(int index) : index_(index) {}
 EventLoop::~EventLoop() {
   stop();
   join();
-  unwatch_all();
+  // Handlers still queued are destroyed with the io_context, never run: they may point at
+  // objects that are gone by now. The watches go first (they are registered with the context).
+  for (auto& w : watches_) w->dead = true;
+  watches_.clear();
 }
 
 void EventLoop::start() {
@@ -73,15 +76,13 @@ void EventLoop::arm(Watch* w) {
 }
 
 void EventLoop::unwatch_all() {
+  // The Watch objects stay alive until the loop is destroyed: a cancelled wait's handler may
+  // still be queued and refers to them.
   for (auto& w : watches_) {
     w->dead = true;
     std::error_code ec;
     w->sd.cancel(ec);
   }
-  // Handlers may still be queued: poll them out before freeing.
-  ctx_.restart();
-  ctx_.poll();
-  watches_.clear();
 }
 
 LoopGroup::LoopGroup(int n) {

@@ -329,6 +329,37 @@ def run(d):
     C.check(errnum(h.opt_go) != 0, "no default export when several writable exports exist")
     errnum(h.opt_abort)
 
+    # Garbage from many clients (random bytes after the greeting, truncated handshakes, valid
+    # handshakes followed by random requests) while a good client keeps working.
+    good = connect(d)
+    grng = random.Random(99)
+    for i in range(60):
+        g = socket.create_connection((d.host, d.port))
+        g.recv(18, socket.MSG_WAITALL)
+        if i % 3 == 0:
+            payload = grng.randbytes(grng.randrange(1, 2000))
+        elif i % 3 == 1:
+            payload = struct.pack(">I", 3) + struct.pack(">QII", 0x49484156454F5054, grng.randrange(0, 20),
+                                                          grng.randrange(0, 64)) + grng.randbytes(grng.randrange(0, 64))
+        else:
+            # Random requests go to the scratch export "mem": valid writes among them are executed.
+            payload = (struct.pack(">I", 3) + struct.pack(">QII", 0x49484156454F5054, 1, 3) + b"mem" +
+                       b"".join(struct.pack(">IHHQQI", 0x25609513, grng.randrange(0, 64), grng.randrange(0, 10),
+                                            j, grng.randrange(0, 2 * SIZE), grng.randrange(0, 70000))
+                                for j in range(20)))
+        try:
+            g.sendall(payload)
+        except OSError:
+            pass
+        g.close()
+        if i % 10 == 0:
+            off = grng.randrange(0, SIZE - 4096)
+            if good.pread(4096, off) != bytes(model[off:off + 4096]):
+                C.check(False, "good client read during the garbage storm")
+    C.check(d.proc.poll() is None, "the daemon survives 60 garbage connections")
+    check_model(good, model, "a good client is served correctly during and after the garbage; data unchanged")
+    good.shutdown()
+
     # Memory bound: a client that asks for 40 reads of 32 MiB and never reads the replies cannot
     # make the daemon hold more than limits.max_inflight_bytes_per_connection (64 MiB) of data.
     s = socket.create_connection((d.host, d.port))
