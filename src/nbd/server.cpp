@@ -226,6 +226,7 @@ struct Server::Impl {
   std::atomic<bool> stopping{false};
   std::uint64_t next_id = 1;
   std::uint64_t refused = 0;
+  std::chrono::steady_clock::time_point last_refusal_log{};
 
   Impl(LoopGroup& l, ExportCatalogue& c, ServerConfig cf) : loops(l), cat(c), cfg(std::move(cf)) {
     conns.resize(static_cast<std::size_t>(loops.size()));
@@ -251,6 +252,13 @@ struct Server::Impl {
     const std::string peer = ec ? "?" : fmt::format("{}:{}", ep.address().to_string(), ep.port());
     if (self->count_.load() >= cfg.max_connections) {
       ++refused;
+      // One line per refusal, but at most one per second under a flood (with the running total).
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_refusal_log < std::chrono::seconds(1)) {
+        s.close(ec);
+        return;
+      }
+      last_refusal_log = now;
       spdlog::warn("event=nbd.connection_refused peer={} reason=\"connection limit reached\" max_connections={} "
                    "refused_total={}",
                    peer, cfg.max_connections, refused);
