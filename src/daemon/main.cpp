@@ -12,7 +12,7 @@
 namespace {
 
 void setup_logging(const std::string& level) {
-  auto logger = spdlog::stderr_logger_st("duplexd");
+  auto logger = spdlog::stderr_logger_mt("duplexd");
   // logfmt: one event per line, key=value, easy for journald, grep and log shippers.
   logger->set_pattern("ts=%Y-%m-%dT%H:%M:%S.%e%z level=%l %v");
   logger->set_level(spdlog::level::from_str(level));
