@@ -91,6 +91,7 @@ Task<Status> FakeDisk::flush() {
   if (!st) co_return st;
   for (auto& [sector, versions] : pending_) durable_[sector] = std::move(versions.back());
   pending_.clear();
+  if (counters_.flushes == crash_flush_at_) crash_at_ = counters_.ops;
   co_return Status::ok();
 }
 
@@ -119,7 +120,7 @@ void FakeDisk::power_loss(PowerLoss mode, std::uint64_t seed) {
     }
   }
   pending_.clear();
-  crash_at_ = kNever;
+  crash_at_ = crash_flush_at_ = kNever;
 }
 
 FakeDisk FakeDisk::durable_copy() const {
@@ -136,7 +137,7 @@ FakeDisk FakeDisk::truncated_copy(std::uint64_t new_size) const {
 }
 
 void FakeDisk::clear_faults() {
-  fail_read_at_ = fail_write_at_ = fail_flush_at_ = crash_at_ = kNever;
+  fail_read_at_ = fail_write_at_ = fail_flush_at_ = crash_at_ = crash_flush_at_ = kNever;
   read_only_ = false;
 }
 
@@ -144,7 +145,7 @@ void FakeDisk::reset_counters() {
   counters_ = {};
   write_log_.clear();
   // Pending fault positions are relative to the counters: re-arming is the caller's business.
-  fail_read_at_ = fail_write_at_ = fail_flush_at_ = crash_at_ = kNever;
+  fail_read_at_ = fail_write_at_ = fail_flush_at_ = crash_at_ = crash_flush_at_ = kNever;
 }
 
 void FakeDisk::peek(std::uint64_t offset, std::span<std::byte> buf) const {

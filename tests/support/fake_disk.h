@@ -82,6 +82,9 @@ class FakeDisk final : public BlockDevice {
   // power_loss() ends the crash.
   void crash_after(std::uint64_t n) { crash_at_ = counters_.ops + n; }
   // True once the power is cut: the next operation fails.
+  // Like crash_after, but the power goes right after the n-th flush from now has completed: the
+  // cut lands between a commit's data flush and its metadata write, where ordering bugs live.
+  void crash_after_flushes(std::uint64_t n) { crash_flush_at_ = counters_.flushes + n; }
   bool crashed() const { return crash_at_ != kNever && counters_.ops >= crash_at_; }
   void clear_faults();
   void set_discard_garbage(bool on) { discard_garbage_ = on; }
@@ -126,6 +129,7 @@ class FakeDisk final : public BlockDevice {
   std::uint64_t fail_write_at_ = kNever;
   std::uint64_t fail_flush_at_ = kNever;
   std::uint64_t crash_at_ = kNever;
+  std::uint64_t crash_flush_at_ = kNever;
   bool discard_garbage_ = false;
   bool read_only_ = false;
   bool record_writes_ = false;

@@ -9,7 +9,7 @@
 //    removal was cut may or may not exist, and are checked if they do;
 //  - check() finds the metadata consistent, and the pool keeps working.
 //
-// DUPLEX_CRASH_TRIALS=N scales the number of trials of each test (long mode);
+// DUPLEX_CRASH_TRIALS=N runs N cut points in total over the campaigns (long mode, e.g. 200000);
 // DUPLEX_CRASH_SEED=S runs the one trial S (with its config) verbosely, to debug a failure.
 #include <gtest/gtest.h>
 
@@ -18,6 +18,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <tuple>
 
 #include "store_test_util.h"
 
@@ -32,6 +33,12 @@ struct Config {
   std::uint32_t cluster_size;
   std::uint64_t device_bytes;
   std::uint64_t max_volume_bytes;
+  int ops_per_trial = 60;
+  // Share of the flushes in the op mix, in percent (fewer flushes: more unflushed state to lose).
+  int flush_percent = 8;
+  // Sum of the objects' sizes allowed, in percent of the device. Above 100 the pool is
+  // overcommitted (thin) and writes meet no_space, which the workload then expects.
+  int budget_percent = 50;
 };
 
 struct Model {
@@ -54,6 +61,9 @@ struct Model {
     return n;
   }
 };
+
+// Operations refused with no_space (overcommitted configs), for the campaign's summary line.
+std::uint64_t g_no_space = 0;
 
 // The operation that was running when the power went: its effect may or may not be there.
 struct Inflight {
@@ -121,9 +131,42 @@ class Trial {
     return {off, len};
   }
 
+  // A write refused for lack of space may have landed on some clusters and not on others: each
+  // sector must now read its old or its new content, and the model takes what the pool shows.
+  std::string settle(FakeDisk& disk, Pool& pool, ModelObject& o, std::uint64_t off, std::uint64_t len,
+                     const std::string& what) {
+    ++g_no_space;
+    const std::uint64_t first = off / kSec, last = (off + len - 1) / kSec;
+    std::vector<std::byte> got((last - first + 1) * kSec);
+    const std::uint64_t span = std::min<std::uint64_t>(got.size(), o.size - first * kSec);
+    Status st = run(pool.read(o.id, first * kSec, std::span(got).first(span)));
+    if (!st && disk.crashed()) {
+      // The power went during the read-back: the sectors keep both versions as candidates.
+      inflight_ = {Inflight::io, {}, 0, o.id, {}, "read-back after no_space " + what};
+      return {};
+    }
+    if (!st) return fmt::format("read after no_space {}: {}", what, st.to_string());
+    for (std::uint64_t s = first; s <= last; ++s) {
+      SectorState& sec = o.sectors[s];
+      std::span<const std::byte> g(got.data() + (s - first) * kSec, std::min<std::uint64_t>(kSec, o.size - s * kSec));
+      if (SectorState::equal(sec.pending.back(), g)) continue;  // the new content landed
+      const SectorState::Data old = sec.pending.size() > 1 ? sec.pending[sec.pending.size() - 2] : sec.durable;
+      if (!SectorState::equal(old, g))
+        return fmt::format("{} failed with no_space and left sector {} of {} neither old nor new", what, s, o.name);
+      sec.pending.push_back(old);  // it did not: the old content is current again
+    }
+    return {};
+  }
+
   // Called when a pool operation failed: if the power is out this is the cut operation, else it
   // is a store bug.
   std::string failed(FakeDisk& disk, Inflight in, const Status& st) {
+    if (!disk.crashed() && st.code() == Errc::no_space &&
+        (in.kind == Inflight::create || in.kind == Inflight::snapshot || in.kind == Inflight::clone ||
+         in.kind == Inflight::grow)) {
+      ++g_no_space;  // refused as a whole: the model stays as it was, verify() checks it did too
+      return {};
+    }
     if (disk.crashed()) {
       inflight_ = std::move(in);
       if (inflight_.kind == Inflight::none) inflight_.kind = Inflight::io;
@@ -135,7 +178,7 @@ class Trial {
   std::string step(FakeDisk& disk, Pool& pool, Model& m) {
     auto vols = m.ids(ObjectKind::volume);
     auto snaps = m.ids(ObjectKind::snapshot);
-    const std::uint64_t budget = cfg_.device_bytes / 2;
+    const std::uint64_t budget = cfg_.device_bytes * cfg_.budget_percent / 100;
     const int r = static_cast<int>(pick(0, 99));
     if (verbose_) fmt::print("  op roll {} (device ops so far {})\n", r, disk.counters().ops);
 
@@ -162,11 +205,13 @@ class Trial {
       if (verbose_) fmt::print("  {}\n", in.what);
       o.write(off, len, data.data());  // before the call: a cut write may have landed in part
       Status st = run(pool.write(o.id, off, data, fua));
+      if (!st && st.code() == Errc::no_space && !disk.crashed()) return settle(disk, pool, o, off, len, in.what);
       if (!st) return failed(disk, in, st);
       if (fua) o.make_durable(off, len);
       return {};
     }
     if (r < 58) {
+      if (r >= 50 + cfg_.flush_percent) return {};
       Inflight in{Inflight::io, {}, 0, 0, {}, "flush()"};
       if (verbose_) fmt::print("  flush\n");
       Status st = run(pool.flush());
@@ -184,6 +229,7 @@ class Trial {
       if (verbose_) fmt::print("  {}\n", in.what);
       o.write(off, len, nullptr);
       Status st = trim ? run(pool.trim(o.id, off, len)) : run(pool.write_zeroes(o.id, off, len, no_unmap, fua));
+      if (!st && st.code() == Errc::no_space && !disk.crashed()) return settle(disk, pool, o, off, len, in.what);
       if (!st) return failed(disk, in, st);
       if (!trim && fua) o.make_durable(off, len);
       return {};
@@ -381,7 +427,39 @@ Template make_template(const Config& cfg) {
   Trial warmup(cfg, 12345, false);
   std::string err = warmup.workload(t.disk, *pool, t.model, 40);
   EXPECT_EQ(err, "");
+  if (cfg.budget_percent > 100) {
+    // Overcommitted configs start nearly full (every volume written end to end, more volumes
+    // until 85% of the clusters are used), so the allocator soon hands out clusters freed during
+    // the trial itself.
+    auto fill = [&](ModelObject& o) {
+      auto data = pattern(o.size, t.model.stamp++, 0);
+      Status st = run((*pool)->write(o.id, 0, data));
+      if (st) o.write(0, o.size, data.data());
+      return st;
+    };
+    for (auto& [id, o] : t.model.objects)
+      if (o.kind == ObjectKind::volume && !fill(o)) break;
+    while ((*pool)->info().free_clusters > (*pool)->info().data_clusters * 15 / 100) {
+      std::string name = fmt::format("fill{}", t.model.names++);
+      const std::uint64_t size = std::min<std::uint64_t>(
+          cfg.max_volume_bytes, ((*pool)->info().free_clusters - (*pool)->info().data_clusters * 15 / 100) *
+                                    cfg.cluster_size);
+      auto id = run((*pool)->create_volume(name, size));
+      EXPECT_TRUE(id) << id.status().to_string();
+      if (!id) break;
+      ModelObject o;
+      o.id = *id;
+      o.name = name;
+      o.resize(size);
+      Status st = fill(o);
+      t.model.objects[o.id] = std::move(o);
+      if (!st) break;
+    }
+  }
   EXPECT_TRUE(run((*pool)->flush()));
+  const auto info = (*pool)->info();
+  fmt::print("template pool: {} objects, {} of {} data clusters free\n", t.model.objects.size(), info.free_clusters,
+             info.data_clusters);
   t.model.make_all_durable();
   EXPECT_TRUE(run((*pool)->close()));
   pool->reset();
@@ -390,19 +468,24 @@ Template make_template(const Config& cfg) {
 }
 
 // One trial: returns "" or the failure. `ops_used` gets the number of device ops before the cut.
-std::string run_trial(const Config& cfg, const Template& tmpl, std::uint64_t seed, std::uint64_t cut_at, bool verbose,
-                      bool& cut_mid_workload) {
+// `cut_at` counts device operations, or device flushes when `by_flush` (the cut then lands right
+// after that flush, between a commit's data flush and its journal write or after the journal).
+std::string run_trial(const Config& cfg, const Template& tmpl, std::uint64_t seed, std::uint64_t cut_at,
+                      bool by_flush, bool verbose, bool& cut_mid_workload) {
   FakeDisk disk = tmpl.disk;
   Model m = tmpl.model;
   const PowerLoss mode = seed % 2 ? PowerLoss::RandomSubset : PowerLoss::DropAll;
   disk.reset_counters();
-  disk.crash_after(cut_at);
+  if (by_flush)
+    disk.crash_after_flushes(cut_at);
+  else
+    disk.crash_after(cut_at);
   Trial trial(cfg, seed, verbose);
   Inflight in;
   {
     auto opened = run(Pool::open(disk));
     if (opened) {
-      std::string err = trial.workload(disk, *opened, m, 60);
+      std::string err = trial.workload(disk, *opened, m, cfg.ops_per_trial);
       if (!err.empty()) return "during the workload: " + err;
       in = trial.inflight();
     } else if (!disk.crashed()) {
@@ -451,6 +534,13 @@ std::string run_trial(const Config& cfg, const Template& tmpl, std::uint64_t see
   const std::uint64_t len = std::min<std::uint64_t>(vsize, 3 * kSec + 17);
   auto data = pattern(len, ~seed, 0);
   Status st = run(pool.write(vol, 0, data));
+  if (st.code() == Errc::no_space) {
+    // A full (overcommitted) pool: make room the way an operator would, by deleting snapshots.
+    for (const auto& info : pool.list())
+      if (info.kind == ObjectKind::snapshot) st = run(pool.remove(info.id));
+    st = run(pool.flush());
+    if (st) st = run(pool.write(vol, 0, data));
+  }
   if (st) st = run(pool.flush());
   if (st) st = run(pool.close());
   if (!st) return "I/O after recovery: " + st.to_string();
@@ -465,70 +555,90 @@ std::string run_trial(const Config& cfg, const Template& tmpl, std::uint64_t see
   return {};
 }
 
-// Device ops a full workload takes from this template, to spread the cuts over all of it.
-std::uint64_t calibrate(const Config& cfg, const Template& tmpl) {
-  std::uint64_t most = 0;
+// Device ops and flushes a full workload takes from this template, to spread the cuts over it.
+struct Span {
+  std::uint64_t ops = 0, flushes = 0;
+};
+Span calibrate(const Config& cfg, const Template& tmpl) {
+  Span most;
   for (std::uint64_t seed = 0; seed < 8; ++seed) {
     FakeDisk disk = tmpl.disk;
     Model m = tmpl.model;
     disk.reset_counters();
     auto p = run(Pool::open(disk));
-    if (!p) return 1000;
+    if (!p) return {1000, 50};
     Trial t(cfg, seed, false);
-    (void)t.workload(disk, *p, m, 60);
-    most = std::max(most, disk.counters().ops);
+    (void)t.workload(disk, *p, m, cfg.ops_per_trial);
+    most.ops = std::max(most.ops, disk.counters().ops);
+    most.flushes = std::max(most.flushes, disk.counters().flushes);
   }
   return most;
 }
 
-void crash_campaign(const Config& cfg, std::uint64_t first_seed, int default_trials) {
-  const int trials = env_int("DUPLEX_CRASH_TRIALS", default_trials);
+void crash_campaign(const Config& cfg, std::uint64_t first_seed, int trials) {
   const char* only = std::getenv("DUPLEX_CRASH_SEED");
   const auto t0 = std::chrono::steady_clock::now();
   Template tmpl = make_template(cfg);
   ASSERT_FALSE(testing::Test::HasFailure()) << "template pool could not be built";
-  const std::uint64_t span = calibrate(cfg, tmpl);
-  ASSERT_GT(span, 10u) << "the workload does no I/O?";
+  const Span span = calibrate(cfg, tmpl);
+  ASSERT_GT(span.ops, 10u) << "the workload does no I/O?";
 
-  std::uint64_t points = 0, mid = 0, failures = 0;
-  std::set<std::pair<std::uint64_t, std::uint64_t>> distinct;
+  std::uint64_t points = 0, mid = 0, failures = 0, after_flush = 0;
+  g_no_space = 0;
+  std::set<std::tuple<std::uint64_t, bool, std::uint64_t>> distinct;
   for (int i = 0; i < trials; ++i) {
     const std::uint64_t seed = only ? std::strtoull(only, nullptr, 10) : first_seed + i;
-    // The cut point: anywhere in the workload, including inside the initial open and, rarely,
-    // after the workload's end (a crash with everything still in the cache).
-    const std::uint64_t cut = mix64(seed ^ 0xC07) % (span + span / 8 + 1);
+    // The cut point: one trial in three right after a flush; the others anywhere in the workload,
+    // including inside the initial open and, rarely, after the workload's end (a crash with
+    // everything still in the cache).
+    const bool by_flush = mix64(seed ^ 0xF1) % 3 == 0;
+    const std::uint64_t cut = by_flush ? 1 + mix64(seed ^ 0xC07) % (span.flushes + 1)
+                                       : mix64(seed ^ 0xC07) % (span.ops + span.ops / 8 + 1);
     bool was_mid = false;
-    std::string err = run_trial(cfg, tmpl, seed, cut, only != nullptr, was_mid);
+    std::string err = run_trial(cfg, tmpl, seed, cut, by_flush, only != nullptr, was_mid);
     ++points;
     mid += was_mid;
-    distinct.insert({seed, cut});
+    after_flush += by_flush;
+    distinct.insert({seed, by_flush, cut});
     if (!err.empty()) {
       ++failures;
-      ADD_FAILURE() << fmt::format("cluster {} seed {} cut after device op {} ({}): {}\n  reproduce: "
-                                   "DUPLEX_CRASH_SEED={} {} --gtest_filter='{}'",
-                                   cfg.cluster_size, seed, cut, seed % 2 ? "random subset" : "drop all", err, seed,
+      ADD_FAILURE() << fmt::format("cluster {} seed {} cut after device {} {} ({}): {}\n  reproduce: "
+                                   "DUPLEX_CRASH_SEED={} {} --gtest_filter='PoolCrash.{}'",
+                                   cfg.cluster_size, seed, by_flush ? "flush" : "op", cut,
+                                   seed % 2 ? "random subset" : "drop all", err, seed,
                                    "crash_test", testing::UnitTest::GetInstance()->current_test_info()->name());
       if (failures >= 5) break;
     }
     if (only) break;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  fmt::print("crash points: {} distinct (cluster {} B, {} cut inside the workload, device ops per workload "
-             "<= {}, {:.1f} s)\n",
-             distinct.size(), cfg.cluster_size, mid, span, secs);
+  fmt::print("crash points: {} distinct (cluster {} B, {} cut inside the workload, {} right after a flush; "
+             "device ops per workload <= {}; {} ops refused for space; {:.1f} s)\n",
+             distinct.size(), cfg.cluster_size, mid, after_flush, span.ops, g_no_space, secs);
   testing::Test::RecordProperty("crash_points", static_cast<int>(distinct.size()));
 }
 
-// Four campaigns with disjoint seeds, so `ctest -j` spreads them over the cores.
-// 4 x 2600 = 10400 cut points in the default (CI) mode.
-constexpr int kTrials = 2600;
-const Config k4K{4096, 8 << 20, 256 << 10};
-const Config k64K{64 << 10, 16 << 20, 1 << 20};
+// Campaigns with disjoint seeds, so `ctest -j` spreads them over the cores. In the default (CI)
+// mode they run 10,400 cut points together; DUPLEX_CRASH_TRIALS=N runs N in total, shared the
+// same way. The full-pool configs keep the allocator wrapping around, so a cluster freed in
+// memory is soon wanted again: reusing it before the free is durable shows up as foreign data.
+const Config k4K{4096, 3 << 20, 192 << 10};
+const Config k64K{64 << 10, 8 << 20, 512 << 10};
+const Config k4KFull{4096, 1536 << 10, 256 << 10, 100, 3, 150};
+const Config k64KFull{64 << 10, 6 << 20, 2 << 20, 100, 3, 150};
 
-TEST(PoolCrash, Cluster4KSeedsA) { crash_campaign(k4K, 1'000'000, kTrials); }
-TEST(PoolCrash, Cluster4KSeedsB) { crash_campaign(k4K, 2'000'000, kTrials); }
-TEST(PoolCrash, Cluster64KSeedsA) { crash_campaign(k64K, 3'000'000, kTrials); }
-TEST(PoolCrash, Cluster64KSeedsB) { crash_campaign(k64K, 4'000'000, kTrials); }
+int share(int default_trials) {
+  const int total = env_int("DUPLEX_CRASH_TRIALS", 0);
+  return total > 0 ? std::max(1, static_cast<int>(static_cast<long long>(total) * default_trials / 10400))
+                   : default_trials;
+}
+
+TEST(PoolCrash, Cluster4KSeedsA) { crash_campaign(k4K, 1'000'000, share(2400)); }
+TEST(PoolCrash, Cluster4KSeedsB) { crash_campaign(k4K, 2'000'000, share(2400)); }
+TEST(PoolCrash, Cluster64KSeedsA) { crash_campaign(k64K, 3'000'000, share(1400)); }
+TEST(PoolCrash, Cluster64KSeedsB) { crash_campaign(k64K, 4'000'000, share(1400)); }
+TEST(PoolCrash, Cluster4KFullPool) { crash_campaign(k4KFull, 5'000'000, share(1800)); }
+TEST(PoolCrash, Cluster64KFullPool) { crash_campaign(k64KFull, 6'000'000, share(1000)); }
 
 }  // namespace
 }  // namespace duplex::test

@@ -124,6 +124,22 @@ TEST(FakeDisk, CrashAfterFailsEverythingUntilPowerLoss) {
   EXPECT_EQ(read_all(d, 4096, 4096), fill(4096, 0));
 }
 
+TEST(FakeDisk, CrashAfterFlushesCutsRightAfterTheNthFlush) {
+  FakeDisk d(64 * 1024);
+  d.crash_after_flushes(2);
+  ASSERT_TRUE(sync_wait(d.write(0, fill(4096, 1))));
+  ASSERT_TRUE(sync_wait(d.flush()));
+  ASSERT_TRUE(sync_wait(d.write(0, fill(4096, 2))));
+  EXPECT_FALSE(d.crashed());
+  ASSERT_TRUE(sync_wait(d.flush()));
+  EXPECT_TRUE(d.crashed());
+  EXPECT_EQ(sync_wait(d.write(4096, fill(4096, 3))).code(), Errc::io_error);
+  d.power_loss(PowerLoss::DropAll);
+  EXPECT_FALSE(d.crashed());
+  EXPECT_EQ(read_all(d, 0, 4096), fill(4096, 2)) << "the second flush completed";
+  EXPECT_EQ(read_all(d, 4096, 4096), fill(4096, 0));
+}
+
 TEST(FakeDisk, CountersAndWriteLog) {
   FakeDisk d(64 * 1024);
   d.record_writes(true);

@@ -52,15 +52,24 @@ inline std::uint64_t mix64(std::uint64_t x) {
 // Bytes no other write produces: a stamp per write, mixed with the virtual byte position, so a
 // sector that shows data written elsewhere or earlier is recognised as such.
 inline void fill_pattern(std::span<std::byte> out, std::uint64_t stamp, std::uint64_t virt_offset) {
-  // One hash per 8-byte word of virtual position: cheap enough for thousands of trials.
+  // One hash per 8-byte word of virtual position (byte k of the word is bits 8k..8k+7): cheap
+  // enough for thousands of trials, and the same bytes whatever the write's alignment.
+  // The word is a stamp-derived key xor a position term: distinct stamps never produce the same
+  // word at the same position, and a word never repeats within one write.
+  const std::uint64_t key = mix64(stamp);
+  auto word = [&](std::uint64_t pos) { return key ^ ((pos >> 3) * 0x9E3779B97F4A7C15ULL); };
   std::size_t i = 0;
-  while (i < out.size()) {
+  while (i < out.size() && ((virt_offset + i) & 7) != 0) {
     const std::uint64_t pos = virt_offset + i;
-    const std::uint64_t h = mix64(stamp * 0x100000001b3ULL ^ (pos >> 3));
-    const std::size_t in = pos & 7;
-    const std::size_t n = std::min<std::size_t>(8 - in, out.size() - i);
-    for (std::size_t k = 0; k < n; ++k) out[i + k] = static_cast<std::byte>(h >> ((in + k) * 8));
-    i += n;
+    out[i++] = static_cast<std::byte>(word(pos) >> ((pos & 7) * 8));
+  }
+  for (; i + 8 <= out.size(); i += 8) {
+    std::uint64_t h = word(virt_offset + i);
+    for (int k = 0; k < 8; ++k) out[i + k] = static_cast<std::byte>(h >> (8 * k));
+  }
+  for (; i < out.size(); ++i) {
+    const std::uint64_t pos = virt_offset + i;
+    out[i] = static_cast<std::byte>(word(pos) >> ((pos & 7) * 8));
   }
 }
 
