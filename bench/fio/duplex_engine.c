@@ -111,15 +111,14 @@ static enum fio_q_status duplex_queue(struct thread_data* td, struct io_u* io_u)
     case DDIR_WRITE: kind = DPX_FIO_WRITE; break;
     case DDIR_SYNC:
     case DDIR_DATASYNC: kind = DPX_FIO_FLUSH; break;
-    default:
-      io_u->error = EINVAL;
-      return FIO_Q_COMPLETED;
+    default: io_u->error = EINVAL; return FIO_Q_COMPLETED;
   }
   dpx_fio_queue(d->h, kind, io_u->offset, io_u->xfer_buf, io_u->xfer_buflen, io_u);
   return FIO_Q_QUEUED;
 }
 
-static int duplex_getevents(struct thread_data* td, unsigned int min, unsigned int max, const struct timespec* t) {
+static int duplex_getevents(struct thread_data* td, unsigned int min, unsigned int max,
+                            const struct timespec* t) {
   struct duplex_data* d = td->io_ops_data;
   int i, n;
   (void)t;
