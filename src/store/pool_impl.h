@@ -141,6 +141,11 @@ class PoolImpl final : public Pool {
   void release_durable(std::uint64_t tag);
   void watch_catalogue();
   AsyncMutex meta_;
+  // Group commit: a commit that starts after a caller asked covers that caller, so callers that
+  // queued behind a running commit share the next one instead of flushing once each.
+  std::uint64_t commit_requests_ = 0;
+  std::uint64_t commit_covered_ = 0;
+  Status last_commit_;
   std::unordered_map<ObjectId, std::unique_ptr<VolState>> vols_;
   std::unordered_map<ClusterKey, std::unique_ptr<AsyncMutex>, KeyHash> locks_;
   AlignedBuffer zero_cluster_;
