@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int rc = app.exit(e);  // prints help, or the error on stderr
+    return rc == 0 ? 0 : 2;
   }
 
   auto cfg = duplex::daemon::load_config(config_path);
