@@ -57,6 +57,21 @@ before=$(sha256sum <"$DIR/unclosed.img")
 expect 0 "unclosed pool again" -- "$FSCK" "$DIR/unclosed.img"
 [[ $(sha256sum <"$DIR/unclosed.img") == "$before" ]] || fail "fsck modified the pool file"
 
+# A pool in use by a writer (duplexd holds an exclusive lock) is refused, not read while it moves;
+# another reader (a second fsck: shared lock) is fine.
+if command -v flock >/dev/null; then
+  # The lock is held by this shell on its own descriptor: nothing to clean up but the descriptor.
+  exec 9<"$DIR/pool.img"
+  flock -x 9
+  expect 2 "pool locked by a writer" -- "$FSCK" "$DIR/pool.img" && expect_message "pool locked by a writer"
+  grep -q 'in use' "$DIR/err" || fail "pool locked by a writer: message does not say the pool is in use"
+  flock -u 9
+  flock -s 9
+  expect 0 "pool shared with another reader" -- "$FSCK" "$DIR/pool.img"
+  flock -u 9
+  exec 9<&-
+fi
+
 # Both superblocks (bytes 0 and 4096) damaged: nothing to trust.
 cp "$DIR/pool.img" "$DIR/bad-sb.img"
 for off in 0 4096; do

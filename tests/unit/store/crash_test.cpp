@@ -39,6 +39,7 @@ struct Config {
   // Sum of the objects' sizes allowed, in percent of the device. Above 100 the pool is
   // overcommitted (thin) and writes meet no_space, which the workload then expects.
   int budget_percent = 50;
+  std::uint64_t journal_bytes = 0;  // 0: the pool's default
 };
 
 struct Model {
@@ -420,6 +421,7 @@ Template make_template(const Config& cfg) {
   store::PoolOptions opts;
   opts.name = "crashpool";
   opts.cluster_size = cfg.cluster_size;
+  opts.journal_bytes = cfg.journal_bytes;
   auto pool = run(Pool::create(t.disk, opts));
   EXPECT_TRUE(pool) << pool.status().to_string();
   if (!pool) return t;
@@ -626,6 +628,9 @@ const Config k4K{4096, 3 << 20, 192 << 10};
 const Config k64K{64 << 10, 8 << 20, 512 << 10};
 const Config k4KFull{4096, 1536 << 10, 256 << 10, 100, 3, 150};
 const Config k64KFull{64 << 10, 6 << 20, 2 << 20, 100, 3, 150};
+// A 4-block journal fills after a few commits: checkpoints (and superblock switches) are cut too.
+const Config k4KSmallJournal{4096, 3 << 20, 192 << 10, 60, 8, 50, 16 << 10};
+const Config k64KSmallJournal{64 << 10, 8 << 20, 512 << 10, 60, 8, 50, 16 << 10};
 
 int share(int default_trials) {
   const int total = env_int("DUPLEX_CRASH_TRIALS", 0);
@@ -633,12 +638,14 @@ int share(int default_trials) {
                    : default_trials;
 }
 
-TEST(PoolCrash, Cluster4KSeedsA) { crash_campaign(k4K, 1'000'000, share(2400)); }
-TEST(PoolCrash, Cluster4KSeedsB) { crash_campaign(k4K, 2'000'000, share(2400)); }
-TEST(PoolCrash, Cluster64KSeedsA) { crash_campaign(k64K, 3'000'000, share(1400)); }
-TEST(PoolCrash, Cluster64KSeedsB) { crash_campaign(k64K, 4'000'000, share(1400)); }
-TEST(PoolCrash, Cluster4KFullPool) { crash_campaign(k4KFull, 5'000'000, share(1800)); }
-TEST(PoolCrash, Cluster64KFullPool) { crash_campaign(k64KFull, 6'000'000, share(1000)); }
+TEST(PoolCrash, Cluster4KSeedsA) { crash_campaign(k4K, 1'000'000, share(2000)); }
+TEST(PoolCrash, Cluster4KSeedsB) { crash_campaign(k4K, 2'000'000, share(2000)); }
+TEST(PoolCrash, Cluster64KSeedsA) { crash_campaign(k64K, 3'000'000, share(1200)); }
+TEST(PoolCrash, Cluster64KSeedsB) { crash_campaign(k64K, 4'000'000, share(1200)); }
+TEST(PoolCrash, Cluster4KFullPool) { crash_campaign(k4KFull, 5'000'000, share(1600)); }
+TEST(PoolCrash, Cluster64KFullPool) { crash_campaign(k64KFull, 6'000'000, share(800)); }
+TEST(PoolCrash, Cluster4KSmallJournal) { crash_campaign(k4KSmallJournal, 7'000'000, share(1000)); }
+TEST(PoolCrash, Cluster64KSmallJournal) { crash_campaign(k64KSmallJournal, 8'000'000, share(600)); }
 
 }  // namespace
 }  // namespace duplex::test
