@@ -187,6 +187,15 @@ unsigned Ring::wait() {
   return poll();
 }
 
+unsigned Ring::poll_spin(std::chrono::nanoseconds budget) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  for (;;) {
+    const unsigned n = poll();  // also submits what is queued, so the spin waits on real I/O
+    if (n > 0 || in_flight_ == 0) return n;
+    if (std::chrono::steady_clock::now() >= deadline) return 0;
+  }
+}
+
 Result<int> Ring::event_fd() {
   if (event_fd_ >= 0) return event_fd_;
   const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

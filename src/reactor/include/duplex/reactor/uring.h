@@ -24,6 +24,7 @@
 // which drains it. A Ring that never hands out its eventfd pays nothing for it.
 #include <liburing.h>
 
+#include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -102,6 +103,12 @@ class Ring {
   unsigned poll();
   // Blocks until at least one completion (unless nothing is outstanding), then poll().
   unsigned wait();
+  // Polls without sleeping for up to `budget` while operations are in flight; returns at the
+  // first completions (their count) or 0 when the budget ran out or nothing is in flight. For an
+  // event loop about to sleep with I/O outstanding: a fast device often completes within a few
+  // microseconds, and catching that here saves the eventfd wake-up and its context switches. It
+  // burns the core meanwhile, so keep the budget small and use it only where cores are not shared.
+  unsigned poll_spin(std::chrono::nanoseconds budget);
 
   // Registers (once) and returns an eventfd that becomes readable when completions arrive.
   Result<int> event_fd();
