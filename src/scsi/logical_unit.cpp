@@ -6,6 +6,7 @@
 #include "duplex/base/buffer.h"
 #include "duplex/base/endian.h"
 #include "duplex/scsi/logical_unit.h"
+#include "duplex/scsi/reservations.h"
 #include "opcodes.h"
 
 namespace duplex::scsi {
@@ -34,6 +35,24 @@ LogicalUnit::LogicalUnit(volume::BlockVolume& volume, LuConfig cfg) : volume_(vo
   if (cfg_.read_only == false && volume_.read_only()) cfg_.read_only = true;
   if (cfg_.port_groups.empty())
     cfg_.port_groups.push_back({cfg_.tpg_id, AluaState::active_optimized, false, {cfg_.relative_port}});
+  pr_ = std::make_unique<PersistentReservations>(PersistentReservations::Hooks{
+      [this](const Nexus& n, Asc a) { unit_attention(n, a); },
+      [this](const Nexus& n) {
+        if (abort_hook_) abort_hook_(n);
+      },
+      [this](const PrState& s) {
+        if (persist_hook_) persist_hook_(s);
+      }});
+}
+
+LogicalUnit::~LogicalUnit() = default;
+
+void LogicalUnit::set_abort_hook(std::function<void(const Nexus&)> f) { abort_hook_ = std::move(f); }
+void LogicalUnit::set_persist_hook(std::function<void(const PrState&)> f) { persist_hook_ = std::move(f); }
+
+void LogicalUnit::unit_attention(const Nexus& nexus, Asc code) {
+  auto& queue = unit_attentions_[nexus];
+  if (std::find(queue.begin(), queue.end(), code) == queue.end()) queue.push_back(code);
 }
 
 void LogicalUnit::unit_attention_all(Asc code) {
@@ -142,6 +161,11 @@ Task<CommandResult> LogicalUnit::execute(Command c) {
     it->second.erase(it->second.begin());
     co_return check_condition(SenseKey::unit_attention, ua);
   }
+  if (pr_->conflicts(*c.nexus, c.cdb)) {
+    CommandResult r;
+    r.status = ScsiStatus::reservation_conflict;
+    co_return r;
+  }
   co_return co_await dispatch(c);
 }
 
@@ -212,6 +236,8 @@ Task<CommandResult> LogicalUnit::dispatch(Command c) {
     case op::kWriteSame16: co_return co_await write_same(c, true);
     case op::kUnmap: co_return co_await unmap(c);
     case op::kCompareAndWrite: co_return co_await compare_and_write(c);
+    case op::kPersistentReserveIn: co_return pr_->in(*c.nexus, cdb, c.data_in);
+    case op::kPersistentReserveOut: co_return pr_->out(*c.nexus, cdb, c.data_out);
     default: co_return illegal_request(asc::kInvalidOpcode, 0);
   }
 }

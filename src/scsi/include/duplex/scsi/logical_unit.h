@@ -10,7 +10,9 @@
 // is atomic against every overlapping write through this LU (a range lock); across nodes the
 // mirror layer extends it (issue: multipath).
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -75,14 +77,24 @@ struct CommandResult {
   std::uint32_t data_out_used = 0;
 };
 
+class PersistentReservations;
+struct PrState;
+
 class LogicalUnit {
  public:
   LogicalUnit(volume::BlockVolume& volume, LuConfig cfg);
+  ~LogicalUnit();
+
+  // PREEMPT AND ABORT: the transport aborts that nexus's tasks. APTPL: persist the state.
+  void set_abort_hook(std::function<void(const Nexus&)> f);
+  void set_persist_hook(std::function<void(const PrState&)> f);
+  PersistentReservations& reservations() { return *pr_; }
 
   Task<CommandResult> execute(Command cmd);
 
   // Events every nexus must hear about (SPC-4 unit attention conditions).
   void unit_attention_all(Asc code);
+  void unit_attention(const Nexus& nexus, Asc code);
   // LOGICAL UNIT RESET task management: clears state and raises 29/03 on every nexus.
   void reset();
   // The number of bytes of Data-Out the CDB asks for (the transport solicits at most this).
@@ -118,6 +130,9 @@ class LogicalUnit {
 
   volume::BlockVolume& volume_;
   LuConfig cfg_;
+  std::unique_ptr<PersistentReservations> pr_;
+  std::function<void(const Nexus&)> abort_hook_;
+  std::function<void(const PrState&)> persist_hook_;
   std::map<Nexus, std::vector<Asc>> unit_attentions_;
   std::vector<Asc> pending_for_new_;  // raised before a nexus was first seen
   AsyncMutex caw_;                    // orders COMPARE AND WRITE among themselves
