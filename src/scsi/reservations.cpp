@@ -257,8 +257,8 @@ CommandResult PersistentReservations::in(const Nexus& nexus, std::span<const std
       }
       break;
     case kReportCapabilities:
-      // ATP_C, PTPL_C; TMV and PTPL_A; every reservation type.
-      d = {0x00, 0x08, 0x04 | 0x01, static_cast<std::uint8_t>(st_.aptpl ? 0x81 : 0x80),
+      // PTPL_C (ATP_C clear: ALL_TG_PT is not supported); TMV and PTPL_A; every reservation type.
+      d = {0x00, 0x08, 0x01, static_cast<std::uint8_t>(st_.aptpl ? 0x81 : 0x80),
            0x80 | 0x40 | 0x20 | 0x08 | 0x02, 0x01, 0x00, 0x00};
       break;
     case kReadFullStatus: {
@@ -313,6 +313,8 @@ CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const st
   const bool aptpl = flags & 0x01;
   if (action != kRegisterAndMove && (flags & 0x08))  // SPEC_I_PT: not supported
     return illegal_request(asc::kInvalidFieldInParameterList, 20, 3, false);
+  if (action != kRegisterAndMove && (flags & 0x04))  // ALL_TG_PT: not supported (ATP_C is 0)
+    return illegal_request(asc::kInvalidFieldInParameterList, 20, 2, false);
   const PrRegistration* me = find(nexus);
   CommandResult ok;
   ok.data_out_used = plen;

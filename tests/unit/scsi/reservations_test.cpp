@@ -186,6 +186,7 @@ TEST_F(PrTest, BadParametersAreIllegalRequests) {
   pr_out(a_, 0, 0, 0, 0xa);
   EXPECT_EQ(pr_out(a_, 1, 0x02, 0xa, 0).sense.code, asc::kInvalidFieldInCdb) << "type 2 does not exist";
   EXPECT_EQ(pr_out(a_, 0, 0, 0xa, 0xb, 0x08).sense.code, asc::kInvalidFieldInParameterList) << "SPEC_I_PT";
+  EXPECT_EQ(pr_out(a_, 0, 0, 0xa, 0xb, 0x04).sense.code, asc::kInvalidFieldInParameterList) << "ALL_TG_PT";
   EXPECT_EQ(cmd(a_, {0x5e, 9, 0, 0, 0, 0, 0, 0, 8, 0}, {}, 8).sense.code, asc::kInvalidFieldInCdb);
 }
 
