@@ -92,7 +92,9 @@ class Trial {
   // Returns "" or a failure description.
   std::string workload(FakeDisk& disk, std::unique_ptr<Pool>& pool, Model& m, int max_ops) {
     for (int i = 0; i < max_ops && !disk.crashed(); ++i) {
-      std::string err = step(disk, *pool, m);
+      // Now and then a clean close and reopen: the checkpoint written at close and the one
+      // written at open are cut too.
+      std::string err = chance(0.02) ? reopen(disk, pool, m) : step(disk, *pool, m);
       if (!err.empty()) return err;
       if (inflight_.kind != Inflight::none) break;  // the op was cut
     }
@@ -130,6 +132,19 @@ class Trial {
     }
     len = std::min(len, size - off);
     return {off, len};
+  }
+
+  std::string reopen(FakeDisk& disk, std::unique_ptr<Pool>& pool, Model& m) {
+    Inflight in{Inflight::io, {}, 0, 0, {}, "close() and reopen"};
+    if (verbose_) fmt::print("  {}\n", in.what);
+    Status st = run(pool->close());
+    if (!st) return failed(disk, in, st);
+    m.make_all_durable();
+    pool.reset();
+    auto p = run(Pool::open(disk));
+    if (!p) return failed(disk, in, p.status());
+    pool = std::move(*p);
+    return {};
   }
 
   // A write refused for lack of space may have landed on some clusters and not on others: each
@@ -433,11 +448,17 @@ Template make_template(const Config& cfg) {
     // Overcommitted configs start nearly full (every volume written end to end, more volumes
     // until 85% of the clusters are used), so the allocator soon hands out clusters freed during
     // the trial itself.
+    // One cluster per write: a write refused for space then changes nothing.
     auto fill = [&](ModelObject& o) {
-      auto data = pattern(o.size, t.model.stamp++, 0);
-      Status st = run((*pool)->write(o.id, 0, data));
-      if (st) o.write(0, o.size, data.data());
-      return st;
+      const std::uint64_t stamp = t.model.stamp++;
+      for (std::uint64_t off = 0; off < o.size; off += cfg.cluster_size) {
+        const std::uint64_t len = std::min<std::uint64_t>(cfg.cluster_size, o.size - off);
+        auto data = pattern(len, stamp, off);
+        Status st = run((*pool)->write(o.id, off, data));
+        if (!st) return st;
+        o.write(off, len, data.data());
+      }
+      return Status::ok();
     };
     for (auto& [id, o] : t.model.objects)
       if (o.kind == ObjectKind::volume && !fill(o)) break;
@@ -459,6 +480,7 @@ Template make_template(const Config& cfg) {
     }
   }
   EXPECT_TRUE(run((*pool)->flush()));
+  for (const auto& [id, o] : t.model.objects) EXPECT_EQ(compare_object(**pool, o, false), "") << "template";
   const auto info = (*pool)->info();
   fmt::print("template pool: {} objects, {} of {} data clusters free\n", t.model.objects.size(), info.free_clusters,
              info.data_clusters);
@@ -542,6 +564,12 @@ std::string run_trial(const Config& cfg, const Template& tmpl, std::uint64_t see
       if (info.kind == ObjectKind::snapshot) st = run(pool.remove(info.id));
     st = run(pool.flush());
     if (st) st = run(pool.write(vol, 0, data));
+    if (st.code() == Errc::no_space) {  // clones may still share everything: keep only `vol`
+      for (const auto& info : pool.list())
+        if (info.id != vol) st = run(pool.remove(info.id, true));
+      st = run(pool.flush());
+      if (st) st = run(pool.write(vol, 0, data));
+    }
   }
   if (st) st = run(pool.flush());
   if (st) st = run(pool.close());
@@ -627,7 +655,7 @@ void crash_campaign(const Config& cfg, std::uint64_t first_seed, int trials) {
 const Config k4K{4096, 3 << 20, 192 << 10};
 const Config k64K{64 << 10, 8 << 20, 512 << 10};
 const Config k4KFull{4096, 1536 << 10, 256 << 10, 100, 3, 150};
-const Config k64KFull{64 << 10, 6 << 20, 2 << 20, 100, 3, 150};
+const Config k64KFull{64 << 10, 6 << 20, 1 << 20, 100, 3, 150};
 // A 4-block journal fills after a few commits: checkpoints (and superblock switches) are cut too.
 const Config k4KSmallJournal{4096, 3 << 20, 192 << 10, 60, 8, 50, 16 << 10};
 const Config k64KSmallJournal{64 << 10, 8 << 20, 512 << 10, 60, 8, 50, 16 << 10};
@@ -636,6 +664,63 @@ int share(int default_trials) {
   const int total = env_int("DUPLEX_CRASH_TRIALS", 0);
   return total > 0 ? std::max(1, static_cast<int>(static_cast<long long>(total) * default_trials / 10400))
                    : default_trials;
+}
+
+// Formatting over an old pool, cut at every device operation: the device then holds the old
+// pool, the new one, or something open() refuses with a clear error. Never a half-made pool.
+TEST(PoolCrash, DuringFormatOverAnOldPool) {
+  std::uint64_t points = 0;
+  for (std::uint32_t cluster : {4096u, 65536u}) {
+    FakeDisk base(4 << 20, "format-disk");
+    store::PoolOptions old_opts;
+    old_opts.name = "old";
+    old_opts.cluster_size = cluster;
+    auto old_pool = must(run(Pool::create(base, old_opts)));
+    const ObjectId v = must(run(old_pool->create_volume("v", 1 << 20)));
+    auto data = pattern(300000, 1, 0);
+    must(run(old_pool->write(v, 0, data)));
+    must(run(old_pool->close()));
+    old_pool.reset();
+    base = base.durable_copy();
+
+    store::PoolOptions new_opts;
+    new_opts.name = "new";
+    new_opts.cluster_size = cluster;
+    FakeDisk probe = base;
+    probe.reset_counters();
+    must(run(Pool::create(probe, new_opts)));
+    const std::uint64_t ops = probe.counters().ops;
+    for (std::uint64_t n = 0; n <= ops; ++n) {
+      for (PowerLoss mode : {PowerLoss::DropAll, PowerLoss::RandomSubset}) {
+        SCOPED_TRACE(fmt::format("cluster {} cut after op {} of {}, {}", cluster, n, ops,
+                                 mode == PowerLoss::DropAll ? "drop all" : "random subset"));
+        FakeDisk d = base;
+        d.reset_counters();
+        d.crash_after(n);
+        (void)run(Pool::create(d, new_opts));
+        d.power_loss(mode, n);
+        ++points;
+        auto p = run(Pool::open(d));
+        if (!p) {
+          EXPECT_TRUE(p.status().code() == Errc::invalid || p.status().code() == Errc::corrupt)
+              << p.status().to_string();
+          EXPECT_NE(p.status().message().find("format-disk"), std::string::npos) << p.status().to_string();
+          continue;
+        }
+        const auto info = (*p)->info();
+        EXPECT_TRUE((*p)->check().ok());
+        if (info.name == "old") {
+          std::vector<std::byte> got(data.size());
+          must(run((*p)->read(v, 0, got)));
+          EXPECT_EQ(got, data) << "the old pool came back with other data";
+        } else {
+          EXPECT_EQ(info.name, "new");
+          EXPECT_TRUE((*p)->list().empty());
+        }
+      }
+    }
+  }
+  fmt::print("crash points: {} during format\n", points);
 }
 
 TEST(PoolCrash, Cluster4KSeedsA) { crash_campaign(k4K, 1'000'000, share(2000)); }
