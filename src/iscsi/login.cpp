@@ -100,7 +100,7 @@ LoginPdu LoginMachine::on_request(const Bhs& req, std::span<const std::uint8_t> 
 
   // Text split across PDUs: collect, answer with an empty response, process at the last part.
   partial_.insert(partial_.end(), data.begin(), data.end());
-  if (partial_.size() > 64 * 1024) return fail(req, LoginStatus::initiator_error, "login text over 64 KiB");
+  if (partial_.size() > std::size_t{64} * 1024) return fail(req, LoginStatus::initiator_error, "login text over 64 KiB");
   if (cont) {
     LoginPdu ack = respond(req, {}, false, 0);
     return ack;
