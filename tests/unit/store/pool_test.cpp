@@ -234,6 +234,57 @@ TEST_F(PoolTest, BlockStatusFollowsWritesAndTrims) {
   EXPECT_EQ(pool->block_status(v, 2 * MiB - 1, 2).status().code(), Errc::out_of_range);
 }
 
+TEST_F(PoolTest, GrowLeavesSnapshotsAndClonesAtTheirSize) {
+  make();
+  const ObjectId v = volume("v", MiB);
+  write(v, MiB - 5000, 5000);
+  const ObjectId s1 = snapshot(v, "s1");
+  must(run(pool->grow(v, 3 * MiB + 4 * KiB)), "grow");
+  model[v].resize(3 * MiB + 4 * KiB);
+  EXPECT_TRUE(all_zero(read(v, MiB, 2 * MiB + 4 * KiB))) << "the grown part reads zeroes";
+  write(v, MiB - 100, 300000);  // across the old end
+  const ObjectId s2 = snapshot(v, "s2");
+  const ObjectId c1 = clone(s1, "c1");
+  EXPECT_EQ(must(pool->stat(s1)).size, MiB);
+  EXPECT_EQ(must(pool->stat(s2)).size, 3 * MiB + 4 * KiB);
+  EXPECT_EQ(must(pool->stat(c1)).size, MiB);
+  std::vector<std::byte> b(10);
+  EXPECT_EQ(run(pool->read(s1, MiB - 5, b)).code(), Errc::out_of_range);
+  EXPECT_EQ(run(pool->write(c1, MiB - 5, b)).code(), Errc::out_of_range);
+  expect_model();
+  reopen_clean();
+  expect_model();
+  expect_check();
+}
+
+TEST_F(PoolTest, BadNamesAreRefused) {
+  make();
+  const ObjectId v = volume("v", MiB);
+  for (const std::string& bad : {std::string(), std::string("a@b"), std::string(300, 'x')}) {
+    auto r = run(pool->create_volume(bad, MiB));
+    EXPECT_FALSE(r) << "volume name '" << bad.substr(0, 20) << "' accepted";
+    auto s = run(pool->snapshot(v, bad));
+    EXPECT_FALSE(s) << "snapshot name '" << bad.substr(0, 20) << "' accepted";
+  }
+  EXPECT_EQ(pool->list().size(), 1u);
+  expect_check();
+}
+
+TEST_F(PoolTest, FuaWritesAndZeroesSurviveAPowerLossWithoutFlush) {
+  make();
+  const ObjectId v = volume("v", 4 * MiB);
+  write(v, 0, 2 * cs);
+  must(run(pool->flush()));
+  write(v, cs / 2, cs, /*fua=*/true);            // partly in place, partly new
+  write(v, 10 * cs + 7, 3 * cs, /*fua=*/true);   // new clusters
+  must(run(pool->write_zeroes(v, 0, 4096, false, /*fua=*/true)));
+  model[v].write(0, 4096, nullptr);
+  model[v].make_durable(0, 4096);
+  reopen_after_power_loss(PowerLoss::DropAll);
+  expect_model();
+  expect_check();
+}
+
 // ---------------------------------------------------------------- the cost of writes
 
 TEST_F(PoolTest, OverwriteOfAnOwnedClusterIsOneDataWriteAndNoMetadataWrite) {
