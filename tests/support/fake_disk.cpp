@@ -75,7 +75,8 @@ Task<Status> FakeDisk::write(std::uint64_t offset, std::span<const std::byte> bu
   Status st = admit("write", offset, counters_.writes, fail_write_at_);
   const Status range = check_range("write", offset, buf.size());
   if (st && !range) st = range;
-  if (st && read_only_) st = Status::error(Errc::read_only, "{}: write at {} on a read-only device", name_, offset);
+  if (st && read_only_)
+    st = Status::error(Errc::read_only, "{}: write at {} on a read-only device", name_, offset);
   if (!st) {
     if (in_flight_at_cut && range && !read_only_) apply(offset, buf.size(), buf, std::byte{0});
     co_return st;
@@ -98,7 +99,8 @@ Task<Status> FakeDisk::flush() {
 Task<Status> FakeDisk::discard(std::uint64_t offset, std::uint64_t length) {
   Status st = admit("discard", offset, counters_.discards, kNever);
   if (st) st = check_range("discard", offset, length);
-  if (st && read_only_) st = Status::error(Errc::read_only, "{}: discard at {} on a read-only device", name_, offset);
+  if (st && read_only_)
+    st = Status::error(Errc::read_only, "{}: discard at {} on a read-only device", name_, offset);
   if (!st) co_return st;
   apply(offset, length, {}, discard_garbage_ ? std::byte{0xDB} : std::byte{0});
   co_return Status::ok();
@@ -132,7 +134,8 @@ FakeDisk FakeDisk::durable_copy() const {
 
 FakeDisk FakeDisk::truncated_copy(std::uint64_t new_size) const {
   FakeDisk copy(new_size, name_);
-  for (std::uint64_t s = 0; s < copy.durable_.size() && s < durable_.size(); ++s) copy.durable_[s] = current(s);
+  for (std::uint64_t s = 0; s < copy.durable_.size() && s < durable_.size(); ++s)
+    copy.durable_[s] = current(s);
   return copy;
 }
 

@@ -107,18 +107,16 @@ class FakeDisk final : public BlockDevice {
   bool same_content(const FakeDisk& other) const;
 
  private:
-  using Block = std::vector<std::byte>;  // exactly kSector bytes
+  using Block = std::vector<std::byte>;           // exactly kSector bytes
   using BlockPtr = std::shared_ptr<const Block>;  // nullptr: all zeroes
   static constexpr std::uint64_t kNever = ~std::uint64_t{0};
 
   const BlockPtr& current(std::uint64_t sector) const;
   Status check_range(const char* what, std::uint64_t offset, std::uint64_t length) const;
   // Returns an error if the operation must fail (crash or injected fault); counts it.
-  Status admit(const char* what, std::uint64_t offset, std::uint64_t& kind_counter,
-               std::uint64_t fail_at);
+  Status admit(const char* what, std::uint64_t offset, std::uint64_t& kind_counter, std::uint64_t fail_at);
   // Writes `bytes` (or a fill byte when bytes is empty) as a new unflushed version of each sector.
-  void apply(std::uint64_t offset, std::uint64_t length, std::span<const std::byte> bytes,
-             std::byte fill);
+  void apply(std::uint64_t offset, std::uint64_t length, std::span<const std::byte> bytes, std::byte fill);
 
   std::uint64_t size_;
   std::string name_;

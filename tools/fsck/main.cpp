@@ -4,8 +4,8 @@
 //
 // Exit status: 0 consistent; 1 the pool is damaged (open refused it as corrupt or of another
 // version, or check() found errors); 2 usage error or the pool cannot be opened at all.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -123,8 +123,8 @@ int run_fsck(const std::string& path, bool json) {
   if (json) {
     nlohmann::json objs = nlohmann::json::array();
     for (const auto& o : objects) objs.push_back(to_json(o));
-    nlohmann::json out = {{"path", path},     {"ok", report.ok()},         {"opened", true},
-                          {"pool", to_json(info)}, {"objects", std::move(objs)}, {"check", to_json(report)},
+    nlohmann::json out = {{"path", path},           {"ok", report.ok()},          {"opened", true},
+                          {"pool", to_json(info)},  {"objects", std::move(objs)}, {"check", to_json(report)},
                           {"errors", report.errors}};
     std::cout << out.dump(2) << "\n";
   } else {
@@ -141,9 +141,10 @@ int run_fsck(const std::string& path, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"duplex-fsck: check the consistency of a Duplex pool (read-only, never repairs).\n"
-               "Exit status: 0 clean, 1 damaged (corrupt metadata or errors found), 2 usage error or "
-               "the pool cannot be opened."};
+  CLI::App app{
+      "duplex-fsck: check the consistency of a Duplex pool (read-only, never repairs).\n"
+      "Exit status: 0 clean, 1 damaged (corrupt metadata or errors found), 2 usage error or "
+      "the pool cannot be opened."};
   std::string path;
   bool json = false;
   app.add_flag("--json", json, "print the report as JSON on stdout");

@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
   if (!snap) return fail("snapshot", snap.status());
   auto clone = duplex::sync_wait(p.clone(*snap, "vm1-clone"));
   if (!clone) return fail("clone", clone.status());
-  if (auto st = duplex::sync_wait(p.write(*vol, 0, std::span(data).first(70000))); !st) return fail("write", st);
+  if (auto st = duplex::sync_wait(p.write(*vol, 0, std::span(data).first(70000))); !st)
+    return fail("write", st);
   if (auto st = duplex::sync_wait(p.flush()); !st) return fail("flush", st);
   if (!no_close)
     if (auto st = duplex::sync_wait(p.close()); !st) return fail("close", st);

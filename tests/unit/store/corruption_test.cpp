@@ -62,7 +62,8 @@ struct Fixture {
   fmtd::Superblock current() const {
     auto a = superblock(0), b = superblock(1);
     auto valid = [](const fmtd::Superblock& s) {
-      return std::memcmp(s.magic, fmtd::kSuperMagic, 8) == 0 && crc32c(&s, offsetof(fmtd::Superblock, crc)) == s.crc;
+      return std::memcmp(s.magic, fmtd::kSuperMagic, 8) == 0 &&
+             crc32c(&s, offsetof(fmtd::Superblock, crc)) == s.crc;
     };
     if (!valid(a)) return b;
     if (!valid(b)) return a;
@@ -97,8 +98,8 @@ void expect_corrupt(FakeDisk& disk, const std::string& structure, std::vector<st
   }
   bool offset_named = false;
   for (auto o : offsets) offset_named |= msg.find(std::to_string(o)) != std::string::npos;
-  EXPECT_TRUE(offset_named) << "message should name the offset (" << fmt::format("{}", fmt::join(offsets, " or "))
-                            << "): " << msg;
+  EXPECT_TRUE(offset_named) << "message should name the offset ("
+                            << fmt::format("{}", fmt::join(offsets, " or ")) << "): " << msg;
   // A read-only open (duplex-fsck) refuses it the same way.
   store::OpenOptions ro;
   ro.read_only = true;

@@ -69,11 +69,11 @@ std::uint64_t g_no_space = 0;
 // The operation that was running when the power went: its effect may or may not be there.
 struct Inflight {
   enum Kind { none, io, create, remove, grow, snapshot, clone } kind = none;
-  std::string name;             // create/snapshot/clone: the new object's full name
-  std::uint64_t size = 0;       // create: size; grow: new size
-  ObjectId target = 0;          // remove/grow/snapshot/clone: the object operated on
+  std::string name;              // create/snapshot/clone: the new object's full name
+  std::uint64_t size = 0;        // create: size; grow: new size
+  ObjectId target = 0;           // remove/grow/snapshot/clone: the object operated on
   std::vector<ObjectId> doomed;  // remove: everything it deletes
-  std::string what;             // for messages
+  std::string what;              // for messages
 };
 
 // A pool made once per config and copied into every trial: trials start from a pool with data,
@@ -104,7 +104,9 @@ class Trial {
   const Inflight& inflight() const { return inflight_; }
 
  private:
-  std::uint64_t pick(std::uint64_t lo, std::uint64_t hi) { return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng_); }
+  std::uint64_t pick(std::uint64_t lo, std::uint64_t hi) {
+    return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng_);
+  }
   bool chance(double p) { return std::bernoulli_distribution(p)(rng_); }
   ObjectId pick_of(const std::vector<ObjectId>& v) { return v[pick(0, v.size() - 1)]; }
 
@@ -164,11 +166,14 @@ class Trial {
     if (!st) return fmt::format("read after no_space {}: {}", what, st.to_string());
     for (std::uint64_t s = first; s <= last; ++s) {
       SectorState& sec = o.sectors[s];
-      std::span<const std::byte> g(got.data() + (s - first) * kSec, std::min<std::uint64_t>(kSec, o.size - s * kSec));
+      std::span<const std::byte> g(got.data() + (s - first) * kSec,
+                                   std::min<std::uint64_t>(kSec, o.size - s * kSec));
       if (SectorState::equal(sec.pending.back(), g)) continue;  // the new content landed
-      const SectorState::Data old = sec.pending.size() > 1 ? sec.pending[sec.pending.size() - 2] : sec.durable;
+      const SectorState::Data old =
+          sec.pending.size() > 1 ? sec.pending[sec.pending.size() - 2] : sec.durable;
       if (!SectorState::equal(old, g))
-        return fmt::format("{} failed with no_space and left sector {} of {} neither old nor new", what, s, o.name);
+        return fmt::format("{} failed with no_space and left sector {} of {} neither old nor new", what, s,
+                           o.name);
       sec.pending.push_back(old);  // it did not: the old content is current again
     }
     return {};
@@ -217,11 +222,13 @@ class Trial {
       auto [off, len] = range(o.size);
       const bool fua = chance(1.0 / 6);
       auto data = pattern(len, m.stamp++, off);
-      Inflight in{Inflight::io, {}, 0, o.id, {}, fmt::format("write({}, {}, {}, fua={})", o.name, off, len, fua)};
+      Inflight in{Inflight::io, {}, 0,
+                  o.id,         {}, fmt::format("write({}, {}, {}, fua={})", o.name, off, len, fua)};
       if (verbose_) fmt::print("  {}\n", in.what);
       o.write(off, len, data.data());  // before the call: a cut write may have landed in part
       Status st = run(pool.write(o.id, off, data, fua));
-      if (!st && st.code() == Errc::no_space && !disk.crashed()) return settle(disk, pool, o, off, len, in.what);
+      if (!st && st.code() == Errc::no_space && !disk.crashed())
+        return settle(disk, pool, o, off, len, in.what);
       if (!st) return failed(disk, in, st);
       if (fua) o.make_durable(off, len);
       return {};
@@ -239,13 +246,19 @@ class Trial {
       ModelObject& o = m.objects[pick_of(vols)];
       auto [off, len] = range(o.size);
       const bool trim = chance(0.5), no_unmap = chance(0.3), fua = chance(0.2);
-      Inflight in{Inflight::io, {}, 0, o.id, {},
-                  fmt::format("{}({}, {}, {}, no_unmap={}, fua={})", trim ? "trim" : "write_zeroes", o.name, off,
-                              len, no_unmap, fua)};
+      Inflight in{Inflight::io,
+                  {},
+                  0,
+                  o.id,
+                  {},
+                  fmt::format("{}({}, {}, {}, no_unmap={}, fua={})", trim ? "trim" : "write_zeroes", o.name,
+                              off, len, no_unmap, fua)};
       if (verbose_) fmt::print("  {}\n", in.what);
       o.write(off, len, nullptr);
-      Status st = trim ? run(pool.trim(o.id, off, len)) : run(pool.write_zeroes(o.id, off, len, no_unmap, fua));
-      if (!st && st.code() == Errc::no_space && !disk.crashed()) return settle(disk, pool, o, off, len, in.what);
+      Status st =
+          trim ? run(pool.trim(o.id, off, len)) : run(pool.write_zeroes(o.id, off, len, no_unmap, fua));
+      if (!st && st.code() == Errc::no_space && !disk.crashed())
+        return settle(disk, pool, o, off, len, in.what);
       if (!st) return failed(disk, in, st);
       if (!trim && fua) o.make_durable(off, len);
       return {};
@@ -264,7 +277,8 @@ class Trial {
       if (m.total_bytes() + cfg_.max_volume_bytes > budget || snaps.size() >= 8) return {};
       ModelObject& v = m.objects[pick_of(vols)];
       std::string snap = fmt::format("s{}", m.names++);
-      Inflight in{Inflight::snapshot, v.name + "@" + snap, 0, v.id, {}, fmt::format("snapshot({}@{})", v.name, snap)};
+      Inflight in{
+          Inflight::snapshot, v.name + "@" + snap, 0, v.id, {}, fmt::format("snapshot({}@{})", v.name, snap)};
       if (verbose_) fmt::print("  {}\n", in.what);
       auto res = run(pool.snapshot(v.id, snap));
       if (!res) return failed(disk, in, res.status());
@@ -307,7 +321,8 @@ class Trial {
       if (volume && doomed.size() > 1 && chance(0.3)) {
         // Refused while it has snapshots: nothing may change.
         Status st = run(pool.remove(id, false));
-        if (st) return fmt::format("remove({}) without with_snapshots succeeded although it has snapshots", o.name);
+        if (st)
+          return fmt::format("remove({}) without with_snapshots succeeded although it has snapshots", o.name);
         if (disk.crashed()) {
           inflight_ = {Inflight::io, {}, 0, id, {}, "refused remove"};
           return {};
@@ -414,8 +429,7 @@ std::string verify(Pool& pool, const Model& m, const Inflight& in) {
         o.sectors = s.frozen();
         break;
       }
-      default:
-        return fmt::format("unexpected object {} '{}' after a cut {}", info.id, info.name, in.what);
+      default: return fmt::format("unexpected object {} '{}' after a cut {}", info.id, info.name, in.what);
     }
     std::string err = compare_object(pool, o, /*after_crash=*/true);
     if (!err.empty()) return "(created by the cut operation) " + err;
@@ -465,8 +479,8 @@ Template make_template(const Config& cfg) {
     while ((*pool)->info().free_clusters > (*pool)->info().data_clusters * 15 / 100) {
       std::string name = fmt::format("fill{}", t.model.names++);
       const std::uint64_t size = std::min<std::uint64_t>(
-          cfg.max_volume_bytes, ((*pool)->info().free_clusters - (*pool)->info().data_clusters * 15 / 100) *
-                                    cfg.cluster_size);
+          cfg.max_volume_bytes,
+          ((*pool)->info().free_clusters - (*pool)->info().data_clusters * 15 / 100) * cfg.cluster_size);
       auto id = run((*pool)->create_volume(name, size));
       EXPECT_TRUE(id) << id.status().to_string();
       if (!id) break;
@@ -482,8 +496,8 @@ Template make_template(const Config& cfg) {
   EXPECT_TRUE(run((*pool)->flush()));
   for (const auto& [id, o] : t.model.objects) EXPECT_EQ(compare_object(**pool, o, false), "") << "template";
   const auto info = (*pool)->info();
-  fmt::print("template pool: {} objects, {} of {} data clusters free\n", t.model.objects.size(), info.free_clusters,
-             info.data_clusters);
+  fmt::print("template pool: {} objects, {} of {} data clusters free\n", t.model.objects.size(),
+             info.free_clusters, info.data_clusters);
   t.model.make_all_durable();
   EXPECT_TRUE(run((*pool)->close()));
   pool->reset();
@@ -581,7 +595,8 @@ std::string run_trial(const Config& cfg, const Template& tmpl, std::uint64_t see
   st = run((*again)->read(vol, 0, got));
   if (!st || got != data) return "post-recovery write did not survive close and reopen";
   auto report = (*again)->check();
-  if (!report.ok()) return fmt::format("check() after the post-recovery round: {}", fmt::join(report.errors, "; "));
+  if (!report.ok())
+    return fmt::format("check() after the post-recovery round: {}", fmt::join(report.errors, "; "));
   return {};
 }
 
@@ -632,19 +647,20 @@ void crash_campaign(const Config& cfg, std::uint64_t first_seed, int trials) {
     distinct.insert({seed, by_flush, cut});
     if (!err.empty()) {
       ++failures;
-      ADD_FAILURE() << fmt::format("cluster {} seed {} cut after device {} {} ({}): {}\n  reproduce: "
-                                   "DUPLEX_CRASH_SEED={} {} --gtest_filter='PoolCrash.{}'",
-                                   cfg.cluster_size, seed, by_flush ? "flush" : "op", cut,
-                                   seed % 2 ? "random subset" : "drop all", err, seed,
-                                   "crash_test", testing::UnitTest::GetInstance()->current_test_info()->name());
+      ADD_FAILURE() << fmt::format(
+          "cluster {} seed {} cut after device {} {} ({}): {}\n  reproduce: "
+          "DUPLEX_CRASH_SEED={} {} --gtest_filter='PoolCrash.{}'",
+          cfg.cluster_size, seed, by_flush ? "flush" : "op", cut, seed % 2 ? "random subset" : "drop all",
+          err, seed, "crash_test", testing::UnitTest::GetInstance()->current_test_info()->name());
       if (failures >= 5) break;
     }
     if (only) break;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  fmt::print("crash points: {} distinct (cluster {} B, {} cut inside the workload, {} right after a flush; "
-             "device ops per workload <= {}; {} ops refused for space; {:.1f} s)\n",
-             distinct.size(), cfg.cluster_size, mid, after_flush, span.ops, g_no_space, secs);
+  fmt::print(
+      "crash points: {} distinct (cluster {} B, {} cut inside the workload, {} right after a flush; "
+      "device ops per workload <= {}; {} ops refused for space; {:.1f} s)\n",
+      distinct.size(), cfg.cluster_size, mid, after_flush, span.ops, g_no_space, secs);
   testing::Test::RecordProperty("crash_points", static_cast<int>(distinct.size()));
 }
 

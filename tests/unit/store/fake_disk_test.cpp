@@ -116,7 +116,8 @@ TEST(FakeDisk, CrashAfterFailsEverythingUntilPowerLoss) {
     FakeDisk c = d;
     c.power_loss(PowerLoss::RandomSubset, seed);
     EXPECT_FALSE(c.crashed());
-    seen.insert({static_cast<std::uint8_t>(read_all(c, 0, 1)[0]), static_cast<std::uint8_t>(read_all(c, 4096, 1)[0])});
+    seen.insert({static_cast<std::uint8_t>(read_all(c, 0, 1)[0]),
+                 static_cast<std::uint8_t>(read_all(c, 4096, 1)[0])});
   }
   EXPECT_EQ(seen, (std::set<std::pair<std::uint8_t, std::uint8_t>>{{1, 0}, {1, 3}, {2, 0}, {2, 3}}));
   d.power_loss(PowerLoss::DropAll);

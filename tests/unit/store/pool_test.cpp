@@ -220,7 +220,8 @@ TEST_F(PoolTest, BlockStatusFollowsWritesAndTrims) {
     if (!e.allocated) {
       EXPECT_TRUE(e.zero);
     }
-    for (std::uint64_t c = e.offset / cs; c < (e.offset + e.length + cs - 1) / cs; ++c) alloc[c] = e.allocated;
+    for (std::uint64_t c = e.offset / cs; c < (e.offset + e.length + cs - 1) / cs; ++c)
+      alloc[c] = e.allocated;
     pos += e.length;
   }
   EXPECT_EQ(pos, 2 * MiB);
@@ -275,8 +276,8 @@ TEST_F(PoolTest, FuaWritesAndZeroesSurviveAPowerLossWithoutFlush) {
   const ObjectId v = volume("v", 4 * MiB);
   write(v, 0, 2 * cs);
   must(run(pool->flush()));
-  write(v, cs / 2, cs, /*fua=*/true);            // partly in place, partly new
-  write(v, 10 * cs + 7, 3 * cs, /*fua=*/true);   // new clusters
+  write(v, cs / 2, cs, /*fua=*/true);           // partly in place, partly new
+  write(v, 10 * cs + 7, 3 * cs, /*fua=*/true);  // new clusters
   must(run(pool->write_zeroes(v, 0, 4096, false, /*fua=*/true)));
   model[v].write(0, 4096, nullptr);
   model[v].make_durable(0, 4096);
@@ -348,7 +349,9 @@ TEST_F(PoolTest, TwoHundredFiftySnapshotsEachKeepTheirContent) {
   make(128 * MiB, 64 * KiB);
   const ObjectId v = volume("v", 2 * MiB);
   std::mt19937_64 rng(42);
-  auto pick = [&](std::uint64_t lo, std::uint64_t hi) { return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng); };
+  auto pick = [&](std::uint64_t lo, std::uint64_t hi) {
+    return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng);
+  };
   std::vector<ObjectId> snaps;
   for (int i = 0; i < 250; ++i) {
     for (int w = 0; w < 2; ++w) {
@@ -520,8 +523,8 @@ TEST_F(PoolTest, ChangedRegionsComeFromMetadataAndMatchWhatWasWritten) {
   const ObjectId v = volume("v", 4 * MiB);
   write(v, 0, 4 * MiB);
   const ObjectId s1 = snapshot(v, "s1");
-  write(v, 3 * cs, 2 * cs);   // clusters 3, 4
-  write(v, 10 * cs, cs);      // 10
+  write(v, 3 * cs, 2 * cs);    // clusters 3, 4
+  write(v, 10 * cs, cs);       // 10
   zero(v, 20 * cs, cs, true);  // 20: trimmed, differs
   const ObjectId s2 = snapshot(v, "s2");
   write(v, 30 * cs + 100, 10);  // 30, unaligned
@@ -550,7 +553,9 @@ TEST_F(PoolTest, ChangedRegionsAgreeWithTheDataForRandomWrites) {
   const std::uint64_t size = 2 * MiB;
   const ObjectId v = volume("v", size);
   std::mt19937_64 rng(7);
-  auto pick = [&](std::uint64_t lo, std::uint64_t hi) { return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng); };
+  auto pick = [&](std::uint64_t lo, std::uint64_t hi) {
+    return std::uniform_int_distribution<std::uint64_t>(lo, hi)(rng);
+  };
   for (int round = 0; round < 6; ++round) {
     const ObjectId a = snapshot(v, fmt::format("a{}", round));
     for (int i = 0; i < 12; ++i) {
@@ -669,7 +674,8 @@ TEST_F(PoolTest, TrimmedClusterIsNotReusedBeforeTheTrimIsDurable) {
   reopen_after_power_loss(PowerLoss::DropAll);
   auto after = read(v, 0, 8 * cs);
   EXPECT_TRUE(after == before || all_zero(after))
-      << "the trimmed range shows other data after the crash (w's write " << (wst ? "succeeded" : "failed") << ")";
+      << "the trimmed range shows other data after the crash (w's write " << (wst ? "succeeded" : "failed")
+      << ")";
   expect_check();
 }
 
@@ -808,7 +814,8 @@ TEST(PoolOpen, TruncatedDeviceIsAClearError) {
     auto r = run(Pool::open(cut));
     ASSERT_FALSE(r) << "a pool cut to " << size << " bytes opened";
     EXPECT_FALSE(r.status().message().empty());
-    EXPECT_NE(r.status().message().find("full"), std::string::npos) << "names the device: " << r.status().to_string();
+    EXPECT_NE(r.status().message().find("full"), std::string::npos)
+        << "names the device: " << r.status().to_string();
   }
 }
 

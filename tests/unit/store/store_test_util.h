@@ -11,8 +11,8 @@
 #include <memory>
 #include <span>
 #include <stdexcept>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "duplex/base/status.h"
@@ -117,7 +117,7 @@ struct SectorState {
 struct ModelObject {
   store::ObjectId id = 0;
   store::ObjectKind kind = store::ObjectKind::volume;
-  std::string name;           // full name: "v1" or "v1@s3"
+  std::string name;            // full name: "v1" or "v1@s3"
   store::ObjectId parent = 0;  // snapshot: its volume
   std::uint64_t size = 0;
   std::vector<SectorState> sectors;
@@ -191,9 +191,10 @@ inline std::string compare_object(store::Pool& pool, const ModelObject& m, bool 
     const SectorState& want = m.sectors[s];
     const bool ok = after_crash ? want.acceptable(got) : SectorState::equal(want.current(), got);
     if (!ok) {
-      return fmt::format("{} (id {}): sector {} (byte {}) holds data {} (durable {}zero, {} unflushed versions)",
-                         m.name, m.id, s, off, all_zero(got) ? "of zeroes" : "never written there",
-                         want.durable ? "non-" : "", want.pending.size());
+      return fmt::format(
+          "{} (id {}): sector {} (byte {}) holds data {} (durable {}zero, {} unflushed versions)", m.name,
+          m.id, s, off, all_zero(got) ? "of zeroes" : "never written there", want.durable ? "non-" : "",
+          want.pending.size());
     }
   }
   return {};
