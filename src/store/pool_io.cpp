@@ -265,15 +265,17 @@ Task<Status> PoolImpl::write(ObjectId id, std::uint64_t offset, std::span<const 
   // device write, no extra coroutine frames.
   if (o->kind == ObjectKind::volume && !buf.empty() && offset % cs_ + buf.size() <= cs_ && failed_.is_ok() &&
       !read_only_ && cat_.owned(*o, offset / cs_)) {
-    auto vit = vols_.find(id);
-    VolState* vs = vit == vols_.end() ? nullptr : vit->second.get();
-    if (!vs || !vs->gated) {
-      if (vs) ++vs->inflight;
+    auto& slot = vols_[id];
+    if (!slot) slot = std::make_unique<VolState>();
+    VolState* vs = slot.get();
+    if (!vs->gated) {
+      // Counted in flight like every write, so a snapshot's drain waits for it.
+      ++vs->inflight;
       const std::uint64_t pc = o->map[offset / cs_].pc;
       alloc_.pin(pc);
       Status st = co_await dev_.write(phys(pc) + offset % cs_, buf);
       alloc_.unpin(pc);
-      if (vs) leave_write(id);
+      leave_write(id);
       if (st && fua) st = co_await commit();
       co_return st;
     }

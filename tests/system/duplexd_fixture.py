@@ -49,6 +49,13 @@ create_size = "{pool_size}"
 
     def start(self, args=None, expect_fail=False, timeout=20):
         cmd = [DUPLEXD, "--config", self.config] + (self.args if args is None else list(args))
+        if not expect_fail:
+            # A server already on our port would answer our client: refuse to test someone else's.
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                raise RuntimeError(f"{self.host}:{self.port} is already in use by another process")
+            except OSError:
+                pass
         logf = open(self.log, "a")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, start_new_session=True,
                                      text=True)
@@ -63,6 +70,8 @@ create_size = "{pool_size}"
                 raise RuntimeError(f"duplexd exited with {self.proc.returncode}: {self.tail()}")
             try:
                 socket.create_connection((self.host, self.port), timeout=0.2).close()
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"duplexd exited with {self.proc.returncode}: {self.tail()}")
                 return 0
             except OSError:
                 time.sleep(0.05)

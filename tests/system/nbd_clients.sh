@@ -39,11 +39,20 @@ size = "1GiB"
 TOML
 
 start() {
+  # Another server on our port (a second run of this test) would answer our clients and take our
+  # writes: refuse to run rather than test someone else's daemon.
+  if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
+    echo "nbd_clients: $HOST:$PORT is already in use by another process" >&2
+    return 1
+  fi
+  local ready_before
+  ready_before=$(grep -c event=ready "$work/duplexd.log" 2>/dev/null || true)
   setsid "$DUPLEXD" --config "$work/n1.toml" "$@" >>"$work/out.log" 2>>"$work/duplexd.log" &
   daemon=$!
   pids+=("$daemon")
   for _ in $(seq 200); do
-    if nbdinfo --size "nbd://$HOST:$PORT/disk" >/dev/null 2>&1; then return 0; fi
+    if [ "$(grep -c event=ready "$work/duplexd.log" 2>/dev/null || true)" -gt "${ready_before:-0}" ] &&
+       nbdinfo --size "nbd://$HOST:$PORT/disk" >/dev/null 2>&1; then return 0; fi
     kill -0 "$daemon" 2>/dev/null || { cat "$work/duplexd.log"; return 1; }
     sleep 0.05
   done
