@@ -16,16 +16,26 @@ Result<std::uint64_t> parse_size(std::string_view s) {
   std::string_view unit(p, static_cast<std::size_t>(s.data() + s.size() - p));
   while (!unit.empty() && unit.front() == ' ') unit.remove_prefix(1);
   std::uint64_t mul = 1;
-  if (unit.empty() || unit == "B") mul = 1;
-  else if (unit == "K" || unit == "KiB" || unit == "k") mul = 1ULL << 10;
-  else if (unit == "M" || unit == "MiB") mul = 1ULL << 20;
-  else if (unit == "G" || unit == "GiB") mul = 1ULL << 30;
-  else if (unit == "T" || unit == "TiB") mul = 1ULL << 40;
-  else if (unit == "KB") mul = 1000;
-  else if (unit == "MB") mul = 1000 * 1000;
-  else if (unit == "GB") mul = 1000ULL * 1000 * 1000;
-  else if (unit == "TB") mul = 1000ULL * 1000 * 1000 * 1000;
-  else return Status::error(Errc::invalid, "'{}': unknown unit '{}' (use KiB, MiB, GiB, TiB)", s, unit);
+  if (unit.empty() || unit == "B")
+    mul = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k")
+    mul = 1ULL << 10;
+  else if (unit == "M" || unit == "MiB")
+    mul = 1ULL << 20;
+  else if (unit == "G" || unit == "GiB")
+    mul = 1ULL << 30;
+  else if (unit == "T" || unit == "TiB")
+    mul = 1ULL << 40;
+  else if (unit == "KB")
+    mul = 1000;
+  else if (unit == "MB")
+    mul = 1000 * 1000;
+  else if (unit == "GB")
+    mul = 1000ULL * 1000 * 1000;
+  else if (unit == "TB")
+    mul = 1000ULL * 1000 * 1000 * 1000;
+  else
+    return Status::error(Errc::invalid, "'{}': unknown unit '{}' (use KiB, MiB, GiB, TiB)", s, unit);
   if (v > UINT64_MAX / mul) return Status::error(Errc::invalid, "'{}' is too large", s);
   return v * mul;
 }
@@ -57,7 +67,8 @@ std::string where(const toml::node& n) {
   return s.begin.line ? fmt::format(" (line {})", s.begin.line) : "";
 }
 
-void check_keys(Ctx& c, const toml::table& t, const std::string& sect, std::initializer_list<std::string_view> keys) {
+void check_keys(Ctx& c, const toml::table& t, const std::string& sect,
+                std::initializer_list<std::string_view> keys) {
   for (const auto& [k, v] : t) {
     bool ok = false;
     for (auto a : keys) ok |= k.str() == a;
@@ -75,7 +86,8 @@ const toml::table* sub_table(Ctx& c, const toml::table& root, std::string_view n
   return n->as_table();
 }
 
-std::optional<std::string> get_str(Ctx& c, const toml::table& t, std::string_view key, const std::string& sect) {
+std::optional<std::string> get_str(Ctx& c, const toml::table& t, std::string_view key,
+                                   const std::string& sect) {
   auto* n = t.get(key);
   if (!n) return std::nullopt;
   if (!n->is_string()) {
@@ -95,7 +107,8 @@ std::optional<bool> get_bool(Ctx& c, const toml::table& t, std::string_view key,
   return n->as_boolean()->get();
 }
 
-std::optional<std::int64_t> get_int(Ctx& c, const toml::table& t, std::string_view key, const std::string& sect) {
+std::optional<std::int64_t> get_int(Ctx& c, const toml::table& t, std::string_view key,
+                                    const std::string& sect) {
   auto* n = t.get(key);
   if (!n) return std::nullopt;
   if (!n->is_integer()) {
@@ -106,10 +119,12 @@ std::optional<std::int64_t> get_int(Ctx& c, const toml::table& t, std::string_vi
 }
 
 // A size is a string with a unit ("20GiB") or an integer number of bytes.
-std::optional<std::uint64_t> get_size(Ctx& c, const toml::table& t, std::string_view key, const std::string& sect) {
+std::optional<std::uint64_t> get_size(Ctx& c, const toml::table& t, std::string_view key,
+                                      const std::string& sect) {
   auto* n = t.get(key);
   if (!n) return std::nullopt;
-  if (n->is_integer() && n->as_integer()->get() >= 0) return static_cast<std::uint64_t>(n->as_integer()->get());
+  if (n->is_integer() && n->as_integer()->get() >= 0)
+    return static_cast<std::uint64_t>(n->as_integer()->get());
   if (n->is_string()) {
     auto r = parse_size(n->as_string()->get());
     if (r) return *r;
@@ -168,8 +183,9 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
   } catch (const toml::parse_error& e) {
     return Status::error(Errc::invalid, "{}: line {}: {}", source, e.source().begin.line, e.description());
   }
-  check_keys(c, root, "the top level",
-             {"node", "daemon", "listen", "nbd", "pool", "volume", "export", "memory_export", "tls", "limits"});
+  check_keys(
+      c, root, "the top level",
+      {"node", "daemon", "listen", "nbd", "pool", "volume", "export", "memory_export", "tls", "limits"});
   if (auto* t = sub_table(c, root, "node")) {
     check_keys(c, *t, "[node]", {"name", "site"});
     if (auto v = get_str(c, *t, "name", "node")) cfg.node_name = *v;
@@ -194,8 +210,10 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
         cfg.nbd_listen.push_back(n->as_string()->get());
       } else if (n->is_array()) {
         for (auto& e : *n->as_array()) {
-          if (!e.is_string()) c.fail("listen.nbd must be a string or a list of strings");
-          else cfg.nbd_listen.push_back(e.as_string()->get());
+          if (!e.is_string())
+            c.fail("listen.nbd must be a string or a list of strings");
+          else
+            cfg.nbd_listen.push_back(e.as_string()->get());
         }
       } else {
         c.fail("listen.nbd must be \"host:port\" or a list of them");
@@ -209,9 +227,11 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     if (auto v = get_duration(c, *t, "stop_grace", "nbd")) cfg.stop_grace = *v;
   }
   if (auto* t = sub_table(c, root, "limits")) {
-    check_keys(c, *t, "[limits]", {"max_connections", "max_inflight_per_connection", "max_inflight_bytes_per_connection"});
+    check_keys(c, *t, "[limits]",
+               {"max_connections", "max_inflight_per_connection", "max_inflight_bytes_per_connection"});
     if (auto v = get_size(c, *t, "max_inflight_bytes_per_connection", "limits")) {
-      if (*v < (1ULL << 20) || *v > (4ULL << 30)) c.fail("limits.max_inflight_bytes_per_connection must be 1MiB..4GiB");
+      if (*v < (1ULL << 20) || *v > (4ULL << 30))
+        c.fail("limits.max_inflight_bytes_per_connection must be 1MiB..4GiB");
       cfg.max_inflight_bytes = *v;
     }
     if (auto v = get_int(c, *t, "max_connections", "limits")) {
@@ -233,7 +253,8 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     if (auto v = get_size(c, *t, "create_size", sect)) p.create_size = *v;
     if (auto v = get_size(c, *t, "cluster_size", sect)) p.cluster_size = static_cast<std::uint32_t>(*v);
     if (auto v = get_str(c, *t, "io", sect)) {
-      if (*v != "auto" && *v != "uring" && *v != "sync") c.fail("{}: io '{}': use auto, uring or sync", sect, *v);
+      if (*v != "auto" && *v != "uring" && *v != "sync")
+        c.fail("{}: io '{}': use auto, uring or sync", sect, *v);
       p.io = *v;
     }
     if (auto v = get_bool(c, *t, "direct", sect)) p.direct = *v;
@@ -272,7 +293,8 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     if (auto s = get_str(c, *t, "name", sect)) m.name = *s;
     if (auto s = get_size(c, *t, "size", sect)) m.size = *s;
     if (!valid_name(m.name)) c.fail("{}: name '{}' is missing or invalid", sect, m.name);
-    if (m.size == 0 || m.size > (64ULL << 30)) c.fail("memory export {}: size must be 1 byte .. 64GiB", m.name);
+    if (m.size == 0 || m.size > (64ULL << 30))
+      c.fail("memory export {}: size must be 1 byte .. 64GiB", m.name);
     cfg.memory_exports.push_back(std::move(m));
   }
   if (auto* t = sub_table(c, root, "tls")) {

@@ -6,8 +6,8 @@
 #include <map>
 #include <thread>
 
-#include <asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
+#include <asio/signal_set.hpp>
 
 #include "duplex/daemon/mem_volume.h"
 #include "duplex/nbd/server.h"
@@ -80,11 +80,11 @@ struct Daemon::Impl {
 
   Status open_pool(PoolState& ps) {
     const auto& pc = ps.cfg;
-    struct stat st {};
+    struct stat st{};
     const bool exists = ::stat(pc.path.c_str(), &st) == 0;
     if (!exists && pc.create_size == 0)
-      return Status::error(Errc::not_found, "pool {}: {} does not exist (set create_size to create it)", pc.name,
-                           pc.path);
+      return Status::error(Errc::not_found, "pool {}: {} does not exist (set create_size to create it)",
+                           pc.name, pc.path);
     DeviceOptions o;
     o.create = !exists;
     o.create_size = pc.create_size;
@@ -92,11 +92,13 @@ struct Daemon::Impl {
     o.use_uring = pc.io != "sync";
     Ring* ring = rings[static_cast<std::size_t>(ps.loop)].get();
     if (pc.io == "uring" && !ring)
-      return Status::error(Errc::unsupported, "pool {}: io = \"uring\" but io_uring is not available", pc.name);
+      return Status::error(Errc::unsupported, "pool {}: io = \"uring\" but io_uring is not available",
+                           pc.name);
     auto dev = open_block_device(pc.path, o, o.use_uring ? ring : nullptr);
     if (!dev) {
       if (dev.status().code() == Errc::busy)
-        return Status::error(Errc::busy, "pool {}: {} is in use by another process (is another duplexd running?)",
+        return Status::error(Errc::busy,
+                             "pool {}: {} is in use by another process (is another duplexd running?)",
                              pc.name, pc.path);
       return Status::error(dev.status().code(), "pool {}: {}", pc.name, dev.status().message());
     }
@@ -115,12 +117,14 @@ struct Daemon::Impl {
       spdlog::info("event=pool.created pool={} path={} size={}", pc.name, pc.path, pc.create_size);
     } else {
       auto p = startup_wait(ps.loop, store::Pool::open(*ps.dev));
-      if (!p) return Status::error(p.status().code(), "pool {}: cannot open: {}", pc.name, p.status().message());
+      if (!p)
+        return Status::error(p.status().code(), "pool {}: cannot open: {}", pc.name, p.status().message());
       ps.pool = std::move(*p);
     }
     const auto info = ps.pool->info();
-    spdlog::info("event=pool.open pool={} path={} device_bytes={} free_clusters={} io={} loop={}", pc.name, pc.path,
-                 info.device_bytes, info.free_clusters, ring && o.use_uring ? "io_uring" : "sync", ps.loop);
+    spdlog::info("event=pool.open pool={} path={} device_bytes={} free_clusters={} io={} loop={}", pc.name,
+                 pc.path, info.device_bytes, info.free_clusters, ring && o.use_uring ? "io_uring" : "sync",
+                 ps.loop);
     return Status::ok();
   }
 
@@ -130,7 +134,8 @@ struct Daemon::Impl {
       if (auto id = ps.pool->find(v.name); id) {
         auto info = ps.pool->stat(*id);
         if (info && info->size != v.size)
-          spdlog::warn("event=volume.size_mismatch volume={} configured={} actual={}", v.name, v.size, info->size);
+          spdlog::warn("event=volume.size_mismatch volume={} configured={} actual={}", v.name, v.size,
+                       info->size);
         return Status::ok();
       }
       auto r = startup_wait(ps.loop, ps.pool->create_volume(v.name, v.size));
@@ -163,7 +168,8 @@ struct Daemon::Impl {
     auto add = [&](Entry e, const std::string& pool) -> Status {
       auto [it, fresh] = owner.emplace(e.info.name, pool);
       if (!fresh)
-        return Status::error(Errc::exists, "export '{}' exists in pools {} and {}", e.info.name, it->second, pool);
+        return Status::error(Errc::exists, "export '{}' exists in pools {} and {}", e.info.name, it->second,
+                             pool);
       cat.entries_.push_back(std::move(e));
       return Status::ok();
     };
@@ -190,8 +196,9 @@ struct Daemon::Impl {
         e.info.read_only = o.kind == store::ObjectKind::snapshot;
         e.info.snapshots = snaps;
         e.info.loop = ps.loop;
-        e.info.description = fmt::format("{} {} in pool {} ({})", o.kind == store::ObjectKind::snapshot ? "snapshot" : "volume",
-                                          name, ps.cfg.name, o.uuid.to_string());
+        e.info.description = fmt::format("{} {} in pool {} ({})",
+                                         o.kind == store::ObjectKind::snapshot ? "snapshot" : "volume", name,
+                                         ps.cfg.name, o.uuid.to_string());
         e.vol = std::make_unique<volume::LocalVolume>(*ps.pool, o.id, name, e.info.read_only);
         e.info.preferred_block = e.vol->preferred_block_size();
         DPX_TRY(add(std::move(e), ps.cfg.name));
@@ -227,7 +234,8 @@ struct Daemon::Impl {
           found = true;
           break;
         }
-        if (!found) return Status::error(Errc::not_found, "[[export]] '{}': no such volume or snapshot", x.name);
+        if (!found)
+          return Status::error(Errc::not_found, "[[export]] '{}': no such volume or snapshot", x.name);
       }
       cat.entries_ = std::move(keep);
     }
@@ -305,7 +313,8 @@ Status Daemon::start(const StartOptions& opts) {
           ring.reset();
         }
       } else {
-        spdlog::warn("event=io_uring.unavailable loop={} error=\"{}\" fallback=sync", i, r.status().message());
+        spdlog::warn("event=io_uring.unavailable loop={} error=\"{}\" fallback=sync", i,
+                     r.status().message());
       }
     }
     I.rings.push_back(std::move(ring));
@@ -320,7 +329,8 @@ Status Daemon::start(const StartOptions& opts) {
   for (const auto& v : I.cfg.volumes) DPX_TRY(I.ensure_volume(v));
   for (auto v : opts.extra_volumes) {
     if (v.pool.empty()) {
-      if (I.pools.empty()) return Status::error(Errc::invalid, "--create-volume {}: no pool is configured", v.name);
+      if (I.pools.empty())
+        return Status::error(Errc::invalid, "--create-volume {}: no pool is configured", v.name);
       v.pool = I.pools[0].cfg.name;
     }
     DPX_TRY(I.ensure_volume(v));

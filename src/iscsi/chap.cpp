@@ -32,8 +32,8 @@ Status auth_failure(const std::string& why) {
 Status ChapTarget::validate(const ChapCredentials& c) {
   if (c.user.empty()) return Status::error(Errc::invalid, "CHAP user name is empty");
   if (c.secret.size() < kMinChapSecret)
-    return Status::error(Errc::invalid, "CHAP secret of user {} is {} bytes; at least {} are required", c.user,
-                         c.secret.size(), kMinChapSecret);
+    return Status::error(Errc::invalid, "CHAP secret of user {} is {} bytes; at least {} are required",
+                         c.user, c.secret.size(), kMinChapSecret);
   if (c.target_secret) {
     if (!c.target_user || c.target_user->empty())
       return Status::error(Errc::invalid, "mutual CHAP needs a target user name");
@@ -120,7 +120,8 @@ Result<std::vector<KeyValue>> ChapTarget::on_algorithms(const std::string& list)
   }
   if (algorithm_ == 0) return auth_failure(fmt::format("no supported algorithm in CHAP_A={}", list));
   std::uint8_t rnd[1 + 32];
-  if (RAND_bytes(rnd, sizeof rnd) != 1) return Status::error(Errc::io_error, "no random bytes for a CHAP challenge");
+  if (RAND_bytes(rnd, sizeof rnd) != 1)
+    return Status::error(Errc::io_error, "no random bytes for a CHAP challenge");
   id_ = rnd[0];
   challenge_.assign(rnd + 1, rnd + sizeof rnd);
   return std::vector<KeyValue>{{"CHAP_A", std::to_string(algorithm_)},
@@ -142,7 +143,8 @@ Result<std::vector<KeyValue>> ChapTarget::on_response(const std::vector<KeyValue
   const auto expected = response(algorithm_, id_, creds_.secret, challenge_);
   const bool user_ok = m["CHAP_N"] == creds_.user;
   const bool resp_ok = CRYPTO_memcmp(got->data(), expected.data(), want) == 0;
-  if (!user_ok || !resp_ok) return auth_failure(fmt::format("wrong user or secret for CHAP_N={}", m["CHAP_N"]));
+  if (!user_ok || !resp_ok)
+    return auth_failure(fmt::format("wrong user or secret for CHAP_N={}", m["CHAP_N"]));
 
   std::vector<KeyValue> out;
   const bool mutual_asked = m.count("CHAP_I") || m.count("CHAP_C");
@@ -153,11 +155,12 @@ Result<std::vector<KeyValue>> ChapTarget::on_response(const std::vector<KeyValue
     if (!id) return auth_failure("CHAP_I out of range");
     if (m["CHAP_C"].size() > 2 + 2 * 1024) return auth_failure("CHAP_C is too long");
     auto challenge = decode_binary(m["CHAP_C"]);
-    if (!challenge || challenge->empty() || challenge->size() > 1024) return auth_failure("CHAP_C is malformed");
+    if (!challenge || challenge->empty() || challenge->size() > 1024)
+      return auth_failure("CHAP_C is malformed");
     if (*challenge == challenge_) return auth_failure("the initiator reflected our challenge");
     out.push_back({"CHAP_N", *creds_.target_user});
-    out.push_back({"CHAP_R", encode_hex(response(algorithm_, static_cast<std::uint8_t>(*id), *creds_.target_secret,
-                                                 *challenge))});
+    out.push_back({"CHAP_R", encode_hex(response(algorithm_, static_cast<std::uint8_t>(*id),
+                                                 *creds_.target_secret, *challenge))});
   } else if (creds_.target_secret) {
     return auth_failure("mutual CHAP is required but the initiator did not ask for it");
   }

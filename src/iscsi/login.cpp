@@ -65,20 +65,25 @@ Status LoginMachine::first_request(const std::vector<KeyValue>& kvs) {
   (void)kvs;
   const auto& p = ops_.params();
   if (p.initiator_name.empty()) return Status::error(Errc::invalid, "login without InitiatorName");
-  if (!p.discovery && p.target_name.empty()) return Status::error(Errc::invalid, "normal login without TargetName");
+  if (!p.discovery && p.target_name.empty())
+    return Status::error(Errc::invalid, "normal login without TargetName");
   return Status::ok();
 }
 
 LoginPdu LoginMachine::on_request(const Bhs& req, std::span<const std::uint8_t> data) {
-  if (failed_ || full_feature_) return fail(req, LoginStatus::invalid_during_login, "login after the login phase ended");
-  if (req.opcode() != Opcode::login_request) return fail(req, LoginStatus::initiator_error, "not a Login Request");
+  if (failed_ || full_feature_)
+    return fail(req, LoginStatus::invalid_during_login, "login after the login phase ended");
+  if (req.opcode() != Opcode::login_request)
+    return fail(req, LoginStatus::initiator_error, "not a Login Request");
   const std::uint8_t flags = req.flags();
   const bool transit = flags & kTransit, cont = flags & kContinue;
   const std::uint8_t csg = (flags >> 2) & 0x3, nsg = flags & 0x3;
   if (transit && cont) return fail(req, LoginStatus::initiator_error, "T and C both set");
   if (req.byte(3) > 0) return fail(req, LoginStatus::unsupported_version, "Version-min above 0");
-  if (csg == 2 || csg == kFullFeature) return fail(req, LoginStatus::initiator_error, "invalid current stage");
-  if (transit && (nsg == 2 || nsg <= csg)) return fail(req, LoginStatus::initiator_error, "invalid next stage");
+  if (csg == 2 || csg == kFullFeature)
+    return fail(req, LoginStatus::initiator_error, "invalid current stage");
+  if (transit && (nsg == 2 || nsg <= csg))
+    return fail(req, LoginStatus::initiator_error, "invalid next stage");
 
   if (!started_) {
     std::copy_n(req.bytes().begin() + 8, 6, isid_.begin());
@@ -96,11 +101,13 @@ LoginPdu LoginMachine::on_request(const Bhs& req, std::span<const std::uint8_t> 
     if (csg < stage_) return fail(req, LoginStatus::initiator_error, "stage went backwards");
     stage_ = csg;
   }
-  if (tsih_ != 0) return fail(req, LoginStatus::session_does_not_exist, "session continuation is not supported");
+  if (tsih_ != 0)
+    return fail(req, LoginStatus::session_does_not_exist, "session continuation is not supported");
 
   // Text split across PDUs: collect, answer with an empty response, process at the last part.
   partial_.insert(partial_.end(), data.begin(), data.end());
-  if (partial_.size() > std::size_t{64} * 1024) return fail(req, LoginStatus::initiator_error, "login text over 64 KiB");
+  if (partial_.size() > std::size_t{64} * 1024)
+    return fail(req, LoginStatus::initiator_error, "login text over 64 KiB");
   if (cont) {
     LoginPdu ack = respond(req, {}, false, 0);
     return ack;
@@ -130,13 +137,15 @@ LoginPdu LoginMachine::on_request(const Bhs& req, std::span<const std::uint8_t> 
       return fail(req, LoginStatus::not_found, fmt::format("no target {}", target));
     if (!policy_.allowed(p.initiator_name, target))
       return fail(req, LoginStatus::authorization_failure,
-                  fmt::format("initiator {} may not log in to {}", p.initiator_name, target.empty() ? "discovery" : target));
+                  fmt::format("initiator {} may not log in to {}", p.initiator_name,
+                              target.empty() ? "discovery" : target));
     if (auto creds = policy_.chap_for(target)) {
       chap_.emplace(*creds);
       auth_ = Auth::wants_chap;
     }
     if (csg == kOperational && auth_ != Auth::none_needed)
-      return fail(req, LoginStatus::authentication_failure, "CHAP is required but the security stage was skipped");
+      return fail(req, LoginStatus::authentication_failure,
+                  "CHAP is required but the security stage was skipped");
   }
 
   if (csg == kSecurity) {
@@ -158,8 +167,10 @@ LoginPdu LoginMachine::on_request(const Bhs& req, std::span<const std::uint8_t> 
       const std::string want = auth_ == Auth::none_needed ? "None" : "CHAP";
       if (std::find(offered.begin(), offered.end(), want) == offered.end()) {
         if (auth_ == Auth::none_needed)
-          return fail(req, LoginStatus::authentication_failure, "the initiator does not offer AuthMethod None");
-        return fail(req, LoginStatus::authentication_failure, "CHAP is required and the initiator does not offer it");
+          return fail(req, LoginStatus::authentication_failure,
+                      "the initiator does not offer AuthMethod None");
+        return fail(req, LoginStatus::authentication_failure,
+                    "CHAP is required and the initiator does not offer it");
       }
       answer.insert(answer.begin(), {"AuthMethod", want});
     }

@@ -51,7 +51,8 @@ Result<std::vector<KeyValue>> parse_text(std::span<const std::uint8_t> data) {
   std::size_t pos = 0;
   while (pos < data.size()) {
     auto nul = std::find(data.begin() + static_cast<std::ptrdiff_t>(pos), data.end(), 0);
-    if (nul == data.end()) return Status::error(Errc::invalid, "iSCSI text: pair at byte {} is not NUL-terminated", pos);
+    if (nul == data.end())
+      return Status::error(Errc::invalid, "iSCSI text: pair at byte {} is not NUL-terminated", pos);
     const std::string pair(data.begin() + static_cast<std::ptrdiff_t>(pos), nul);
     const std::size_t next = static_cast<std::size_t>(nul - data.begin()) + 1;
     if (pair.empty()) {  // padding NULs at the end of a segment are tolerated
@@ -63,9 +64,11 @@ Result<std::vector<KeyValue>> parse_text(std::span<const std::uint8_t> data) {
       return Status::error(Errc::invalid, "iSCSI text: '{}' is not key=value", pair.substr(0, 80));
     KeyValue kv{pair.substr(0, eq), pair.substr(eq + 1)};
     if (kv.key.size() > kMaxKeyLength)
-      return Status::error(Errc::invalid, "iSCSI text: key of {} bytes (at most {})", kv.key.size(), kMaxKeyLength);
+      return Status::error(Errc::invalid, "iSCSI text: key of {} bytes (at most {})", kv.key.size(),
+                           kMaxKeyLength);
     if (!std::all_of(kv.key.begin(), kv.key.end(), valid_key_char))
-      return Status::error(Errc::invalid, "iSCSI text: key '{}' has an invalid character", kv.key.substr(0, 80));
+      return Status::error(Errc::invalid, "iSCSI text: key '{}' has an invalid character",
+                           kv.key.substr(0, 80));
     if (kv.value.size() > kMaxValueLength)
       return Status::error(Errc::invalid, "iSCSI text: value of key {} is {} bytes", kv.key, kv.value.size());
     out.push_back(std::move(kv));
@@ -109,7 +112,8 @@ Result<std::vector<KeyValue>> OperationalNegotiation::apply(const std::vector<Ke
     } else if (key == "MaxRecvDataSegmentLength") {
       // Declarative: the initiator says what it receives; we declare what we receive.
       auto n = number(512, (1u << 24) - 1);
-      if (!n) return Status::error(Errc::invalid, "iSCSI login: MaxRecvDataSegmentLength={} is invalid", value);
+      if (!n)
+        return Status::error(Errc::invalid, "iSCSI login: MaxRecvDataSegmentLength={} is invalid", value);
       p_.initiator_mrdsl = static_cast<std::uint32_t>(*n);
       p_.target_mrdsl = limits_.max_recv_data_segment_length;
       reply(key, std::to_string(p_.target_mrdsl));
@@ -121,8 +125,8 @@ Result<std::vector<KeyValue>> OperationalNegotiation::apply(const std::vector<Ke
         continue;
       }
       const bool mb = key == "MaxBurstLength";
-      const std::uint32_t v = std::min<std::uint32_t>(static_cast<std::uint32_t>(*n),
-                                                      mb ? limits_.max_burst_length : limits_.first_burst_length);
+      const std::uint32_t v = std::min<std::uint32_t>(
+          static_cast<std::uint32_t>(*n), mb ? limits_.max_burst_length : limits_.first_burst_length);
       (mb ? p_.max_burst_length : p_.first_burst_length) = v;
       reply(key, std::to_string(v));
     } else if (key == "MaxOutstandingR2T") {
@@ -131,7 +135,8 @@ Result<std::vector<KeyValue>> OperationalNegotiation::apply(const std::vector<Ke
         reply(key, "Reject");
         continue;
       }
-      p_.max_outstanding_r2t = std::min<std::uint32_t>(static_cast<std::uint32_t>(*n), limits_.max_outstanding_r2t);
+      p_.max_outstanding_r2t =
+          std::min<std::uint32_t>(static_cast<std::uint32_t>(*n), limits_.max_outstanding_r2t);
       reply(key, std::to_string(p_.max_outstanding_r2t));
     } else if (key == "ErrorRecoveryLevel") {
       auto n = number(0, 2);
@@ -167,8 +172,9 @@ Result<std::vector<KeyValue>> OperationalNegotiation::apply(const std::vector<Ke
         continue;
       }
       // OR with ours: we accept out-of-order nothing (we do not need to), and R2T only if asked.
-      bool& field = key == "InitialR2T" ? p_.initial_r2t : key == "DataPDUInOrder" ? p_.data_pdu_in_order
-                                                                                     : p_.data_sequence_in_order;
+      bool& field = key == "InitialR2T"       ? p_.initial_r2t
+                    : key == "DataPDUInOrder" ? p_.data_pdu_in_order
+                                              : p_.data_sequence_in_order;
       const bool ours = key == "InitialR2T" ? limits_.initial_r2t : true;
       field = *b || ours;
       reply(key, yes_no(field));

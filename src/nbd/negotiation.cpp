@@ -166,11 +166,9 @@ Action Negotiator::on_option(std::uint32_t option, std::span<const std::byte> da
     return Action::next_option;
   }
   switch (option) {
-    case kOptList:
-      return opt_list(data);
+    case kOptList: return opt_list(data);
     case kOptInfo:
-    case kOptGo:
-      return opt_info_go(option, data);
+    case kOptGo: return opt_info_go(option, data);
     case kOptStructuredReply:
       if (!data.empty()) {
         error(option, kRepErrInvalid, "STRUCTURED_REPLY carries no data");
@@ -180,11 +178,8 @@ Action Negotiator::on_option(std::uint32_t option, std::span<const std::byte> da
       }
       return Action::next_option;
     case kOptListMetaContext:
-    case kOptSetMetaContext:
-      return opt_meta(option, data);
-    default:
-      error(option, kRepErrUnsup, "option {} is not supported", option);
-      return Action::next_option;
+    case kOptSetMetaContext: return opt_meta(option, data);
+    default: error(option, kRepErrUnsup, "option {} is not supported", option); return Action::next_option;
   }
 }
 

@@ -2,16 +2,16 @@
 
 #include <openssl/ssl.h>
 
-#include <fstream>
 #include <condition_variable>
 #include <cstring>
+#include <fstream>
 #include <list>
 #include <mutex>
 
+#include <spdlog/spdlog.h>
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl.hpp>
 #include <asio/steady_timer.hpp>
-#include <spdlog/spdlog.h>
 
 #include "tcp_transport.h"
 
@@ -29,7 +29,8 @@ Result<asio::ip::tcp::endpoint> parse_endpoint(const std::string& s) {
     port = s.substr(close + 2);
   } else {
     auto colon = s.rfind(':');
-    if (colon == std::string::npos) return Status::error(Errc::invalid, "listen address '{}': expected host:port", s);
+    if (colon == std::string::npos)
+      return Status::error(Errc::invalid, "listen address '{}': expected host:port", s);
     host = s.substr(0, colon);
     port = s.substr(colon + 1);
   }
@@ -38,7 +39,8 @@ Result<asio::ip::tcp::endpoint> parse_endpoint(const std::string& s) {
   if (ec) return Status::error(Errc::invalid, "listen address '{}': '{}' is not an IP address", s, host);
   char* end = nullptr;
   const unsigned long p = std::strtoul(port.c_str(), &end, 10);
-  if (port.empty() || *end || p > 65535) return Status::error(Errc::invalid, "listen address '{}': bad port", s);
+  if (port.empty() || *end || p > 65535)
+    return Status::error(Errc::invalid, "listen address '{}': bad port", s);
   return asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(p));
 }
 
@@ -76,7 +78,8 @@ Status load_psk(const std::string& path) {
     ++n;
     if (line.empty() || line[0] == '#') continue;
     auto colon = line.find(':');
-    if (colon == std::string::npos) return Status::error(Errc::invalid, "{}:{}: expected identity:hexkey", path, n);
+    if (colon == std::string::npos)
+      return Status::error(Errc::invalid, "{}:{}: expected identity:hexkey", path, n);
     std::string hex = line.substr(colon + 1);
     if (hex.size() % 2 || hex.empty()) return Status::error(Errc::invalid, "{}:{}: key is not hex", path, n);
     std::vector<unsigned char> key;
@@ -259,9 +262,10 @@ struct Server::Impl {
         return;
       }
       last_refusal_log = now;
-      spdlog::warn("event=nbd.connection_refused peer={} reason=\"connection limit reached\" max_connections={} "
-                   "refused_total={}",
-                   peer, cfg.max_connections, refused);
+      spdlog::warn(
+          "event=nbd.connection_refused peer={} reason=\"connection limit reached\" max_connections={} "
+          "refused_total={}",
+          peer, cfg.max_connections, refused);
       s.close(ec);
       return;
     }
@@ -272,7 +276,8 @@ struct Server::Impl {
     NegotiationPolicy pol;
     pol.tls_available = tls != nullptr;
     pol.tls_required = cfg.tls && cfg.tls->required;
-    c->session = std::make_unique<Session>(std::move(t), cat, pol, cfg.session, fmt::format("c{}", next_id++));
+    c->session =
+        std::make_unique<Session>(std::move(t), cat, pol, cfg.session, fmt::format("c{}", next_id++));
     c->loop = 0;
     conns[0].push_front(c);
     c->pos = conns[0].begin();
@@ -296,7 +301,8 @@ struct Server::Impl {
       spdlog::info("event=nbd.handshake_end conn={} peer={} reason=\"{}\"", s.id(), s.transport().peer(),
                    timed_out ? "handshake timeout" : s.close_reason());
       // The timer handler may still be queued: let it run before the frame (and timer) go away.
-      co_await asio_op_void([&](auto h) { asio::post(loops.at(0).context(), [h] { h(std::error_code{}); }); });
+      co_await asio_op_void(
+          [&](auto h) { asio::post(loops.at(0).context(), [h] { h(std::error_code{}); }); });
       finish(c);
       co_return;
     }
@@ -335,17 +341,18 @@ struct Server::Impl {
     }
     c->transmitting = true;
     if (stopping) s.request_stop();
-    spdlog::info("event=nbd.connect conn={} peer={} export={} size={} read_only={} structured={} contexts={} "
-                 "tls={} loop={}",
-                 s.id(), s.transport().peer(), e.name, e.size, e.read_only || vol->read_only(),
-                 s.negotiator().structured_replies(), s.negotiator().contexts().size(), c->tcp->tls_active(),
-                 c->loop);
+    spdlog::info(
+        "event=nbd.connect conn={} peer={} export={} size={} read_only={} structured={} contexts={} "
+        "tls={} loop={}",
+        s.id(), s.transport().peer(), e.name, e.size, e.read_only || vol->read_only(),
+        s.negotiator().structured_replies(), s.negotiator().contexts().size(), c->tcp->tls_active(), c->loop);
     co_await s.transmission(*vol);
     const auto& st = s.stats();
-    spdlog::info("event=nbd.disconnect conn={} peer={} export={} reason=\"{}\" requests={} errors={} "
-                 "bytes_read={} bytes_written={}",
-                 s.id(), s.transport().peer(), e.name, s.close_reason(), st.requests, st.errors, st.bytes_read,
-                 st.bytes_written);
+    spdlog::info(
+        "event=nbd.disconnect conn={} peer={} export={} reason=\"{}\" requests={} errors={} "
+        "bytes_read={} bytes_written={}",
+        s.id(), s.transport().peer(), e.name, s.close_reason(), st.requests, st.errors, st.bytes_read,
+        st.bytes_written);
     finish(c);
   }
 
@@ -427,7 +434,8 @@ Task<void> Server::stop() {
   if (count_.load() > 0) spdlog::warn("event=nbd.stop_timeout connections={}", count_.load());
   // The messages posted above refer to this server: make sure every loop has run them (a round
   // trip through each loop's FIFO) before the caller may destroy it.
-  co_await asio_op_void([&](auto h) { asio::post(l0.context(), [h = std::move(h)]() mutable { h(std::error_code{}); }); });
+  co_await asio_op_void(
+      [&](auto h) { asio::post(l0.context(), [h = std::move(h)]() mutable { h(std::error_code{}); }); });
   for (int i = 1; i < I.loops.size(); ++i) {
     co_await switch_to(I.loops.at(i));
     co_await switch_to(l0);

@@ -43,18 +43,13 @@ Checked check_request(const Request& r, const TxState& s) {
     case kCmdWrite:
     case kCmdFlush:
     case kCmdTrim:
-    case kCmdCache:
-      break;
-    case kCmdWriteZeroes:
-      allowed |= kCmdFlagNoHole | kCmdFlagFastZero;
-      break;
-    case kCmdBlockStatus:
-      allowed |= kCmdFlagReqOne;
-      break;
-    default:
-      return fail(kEINVAL, fmt::format("unknown command {}", type));
+    case kCmdCache: break;
+    case kCmdWriteZeroes: allowed |= kCmdFlagNoHole | kCmdFlagFastZero; break;
+    case kCmdBlockStatus: allowed |= kCmdFlagReqOne; break;
+    default: return fail(kEINVAL, fmt::format("unknown command {}", type));
   }
-  if (flags & ~allowed) return fail(kEINVAL, fmt::format("flags {:#x} not valid for command {}", flags, type));
+  if (flags & ~allowed)
+    return fail(kEINVAL, fmt::format("flags {:#x} not valid for command {}", flags, type));
 
   const bool modifies = type == kCmdWrite || type == kCmdTrim || type == kCmdWriteZeroes;
   if (modifies && s.read_only) return fail(kEPERM, "export is read-only");
@@ -65,8 +60,10 @@ Checked check_request(const Request& r, const TxState& s) {
   if (len == 0) return fail(kEINVAL, "zero-length request");
   if ((type == kCmdRead || type == kCmdWrite) && len > s.max_payload) {
     if (type == kCmdRead && (flags & kCmdFlagDf))
-      return fail(kEOVERFLOW, fmt::format("read of {} bytes exceeds the maximum payload {}", len, s.max_payload));
-    return fail(kEINVAL, fmt::format("request of {} bytes exceeds the maximum payload {}", len, s.max_payload));
+      return fail(kEOVERFLOW,
+                  fmt::format("read of {} bytes exceeds the maximum payload {}", len, s.max_payload));
+    return fail(kEINVAL,
+                fmt::format("request of {} bytes exceeds the maximum payload {}", len, s.max_payload));
   }
   if (off > s.size || len > s.size - off) {
     const bool grows = type == kCmdWrite || type == kCmdWriteZeroes;
@@ -273,13 +270,9 @@ Task<bool> Session::handshake() {
       }
     }
     switch (a) {
-      case Action::next_option:
-        continue;
-      case Action::close:
-        close_reason_ = neg_.last_error();
-        co_return false;
-      case Action::transmission:
-        co_return true;
+      case Action::next_option: continue;
+      case Action::close: close_reason_ = neg_.last_error(); co_return false;
+      case Action::transmission: co_return true;
       case Action::start_tls:
         if (rend_ != rpos_) {
           close_reason_ = "client sent data after STARTTLS before the TLS handshake";
@@ -496,8 +489,10 @@ Task<void> Session::execute(Req q, IoBuf payload) {
       break;
     case kCmdTrim:
       st = co_await vol_->trim(q.offset, q.length);
-      if (st && (q.flags & kCmdFlagFua)) st = co_await vol_->flush();
-      else if (st) dirty_ = true;
+      if (st && (q.flags & kCmdFlagFua))
+        st = co_await vol_->flush();
+      else if (st)
+        dirty_ = true;
       break;
     case kCmdWriteZeroes:
       st = co_await vol_->write_zeroes(q.offset, q.length, q.flags & kCmdFlagNoHole, q.flags & kCmdFlagFua);
@@ -510,8 +505,7 @@ Task<void> Session::execute(Req q, IoBuf payload) {
       co_await block_status(q);
       op_done();
       co_return;
-    default:
-      st = Status::error(Errc::invalid, "unknown command {}", q.type);
+    default: st = Status::error(Errc::invalid, "unknown command {}", q.type);
   }
   if (st)
     send_ok(q);

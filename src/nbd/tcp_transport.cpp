@@ -2,10 +2,10 @@
 
 #include <vector>
 
+#include <fmt/format.h>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
 #include <asio/write.hpp>
-#include <fmt/format.h>
 
 #include "duplex/reactor/event_loop.h"
 
@@ -104,7 +104,9 @@ Task<Status> TcpTransport::write_all(std::span<const ConstBuf> bufs) {
 }
 
 Task<void> TcpTransport::yield() {
-  co_await asio_op_void([&](auto h) { asio::post(sock_.get_executor(), [h = std::move(h)]() mutable { h(std::error_code{}); }); });
+  co_await asio_op_void([&](auto h) {
+    asio::post(sock_.get_executor(), [h = std::move(h)]() mutable { h(std::error_code{}); });
+  });
 }
 
 Task<Status> TcpTransport::start_tls() {

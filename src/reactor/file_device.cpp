@@ -28,7 +28,9 @@ Result<std::unique_ptr<FileDevice>> FileDevice::open(const std::string& path, Fi
   int fd = ::open(path.c_str(), flags, 0600);
   if (fd < 0) {
     const int err = errno;
-    return errno_status(err == ENOENT ? Errc::not_found : err == EEXIST ? Errc::exists : Errc::io_error,
+    return errno_status(err == ENOENT   ? Errc::not_found
+                        : err == EEXIST ? Errc::exists
+                                        : Errc::io_error,
                         "cannot open", path, err);
   }
   if (opts.lock && ::flock(fd, (opts.read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
@@ -38,7 +40,7 @@ Result<std::unique_ptr<FileDevice>> FileDevice::open(const std::string& path, Fi
       return Status::error(Errc::busy, "{} is in use by another process (lock held)", path);
     return errno_status(Errc::io_error, "cannot lock", path, err);
   }
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
     ::close(fd);
@@ -81,7 +83,8 @@ Status FileDevice::pread_all(std::uint64_t offset, std::span<std::byte> buf) {
     ssize_t n = ::pread(fd_, target.data() + done, target.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Status::error(Errc::io_error, "{}: read at offset {}: {}", path_, offset + done, std::strerror(errno));
+      return Status::error(Errc::io_error, "{}: read at offset {}: {}", path_, offset + done,
+                           std::strerror(errno));
     }
     if (n == 0) {  // sparse file shorter than its logical size reads as zeroes
       std::memset(target.data() + done, 0, target.size() - done);
@@ -131,11 +134,15 @@ Status FileDevice::punch(std::uint64_t offset, std::uint64_t length) {
   return Status::ok();
 }
 
-Task<Status> FileDevice::read(std::uint64_t offset, std::span<std::byte> buf) { co_return pread_all(offset, buf); }
+Task<Status> FileDevice::read(std::uint64_t offset, std::span<std::byte> buf) {
+  co_return pread_all(offset, buf);
+}
 Task<Status> FileDevice::write(std::uint64_t offset, std::span<const std::byte> buf) {
   co_return pwrite_all(offset, buf);
 }
 Task<Status> FileDevice::flush() { co_return sync(); }
-Task<Status> FileDevice::discard(std::uint64_t offset, std::uint64_t length) { co_return punch(offset, length); }
+Task<Status> FileDevice::discard(std::uint64_t offset, std::uint64_t length) {
+  co_return punch(offset, length);
+}
 
 }  // namespace duplex

@@ -83,9 +83,7 @@ CommandResult LogicalUnit::vpd(Command c, std::uint8_t page, std::uint32_t alloc
     case 0x00:
       for (std::uint8_t p : {0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2}) d.push_back(p);
       break;
-    case 0x80:
-      put_padded(d, cfg_.serial, cfg_.serial.size());
-      break;
+    case 0x80: put_padded(d, cfg_.serial, cfg_.serial.size()); break;
     case 0x83: {
       // NAA: the volume's WWN, identical through every node.
       d.insert(d.end(), {0x01, 0x03, 0x00, 0x10});
@@ -120,7 +118,7 @@ CommandResult LogicalUnit::vpd(Command c, std::uint8_t page, std::uint32_t alloc
       set_be32(d, 12, kOptimalTransferBlocks);
       set_be32(d, 20, kMaxUnmapBlocks);
       set_be32(d, 24, kMaxUnmapDescriptors);
-      set_be32(d, 28, gran);          // optimal unmap granularity
+      set_be32(d, 28, gran);         // optimal unmap granularity
       set_be32(d, 32, 0x80000000u);  // UGAVALID, alignment 0
       for (int i = 0; i < 8; ++i) d[36 + i] = static_cast<std::uint8_t>(kMaxWriteSameBlocks >> (56 - 8 * i));
       break;
@@ -134,8 +132,7 @@ CommandResult LogicalUnit::vpd(Command c, std::uint8_t page, std::uint32_t alloc
       d[5] = 0x80 | 0x40 | 0x20 | 0x04;  // LBPU, LBPWS, LBPWS10, LBPRZ (unmapped blocks read zeroes)
       d[6] = 0x02;                       // thin provisioned
       break;
-    default:
-      return illegal_request(asc::kInvalidFieldInCdb, 2);
+    default: return illegal_request(asc::kInvalidFieldInCdb, 2);
   }
   set_be16(d, 2, static_cast<std::uint16_t>(d.size() - 4));
   return data_in(c, d, alloc);
@@ -199,8 +196,7 @@ std::vector<std::uint8_t> mode_page(std::uint8_t page, bool changeable) {
       p[0] = 0x1c;
       p[1] = 0x0a;
       break;
-    default:
-      break;
+    default: break;
   }
   return p;
 }
@@ -249,8 +245,10 @@ CommandResult LogicalUnit::mode_sense(Command c, bool ten) {
   }
   d.insert(d.end(), desc.begin(), desc.end());
   d.insert(d.end(), pages.begin(), pages.end());
-  if (ten) set_be16(d, 0, static_cast<std::uint16_t>(d.size() - 2));
-  else d[0] = static_cast<std::uint8_t>(std::min<std::size_t>(d.size() - 1, 255));
+  if (ten)
+    set_be16(d, 0, static_cast<std::uint16_t>(d.size() - 2));
+  else
+    d[0] = static_cast<std::uint8_t>(std::min<std::size_t>(d.size() - 1, 255));
   return data_in(c, d, alloc);
 }
 
@@ -279,7 +277,8 @@ CommandResult LogicalUnit::mode_select(Command c, bool ten) {
       return illegal_request(asc::kParameterListLengthError, ten ? 7 : 4);
     for (std::size_t i = 2; i < plen; ++i)
       if (p[pos + i] != cur[i])
-        return illegal_request(asc::kInvalidFieldInParameterList, static_cast<std::uint16_t>(pos + i), -1, false);
+        return illegal_request(asc::kInvalidFieldInParameterList, static_cast<std::uint16_t>(pos + i), -1,
+                               false);
     pos += plen;
   }
   CommandResult r;
@@ -340,7 +339,8 @@ CommandResult LogicalUnit::report_supported_opcodes(Command c) {
   }
   if (options == 1 && opcode_has_sa) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
   if (options == 2 && found == nullptr && !opcode_has_sa) {
-    bool exists = std::any_of(cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op; });
+    bool exists =
+        std::any_of(cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op; });
     if (exists) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
   }
   d = {0, static_cast<std::uint8_t>((rctd ? 0x80 : 0x00) | (found ? 0x03 : 0x01)), 0, 0};
@@ -409,8 +409,11 @@ CommandResult report_luns(std::span<const std::uint8_t> cdb, const std::vector<s
   if (alloc < 16) return illegal_request(asc::kInvalidFieldInCdb, 6);
   std::vector<std::uint8_t> d(8, 0);
   for (std::uint64_t lun : luns) {
-    if (lun < 256) d.insert(d.end(), {0x00, static_cast<std::uint8_t>(lun)});
-    else d.insert(d.end(), {static_cast<std::uint8_t>(0x40 | ((lun >> 8) & 0x3f)), static_cast<std::uint8_t>(lun)});
+    if (lun < 256)
+      d.insert(d.end(), {0x00, static_cast<std::uint8_t>(lun)});
+    else
+      d.insert(d.end(),
+               {static_cast<std::uint8_t>(0x40 | ((lun >> 8) & 0x3f)), static_cast<std::uint8_t>(lun)});
     d.insert(d.end(), 6, 0);
   }
   set_be32(d, 0, static_cast<std::uint32_t>(d.size() - 8));
@@ -463,8 +466,10 @@ const std::vector<CommandInfo>& supported_commands() {
       {op::kVerify16, false, 0, V{0x8f, 0x16, F, F, F, F, F, F, F, F, F, F, F, F, 0x1f, 0}},
       {op::kSynchronizeCache16, false, 0, V{0x91, 0x02, F, F, F, F, F, F, F, F, F, F, F, F, 0x1f, 0}},
       {op::kWriteSame16, false, 0, V{0x93, 0x09, F, F, F, F, F, F, F, F, F, F, F, F, 0x1f, 0}},
-      {op::kServiceActionIn16, true, sa::kReadCapacity16, V{0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, F, F, F, F, 0, 0}},
-      {op::kServiceActionIn16, true, sa::kGetLbaStatus, V{0x9e, 0x12, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0}},
+      {op::kServiceActionIn16, true, sa::kReadCapacity16,
+       V{0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, F, F, F, F, 0, 0}},
+      {op::kServiceActionIn16, true, sa::kGetLbaStatus,
+       V{0x9e, 0x12, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0}},
       {op::kReportLuns, false, 0, V{0xa0, 0, F, 0, 0, 0, F, F, F, F, 0, 0}},
       {op::kMaintenanceIn, true, sa::kReportTargetPortGroups, V{0xa3, 0xea, 0, 0, 0, 0, F, F, F, F, 0, 0}},
       {op::kMaintenanceIn, true, sa::kReportSupportedOpcodes, V{0xa3, 0x0c, 0x87, F, F, F, F, F, F, F, 0, 0}},

@@ -35,14 +35,14 @@ LogicalUnit::LogicalUnit(volume::BlockVolume& volume, LuConfig cfg) : volume_(vo
   if (cfg_.read_only == false && volume_.read_only()) cfg_.read_only = true;
   if (cfg_.port_groups.empty())
     cfg_.port_groups.push_back({cfg_.tpg_id, AluaState::active_optimized, false, {cfg_.relative_port}});
-  pr_ = std::make_unique<PersistentReservations>(PersistentReservations::Hooks{
-      [this](const Nexus& n, Asc a) { unit_attention(n, a); },
-      [this](const Nexus& n) {
-        if (abort_hook_) abort_hook_(n);
-      },
-      [this](const PrState& s) {
-        if (persist_hook_) persist_hook_(s);
-      }});
+  pr_ = std::make_unique<PersistentReservations>(
+      PersistentReservations::Hooks{[this](const Nexus& n, Asc a) { unit_attention(n, a); },
+                                    [this](const Nexus& n) {
+                                      if (abort_hook_) abort_hook_(n);
+                                    },
+                                    [this](const PrState& s) {
+                                      if (persist_hook_) persist_hook_(s);
+                                    }});
 }
 
 LogicalUnit::~LogicalUnit() = default;
@@ -69,7 +69,8 @@ CommandResult LogicalUnit::from_status(const Status& s, bool writing) {
     case Errc::ok: return {};
     case Errc::out_of_range: return check_condition(SenseKey::illegal_request, asc::kLbaOutOfRange);
     case Errc::read_only: return check_condition(SenseKey::data_protect, asc::kWriteProtected);
-    case Errc::no_space: return check_condition(SenseKey::data_protect, asc::kSpaceAllocationFailedWriteProtect);
+    case Errc::no_space:
+      return check_condition(SenseKey::data_protect, asc::kSpaceAllocationFailedWriteProtect);
     case Errc::io_error:
       return check_condition(SenseKey::medium_error, writing ? asc::kWriteError : asc::kUnrecoveredReadError);
     case Errc::shutdown: return check_condition(SenseKey::not_ready, asc::kLogicalUnitNotReadyShutdown);
@@ -83,7 +84,8 @@ CommandResult LogicalUnit::check_range(std::uint64_t lba, std::uint64_t blocks) 
   return {};
 }
 
-CommandResult LogicalUnit::data_in(Command c, std::span<const std::uint8_t> bytes, std::uint32_t alloc) const {
+CommandResult LogicalUnit::data_in(Command c, std::span<const std::uint8_t> bytes,
+                                   std::uint32_t alloc) const {
   CommandResult r;
   const std::size_t n = std::min<std::size_t>({bytes.size(), alloc, c.data_in.size()});
   std::memcpy(c.data_in.data(), bytes.data(), n);
@@ -156,7 +158,8 @@ Task<CommandResult> LogicalUnit::execute(Command c) {
   // REQUEST SENSE neither report nor clear a unit attention (SAM-5 5.14).
   auto [it, fresh] = unit_attentions_.try_emplace(*c.nexus);
   if (fresh) it->second = pending_for_new_;
-  if (!it->second.empty() && opcode != op::kInquiry && opcode != op::kReportLuns && opcode != op::kRequestSense) {
+  if (!it->second.empty() && opcode != op::kInquiry && opcode != op::kReportLuns &&
+      opcode != op::kRequestSense) {
     const Asc ua = it->second.front();
     it->second.erase(it->second.begin());
     co_return check_condition(SenseKey::unit_attention, ua);
@@ -197,18 +200,21 @@ Task<CommandResult> LogicalUnit::dispatch(Command c) {
         default: co_return illegal_request(asc::kInvalidFieldInCdb, 1, 4);
       }
     case op::kRead6: {
-      const std::uint64_t lba = (static_cast<std::uint64_t>(cdb[1] & 0x1f) << 16) | load_be<std::uint16_t>(&cdb[2]);
+      const std::uint64_t lba =
+          (static_cast<std::uint64_t>(cdb[1] & 0x1f) << 16) | load_be<std::uint16_t>(&cdb[2]);
       co_return co_await read(c, lba, cdb[4] == 0 ? 256 : cdb[4]);
     }
     case op::kRead10:
     case op::kRead12:
     case op::kRead16: {
-      if (cdb[1] & 0xe0) co_return illegal_request(asc::kInvalidFieldInCdb, 1, 7);  // RDPROTECT: no protection info
+      if (cdb[1] & 0xe0)
+        co_return illegal_request(asc::kInvalidFieldInCdb, 1, 7);  // RDPROTECT: no protection info
       const auto [lba, n] = lba_and_length(cdb);
       co_return co_await read(c, lba, n);
     }
     case op::kWrite6: {
-      const std::uint64_t lba = (static_cast<std::uint64_t>(cdb[1] & 0x1f) << 16) | load_be<std::uint16_t>(&cdb[2]);
+      const std::uint64_t lba =
+          (static_cast<std::uint64_t>(cdb[1] & 0x1f) << 16) | load_be<std::uint16_t>(&cdb[2]);
       co_return co_await write(c, lba, cdb[4] == 0 ? 256 : cdb[4], false);
     }
     case op::kWrite10:
@@ -220,7 +226,8 @@ Task<CommandResult> LogicalUnit::dispatch(Command c) {
       if (cdb[1] & 0xe0) co_return illegal_request(asc::kInvalidFieldInCdb, 1, 7);  // WRPROTECT
       const auto [lba, n] = lba_and_length(cdb);
       // WRITE AND VERIFY: the data is verified by being durable before the status (FUA).
-      const bool verify_op = cdb[0] == op::kWriteVerify10 || cdb[0] == op::kWriteVerify12 || cdb[0] == op::kWriteVerify16;
+      const bool verify_op =
+          cdb[0] == op::kWriteVerify10 || cdb[0] == op::kWriteVerify12 || cdb[0] == op::kWriteVerify16;
       co_return co_await write(c, lba, n, verify_op || (cdb[1] & 0x08));
     }
     case op::kVerify10:
@@ -248,7 +255,8 @@ Task<CommandResult> LogicalUnit::read(Command c, std::uint64_t lba, std::uint32_
   if (auto r = check_range(lba, blocks); r.status != ScsiStatus::good) co_return r;
   const std::uint64_t bytes = std::uint64_t{blocks} * cfg_.block_size;
   // The initiator may expect less than the CDB asks for: read what fits, report the residual.
-  const std::uint64_t n = std::min<std::uint64_t>(bytes, c.data_in.size() / cfg_.block_size * cfg_.block_size);
+  const std::uint64_t n =
+      std::min<std::uint64_t>(bytes, c.data_in.size() / cfg_.block_size * cfg_.block_size);
   if (n) {
     Status st = co_await volume_.read(lba * cfg_.block_size, c.data_in.subspan(0, n));
     if (!st) co_return from_status(st, false);
@@ -263,7 +271,8 @@ Task<CommandResult> LogicalUnit::write(Command c, std::uint64_t lba, std::uint32
   const std::uint64_t bytes = std::uint64_t{blocks} * cfg_.block_size;
   // Fewer bytes than the CDB asks for (a transport overflow/underflow mismatch): write whole blocks
   // of what arrived; the transport reports the residual.
-  const std::uint64_t n = std::min<std::uint64_t>(bytes, c.data_out.size() / cfg_.block_size * cfg_.block_size);
+  const std::uint64_t n =
+      std::min<std::uint64_t>(bytes, c.data_out.size() / cfg_.block_size * cfg_.block_size);
   CommandResult r;
   if (n) {
     co_await lock_range(lba, n / cfg_.block_size, false);
@@ -275,7 +284,8 @@ Task<CommandResult> LogicalUnit::write(Command c, std::uint64_t lba, std::uint32
   co_return r;
 }
 
-Task<CommandResult> LogicalUnit::verify(Command c, std::uint64_t lba, std::uint32_t blocks, std::uint8_t bytchk) {
+Task<CommandResult> LogicalUnit::verify(Command c, std::uint64_t lba, std::uint32_t blocks,
+                                        std::uint8_t bytchk) {
   if (bytchk == 2) co_return illegal_request(asc::kInvalidFieldInCdb, 1, 2);
   if (auto r = check_range(lba, blocks); r.status != ScsiStatus::good) co_return r;
   if (blocks == 0) co_return CommandResult{};
@@ -322,9 +332,11 @@ Task<CommandResult> LogicalUnit::write_same(Command c, bool sixteen) {
   if (n > kMaxWriteSameBlocks) co_return illegal_request(asc::kInvalidFieldInCdb, sixteen ? 10 : 7);
   if (auto r = check_range(lba, n); r.status != ScsiStatus::good) co_return r;
   const std::uint64_t bs = cfg_.block_size;
-  if (!ndob && c.data_out.size() < bs) co_return illegal_request(asc::kParameterListLengthError, 0, -1, false);
+  if (!ndob && c.data_out.size() < bs)
+    co_return illegal_request(asc::kParameterListLengthError, 0, -1, false);
   const std::span<const std::byte> block = ndob ? std::span<const std::byte>{} : c.data_out.subspan(0, bs);
-  const bool zeroes = ndob || std::all_of(block.begin(), block.end(), [](std::byte b) { return b == std::byte{0}; });
+  const bool zeroes =
+      ndob || std::all_of(block.begin(), block.end(), [](std::byte b) { return b == std::byte{0}; });
   co_await lock_range(lba, n, false);
   Status st;
   if (zeroes) {
@@ -359,14 +371,16 @@ Task<CommandResult> LogicalUnit::unmap(Command c) {
   if (data_len + 2u > plen || desc_len + 8u > plen || desc_len % 16)
     co_return illegal_request(asc::kParameterListLengthError, 7);
   const std::size_t count = desc_len / 16;
-  if (count > kMaxUnmapDescriptors) co_return illegal_request(asc::kInvalidFieldInParameterList, 2, -1, false);
+  if (count > kMaxUnmapDescriptors)
+    co_return illegal_request(asc::kInvalidFieldInParameterList, 2, -1, false);
   // Validate every descriptor before changing anything: a bad one fails the whole command.
   for (std::size_t i = 0; i < count; ++i) {
     const std::uint8_t* d = p + 8 + i * 16;
     const std::uint64_t lba = load_be<std::uint64_t>(d);
     const std::uint32_t n = load_be<std::uint32_t>(d + 8);
     if (n > kMaxUnmapBlocks)
-      co_return illegal_request(asc::kInvalidFieldInParameterList, static_cast<std::uint16_t>(8 + i * 16 + 8), -1, false);
+      co_return illegal_request(asc::kInvalidFieldInParameterList, static_cast<std::uint16_t>(8 + i * 16 + 8),
+                                -1, false);
     if (auto r = check_range(lba, n); r.status != ScsiStatus::good) co_return r;
   }
   const std::uint64_t bs = cfg_.block_size;

@@ -89,10 +89,8 @@ inline bool is_modifying(std::uint8_t opcode) {
     case op::kWriteSame16:
     case op::kUnmap:
     case op::kCompareAndWrite:
-    case op::kPersistentReserveOut:
-      return true;
-    default:
-      return false;
+    case op::kPersistentReserveOut: return true;
+    default: return false;
   }
 }
 

@@ -66,7 +66,7 @@ std::optional<std::string> parse_transport_id(std::span<const std::uint8_t> t) {
   s.erase(std::find(s.begin(), s.end(), '\0'), s.end());
   if (s.empty()) return std::nullopt;
   if ((t[0] & 0xc0) == 0x40) return s;  // initiator port name with ISID
-  return s;                               // format 00: device name only
+  return s;                             // format 00: device name only
 }
 
 // Commands a reservation never refuses (SPC-4 table 55-ish: information and PR management).
@@ -78,14 +78,10 @@ bool always_allowed(std::uint8_t op, std::span<const std::uint8_t> cdb) {
     case op::kTestUnitReady:
     case op::kReadCapacity10:
     case op::kPersistentReserveIn:
-    case op::kPersistentReserveOut:
-      return true;
-    case op::kServiceActionIn16:
-      return (cdb[1] & 0x1f) == sa::kReadCapacity16;
-    case op::kMaintenanceIn:
-      return true;  // RTPG, RSOC
-    default:
-      return false;
+    case op::kPersistentReserveOut: return true;
+    case op::kServiceActionIn16: return (cdb[1] & 0x1f) == sa::kReadCapacity16;
+    case op::kMaintenanceIn: return true;  // RTPG, RSOC
+    default: return false;
   }
 }
 
@@ -102,8 +98,7 @@ bool is_read_like(std::uint8_t op) {
     case op::kModeSense10:
     case op::kServiceActionIn16:  // GET LBA STATUS
       return true;
-    default:
-      return false;
+    default: return false;
   }
 }
 }  // namespace
@@ -181,7 +176,8 @@ const PrRegistration* PersistentReservations::find(const Nexus& n) const {
 }
 
 bool PersistentReservations::all_registrants() const {
-  return st_.type == PrType::write_exclusive_all_registrants || st_.type == PrType::exclusive_access_all_registrants;
+  return st_.type == PrType::write_exclusive_all_registrants ||
+         st_.type == PrType::exclusive_access_all_registrants;
 }
 
 bool PersistentReservations::is_holder(const Nexus& n) const {
@@ -213,16 +209,12 @@ bool PersistentReservations::conflicts(const Nexus& nexus, std::span<const std::
   if (always_allowed(op, cdb) || is_holder(nexus)) return false;
   const bool registered = find(nexus) != nullptr;
   switch (st_.type) {
-    case PrType::write_exclusive:
-      return !is_read_like(op);
-    case PrType::exclusive_access:
-      return true;
+    case PrType::write_exclusive: return !is_read_like(op);
+    case PrType::exclusive_access: return true;
     case PrType::write_exclusive_registrants_only:
-    case PrType::write_exclusive_all_registrants:
-      return !registered && !is_read_like(op);
+    case PrType::write_exclusive_all_registrants: return !registered && !is_read_like(op);
     case PrType::exclusive_access_registrants_only:
-    case PrType::exclusive_access_all_registrants:
-      return !registered;
+    case PrType::exclusive_access_all_registrants: return !registered;
   }
   return false;
 }
@@ -258,8 +250,14 @@ CommandResult PersistentReservations::in(const Nexus& nexus, std::span<const std
       break;
     case kReportCapabilities:
       // PTPL_C (ATP_C clear: ALL_TG_PT is not supported); TMV and PTPL_A; every reservation type.
-      d = {0x00, 0x08, 0x01, static_cast<std::uint8_t>(st_.aptpl ? 0x81 : 0x80),
-           0x80 | 0x40 | 0x20 | 0x08 | 0x02, 0x01, 0x00, 0x00};
+      d = {0x00,
+           0x08,
+           0x01,
+           static_cast<std::uint8_t>(st_.aptpl ? 0x81 : 0x80),
+           0x80 | 0x40 | 0x20 | 0x08 | 0x02,
+           0x01,
+           0x00,
+           0x00};
       break;
     case kReadFullStatus: {
       put_be32(d, st_.generation);
@@ -280,8 +278,7 @@ CommandResult PersistentReservations::in(const Nexus& nexus, std::span<const std
       for (int i = 0; i < 4; ++i) d[4 + i] = static_cast<std::uint8_t>(len >> (24 - 8 * i));
       break;
     }
-    default:
-      return illegal_request(asc::kInvalidFieldInCdb, 1, 4);
+    default: return illegal_request(asc::kInvalidFieldInCdb, 1, 4);
   }
   CommandResult r;
   const std::size_t n = std::min<std::size_t>({d.size(), alloc, data_in.size()});
@@ -329,7 +326,8 @@ CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const st
       if (sa_key == 0) {
         if (!me) return ok;  // unregistering nothing
         const bool was_holder = is_holder(nexus);
-        std::erase_if(st_.registrations, [&](const PrRegistration& r) { return !(r.nexus < nexus) && !(nexus < r.nexus); });
+        std::erase_if(st_.registrations,
+                      [&](const PrRegistration& r) { return !(r.nexus < nexus) && !(nexus < r.nexus); });
         if (was_holder && (!all_registrants() || st_.registrations.empty())) {
           const PrType t = st_.type;
           st_.holder.reset();
@@ -387,8 +385,8 @@ CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const st
         for (const auto& r : st_.registrations)
           if (r.key == victim && (r.nexus < nexus || nexus < r.nexus)) gone.push_back(r.nexus);
         remove_registrations_if(
-            [&](const PrRegistration& r) { return r.key == victim && (r.nexus < nexus || nexus < r.nexus); }, nexus,
-            kRegistrationsPreempted);
+            [&](const PrRegistration& r) { return r.key == victim && (r.nexus < nexus || nexus < r.nexus); },
+            nexus, kRegistrationsPreempted);
         if (abort && hooks_.abort_tasks_of)
           for (const auto& n : gone) hooks_.abort_tasks_of(n);
         return !gone.empty();
@@ -404,8 +402,8 @@ CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const st
           std::vector<Nexus> gone;
           for (const auto& r : st_.registrations)
             if (r.nexus < nexus || nexus < r.nexus) gone.push_back(r.nexus);
-          remove_registrations_if([&](const PrRegistration& r) { return r.nexus < nexus || nexus < r.nexus; }, nexus,
-                                  kRegistrationsPreempted);
+          remove_registrations_if([&](const PrRegistration& r) { return r.nexus < nexus || nexus < r.nexus; },
+                                  nexus, kRegistrationsPreempted);
           if (abort && hooks_.abort_tasks_of)
             for (const auto& n : gone) hooks_.abort_tasks_of(n);
           st_.holder = nexus;
@@ -439,11 +437,13 @@ CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const st
       const bool unreg = p[17] & 0x02;
       const std::uint16_t rel_port = load_be<std::uint16_t>(p + 18);
       const std::uint32_t tid_len = load_be<std::uint32_t>(p + 20);
-      if (24 + static_cast<std::uint64_t>(tid_len) > plen) return illegal_request(asc::kParameterListLengthError, 5);
+      if (24 + static_cast<std::uint64_t>(tid_len) > plen)
+        return illegal_request(asc::kParameterListLengthError, 5);
       auto port = parse_transport_id({p + 24, tid_len});
       if (!port) return illegal_request(asc::kInvalidFieldInParameterList, 24, -1, false);
       const Nexus dest{*port, rel_port};
-      if (!(dest < nexus) && !(nexus < dest)) return illegal_request(asc::kInvalidFieldInParameterList, 24, -1, false);
+      if (!(dest < nexus) && !(nexus < dest))
+        return illegal_request(asc::kInvalidFieldInParameterList, 24, -1, false);
       bool found = false;
       for (auto& r : st_.registrations)
         if (!(r.nexus < dest) && !(dest < r.nexus)) {
@@ -454,13 +454,13 @@ CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const st
       st_.holder = dest;
       st_.type = static_cast<PrType>(type);
       if (unreg)
-        std::erase_if(st_.registrations, [&](const PrRegistration& r) { return !(r.nexus < nexus) && !(nexus < r.nexus); });
+        std::erase_if(st_.registrations,
+                      [&](const PrRegistration& r) { return !(r.nexus < nexus) && !(nexus < r.nexus); });
       st_.aptpl = p[17] & 0x01;
       changed();
       return ok;
     }
-    default:
-      return illegal_request(asc::kInvalidFieldInCdb, 1, 4);
+    default: return illegal_request(asc::kInvalidFieldInCdb, 1, 4);
   }
 }
 

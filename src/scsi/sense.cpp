@@ -15,7 +15,8 @@ std::array<std::uint8_t, Sense::kSize> Sense::encode() const {
   s[12] = code.asc;
   s[13] = code.ascq;
   if (field_pointer_valid) {
-    s[15] = static_cast<std::uint8_t>(0x80 | (in_cdb ? 0x40 : 0x00) | (bit_valid ? 0x08 : 0x00) | (field_bit & 0x07));
+    s[15] = static_cast<std::uint8_t>(0x80 | (in_cdb ? 0x40 : 0x00) | (bit_valid ? 0x08 : 0x00) |
+                                      (field_bit & 0x07));
     s[16] = static_cast<std::uint8_t>(field_byte >> 8);
     s[17] = static_cast<std::uint8_t>(field_byte);
   }

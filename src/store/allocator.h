@@ -56,8 +56,10 @@ class Allocator {
   void release(std::uint64_t durable) {
     std::size_t keep = 0;
     for (auto& d : deferred_) {
-      if (d.tag <= durable && pins_[d.pc] == 0) set_free(d.pc);
-      else deferred_[keep++] = d;
+      if (d.tag <= durable && pins_[d.pc] == 0)
+        set_free(d.pc);
+      else
+        deferred_[keep++] = d;
     }
     deferred_.resize(keep);
   }

@@ -77,10 +77,11 @@ void Catalogue::recount_refs() {
   }
 }
 
-Status Catalogue::apply_create_volume(ObjectId id, const std::string& name, std::uint64_t size, const Uuid& uuid,
-                                      std::uint64_t created) {
+Status Catalogue::apply_create_volume(ObjectId id, const std::string& name, std::uint64_t size,
+                                      const Uuid& uuid, std::uint64_t created) {
   if (id == 0 || objects_.count(id)) return corrupt(fmt::format("create of volume id {} that exists", id));
-  if (!valid_name(name)) return Status::error(Errc::invalid, "pool {}: invalid volume name '{}'", pool_name_, name);
+  if (!valid_name(name))
+    return Status::error(Errc::invalid, "pool {}: invalid volume name '{}'", pool_name_, name);
   if (names_.count(name)) return Status::error(Errc::exists, "pool {}: volume {} exists", pool_name_, name);
   auto o = std::make_unique<Object>();
   o->id = id;
@@ -149,19 +150,23 @@ Status Catalogue::apply_remove(ObjectId id) {
 Status Catalogue::apply_grow(ObjectId id, std::uint64_t size) {
   Object* v = get(id);
   if (!v || v->kind != ObjectKind::volume) return corrupt(fmt::format("grow of unknown volume id {}", id));
-  if (size < v->size) return corrupt(fmt::format("grow of volume {} from {} to smaller {}", v->name, v->size, size));
+  if (size < v->size)
+    return corrupt(fmt::format("grow of volume {} from {} to smaller {}", v->name, v->size, size));
   v->size = size;
   v->map.resize(clusters_for(size));
   return Status::ok();
 }
 
-Status Catalogue::apply_snapshot(ObjectId volume, ObjectId snap_id, std::uint64_t epoch, const std::string& name,
-                                 const Uuid& uuid, std::uint64_t created) {
+Status Catalogue::apply_snapshot(ObjectId volume, ObjectId snap_id, std::uint64_t epoch,
+                                 const std::string& name, const Uuid& uuid, std::uint64_t created) {
   Object* v = get(volume);
-  if (!v || v->kind != ObjectKind::volume) return corrupt(fmt::format("snapshot of unknown volume id {}", volume));
-  if (epoch != epoch_) return corrupt(fmt::format("snapshot at epoch {} but pool epoch is {}", epoch, epoch_));
+  if (!v || v->kind != ObjectKind::volume)
+    return corrupt(fmt::format("snapshot of unknown volume id {}", volume));
+  if (epoch != epoch_)
+    return corrupt(fmt::format("snapshot at epoch {} but pool epoch is {}", epoch, epoch_));
   if (snap_id == 0 || objects_.count(snap_id)) return corrupt(fmt::format("snapshot id {} exists", snap_id));
-  if (!valid_name(name)) return Status::error(Errc::invalid, "pool {}: invalid snapshot name '{}'", pool_name_, name);
+  if (!valid_name(name))
+    return Status::error(Errc::invalid, "pool {}: invalid snapshot name '{}'", pool_name_, name);
   if (names_.count(v->name + "@" + name))
     return Status::error(Errc::exists, "pool {}: snapshot {}@{} exists", pool_name_, v->name, name);
   auto s = std::make_unique<Object>();
@@ -182,10 +187,11 @@ Status Catalogue::apply_snapshot(ObjectId volume, ObjectId snap_id, std::uint64_
   return Status::ok();
 }
 
-Status Catalogue::apply_clone(ObjectId snapshot, ObjectId new_id, std::uint64_t epoch, const std::string& name,
-                              const Uuid& uuid, std::uint64_t created) {
+Status Catalogue::apply_clone(ObjectId snapshot, ObjectId new_id, std::uint64_t epoch,
+                              const std::string& name, const Uuid& uuid, std::uint64_t created) {
   const Object* s = get(snapshot);
-  if (!s || s->kind != ObjectKind::snapshot) return corrupt(fmt::format("clone of unknown snapshot id {}", snapshot));
+  if (!s || s->kind != ObjectKind::snapshot)
+    return corrupt(fmt::format("clone of unknown snapshot id {}", snapshot));
   if (epoch != epoch_) return corrupt(fmt::format("clone at epoch {} but pool epoch is {}", epoch, epoch_));
   if (Status st = apply_create_volume(new_id, name, s->size, uuid, created); !st) return st;
   Object* c = get(new_id);
@@ -207,15 +213,18 @@ Status Catalogue::apply_clone(ObjectId snapshot, ObjectId new_id, std::uint64_t 
 Status Catalogue::apply_map(ObjectId volume, std::uint64_t vc, std::uint64_t pc, std::uint64_t birth,
                             bool reserved) {
   Object* v = get(volume);
-  if (!v || v->kind != ObjectKind::volume) return corrupt(fmt::format("map for unknown volume id {}", volume));
+  if (!v || v->kind != ObjectKind::volume)
+    return corrupt(fmt::format("map for unknown volume id {}", volume));
   if (vc >= v->map.size())
-    return corrupt(fmt::format("map of volume {} cluster {} beyond its {} clusters", v->name, vc, v->map.size()));
+    return corrupt(
+        fmt::format("map of volume {} cluster {} beyond its {} clusters", v->name, vc, v->map.size()));
   if (pc != kNone && pc >= cluster_count_)
-    return corrupt(fmt::format("map of volume {} cluster {} to physical cluster {} beyond {}", v->name, vc, pc,
-                               cluster_count_));
+    return corrupt(fmt::format("map of volume {} cluster {} to physical cluster {} beyond {}", v->name, vc,
+                               pc, cluster_count_));
   if (birth != epoch_) return corrupt(fmt::format("map at epoch {} but pool epoch is {}", birth, epoch_));
   MapEntry& e = v->map[vc];
-  if (pc != kNone && pc == e.pc) return corrupt(fmt::format("volume {} cluster {} remapped to itself", v->name, vc));
+  if (pc != kNone && pc == e.pc)
+    return corrupt(fmt::format("volume {} cluster {} remapped to itself", v->name, vc));
   if (e.pc != kNone) {
     if (!v->snapshots.empty() && e.birth <= last_snapshot_epoch(*this, *v)) {
       v->history[vc].push_back({e.pc, e.birth, birth});
@@ -369,7 +378,8 @@ Status Catalogue::deserialize(std::span<const std::byte> in) {
     auto o = std::make_unique<Object>();
     o->id = r.id;
     o->kind = static_cast<ObjectKind>(r.kind);
-    if (r.kind != 1 && r.kind != 2) return corrupt(fmt::format("checkpoint object {} has kind {}", o->id, r.kind));
+    if (r.kind != 1 && r.kind != 2)
+      return corrupt(fmt::format("checkpoint object {} has kind {}", o->id, r.kind));
     o->name.resize(r.name_length);
     if (!take(o->name.data(), r.name_length)) return corrupt("checkpoint truncated in a name");
     o->origin = r.origin;
@@ -378,7 +388,8 @@ Status Catalogue::deserialize(std::span<const std::byte> in) {
     o->base_epoch = r.base_epoch;
     o->created = r.created_unix;
     std::memcpy(o->uuid.bytes.data(), r.uuid, 16);
-    if (o->id == 0 || objects_.count(o->id)) return corrupt(fmt::format("checkpoint repeats object id {}", o->id));
+    if (o->id == 0 || objects_.count(o->id))
+      return corrupt(fmt::format("checkpoint repeats object id {}", o->id));
     if (o->kind == ObjectKind::volume) {
       o->map.resize(clusters_for(o->size));
       for (std::uint64_t k = 0; k < r.map_entries; ++k) {
@@ -386,16 +397,19 @@ Status Catalogue::deserialize(std::span<const std::byte> in) {
         if (!take(&m, sizeof m)) return corrupt(fmt::format("checkpoint truncated in map of {}", o->name));
         const std::uint64_t vc = m.vcluster, pc = m.pcluster;
         if (vc >= o->map.size() || (pc != kNone && pc >= cluster_count_))
-          return corrupt(fmt::format("checkpoint map of {} has cluster {} -> {} out of range", o->name, vc, pc));
+          return corrupt(
+              fmt::format("checkpoint map of {} has cluster {} -> {} out of range", o->name, vc, pc));
         o->map[vc] = {pc, m.birth};
         if (pc != kNone) ++o->mapped;
       }
       for (std::uint64_t k = 0; k < r.history_entries; ++k) {
         format::HistoryEntryRecord h{};
-        if (!take(&h, sizeof h)) return corrupt(fmt::format("checkpoint truncated in history of {}", o->name));
+        if (!take(&h, sizeof h))
+          return corrupt(fmt::format("checkpoint truncated in history of {}", o->name));
         const std::uint64_t vc = h.vcluster, pc = h.pcluster;
         if (vc >= o->map.size() || pc >= cluster_count_)
-          return corrupt(fmt::format("checkpoint history of {} has cluster {} -> {} out of range", o->name, vc, pc));
+          return corrupt(
+              fmt::format("checkpoint history of {} has cluster {} -> {} out of range", o->name, vc, pc));
         o->history[vc].push_back({pc, h.birth, h.until});
       }
     } else if (r.map_entries != 0 || r.history_entries != 0) {
@@ -436,7 +450,8 @@ void Catalogue::check(CheckReport& r, const std::vector<std::uint64_t>& reserved
     if (id != o.id) err(fmt::format("object key {} holds id {}", id, o.id));
     if (id >= next_id_) err(fmt::format("object id {} not below next id {}", id, next_id_));
     auto nit = names_.find(full_name(o));
-    if (nit == names_.end() || nit->second != id) err(fmt::format("object {} ({}) not indexed by name", id, o.name));
+    if (nit == names_.end() || nit->second != id)
+      err(fmt::format("object {} ({}) not indexed by name", id, o.name));
     if (o.kind == ObjectKind::snapshot) {
       const Object* v = get(o.origin);
       if (!v || v->kind != ObjectKind::volume) {
@@ -445,7 +460,8 @@ void Catalogue::check(CheckReport& r, const std::vector<std::uint64_t>& reserved
       }
       if (std::find(v->snapshots.begin(), v->snapshots.end(), id) == v->snapshots.end())
         err(fmt::format("snapshot {} not listed by its volume {}", o.name, v->name));
-      if (o.epoch >= epoch_) err(fmt::format("snapshot {} epoch {} not below pool epoch {}", o.name, o.epoch, epoch_));
+      if (o.epoch >= epoch_)
+        err(fmt::format("snapshot {} epoch {} not below pool epoch {}", o.name, o.epoch, epoch_));
       if (o.size > v->size) err(fmt::format("snapshot {} larger than its volume", o.name));
       continue;
     }
@@ -454,7 +470,8 @@ void Catalogue::check(CheckReport& r, const std::vector<std::uint64_t>& reserved
     std::uint64_t mapped = 0;
     for (std::uint64_t vc = 0; vc < o.map.size(); ++vc) {
       const auto& e = o.map[vc];
-      if (e.birth > epoch_) err(fmt::format("volume {} cluster {} born at future epoch {}", o.name, vc, e.birth));
+      if (e.birth > epoch_)
+        err(fmt::format("volume {} cluster {} born at future epoch {}", o.name, vc, e.birth));
       if (e.pc == kNone) continue;
       ++mapped;
       if (e.pc >= cluster_count_) {
@@ -464,7 +481,8 @@ void Catalogue::check(CheckReport& r, const std::vector<std::uint64_t>& reserved
       ++counted[e.pc];
       ++r.mapped_entries;
     }
-    if (mapped != o.mapped) err(fmt::format("volume {} counts {} mapped clusters, has {}", o.name, o.mapped, mapped));
+    if (mapped != o.mapped)
+      err(fmt::format("volume {} counts {} mapped clusters, has {}", o.name, o.mapped, mapped));
     std::uint64_t prev_epoch = 0;
     std::vector<std::uint64_t> epochs;
     for (ObjectId s : o.snapshots) {
@@ -473,12 +491,14 @@ void Catalogue::check(CheckReport& r, const std::vector<std::uint64_t>& reserved
         err(fmt::format("volume {} lists snapshot {} that is not its own", o.name, s));
         continue;
       }
-      if (so->epoch <= prev_epoch && !epochs.empty()) err(fmt::format("volume {} snapshots out of order", o.name));
+      if (so->epoch <= prev_epoch && !epochs.empty())
+        err(fmt::format("volume {} snapshots out of order", o.name));
       prev_epoch = so->epoch;
       epochs.push_back(so->epoch);
     }
     const std::uint64_t want_f = std::max(o.base_epoch, epochs.empty() ? 0 : epochs.back());
-    if (o.epoch != want_f) err(fmt::format("volume {} frozen epoch {} should be {}", o.name, o.epoch, want_f));
+    if (o.epoch != want_f)
+      err(fmt::format("volume {} frozen epoch {} should be {}", o.name, o.epoch, want_f));
     for (const auto& [vc, list] : o.history) {
       if (vc >= o.map.size()) err(fmt::format("volume {} history for cluster {} beyond its end", o.name, vc));
       std::uint64_t last_until = 0;
@@ -490,12 +510,13 @@ void Catalogue::check(CheckReport& r, const std::vector<std::uint64_t>& reserved
         }
         ++counted[h.pc];
         if (h.birth >= h.until || h.until > epoch_ || h.birth < last_until)
-          err(fmt::format("volume {} history of cluster {} has bad interval [{}, {})", o.name, vc, h.birth, h.until));
+          err(fmt::format("volume {} history of cluster {} has bad interval [{}, {})", o.name, vc, h.birth,
+                          h.until));
         last_until = h.until;
         auto t = std::lower_bound(epochs.begin(), epochs.end(), h.birth);
         if (t == epochs.end() || *t >= h.until)
-          err(fmt::format("volume {} history of cluster {} [{}, {}) is seen by no snapshot (leak)", o.name, vc,
-                          h.birth, h.until));
+          err(fmt::format("volume {} history of cluster {} [{}, {}) is seen by no snapshot (leak)", o.name,
+                          vc, h.birth, h.until));
       }
       if (vc < o.map.size() && !list.empty() && o.map[vc].birth < last_until)
         err(fmt::format("volume {} cluster {} live mapping older than its history", o.name, vc));

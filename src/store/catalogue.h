@@ -46,8 +46,8 @@ struct Object {
   // Volume only.
   std::vector<MapEntry> map;
   std::unordered_map<std::uint64_t, std::vector<HistEntry>> history;  // sorted by birth
-  std::vector<ObjectId> snapshots;                                     // ascending epoch
-  std::uint64_t mapped = 0;                                            // live entries with pc != kNone
+  std::vector<ObjectId> snapshots;                                    // ascending epoch
+  std::uint64_t mapped = 0;                                           // live entries with pc != kNone
   // Live path only: the frozen epoch the durable metadata may still have. Removing a snapshot
   // lowers `epoch` at once, but until the removal is durable a crash brings the snapshot back, so
   // clusters it sees must not be overwritten in place before then.

@@ -75,8 +75,8 @@ void JournalRecords::append(RecordType t, const std::vector<std::byte>& body) {
   last_is_map_ = t == RecordType::map_run;
 }
 
-void JournalRecords::add_create_volume(ObjectId id, std::uint64_t size, std::uint64_t created, const Uuid& uuid,
-                                       const std::string& name) {
+void JournalRecords::add_create_volume(ObjectId id, std::uint64_t size, std::uint64_t created,
+                                       const Uuid& uuid, const std::string& name) {
   Writer w;
   w.u<std::uint64_t>(id).u<std::uint64_t>(size).u<std::uint64_t>(created).uuid(uuid).str(name);
   append(RecordType::create_volume, w.out);
@@ -97,16 +97,24 @@ void JournalRecords::add_grow(ObjectId id, std::uint64_t size) {
 void JournalRecords::add_snapshot(ObjectId volume, ObjectId snap, std::uint64_t epoch, std::uint64_t created,
                                   const Uuid& uuid, const std::string& name) {
   Writer w;
-  w.u<std::uint64_t>(volume).u<std::uint64_t>(snap).u<std::uint64_t>(epoch).u<std::uint64_t>(created).uuid(uuid).str(
-      name);
+  w.u<std::uint64_t>(volume)
+      .u<std::uint64_t>(snap)
+      .u<std::uint64_t>(epoch)
+      .u<std::uint64_t>(created)
+      .uuid(uuid)
+      .str(name);
   append(RecordType::snapshot, w.out);
 }
 
 void JournalRecords::add_clone(ObjectId snap, ObjectId volume, std::uint64_t epoch, std::uint64_t created,
                                const Uuid& uuid, const std::string& name) {
   Writer w;
-  w.u<std::uint64_t>(snap).u<std::uint64_t>(volume).u<std::uint64_t>(epoch).u<std::uint64_t>(created).uuid(uuid).str(
-      name);
+  w.u<std::uint64_t>(snap)
+      .u<std::uint64_t>(volume)
+      .u<std::uint64_t>(epoch)
+      .u<std::uint64_t>(created)
+      .uuid(uuid)
+      .str(name);
   append(RecordType::clone, w.out);
 }
 
@@ -116,7 +124,8 @@ void JournalRecords::add_map(ObjectId volume, std::uint64_t vc, std::uint64_t pc
     format::MapRunRecord r;
     std::memcpy(&r, rec.data() + sizeof(format::RecordHeader), sizeof r);
     const std::uint64_t count = r.count;
-    const bool same = static_cast<std::uint64_t>(r.volume) == volume && static_cast<std::uint64_t>(r.birth) == birth &&
+    const bool same = static_cast<std::uint64_t>(r.volume) == volume &&
+                      static_cast<std::uint64_t>(r.birth) == birth &&
                       static_cast<std::uint64_t>(r.vcluster) + count == vc &&
                       (pc == kNone ? static_cast<std::uint64_t>(r.pcluster) == kNone
                                    : static_cast<std::uint64_t>(r.pcluster) != kNone &&
@@ -192,7 +201,8 @@ BlockState check_journal_block(std::span<const std::byte> block, std::uint64_t g
   return BlockState::valid;
 }
 
-Result<std::uint64_t> replay_journal_block(std::span<const std::byte> block, Catalogue& cat, std::uint64_t seq) {
+Result<std::uint64_t> replay_journal_block(std::span<const std::byte> block, Catalogue& cat,
+                                           std::uint64_t seq) {
   format::JournalHeader h;
   std::memcpy(&h, block.data(), sizeof h);
   auto payload = block.subspan(sizeof h, h.payload_bytes);
@@ -253,8 +263,7 @@ Result<std::uint64_t> replay_journal_block(std::span<const std::byte> block, Cat
           st = cat.apply_map(vol, vc + k, pc == kNone ? kNone : pc + k, birth, false);
         break;
       }
-      default:
-        return bad(fmt::format("unknown record type {}", static_cast<std::uint16_t>(rh.type)));
+      default: return bad(fmt::format("unknown record type {}", static_cast<std::uint16_t>(rh.type)));
     }
     if (!st) return bad(st.message());
     ++applied;

@@ -20,8 +20,8 @@ class JournalRecords {
                          const std::string& name);
   void add_remove(ObjectId id);
   void add_grow(ObjectId id, std::uint64_t size);
-  void add_snapshot(ObjectId volume, ObjectId snap, std::uint64_t epoch, std::uint64_t created, const Uuid& uuid,
-                    const std::string& name);
+  void add_snapshot(ObjectId volume, ObjectId snap, std::uint64_t epoch, std::uint64_t created,
+                    const Uuid& uuid, const std::string& name);
   void add_clone(ObjectId snap, ObjectId volume, std::uint64_t epoch, std::uint64_t created, const Uuid& uuid,
                  const std::string& name);
   // Consecutive mappings (next virtual and physical cluster, same birth) extend one run record.
@@ -44,6 +44,7 @@ enum class BlockState { valid, end, torn };
 BlockState check_journal_block(std::span<const std::byte> block, std::uint64_t gen, std::uint64_t seq);
 
 // Applies every record of a valid block to `cat`. Returns the number of records applied.
-Result<std::uint64_t> replay_journal_block(std::span<const std::byte> block, Catalogue& cat, std::uint64_t seq);
+Result<std::uint64_t> replay_journal_block(std::span<const std::byte> block, Catalogue& cat,
+                                           std::uint64_t seq);
 
 }  // namespace duplex::store

@@ -63,7 +63,8 @@ class PoolImpl final : public Pool {
                             bool fua) override;
   Task<Status> trim(ObjectId id, std::uint64_t offset, std::uint64_t length) override;
   Task<Status> flush() override;
-  Result<std::vector<Extent>> block_status(ObjectId id, std::uint64_t offset, std::uint64_t length) const override;
+  Result<std::vector<Extent>> block_status(ObjectId id, std::uint64_t offset,
+                                           std::uint64_t length) const override;
   Result<std::vector<Extent>> changed(ObjectId from, ObjectId to, std::uint64_t offset,
                                       std::uint64_t length) const override;
   CheckReport check() const override;
@@ -96,7 +97,8 @@ class PoolImpl final : public Pool {
   };
 
   std::uint64_t phys(std::uint64_t pc) const { return data_offset_ + pc * cs_; }
-  Status check_range(const Object* o, ObjectId id, const char* op, std::uint64_t offset, std::uint64_t length) const;
+  Status check_range(const Object* o, ObjectId id, const char* op, std::uint64_t offset,
+                     std::uint64_t length) const;
   Status failed_or_ro() const;
 
   Task<Status> enter_write(ObjectId id);
@@ -107,7 +109,8 @@ class PoolImpl final : public Pool {
   Task<void> lock_cluster(ClusterKey k);
   void unlock_cluster(ClusterKey k);
 
-  Task<Status> write_in_place(std::uint64_t pc, std::uint64_t off_in_cluster, std::span<const std::byte> data);
+  Task<Status> write_in_place(std::uint64_t pc, std::uint64_t off_in_cluster,
+                              std::span<const std::byte> data);
   Task<Status> write_slow(ObjectId id, std::uint64_t vc, std::uint64_t off_in_cluster,
                           std::span<const std::byte> data);
   Task<Status> write_locked(ObjectId id, std::uint64_t offset, std::span<const std::byte> buf);
@@ -128,7 +131,7 @@ class PoolImpl final : public Pool {
   Catalogue cat_;
   Allocator alloc_;
   JournalRecords records_;
-  std::uint64_t tag_ = 1;        // tag of the records now accumulating (frees wait for it)
+  std::uint64_t tag_ = 1;          // tag of the records now accumulating (frees wait for it)
   std::uint64_t journal_seq_ = 0;  // next journal block
   std::vector<std::uint64_t> ckpt_clusters_;
   // Ownership gained in memory but not yet durably (see Catalogue::set_on_unshare and

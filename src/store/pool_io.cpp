@@ -36,8 +36,9 @@ Task<Status> PoolImpl::read(ObjectId id, std::uint64_t offset, std::span<std::by
     alloc_.pin(e.pc);
     Status st = co_await dev_.read(phys(e.pc) + offset % cs_, buf);
     alloc_.unpin(e.pc);
-    if (!st) co_return Status::error(st.code(), "pool {}: read of {} at offset {}: {}", name_, cat_.full_name(*o),
-                                     offset, st.message());
+    if (!st)
+      co_return Status::error(st.code(), "pool {}: read of {} at offset {}: {}", name_, cat_.full_name(*o),
+                              offset, st.message());
     co_return Status::ok();
   }
   // Resolve every cluster now (the map may change while the reads are in flight; what was
@@ -79,8 +80,9 @@ Task<Status> PoolImpl::read(ObjectId id, std::uint64_t offset, std::span<std::by
     st = co_await when_all(std::move(ios));
   }
   for (auto pc : pinned) alloc_.unpin(pc);
-  if (!st) co_return Status::error(st.code(), "pool {}: read of object {} at offset {}: {}", name_, id, offset,
-                                   st.message());
+  if (!st)
+    co_return Status::error(st.code(), "pool {}: read of object {} at offset {}: {}", name_, id, offset,
+                            st.message());
   co_return Status::ok();
 }
 
@@ -92,7 +94,8 @@ Task<Status> PoolImpl::enter_write(ObjectId id) {
     const Object* o = cat_.get(id);
     if (!o) co_return Status::error(Errc::not_found, "pool {}: write to unknown object id {}", name_, id);
     if (o->kind != ObjectKind::volume)
-      co_return Status::error(Errc::read_only, "pool {}: {} is a snapshot and read-only", name_, cat_.full_name(*o));
+      co_return Status::error(Errc::read_only, "pool {}: {} is a snapshot and read-only", name_,
+                              cat_.full_name(*o));
     auto& vs = vols_[id];
     if (!vs) vs = std::make_unique<VolState>();
     if (!vs->gated) {
@@ -151,7 +154,8 @@ Task<Status> PoolImpl::write_in_place(std::uint64_t pc, std::uint64_t in, std::s
   co_return st;
 }
 
-Task<Status> PoolImpl::write_slow(ObjectId id, std::uint64_t vc, std::uint64_t in, std::span<const std::byte> data) {
+Task<Status> PoolImpl::write_slow(ObjectId id, std::uint64_t vc, std::uint64_t in,
+                                  std::span<const std::byte> data) {
   const ClusterKey key{id, vc};
   co_await lock_cluster(key);
   Object* v = cat_.get(id);
@@ -201,8 +205,10 @@ Task<Status> PoolImpl::write_slow(ObjectId id, std::uint64_t vc, std::uint64_t i
   }
   const std::uint64_t birth = cat_.epoch();
   Status ap = cat_.apply_map(id, vc, *pc, birth, true);
-  if (ap) records_.add_map(id, vc, *pc, birth);
-  else fail(ap);
+  if (ap)
+    records_.add_map(id, vc, *pc, birth);
+  else
+    fail(ap);
   unlock_cluster(key);
   co_return ap;
 }
@@ -241,7 +247,8 @@ Task<Status> PoolImpl::write_locked(ObjectId id, std::uint64_t offset, std::span
   if (runs.size() == 1 && slow.empty()) {
     // The common case: an overwrite inside owned clusters is one device write, nothing else.
     const std::uint64_t pc = (runs[0].dev_off - data_offset_) / cs_;
-    co_return co_await write_in_place(pc, runs[0].dev_off - phys(pc), buf.subspan(runs[0].buf_off, runs[0].len));
+    co_return co_await write_in_place(pc, runs[0].dev_off - phys(pc),
+                                      buf.subspan(runs[0].buf_off, runs[0].len));
   }
   std::vector<Task<Status>> all = std::move(slow);
   for (const auto& r : runs) {
@@ -297,8 +304,10 @@ Task<Status> PoolImpl::unmap_cluster(ObjectId id, std::uint64_t vc) {
   if (v->map[vc].pc != kNone) {
     const std::uint64_t birth = cat_.epoch();
     st = cat_.apply_map(id, vc, kNone, birth, false);
-    if (st) records_.add_map(id, vc, kNone, birth);
-    else fail(st);
+    if (st)
+      records_.add_map(id, vc, kNone, birth);
+    else
+      fail(st);
   }
   unlock_cluster(key);
   co_return st;
@@ -348,7 +357,8 @@ void push_extent(std::vector<Extent>& out, std::uint64_t off, std::uint64_t len,
 }
 }  // namespace
 
-Result<std::vector<Extent>> PoolImpl::block_status(ObjectId id, std::uint64_t offset, std::uint64_t length) const {
+Result<std::vector<Extent>> PoolImpl::block_status(ObjectId id, std::uint64_t offset,
+                                                   std::uint64_t length) const {
   const Object* o = cat_.get(id);
   DPX_TRY(check_range(o, id, "block status", offset, length));
   std::vector<Extent> out;
@@ -367,7 +377,8 @@ Result<std::vector<Extent>> PoolImpl::changed(ObjectId from, ObjectId to, std::u
                                               std::uint64_t length) const {
   const Object* a = cat_.get(from);
   const Object* b = cat_.get(to);
-  if (!a) return Status::error(Errc::not_found, "pool {}: changed regions from unknown object id {}", name_, from);
+  if (!a)
+    return Status::error(Errc::not_found, "pool {}: changed regions from unknown object id {}", name_, from);
   DPX_TRY(check_range(b, to, "changed regions", offset, length));
   std::vector<Extent> out;
   std::uint64_t pos = offset;
@@ -390,12 +401,15 @@ namespace {
 std::uint64_t now() { return static_cast<std::uint64_t>(std::time(nullptr)); }
 }  // namespace
 
-Task<Result<ObjectId>> PoolImpl::create_volume(std::string name, std::uint64_t size, std::optional<Uuid> uuid) {
+Task<Result<ObjectId>> PoolImpl::create_volume(std::string name, std::uint64_t size,
+                                               std::optional<Uuid> uuid) {
   DPX_CO_TRY(failed_or_ro());
   if (size == 0 || size % 512)
-    co_return Status::error(Errc::invalid, "pool {}: volume size {} must be a positive multiple of 512", name_, size);
+    co_return Status::error(Errc::invalid, "pool {}: volume size {} must be a positive multiple of 512",
+                            name_, size);
   if (size / cs_ > cat_.cluster_count() * 1024)
-    co_return Status::error(Errc::invalid, "pool {}: volume size {} is beyond 1024 times the pool", name_, size);
+    co_return Status::error(Errc::invalid, "pool {}: volume size {} is beyond 1024 times the pool", name_,
+                            size);
   const ObjectId id = cat_.next_id();
   const Uuid u = uuid.value_or(Uuid::random());
   const std::uint64_t created = now();
@@ -411,8 +425,8 @@ Task<Status> PoolImpl::remove(ObjectId id, bool with_snapshots) {
   const Object* o = cat_.get(id);
   if (!o) co_return Status::error(Errc::not_found, "pool {}: remove of unknown object id {}", name_, id);
   if (o->kind == ObjectKind::volume && !o->snapshots.empty() && !with_snapshots)
-    co_return Status::error(Errc::busy, "pool {}: volume {} has {} snapshot(s); remove them first", name_, o->name,
-                            o->snapshots.size());
+    co_return Status::error(Errc::busy, "pool {}: volume {} has {} snapshot(s); remove them first", name_,
+                            o->name, o->snapshots.size());
   const bool is_volume = o->kind == ObjectKind::volume;
   if (is_volume) co_await drain(id);
   if (!cat_.get(id)) {  // removed by a concurrent call while we drained
@@ -432,7 +446,8 @@ Task<Status> PoolImpl::remove(ObjectId id, bool with_snapshots) {
   }
   if (is_volume) {
     undrain(id);  // waiters wake, find the object gone and fail with not_found
-    if (auto it = vols_.find(id); it != vols_.end() && it->second->inflight == 0 && !it->second->admin.locked())
+    if (auto it = vols_.find(id);
+        it != vols_.end() && it->second->inflight == 0 && !it->second->admin.locked())
       vols_.erase(it);
   }
   DPX_CO_TRY(st);
@@ -445,10 +460,11 @@ Task<Status> PoolImpl::grow(ObjectId id, std::uint64_t new_size) {
   if (!o || o->kind != ObjectKind::volume)
     co_return Status::error(Errc::not_found, "pool {}: grow of unknown volume id {}", name_, id);
   if (new_size < o->size)
-    co_return Status::error(Errc::invalid, "pool {}: volume {} is {} bytes; shrinking to {} is not supported", name_,
-                            o->name, o->size, new_size);
+    co_return Status::error(Errc::invalid, "pool {}: volume {} is {} bytes; shrinking to {} is not supported",
+                            name_, o->name, o->size, new_size);
   if (new_size % 512)
-    co_return Status::error(Errc::invalid, "pool {}: volume size {} must be a multiple of 512", name_, new_size);
+    co_return Status::error(Errc::invalid, "pool {}: volume size {} must be a multiple of 512", name_,
+                            new_size);
   if (new_size == o->size) co_return Status::ok();
   DPX_CO_TRY(cat_.apply_grow(id, new_size));
   records_.add_grow(id, new_size);

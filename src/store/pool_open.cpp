@@ -11,13 +11,9 @@ namespace duplex::store {
 namespace {
 using format::Superblock;
 
-std::uint32_t superblock_crc(const Superblock& sb) {
-  return crc32c(&sb, offsetof(Superblock, crc));
-}
+std::uint32_t superblock_crc(const Superblock& sb) { return crc32c(&sb, offsetof(Superblock, crc)); }
 
-std::string sb_name(const Superblock& sb) {
-  return std::string(sb.name, strnlen(sb.name, sizeof sb.name));
-}
+std::string sb_name(const Superblock& sb) { return std::string(sb.name, strnlen(sb.name, sizeof sb.name)); }
 
 std::uint64_t random_u64() {
   const Uuid u = Uuid::random();
@@ -43,22 +39,26 @@ Result<Superblock> pick_superblock(const std::string& dev, const std::byte* raw)
     }
     any_magic = true;
     if (superblock_crc(sb[i]) != sb[i].crc) {
-      why[i] = fmt::format("checksum mismatch (stored {:#010x}, computed {:#010x})", static_cast<std::uint32_t>(sb[i].crc),
-                           superblock_crc(sb[i]));
+      why[i] = fmt::format("checksum mismatch (stored {:#010x}, computed {:#010x})",
+                           static_cast<std::uint32_t>(sb[i].crc), superblock_crc(sb[i]));
       continue;
     }
     if (sb[i].version != format::kVersion) {
-      return Status::error(Errc::version,
-                           "pool {} on {}: format version {} (superblock at offset {}); this build reads version {}",
-                           sb_name(sb[i]), dev, static_cast<std::uint32_t>(sb[i].version),
-                           format::kSuperblockOffset[i], format::kVersion);
+      return Status::error(
+          Errc::version,
+          "pool {} on {}: format version {} (superblock at offset {}); this build reads version {}",
+          sb_name(sb[i]), dev, static_cast<std::uint32_t>(sb[i].version), format::kSuperblockOffset[i],
+          format::kVersion);
     }
     if (best < 0 || sb[i].seq > sb[best].seq) best = i;
   }
   if (best >= 0) return sb[best];
-  if (!any_magic) return Status::error(Errc::invalid, "{} is not a Duplex pool (no superblock magic at offsets 0 and 4096)", dev);
-  return Status::error(Errc::corrupt, "pool on {}: both superblocks are invalid: offset 0: {}; offset 4096: {}", dev,
-                       why[0], why[1]);
+  if (!any_magic)
+    return Status::error(Errc::invalid, "{} is not a Duplex pool (no superblock magic at offsets 0 and 4096)",
+                         dev);
+  return Status::error(Errc::corrupt,
+                       "pool on {}: both superblocks are invalid: offset 0: {}; offset 4096: {}", dev, why[0],
+                       why[1]);
 }
 }  // namespace
 
@@ -79,8 +79,8 @@ PoolImpl::PoolImpl(BlockDevice& dev, const format::Superblock& sb, bool read_onl
 Task<Result<std::unique_ptr<Pool>>> Pool::create(BlockDevice& dev, PoolOptions opts) {
   const std::uint32_t cs = opts.cluster_size;
   if (cs < 4096 || cs > (4u << 20) || (cs & (cs - 1)))
-    co_return Status::error(Errc::invalid, "pool {}: cluster size {} is not a power of two in [4 KiB, 4 MiB]", opts.name,
-                            cs);
+    co_return Status::error(Errc::invalid, "pool {}: cluster size {} is not a power of two in [4 KiB, 4 MiB]",
+                            opts.name, cs);
   if (opts.name.empty() || opts.name.size() >= sizeof(Superblock::name))
     co_return Status::error(Errc::invalid, "pool name '{}' must be 1..63 bytes", opts.name);
   std::uint64_t jb = opts.journal_bytes ? opts.journal_bytes
@@ -88,8 +88,8 @@ Task<Result<std::unique_ptr<Pool>>> Pool::create(BlockDevice& dev, PoolOptions o
   jb = std::max<std::uint64_t>(jb / format::kBlock * format::kBlock, std::uint64_t{4} * format::kBlock);
   const std::uint64_t data_offset = (format::kJournalOffset + jb + cs - 1) / cs * cs;
   if (dev.size() < data_offset + 16ull * cs)
-    co_return Status::error(Errc::no_space, "pool {}: device {} of {} bytes is too small (needs at least {})", opts.name,
-                            dev.name(), dev.size(), data_offset + 16ull * cs);
+    co_return Status::error(Errc::no_space, "pool {}: device {} of {} bytes is too small (needs at least {})",
+                            opts.name, dev.name(), dev.size(), data_offset + 16ull * cs);
   Superblock sb{};
   std::memcpy(sb.magic, format::kSuperMagic, 8);
   sb.version = format::kVersion;
@@ -125,7 +125,8 @@ Task<Result<std::unique_ptr<Pool>>> Pool::create(BlockDevice& dev, PoolOptions o
 // NOLINTNEXTLINE(cppcoreguidelines-avoid-reference-coroutine-parameters): the device outlives the pool
 Task<Result<std::unique_ptr<Pool>>> Pool::open(BlockDevice& dev, OpenOptions opts) {
   if (dev.size() < std::uint64_t{2} * format::kBlock)
-    co_return Status::error(Errc::invalid, "{} ({} bytes) is too small to hold a Duplex pool", dev.name(), dev.size());
+    co_return Status::error(Errc::invalid, "{} ({} bytes) is too small to hold a Duplex pool", dev.name(),
+                            dev.size());
   AlignedBuffer raw(std::size_t{2} * format::kBlock);
   DPX_CO_TRY(co_await dev.read(0, raw.span()));
   auto sb = pick_superblock(dev.name(), raw.data());
@@ -136,12 +137,14 @@ Task<Result<std::unique_ptr<Pool>>> Pool::open(BlockDevice& dev, OpenOptions opt
   if (s.flags != 0 || cs < 4096 || (cs & (cs - 1)) || s.journal_offset != format::kJournalOffset ||
       s.journal_bytes % format::kBlock || s.data_offset < s.journal_offset + s.journal_bytes ||
       s.data_offset % cs || s.cluster_count == 0)
-    co_return Status::error(Errc::corrupt, "pool {} on {}: superblock geometry is inconsistent", name, dev.name());
+    co_return Status::error(Errc::corrupt, "pool {} on {}: superblock geometry is inconsistent", name,
+                            dev.name());
   const std::uint64_t need = s.data_offset + s.cluster_count * cs;
   if (dev.size() < need)
-    co_return Status::error(Errc::corrupt,
-                            "pool {} on {}: device is {} bytes but the pool needs {} (truncated? formatted for {})",
-                            name, dev.name(), dev.size(), need, static_cast<std::uint64_t>(s.device_bytes));
+    co_return Status::error(
+        Errc::corrupt,
+        "pool {} on {}: device is {} bytes but the pool needs {} (truncated? formatted for {})", name,
+        dev.name(), dev.size(), need, static_cast<std::uint64_t>(s.device_bytes));
   auto pool = std::make_unique<PoolImpl>(dev, s, opts.read_only);
   DPX_CO_TRY(co_await pool->load());
   co_return std::unique_ptr<Pool>(std::move(pool));
@@ -155,7 +158,8 @@ Task<Status> PoolImpl::load() {
   AlignedBuffer cbuf(cs_);
   for (std::uint64_t i = 0; i < chain; ++i) {
     if (pc >= cat_.cluster_count())
-      co_return Status::error(Errc::corrupt, "pool {}: checkpoint cluster #{} points to {} beyond the pool", name_, i, pc);
+      co_return Status::error(Errc::corrupt, "pool {}: checkpoint cluster #{} points to {} beyond the pool",
+                              name_, i, pc);
     DPX_CO_TRY(co_await dev_.read(phys(pc), cbuf.span()));
     format::CheckpointHeader h;
     std::memcpy(&h, cbuf.data(), sizeof h);
@@ -163,15 +167,18 @@ Task<Status> PoolImpl::load() {
     std::memset(cbuf.data() + offsetof(format::CheckpointHeader, crc), 0, 4);
     const bool sane = h.payload_bytes <= cs_ - sizeof h;
     if (h.magic != format::kCheckpointMagic || h.version != format::kVersion || !sane ||
-        crc32c(cbuf.data(), sizeof h + h.payload_bytes) != stored || h.superblock_seq != sb_.seq || h.index != i)
-      co_return Status::error(Errc::corrupt,
-                              "pool {}: checkpoint cluster #{} at offset {} is invalid (bad magic, checksum or sequence)",
-                              name_, i, phys(pc));
+        crc32c(cbuf.data(), sizeof h + h.payload_bytes) != stored || h.superblock_seq != sb_.seq ||
+        h.index != i)
+      co_return Status::error(
+          Errc::corrupt,
+          "pool {}: checkpoint cluster #{} at offset {} is invalid (bad magic, checksum or sequence)", name_,
+          i, phys(pc));
     payload.insert(payload.end(), cbuf.data() + sizeof h, cbuf.data() + sizeof h + h.payload_bytes);
     ckpt_clusters_.push_back(pc);
     pc = h.next_cluster;
   }
-  if (chain > 0 && (payload.size() != sb_.checkpoint_bytes || crc32c(payload.data(), payload.size()) != sb_.checkpoint_crc))
+  if (chain > 0 && (payload.size() != sb_.checkpoint_bytes ||
+                    crc32c(payload.data(), payload.size()) != sb_.checkpoint_crc))
     co_return Status::error(Errc::corrupt, "pool {}: checkpoint payload checksum mismatch ({} bytes)", name_,
                             payload.size());
   if (chain > 0) DPX_CO_TRY(cat_.deserialize(payload));
@@ -190,9 +197,10 @@ Task<Status> PoolImpl::load() {
         AlignedBuffer next(format::kBlock);
         DPX_CO_TRY(co_await dev_.read(format::kJournalOffset + (seq + 1) * format::kBlock, next.span()));
         if (check_journal_block(next.span(), sb_.journal_gen, seq + 1) == BlockState::valid)
-          co_return Status::error(Errc::corrupt,
-                                  "pool {}: journal block {} at offset {} has a bad checksum but later blocks are valid",
-                                  name_, seq, format::kJournalOffset + seq * format::kBlock);
+          co_return Status::error(
+              Errc::corrupt,
+              "pool {}: journal block {} at offset {} has a bad checksum but later blocks are valid", name_,
+              seq, format::kJournalOffset + seq * format::kBlock);
       }
       break;
     }
@@ -206,7 +214,8 @@ Task<Status> PoolImpl::load() {
   cat_.recount_refs();
   for (std::uint64_t c : ckpt_clusters_) alloc_.pin(c);  // keep them off the free map below
   for (std::uint64_t c = 0; c < cat_.cluster_count(); ++c)
-    if (cat_.refs(c) == 0 && std::find(ckpt_clusters_.begin(), ckpt_clusters_.end(), c) == ckpt_clusters_.end())
+    if (cat_.refs(c) == 0 &&
+        std::find(ckpt_clusters_.begin(), ckpt_clusters_.end(), c) == ckpt_clusters_.end())
       alloc_.set_free(c);
   for (std::uint64_t c : ckpt_clusters_) alloc_.unpin(c);
   watch_catalogue();
@@ -231,8 +240,10 @@ void PoolImpl::release_durable(std::uint64_t tag) {
   alloc_.release(tag);
   std::size_t keep = 0;
   for (auto& u : unshared_) {
-    if (u.tag <= tag) cat_.clear_unshared(u.pc);
-    else unshared_[keep++] = u;
+    if (u.tag <= tag)
+      cat_.clear_unshared(u.pc);
+    else
+      unshared_[keep++] = u;
   }
   unshared_.resize(keep);
   for (auto it = floor_tags_.begin(); it != floor_tags_.end();) {
@@ -269,7 +280,8 @@ Task<Status> PoolImpl::checkpoint_locked() {
     auto pc = alloc_.allocate();
     if (!pc) {
       for (auto c : chain) alloc_.set_free(c);
-      Status st = Status::error(Errc::no_space, "pool {}: no free cluster for the metadata checkpoint ({} needed)", name_, n);
+      Status st = Status::error(Errc::no_space,
+                                "pool {}: no free cluster for the metadata checkpoint ({} needed)", name_, n);
       fail(st);
       co_return st;
     }
@@ -281,7 +293,8 @@ Task<Status> PoolImpl::checkpoint_locked() {
   for (std::uint64_t i = 0; i < n; ++i) {
     cbuf.zero();
     const std::uint64_t off = i * per;
-    const std::uint64_t len = std::min<std::uint64_t>(per, payload.size() - std::min<std::uint64_t>(off, payload.size()));
+    const std::uint64_t len =
+        std::min<std::uint64_t>(per, payload.size() - std::min<std::uint64_t>(off, payload.size()));
     format::CheckpointHeader h{};
     h.magic = format::kCheckpointMagic;
     h.version = static_cast<std::uint16_t>(format::kVersion);
@@ -352,8 +365,10 @@ Task<Status> PoolImpl::commit() {
         AlignedBuffer buf = taken.pack(sb_.journal_gen, journal_seq_);
         st = co_await dev_.write(format::kJournalOffset + journal_seq_ * format::kBlock, buf.span());
         if (st) st = co_await dev_.flush();
-        if (st) journal_seq_ += blocks;
-        else fail(st);
+        if (st)
+          journal_seq_ += blocks;
+        else
+          fail(st);
       } else {
         st = co_await checkpoint_locked();
       }
@@ -369,7 +384,8 @@ Task<Status> PoolImpl::commit() {
 void PoolImpl::fail(const Status& s) {
   // Metadata in memory is ahead of the device and can no longer be made durable: refuse writes
   // rather than acknowledge what a restart would lose.
-  if (failed_.is_ok()) failed_ = Status::error(s.code(), "pool {} stopped accepting writes: {}", name_, s.message());
+  if (failed_.is_ok())
+    failed_ = Status::error(s.code(), "pool {} stopped accepting writes: {}", name_, s.message());
 }
 
 Task<Status> PoolImpl::flush() {
@@ -458,9 +474,10 @@ CheckReport PoolImpl::check() const {
   r.free_clusters = free;
   const std::uint64_t accounted = free + r.used_clusters + ckpt_clusters_.size() + alloc_.deferred_count();
   if (accounted != cat_.cluster_count() && r.errors.empty())
-    r.errors.push_back(fmt::format("pool {}: {} clusters accounted for (free {}, used {}, metadata {}, deferred {}) of {}",
-                                   name_, accounted, free, r.used_clusters, ckpt_clusters_.size(),
-                                   alloc_.deferred_count(), cat_.cluster_count()));
+    r.errors.push_back(
+        fmt::format("pool {}: {} clusters accounted for (free {}, used {}, metadata {}, deferred {}) of {}",
+                    name_, accounted, free, r.used_clusters, ckpt_clusters_.size(), alloc_.deferred_count(),
+                    cat_.cluster_count()));
   return r;
 }
 

@@ -31,7 +31,8 @@ Task<Status> LocalVolume::read(std::uint64_t offset, std::span<std::byte> buf) {
 }
 
 Task<Status> LocalVolume::write(std::uint64_t offset, std::span<const std::byte> buf, bool fua) {
-  if (read_only_) return [](std::string n) -> Task<Status> {
+  if (read_only_)
+    return [](std::string n) -> Task<Status> {
       co_return Status::error(Errc::read_only, "volume {} is exported read-only", n);
     }(name_);
   return pool_.write(id_, offset, buf, fua);
@@ -40,14 +41,16 @@ Task<Status> LocalVolume::write(std::uint64_t offset, std::span<const std::byte>
 Task<Status> LocalVolume::flush() { return pool_.flush(); }
 
 Task<Status> LocalVolume::trim(std::uint64_t offset, std::uint64_t length) {
-  if (read_only_) return [](std::string n) -> Task<Status> {
+  if (read_only_)
+    return [](std::string n) -> Task<Status> {
       co_return Status::error(Errc::read_only, "volume {} is exported read-only", n);
     }(name_);
   return pool_.trim(id_, offset, length);
 }
 
 Task<Status> LocalVolume::write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) {
-  if (read_only_) return [](std::string n) -> Task<Status> {
+  if (read_only_)
+    return [](std::string n) -> Task<Status> {
       co_return Status::error(Errc::read_only, "volume {} is exported read-only", n);
     }(name_);
   return pool_.write_zeroes(id_, offset, length, no_unmap, fua);

@@ -34,8 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (auto r = n.apply(*kvs); r) {
         n.finish();
         const auto& p = n.params();
-        if (p.first_burst_length > p.max_burst_length || p.max_connections != 1 || p.error_recovery_level != 0 ||
-            p.initiator_mrdsl < 512 || p.max_outstanding_r2t == 0)
+        if (p.first_burst_length > p.max_burst_length || p.max_connections != 1 ||
+            p.error_recovery_level != 0 || p.initiator_mrdsl < 512 || p.max_outstanding_r2t == 0)
           std::abort();
       }
       break;

@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const bool read_only = data[0] & 2;
   const std::size_t chunk = (data[0] >> 2) ? (data[0] >> 2) : (1 << 20);
   Wire w = standard_handshake(structured, read_only ? "ro" : "vol");
-  w.b.insert(w.b.end(), reinterpret_cast<const std::byte*>(data + 1), reinterpret_cast<const std::byte*>(data + size));
+  w.b.insert(w.b.end(), reinterpret_cast<const std::byte*>(data + 1),
+             reinterpret_cast<const std::byte*>(data + size));
   auto r = run_session(*cat, std::move(w.b), chunk);
   if (!r.transmitted) std::abort();  // the fixed handshake must always succeed
   // Skip the handshake replies, then walk the replies.

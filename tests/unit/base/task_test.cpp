@@ -71,7 +71,9 @@ TEST(Task, SpawnCallsBack) {
 TEST(Task, UnawaitedTaskIsDestroyedWithoutRunning) {
   int steps = 0;
   Loop loop;
-  { auto t = suspending(loop, steps); }
+  {
+    auto t = suspending(loop, steps);
+  }
   EXPECT_EQ(steps, 0);
   EXPECT_TRUE(loop.ready.empty());
 }

@@ -155,7 +155,8 @@ TEST(Chap, OneWayAndMutual) {
   ChapTarget t(creds(true));
   auto m = as_map(*t.on_algorithms("5"));
   const auto c = *ChapTarget::decode_binary(m["CHAP_C"]);
-  const auto resp = ChapTarget::response(5, static_cast<std::uint8_t>(std::stoi(m["CHAP_I"])), "secret-of-16byte", c);
+  const auto resp =
+      ChapTarget::response(5, static_cast<std::uint8_t>(std::stoi(m["CHAP_I"])), "secret-of-16byte", c);
   const std::vector<std::uint8_t> mine(16, 0x5a);
   auto r = t.on_response({{"CHAP_N", "alice"},
                           {"CHAP_R", ChapTarget::encode_hex(resp)},
@@ -164,7 +165,8 @@ TEST(Chap, OneWayAndMutual) {
   ASSERT_TRUE(r) << r.status().to_string();
   auto back = as_map(*r);
   EXPECT_EQ(back["CHAP_N"], "target");
-  EXPECT_EQ(*ChapTarget::decode_binary(back["CHAP_R"]), ChapTarget::response(5, 9, "another-secret-16", mine));
+  EXPECT_EQ(*ChapTarget::decode_binary(back["CHAP_R"]),
+            ChapTarget::response(5, 9, "another-secret-16", mine));
 }
 
 TEST(Chap, RefusesWrongSecretReflectionAndMissingMutual) {
@@ -172,15 +174,20 @@ TEST(Chap, RefusesWrongSecretReflectionAndMissingMutual) {
   auto m = as_map(*t.on_algorithms("5"));
   const auto c = *ChapTarget::decode_binary(m["CHAP_C"]);
   const auto id = static_cast<std::uint8_t>(std::stoi(m["CHAP_I"]));
-  EXPECT_FALSE(t.on_response({{"CHAP_N", "alice"}, {"CHAP_R", ChapTarget::encode_hex(ChapTarget::response(5, id, "wrong-secret-xxxx", c))}}));
+  EXPECT_FALSE(t.on_response(
+      {{"CHAP_N", "alice"},
+       {"CHAP_R", ChapTarget::encode_hex(ChapTarget::response(5, id, "wrong-secret-xxxx", c))}}));
   EXPECT_FALSE(t.on_response({{"CHAP_N", "alice"}, {"CHAP_R", "0x1234"}}));
   EXPECT_FALSE(t.authenticated());
 
   ChapTarget mt(creds(true));
   auto mm = as_map(*mt.on_algorithms("5"));
   const auto mc = *ChapTarget::decode_binary(mm["CHAP_C"]);
-  const auto mresp = ChapTarget::response(5, static_cast<std::uint8_t>(std::stoi(mm["CHAP_I"])), "secret-of-16byte", mc);
-  EXPECT_FALSE(mt.on_response({{"CHAP_N", "alice"}, {"CHAP_R", ChapTarget::encode_hex(mresp)}, {"CHAP_I", "1"},
+  const auto mresp =
+      ChapTarget::response(5, static_cast<std::uint8_t>(std::stoi(mm["CHAP_I"])), "secret-of-16byte", mc);
+  EXPECT_FALSE(mt.on_response({{"CHAP_N", "alice"},
+                               {"CHAP_R", ChapTarget::encode_hex(mresp)},
+                               {"CHAP_I", "1"},
                                {"CHAP_C", mm["CHAP_C"]}}))
       << "a reflected challenge is refused";
   EXPECT_FALSE(mt.on_response({{"CHAP_N", "alice"}, {"CHAP_R", ChapTarget::encode_hex(mresp)}}))

@@ -31,7 +31,8 @@ struct Req {
 
 LoginPdu send(LoginMachine& m, const Req& r) {
   BhsBuilder b(Opcode::login_request);
-  b.flags(static_cast<std::uint8_t>((r.transit ? 0x80 : 0) | (r.cont ? 0x40 : 0) | (r.csg << 2) | (r.transit ? r.nsg : 0)))
+  b.flags(static_cast<std::uint8_t>((r.transit ? 0x80 : 0) | (r.cont ? 0x40 : 0) | (r.csg << 2) |
+                                    (r.transit ? r.nsg : 0)))
       .copy(8, std::array<std::uint8_t, 6>{0x40, 0, 0, 0, 0, 1})
       .itt(1)
       .u32(24, 10)
@@ -118,7 +119,8 @@ TEST(Login, ChapExchangeThenOperationalStage) {
   auto k2 = keys(r2);
   ASSERT_EQ(k2["CHAP_A"], "5");
   const auto c = *ChapTarget::decode_binary(k2["CHAP_C"]);
-  const auto resp = ChapTarget::response(5, static_cast<std::uint8_t>(std::stoi(k2["CHAP_I"])), "secret-of-16byte", c);
+  const auto resp =
+      ChapTarget::response(5, static_cast<std::uint8_t>(std::stoi(k2["CHAP_I"])), "secret-of-16byte", c);
   auto r3 = send(m, {0, 1, true, {{"CHAP_N", "alice"}, {"CHAP_R", ChapTarget::encode_hex(resp)}}});
   ASSERT_EQ(status(r3), 0) << m.error();
   EXPECT_EQ(r3.bhs[1] & 0x83, 0x81) << "T set, NSG operational";
@@ -134,7 +136,8 @@ TEST(Login, WrongChapSecretFails) {
   send(m, {0, 1, true, kvs});
   auto k = keys(send(m, {0, 1, false, {{"CHAP_A", "5"}}}));
   const auto c = *ChapTarget::decode_binary(k["CHAP_C"]);
-  const auto bad = ChapTarget::response(5, static_cast<std::uint8_t>(std::stoi(k["CHAP_I"])), "not-the-secret!!", c);
+  const auto bad =
+      ChapTarget::response(5, static_cast<std::uint8_t>(std::stoi(k["CHAP_I"])), "not-the-secret!!", c);
   auto r = send(m, {0, 1, true, {{"CHAP_N", "alice"}, {"CHAP_R", ChapTarget::encode_hex(bad)}}});
   EXPECT_EQ(status(r), 0x0201);
   EXPECT_FALSE(m.full_feature());

@@ -31,7 +31,8 @@ psk = "/etc/duplex/keys.psk"
 require = true
 [limits]
 max_connections = 16
-)", "test.toml");
+)",
+                        "test.toml");
   ASSERT_TRUE(c) << c.status().message();
   EXPECT_EQ(c->node_name, "n1");
   EXPECT_EQ(c->site, "b");
@@ -52,13 +53,15 @@ TEST(DaemonConfig, ErrorsNameTheKeyAndLine) {
     EXPECT_FALSE(c);
     return c ? std::string() : c.status().message();
   };
-  EXPECT_NE(bad("[listen]\nnbd = \"127.0.0.1:1\"\n[node]\nnmae = \"x\"\n").find("unknown key 'nmae' in [node] (line 4)"),
+  EXPECT_NE(bad("[listen]\nnbd = \"127.0.0.1:1\"\n[node]\nnmae = \"x\"\n")
+                .find("unknown key 'nmae' in [node] (line 4)"),
             std::string::npos);
   EXPECT_NE(bad("[listen]\nnbd = \"127.0.0.1:1\"\nfoo = 1\n").find("unknown key 'foo'"), std::string::npos);
   EXPECT_NE(bad("[node]\nname = \"x\"\n").find("listen.nbd is missing"), std::string::npos);
-  EXPECT_NE(bad("[listen]\nnbd = \"a:1\"\n[[pool]]\nname = \"p\"\npath = \"/x\"\ncreate_size = \"3 parsecs\"\n")
-                .find("unknown unit"),
-            std::string::npos);
+  EXPECT_NE(
+      bad("[listen]\nnbd = \"a:1\"\n[[pool]]\nname = \"p\"\npath = \"/x\"\ncreate_size = \"3 parsecs\"\n")
+          .find("unknown unit"),
+      std::string::npos);
   EXPECT_NE(bad("[listen]\nnbd = \"a:1\"\n[[volume]]\npool = \"nope\"\nname = \"v\"\nsize = \"1GiB\"\n")
                 .find("pool 'nope' is not configured"),
             std::string::npos);

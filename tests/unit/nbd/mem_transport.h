@@ -13,7 +13,8 @@ namespace duplex::nbd::testing {
 
 class MemTransport final : public Transport {
  public:
-  MemTransport(std::vector<std::byte> in, std::size_t chunk = 1 << 20) : in_(std::move(in)), chunk_(chunk ? chunk : 1) {}
+  MemTransport(std::vector<std::byte> in, std::size_t chunk = 1 << 20)
+      : in_(std::move(in)), chunk_(chunk ? chunk : 1) {}
 
   Task<Result<std::size_t>> read_some(std::span<std::byte> buf) override {
     if (closed_) co_return Status::error(Errc::shutdown, "closed");

@@ -15,7 +15,7 @@ namespace {
 struct Reply {
   std::uint64_t cookie = 0;
   std::uint32_t error = 0;
-  std::vector<std::byte> data;                       // READ data (simple or OFFSET_DATA)
+  std::vector<std::byte> data;  // READ data (simple or OFFSET_DATA)
   std::map<std::uint32_t, std::vector<std::pair<std::uint32_t, std::uint32_t>>> extents;  // by context id
   bool done = false;
 };
@@ -156,7 +156,8 @@ TEST(NbdNegotiation, MetaContextsNeedStructuredRepliesAndMatchSnapshots) {
   Negotiator n(cat, {});
   ASSERT_TRUE(n.on_client_flags(kClientFixedNewstyle));
   Wire m;
-  m.be<std::uint32_t>(3).str("vol").be<std::uint32_t>(1).be<std::uint32_t>(25).str("x-duplex:changed-since:s1");
+  m.be<std::uint32_t>(3).str("vol").be<std::uint32_t>(1).be<std::uint32_t>(25).str(
+      "x-duplex:changed-since:s1");
   n.on_option(kOptSetMetaContext, m.b);
   EXPECT_EQ(load_be<std::uint32_t>(n.out().data() + 12), kRepErrInvalid);
   n.out().clear();
@@ -174,7 +175,7 @@ TEST(NbdNegotiation, MetaContextsNeedStructuredRepliesAndMatchSnapshots) {
     p += 20 + load_be<std::uint32_t>(n.out().data() + p + 16);
   }
   EXPECT_EQ(contexts, 3);  // base:allocation, x-duplex:changed-since:s1, qemu:dirty-bitmap:s1
-  Wire bad;  // truncated query
+  Wire bad;                // truncated query
   bad.be<std::uint32_t>(3).str("vol").be<std::uint32_t>(1).be<std::uint32_t>(40).str("base:");
   n.out().clear();
   n.on_option(kOptSetMetaContext, bad.b);
@@ -191,8 +192,8 @@ TEST_P(NbdSession, WriteReadBlockStatusAndErrorsKeepSync) {
   w.req(kCmdWrite, kCmdFlagFua, 1, 65536, 8192);
   w.b.insert(w.b.end(), payload.begin(), payload.end());
   w.req(kCmdRead, 0, 2, 65536, 8192);
-  w.req(kCmdRead, 0, 3, (1 << 20) - 1, 2);        // EINVAL
-  w.req(kCmdWrite, 0, 4, (1 << 20) - 1, 2);       // ENOSPC, payload drained
+  w.req(kCmdRead, 0, 3, (1 << 20) - 1, 2);   // EINVAL
+  w.req(kCmdWrite, 0, 4, (1 << 20) - 1, 2);  // ENOSPC, payload drained
   w.b.push_back(std::byte{1});
   w.b.push_back(std::byte{2});
   w.req(kCmdBlockStatus, 0, 5, 0, 1 << 20);
@@ -207,7 +208,7 @@ TEST_P(NbdSession, WriteReadBlockStatusAndErrorsKeepSync) {
   EXPECT_EQ(replies[2].data, payload);
   EXPECT_EQ(replies[3].error, kEINVAL);
   EXPECT_EQ(replies[4].error, kENOSPC);
-  ASSERT_EQ(replies[5].extents.size(), 2u);       // both contexts
+  ASSERT_EQ(replies[5].extents.size(), 2u);  // both contexts
   const auto& alloc = replies[5].extents[1];
   ASSERT_GE(alloc.size(), 3u);
   EXPECT_EQ(alloc[0], std::make_pair(65536u, kStateHole | kStateZero));

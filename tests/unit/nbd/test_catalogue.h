@@ -62,11 +62,13 @@ struct Wire {
     return *this;
   }
   Wire& opt(std::uint32_t o, const std::vector<std::byte>& data = {}) {
-    be<std::uint64_t>(kIHaveOpt).be<std::uint32_t>(o).be<std::uint32_t>(static_cast<std::uint32_t>(data.size()));
+    be<std::uint64_t>(kIHaveOpt).be<std::uint32_t>(o).be<std::uint32_t>(
+        static_cast<std::uint32_t>(data.size()));
     b.insert(b.end(), data.begin(), data.end());
     return *this;
   }
-  Wire& req(std::uint16_t type, std::uint16_t flags, std::uint64_t cookie, std::uint64_t off, std::uint32_t len) {
+  Wire& req(std::uint16_t type, std::uint16_t flags, std::uint64_t cookie, std::uint64_t off,
+            std::uint32_t len) {
     return be<std::uint32_t>(kRequestMagic).be(flags).be(type).be(cookie).be(off).be(len);
   }
 };
@@ -84,7 +86,10 @@ inline Wire standard_handshake(bool structured = true, std::string_view export_n
     w.opt(kOptSetMetaContext, m.b);
   }
   Wire g;
-  g.be<std::uint32_t>(static_cast<std::uint32_t>(export_name.size())).str(export_name).be<std::uint16_t>(1).be<std::uint16_t>(kInfoBlockSize);
+  g.be<std::uint32_t>(static_cast<std::uint32_t>(export_name.size()))
+      .str(export_name)
+      .be<std::uint16_t>(1)
+      .be<std::uint16_t>(kInfoBlockSize);
   w.opt(kOptGo, g.b);
   return w;
 }

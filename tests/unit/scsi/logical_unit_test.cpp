@@ -50,7 +50,8 @@ class LuTest : public ::testing::Test {
   }
   const std::uint8_t* in() const { return reinterpret_cast<const std::uint8_t*>(in_.data()); }
 
-  static std::vector<std::uint8_t> rw16(std::uint8_t opcode, std::uint64_t lba, std::uint32_t n, std::uint8_t flags = 0) {
+  static std::vector<std::uint8_t> rw16(std::uint8_t opcode, std::uint64_t lba, std::uint32_t n,
+                                        std::uint8_t flags = 0) {
     std::vector<std::uint8_t> cdb(16, 0);
     cdb[0] = opcode;
     cdb[1] = flags;
@@ -144,7 +145,7 @@ TEST_F(LuTest, ThinProvisioningIsAdvertised) {
   ASSERT_EQ(r.status, ScsiStatus::good);
   EXPECT_EQ(load_be<std::uint64_t>(in()), kVolBytes / 512 - 1);
   EXPECT_EQ(load_be<std::uint32_t>(in() + 8), 512u);
-  EXPECT_EQ(in()[13] & 0x0f, 3);    // 4 KiB physical blocks
+  EXPECT_EQ(in()[13] & 0x0f, 3);     // 4 KiB physical blocks
   EXPECT_EQ(in()[14] & 0xc0, 0xc0);  // LBPME, LBPRZ
   r = run({0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {}, 8);
   ASSERT_EQ(r.status, ScsiStatus::good);
@@ -285,8 +286,18 @@ TEST_F(LuTest, ReportSupportedOperationCodesMatchesDispatch) {
     const std::uint8_t opc = in()[pos];
     const bool has_sa = in()[pos + 5] & 1;
     const std::uint16_t sa = load_be<std::uint16_t>(in() + pos + 2);
-    std::vector<std::uint8_t> one{0xa3, 0x0c, static_cast<std::uint8_t>(has_sa ? 2 : 1), opc,
-                                  static_cast<std::uint8_t>(sa >> 8), static_cast<std::uint8_t>(sa), 0, 0, 1, 0, 0, 0};
+    std::vector<std::uint8_t> one{0xa3,
+                                  0x0c,
+                                  static_cast<std::uint8_t>(has_sa ? 2 : 1),
+                                  opc,
+                                  static_cast<std::uint8_t>(sa >> 8),
+                                  static_cast<std::uint8_t>(sa),
+                                  0,
+                                  0,
+                                  1,
+                                  0,
+                                  0,
+                                  0};
     std::vector<std::byte> save(in_.begin(), in_.end());
     auto r1 = run(one, {}, 256);
     ASSERT_EQ(r1.status, ScsiStatus::good) << int(opc);

@@ -25,13 +25,14 @@ class PrTest : public ::testing::Test {
     lu_->set_persist_hook([this](const PrState& s) { saved_ = s.serialize(); });
   }
 
-  CommandResult cmd(const Nexus& n, std::vector<std::uint8_t> cdb, std::vector<std::byte> out = {}, std::size_t in = 0) {
+  CommandResult cmd(const Nexus& n, std::vector<std::uint8_t> cdb, std::vector<std::byte> out = {},
+                    std::size_t in = 0) {
     in_.assign(in, std::byte{0});
     out_ = std::move(out);
     return sync_wait(lu_->execute(Command{cdb, out_, in_, &n}));
   }
-  CommandResult pr_out(const Nexus& n, std::uint8_t action, std::uint8_t type, std::uint64_t key, std::uint64_t sa_key,
-                       std::uint8_t flags = 0) {
+  CommandResult pr_out(const Nexus& n, std::uint8_t action, std::uint8_t type, std::uint64_t key,
+                       std::uint64_t sa_key, std::uint8_t flags = 0) {
     std::vector<std::byte> p(24, std::byte{0});
     store_be<std::uint64_t>(p.data(), key);
     store_be<std::uint64_t>(p.data() + 8, sa_key);
@@ -43,10 +44,13 @@ class PrTest : public ::testing::Test {
     EXPECT_EQ(r.status, ScsiStatus::good);
     const auto* b = reinterpret_cast<const std::uint8_t*>(in_.data());
     std::vector<std::uint64_t> keys;
-    for (std::uint32_t i = 0; i < load_be<std::uint32_t>(b + 4) / 8; ++i) keys.push_back(load_be<std::uint64_t>(b + 8 + 8 * i));
+    for (std::uint32_t i = 0; i < load_be<std::uint32_t>(b + 4) / 8; ++i)
+      keys.push_back(load_be<std::uint64_t>(b + 8 + 8 * i));
     return keys;
   }
-  ScsiStatus write_as(const Nexus& n) { return cmd(n, {0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}, std::vector<std::byte>(512)).status; }
+  ScsiStatus write_as(const Nexus& n) {
+    return cmd(n, {0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0}, std::vector<std::byte>(512)).status;
+  }
   ScsiStatus read_as(const Nexus& n) { return cmd(n, {0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0}, {}, 512).status; }
   void clear_ua(const Nexus& n) {
     while (cmd(n, {0, 0, 0, 0, 0, 0}).status == ScsiStatus::check_condition) {

@@ -10,10 +10,14 @@ namespace duplex {
 template <typename T>
 constexpr T byteswap(T v) {
   static_assert(std::is_integral_v<T>);
-  if constexpr (sizeof(T) == 1) return v;
-  else if constexpr (sizeof(T) == 2) return static_cast<T>(__builtin_bswap16(static_cast<std::uint16_t>(v)));
-  else if constexpr (sizeof(T) == 4) return static_cast<T>(__builtin_bswap32(static_cast<std::uint32_t>(v)));
-  else return static_cast<T>(__builtin_bswap64(static_cast<std::uint64_t>(v)));
+  if constexpr (sizeof(T) == 1)
+    return v;
+  else if constexpr (sizeof(T) == 2)
+    return static_cast<T>(__builtin_bswap16(static_cast<std::uint16_t>(v)));
+  else if constexpr (sizeof(T) == 4)
+    return static_cast<T>(__builtin_bswap32(static_cast<std::uint32_t>(v)));
+  else
+    return static_cast<T>(__builtin_bswap64(static_cast<std::uint64_t>(v)));
 }
 
 template <typename T>
@@ -47,7 +51,7 @@ template <typename T>
 class le {
  public:
   le() = default;
-  le(T v) { store_le(bytes_, v); }  // NOLINT(google-explicit-constructor)
+  le(T v) { store_le(bytes_, v); }                   // NOLINT(google-explicit-constructor)
   operator T() const { return load_le<T>(bytes_); }  // NOLINT(google-explicit-constructor)
   le& operator=(T v) {
     store_le(bytes_, v);

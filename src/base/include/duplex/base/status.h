@@ -22,12 +22,12 @@ enum class Errc : std::uint8_t {
   exists,
   no_space,
   read_only,
-  io_error,      // the device failed
-  corrupt,       // metadata failed a checksum or a consistency rule; never guessed around
-  version,       // on-disk or wire format of another version
-  busy,          // lock held by another process or operation
+  io_error,  // the device failed
+  corrupt,   // metadata failed a checksum or a consistency rule; never guessed around
+  version,   // on-disk or wire format of another version
+  busy,      // lock held by another process or operation
   unsupported,
-  shutdown,      // the service is stopping
+  shutdown,  // the service is stopping
 };
 
 std::string_view errc_name(Errc c);
@@ -84,13 +84,13 @@ class [[nodiscard]] Result {
 }  // namespace duplex
 
 // Propagate a failed Status out of a coroutine or a plain function.
-#define DPX_CO_TRY(expr)                      \
-  do {                                        \
-    ::duplex::Status dpx_st_ = (expr);        \
-    if (!dpx_st_.is_ok()) co_return dpx_st_;  \
+#define DPX_CO_TRY(expr)                     \
+  do {                                       \
+    ::duplex::Status dpx_st_ = (expr);       \
+    if (!dpx_st_.is_ok()) co_return dpx_st_; \
   } while (0)
-#define DPX_TRY(expr)                         \
-  do {                                        \
-    ::duplex::Status dpx_st_ = (expr);        \
-    if (!dpx_st_.is_ok()) return dpx_st_;     \
+#define DPX_TRY(expr)                     \
+  do {                                    \
+    ::duplex::Status dpx_st_ = (expr);    \
+    if (!dpx_st_.is_ok()) return dpx_st_; \
   } while (0)

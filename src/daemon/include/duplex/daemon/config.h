@@ -14,10 +14,10 @@ namespace duplex::daemon {
 struct PoolConfig {
   std::string name;
   std::string path;
-  std::uint64_t create_size = 0;     // 0: the pool must exist
+  std::uint64_t create_size = 0;  // 0: the pool must exist
   std::uint32_t cluster_size = 64 * 1024;
-  std::string io = "auto";           // auto | uring | sync
-  bool direct = true;                // O_DIRECT (io_uring path)
+  std::string io = "auto";  // auto | uring | sync
+  bool direct = true;       // O_DIRECT (io_uring path)
 };
 
 struct VolumeConfig {  // ensured at startup: created if missing

@@ -16,7 +16,11 @@ class MemVolume final : public volume::BlockVolume {
  public:
   static constexpr std::uint64_t kBlock = 4096;
   MemVolume(std::string name, std::uint64_t size, bool read_only = false)
-      : name_(std::move(name)), size_(size), ro_(read_only), data_(size), alloc_((size + kBlock - 1) / kBlock) {}
+      : name_(std::move(name)),
+        size_(size),
+        ro_(read_only),
+        data_(size),
+        alloc_((size + kBlock - 1) / kBlock) {}
 
   const std::string& name() const override { return name_; }
   Uuid uuid() const override { return uuid_; }
@@ -58,10 +62,13 @@ class MemVolume final : public volume::BlockVolume {
     auto it = snaps_.find(snap);
     if (it == snaps_.end()) return Status::error(Errc::not_found, "no snapshot {}@{}", name_, snap);
     const auto& old = it->second;
-    return runs(off, len, [&](std::uint64_t b) {
-      const std::uint64_t s = b * kBlock, n = std::min(kBlock, size_ - s);
-      return std::memcmp(old.data() + s, data_.data() + s, n) != 0;
-    }, false);
+    return runs(
+        off, len,
+        [&](std::uint64_t b) {
+          const std::uint64_t s = b * kBlock, n = std::min(kBlock, size_ - s);
+          return std::memcmp(old.data() + s, data_.data() + s, n) != 0;
+        },
+        false);
   }
 
   void snapshot(const std::string& snap) { snaps_[snap] = data_; }

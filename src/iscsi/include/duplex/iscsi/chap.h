@@ -20,8 +20,8 @@
 namespace duplex::iscsi {
 
 struct ChapCredentials {
-  std::string user;                    // CHAP_N the initiator must send
-  std::string secret;                  // shared secret, >= 12 bytes
+  std::string user;                          // CHAP_N the initiator must send
+  std::string secret;                        // shared secret, >= 12 bytes
   std::optional<std::string> target_user;    // mutual: our CHAP_N
   std::optional<std::string> target_secret;  // mutual: our secret (must differ from `secret`)
 };

@@ -145,9 +145,7 @@ class BhsBuilder {
   std::array<std::uint8_t, kBhsSize> b_{};
 };
 
-inline bool is_initiator_opcode(std::uint8_t op) {
-  return op <= 0x06 || op == 0x10;
-}
+inline bool is_initiator_opcode(std::uint8_t op) { return op <= 0x06 || op == 0x10; }
 
 // Checks what can be checked from the BHS alone, before any AHS or data is read: a known
 // initiator opcode, AHS within its bound, a data segment within what we declared we receive.
@@ -161,9 +159,7 @@ inline std::uint32_t padded(std::uint32_t n) { return (n + 3) & ~3u; }
 std::array<std::uint8_t, kDigestSize> digest(std::span<const std::uint8_t> data);
 
 // Serial number arithmetic (RFC 1982) for CmdSN/StatSN/DataSN windows.
-inline bool sn_lt(std::uint32_t a, std::uint32_t b) {
-  return a != b && static_cast<std::int32_t>(a - b) < 0;
-}
+inline bool sn_lt(std::uint32_t a, std::uint32_t b) { return a != b && static_cast<std::int32_t>(a - b) < 0; }
 inline bool sn_le(std::uint32_t a, std::uint32_t b) { return a == b || sn_lt(a, b); }
 
 }  // namespace duplex::iscsi

@@ -31,8 +31,8 @@ std::vector<std::uint8_t> encode_text(const std::vector<KeyValue>& kvs);
 struct SessionParams {
   bool header_digest = false;
   bool data_digest = false;
-  std::uint32_t initiator_mrdsl = 8192;   // the initiator receives at most this per PDU: we obey it
-  std::uint32_t target_mrdsl = 262144;    // we receive at most this per PDU: declared to the initiator
+  std::uint32_t initiator_mrdsl = 8192;  // the initiator receives at most this per PDU: we obey it
+  std::uint32_t target_mrdsl = 262144;   // we receive at most this per PDU: declared to the initiator
   std::uint32_t max_burst_length = 262144;
   std::uint32_t first_burst_length = 65536;
   bool initial_r2t = true;

@@ -16,7 +16,7 @@
 namespace duplex::nbd {
 
 struct ExportInfo {
-  std::string name;          // canonical: "vol" or "vol@snap"
+  std::string name;  // canonical: "vol" or "vol@snap"
   std::string description;
   std::uint64_t size = 0;
   bool read_only = false;

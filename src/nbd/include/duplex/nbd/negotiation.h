@@ -39,8 +39,7 @@ enum class Action {
 
 class Negotiator {
  public:
-  Negotiator(const ExportCatalogue& catalogue, NegotiationPolicy policy)
-      : cat_(catalogue), policy_(policy) {}
+  Negotiator(const ExportCatalogue& catalogue, NegotiationPolicy policy) : cat_(catalogue), policy_(policy) {}
 
   // The 18 bytes the server sends first.
   static std::vector<std::byte> greeting();

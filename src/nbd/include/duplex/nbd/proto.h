@@ -12,8 +12,8 @@
 namespace duplex::nbd {
 
 // --- handshake (fixed newstyle) ---
-inline constexpr std::uint64_t kNbdMagic = 0x4e42444d41474943ULL;   // "NBDMAGIC"
-inline constexpr std::uint64_t kIHaveOpt = 0x49484156454F5054ULL;   // "IHAVEOPT"
+inline constexpr std::uint64_t kNbdMagic = 0x4e42444d41474943ULL;  // "NBDMAGIC"
+inline constexpr std::uint64_t kIHaveOpt = 0x49484156454F5054ULL;  // "IHAVEOPT"
 inline constexpr std::uint64_t kOptReplyMagic = 0x0003e889045565a9ULL;
 
 // Handshake flags (server -> client, 16 bits).
@@ -132,9 +132,10 @@ inline constexpr std::string_view kContextChangedPrefix = "x-duplex:changed-sinc
 inline constexpr std::string_view kContextQemuDirtyPrefix = "qemu:dirty-bitmap:";
 
 // Limits this server enforces.
-inline constexpr std::uint32_t kMaxOptionLength = 64 * 1024;     // option data; longer -> ERR_TOO_BIG
-inline constexpr std::uint32_t kMaxNameLength = 4096;            // export names and queries
-inline constexpr std::uint32_t kMaxPayload = 32 * 1024 * 1024;   // READ/WRITE payload (NBD_INFO_BLOCK_SIZE max)
+inline constexpr std::uint32_t kMaxOptionLength = 64 * 1024;  // option data; longer -> ERR_TOO_BIG
+inline constexpr std::uint32_t kMaxNameLength = 4096;         // export names and queries
+inline constexpr std::uint32_t kMaxPayload =
+    32 * 1024 * 1024;  // READ/WRITE payload (NBD_INFO_BLOCK_SIZE max)
 inline constexpr std::uint32_t kMaxBlockStatusExtents = 1u << 20;
 
 // --- fixed-size wire structures (byte images) ---

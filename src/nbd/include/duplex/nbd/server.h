@@ -22,11 +22,11 @@
 namespace duplex::nbd {
 
 struct TlsConfig {
-  std::string cert_file;   // PEM certificate chain (with key_file)
+  std::string cert_file;  // PEM certificate chain (with key_file)
   std::string key_file;
-  std::string ca_file;     // when set, clients must present a certificate signed by it
-  std::string psk_file;    // "identity:hexkey" lines (the format of nbdkit/qemu/libnbd)
-  bool required = false;   // FORCEDTLS: no export without TLS
+  std::string ca_file;    // when set, clients must present a certificate signed by it
+  std::string psk_file;   // "identity:hexkey" lines (the format of nbdkit/qemu/libnbd)
+  bool required = false;  // FORCEDTLS: no export without TLS
 };
 
 struct ServerConfig {

@@ -40,11 +40,11 @@ struct TxState {
 };
 
 struct Checked {
-  std::uint32_t error = kOk;      // reply with this error (after reading/draining the payload)
-  std::string message;            // for the structured error chunk and the log
-  std::uint64_t payload = 0;      // bytes of WRITE data that follow the header
-  bool disconnect = false;        // NBD_CMD_DISC
-  bool fatal = false;             // bad magic: the stream cannot be resynchronised
+  std::uint32_t error = kOk;  // reply with this error (after reading/draining the payload)
+  std::string message;        // for the structured error chunk and the log
+  std::uint64_t payload = 0;  // bytes of WRITE data that follow the header
+  bool disconnect = false;    // NBD_CMD_DISC
+  bool fatal = false;         // bad magic: the stream cannot be resynchronised
 };
 Checked check_request(const Request& r, const TxState& s);
 // Maps a volume error onto the protocol's errno for command `cmd`.

@@ -22,8 +22,8 @@
 #include <vector>
 
 #include <asio/io_context.hpp>
-#include <asio/post.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/post.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
 
@@ -146,7 +146,9 @@ AsioVoidAwaiter<Init> asio_op_void(Init init) {
 struct SwitchTo {
   EventLoop& loop;
   bool await_ready() const noexcept { return loop.in_loop_thread(); }
-  void await_suspend(std::coroutine_handle<> h) { loop.post([h] { h.resume(); }); }
+  void await_suspend(std::coroutine_handle<> h) {
+    loop.post([h] { h.resume(); });
+  }
   void await_resume() const noexcept {}
 };
 inline SwitchTo switch_to(EventLoop& loop) { return SwitchTo{loop}; }

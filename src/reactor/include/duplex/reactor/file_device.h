@@ -13,11 +13,11 @@
 namespace duplex {
 
 struct FileDeviceOptions {
-  bool create = false;          // create a sparse file of create_size bytes
+  bool create = false;  // create a sparse file of create_size bytes
   std::uint64_t create_size = 0;
-  bool direct = false;          // O_DIRECT (bypass the page cache)
+  bool direct = false;  // O_DIRECT (bypass the page cache)
   bool read_only = false;
-  bool lock = true;             // flock(LOCK_EX|LOCK_NB): refuse a second user
+  bool lock = true;  // flock(LOCK_EX|LOCK_NB): refuse a second user
 };
 
 class FileDevice final : public BlockDevice {

@@ -41,15 +41,15 @@ struct TargetPortGroup {
 };
 
 struct LuConfig {
-  std::string vendor = "DUPLEX";        // 8 bytes in INQUIRY; identical on every node, never changed
+  std::string vendor = "DUPLEX";         // 8 bytes in INQUIRY; identical on every node, never changed
   std::string product = "VIRTUAL-DISK";  // 16 bytes
-  std::string revision = "0001";        // 4 bytes
-  std::string serial;                   // VPD 0x80; identical on every node (derived from the volume UUID)
+  std::string revision = "0001";         // 4 bytes
+  std::string serial;                    // VPD 0x80; identical on every node (derived from the volume UUID)
   std::uint32_t block_size = 512;
-  std::uint16_t relative_port = 1;      // this node's target port (VPD 0x83, RTPG)
-  std::uint16_t tpg_id = 1;             // this node's target port group
-  std::string target_port_name;         // "iqn...,t,0x0001" for VPD 0x83 (optional)
-  bool read_only = false;               // ACL-level read-only (write-protect)
+  std::uint16_t relative_port = 1;           // this node's target port (VPD 0x83, RTPG)
+  std::uint16_t tpg_id = 1;                  // this node's target port group
+  std::string target_port_name;              // "iqn...,t,0x0001" for VPD 0x83 (optional)
+  bool read_only = false;                    // ACL-level read-only (write-protect)
   std::vector<TargetPortGroup> port_groups;  // every group of the LU, as the cluster sees it
 };
 
@@ -72,7 +72,7 @@ struct Command {
 
 struct CommandResult {
   ScsiStatus status = ScsiStatus::good;
-  Sense sense;                   // meaningful with check_condition
+  Sense sense;  // meaningful with check_condition
   std::uint32_t data_in_length = 0;
   std::uint32_t data_out_used = 0;
 };

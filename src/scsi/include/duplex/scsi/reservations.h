@@ -60,7 +60,8 @@ class PersistentReservations {
   bool conflicts(const Nexus& nexus, std::span<const std::uint8_t> cdb) const;
 
   CommandResult in(const Nexus& nexus, std::span<const std::uint8_t> cdb, std::span<std::byte> data_in) const;
-  CommandResult out(const Nexus& nexus, std::span<const std::uint8_t> cdb, std::span<const std::byte> data_out);
+  CommandResult out(const Nexus& nexus, std::span<const std::uint8_t> cdb,
+                    std::span<const std::byte> data_out);
 
   const PrState& state() const { return st_; }
   void restore(PrState s) { st_ = std::move(s); }
@@ -71,7 +72,8 @@ class PersistentReservations {
   const PrRegistration* find(const Nexus& n) const;
   bool is_holder(const Nexus& n) const;
   bool all_registrants() const;
-  void remove_registrations_if(const std::function<bool(const PrRegistration&)>& pred, const Nexus& by, Asc ua);
+  void remove_registrations_if(const std::function<bool(const PrRegistration&)>& pred, const Nexus& by,
+                               Asc ua);
   void changed();
 
   Hooks hooks_;

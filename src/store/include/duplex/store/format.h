@@ -27,26 +27,26 @@ inline constexpr std::uint32_t kCheckpointMagic = 0x4b585044;  // "DPXK"
 struct Superblock {
   char magic[8];
   le32 version;
-  le32 block_size;            // 4096
-  le64 seq;                   // bumped by every superblock write
+  le32 block_size;  // 4096
+  le64 seq;         // bumped by every superblock write
   std::uint8_t pool_uuid[16];
-  char name[64];              // NUL padded
-  le64 device_bytes;          // size the pool was formatted for
+  char name[64];      // NUL padded
+  le64 device_bytes;  // size the pool was formatted for
   le32 cluster_size;
-  le32 flags;                 // none defined; must be 0
+  le32 flags;  // none defined; must be 0
   le64 journal_offset;
   le64 journal_bytes;
   le64 data_offset;
   le64 cluster_count;
-  le64 checkpoint_cluster;    // first cluster of the checkpoint chain, kNoCluster = none
-  le64 checkpoint_clusters;   // clusters in the chain
-  le64 checkpoint_bytes;      // payload bytes in the chain
-  le32 checkpoint_crc;        // CRC32C of the whole payload
+  le64 checkpoint_cluster;   // first cluster of the checkpoint chain, kNoCluster = none
+  le64 checkpoint_clusters;  // clusters in the chain
+  le64 checkpoint_bytes;     // payload bytes in the chain
+  le32 checkpoint_crc;       // CRC32C of the whole payload
   le32 reserved0;
-  le64 journal_gen;           // only journal blocks of this generation are replayed
+  le64 journal_gen;  // only journal blocks of this generation are replayed
   le64 created_unix;
   std::uint8_t reserved[3892];
-  le32 crc;                   // CRC32C of bytes [0, 4092)
+  le32 crc;  // CRC32C of bytes [0, 4092)
 };
 static_assert(sizeof(Superblock) == kBlock);
 
@@ -56,9 +56,9 @@ struct JournalHeader {
   le16 version;
   le16 records;
   le64 journal_gen;
-  le64 seq;                   // block index within the generation: 0, 1, 2, ...
+  le64 seq;  // block index within the generation: 0, 1, 2, ...
   le32 payload_bytes;
-  le32 crc;                   // CRC32C of the 4 KiB block with this field zero
+  le32 crc;  // CRC32C of the 4 KiB block with this field zero
 };
 static_assert(sizeof(JournalHeader) == 32);
 inline constexpr std::uint32_t kJournalPayload = kBlock - sizeof(JournalHeader);
@@ -93,11 +93,11 @@ struct CheckpointHeader {
   le32 magic;
   le16 version;
   le16 reserved0;
-  le64 superblock_seq;        // the superblock seq that will point at this checkpoint
-  le64 index;                 // position in the chain
-  le64 next_cluster;          // kNoCluster at the end
-  le32 payload_bytes;         // bytes of payload in this cluster
-  le32 crc;                   // CRC32C of header (crc zero) + payload
+  le64 superblock_seq;  // the superblock seq that will point at this checkpoint
+  le64 index;           // position in the chain
+  le64 next_cluster;    // kNoCluster at the end
+  le32 payload_bytes;   // bytes of payload in this cluster
+  le32 crc;             // CRC32C of header (crc zero) + payload
 };
 static_assert(sizeof(CheckpointHeader) == 40);
 
@@ -115,14 +115,14 @@ struct ObjectRecord {
   le64 id;
   le64 origin;
   le64 size;
-  le64 epoch;                 // snapshot: its epoch; volume: frozen epoch F
-  le64 base_epoch;            // volume: epoch it was cloned at (0 for a new volume)
+  le64 epoch;       // snapshot: its epoch; volume: frozen epoch F
+  le64 base_epoch;  // volume: epoch it was cloned at (0 for a new volume)
   le64 created_unix;
   std::uint8_t uuid[16];
-  le64 map_entries;           // volume only
-  le64 history_entries;       // volume only
+  le64 map_entries;      // volume only
+  le64 history_entries;  // volume only
   le16 name_length;
-  std::uint8_t kind;          // 1 volume, 2 snapshot
+  std::uint8_t kind;  // 1 volume, 2 snapshot
   std::uint8_t reserved[5];
 };
 static_assert(sizeof(ObjectRecord) == 88);

@@ -49,12 +49,12 @@ enum class ObjectKind : std::uint8_t { volume = 1, snapshot = 2 };
 struct ObjectInfo {
   ObjectId id = 0;
   ObjectKind kind = ObjectKind::volume;
-  std::string name;             // volume: "vm1"; snapshot: its own name (full name "vm1@daily")
-  Uuid uuid;                    // stable identity (NAA/serial derive from it; lineage checks)
-  std::uint64_t size = 0;       // bytes
-  ObjectId origin = 0;          // snapshot: its volume; clone: the snapshot it was made from (0 if none)
-  std::uint64_t epoch = 0;      // snapshot: its epoch; volume: its frozen epoch F(V)
-  std::uint64_t mapped_bytes = 0;     // clusters this object sees as allocated
+  std::string name;                // volume: "vm1"; snapshot: its own name (full name "vm1@daily")
+  Uuid uuid;                       // stable identity (NAA/serial derive from it; lineage checks)
+  std::uint64_t size = 0;          // bytes
+  ObjectId origin = 0;             // snapshot: its volume; clone: the snapshot it was made from (0 if none)
+  std::uint64_t epoch = 0;         // snapshot: its epoch; volume: its frozen epoch F(V)
+  std::uint64_t mapped_bytes = 0;  // clusters this object sees as allocated
   std::uint64_t exclusive_bytes = 0;  // clusters only this object references (freed by deleting it)
   std::uint64_t created_unix = 0;
 };
