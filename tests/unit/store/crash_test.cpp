@@ -85,8 +85,7 @@ struct Template {
 
 class Trial {
  public:
-  Trial(const Config& cfg, std::uint64_t seed, bool verbose)
-      : cfg_(cfg), seed_(seed), rng_(seed), verbose_(verbose) {}
+  Trial(const Config& cfg, std::uint64_t seed, bool verbose) : cfg_(cfg), rng_(seed), verbose_(verbose) {}
 
   // Runs the workload on `pool` until `disk` loses power or `max_ops` operations are done.
   // Returns "" or a failure description.
@@ -354,7 +353,6 @@ class Trial {
   }
 
   const Config& cfg_;
-  std::uint64_t seed_;
   std::mt19937_64 rng_;
   bool verbose_;
   Inflight inflight_;
@@ -658,9 +656,10 @@ void crash_campaign(const Config& cfg, std::uint64_t first_seed, int trials) {
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(
-      "crash points: {} distinct (cluster {} B, {} cut inside the workload, {} right after a flush; "
+      "crash points: {} distinct of {} trials (cluster {} B, {} cut inside the workload, {} right after a "
+      "flush; "
       "device ops per workload <= {}; {} ops refused for space; {:.1f} s)\n",
-      distinct.size(), cfg.cluster_size, mid, after_flush, span.ops, g_no_space, secs);
+      distinct.size(), points, cfg.cluster_size, mid, after_flush, span.ops, g_no_space, secs);
   testing::Test::RecordProperty("crash_points", static_cast<int>(distinct.size()));
 }
 
