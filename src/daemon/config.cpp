@@ -29,7 +29,7 @@ Result<std::uint64_t> parse_size(std::string_view s) {
   else if (unit == "KB")
     mul = 1000;
   else if (unit == "MB")
-    mul = 1000 * 1000;
+    mul = std::uint64_t{1000} * 1000;
   else if (unit == "GB")
     mul = 1000ULL * 1000 * 1000;
   else if (unit == "TB")

@@ -44,6 +44,7 @@ class Catalogue final : public nbd::ExportCatalogue {
   }
   std::vector<nbd::ExportInfo> list() const override {
     std::vector<nbd::ExportInfo> v;
+    v.reserve(entries_.size());
     for (const auto& e : entries_) v.push_back(e.info);
     return v;
   }

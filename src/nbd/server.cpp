@@ -346,7 +346,7 @@ struct Server::Impl {
         "tls={} loop={}",
         s.id(), s.transport().peer(), e.name, e.size, e.read_only || vol->read_only(),
         s.negotiator().structured_replies(), s.negotiator().contexts().size(), c->tcp->tls_active(), c->loop);
-    co_await s.transmission(*vol);
+    co_await s.transmission(vol);
     const auto& st = s.stats();
     spdlog::info(
         "event=nbd.disconnect conn={} peer={} export={} reason=\"{}\" requests={} errors={} "
@@ -423,14 +423,14 @@ Task<void> Server::stop() {
   EventLoop& l0 = I.loops.at(0);
   const auto deadline = std::chrono::steady_clock::now() + I.cfg.stop_grace;
   while (count_.load() > 0 && std::chrono::steady_clock::now() < deadline)
-    co_await sleep_for(l0, std::chrono::milliseconds(20));
+    co_await sleep_for(&l0, std::chrono::milliseconds(20));
   // Phase 2: close the rest; each session drains its in-flight requests and flushes.
   for (int i = 0; i < I.loops.size(); ++i) {
     I.loops.at(i).post([&I, i] {
       for (Conn* c : I.conns[static_cast<std::size_t>(i)]) c->session->transport().close();
     });
   }
-  for (int n = 0; count_.load() > 0 && n < 1500; ++n) co_await sleep_for(l0, std::chrono::milliseconds(20));
+  for (int n = 0; count_.load() > 0 && n < 1500; ++n) co_await sleep_for(&l0, std::chrono::milliseconds(20));
   if (count_.load() > 0) spdlog::warn("event=nbd.stop_timeout connections={}", count_.load());
   // The messages posted above refer to this server: make sure every loop has run them (a round
   // trip through each loop's FIFO) before the caller may destroy it.

@@ -184,7 +184,7 @@ Task<Status> Session::read_exact(std::byte* dst, std::size_t n) {
   dst += have;
   n -= have;
   if (n == 0) co_return Status::ok();
-  if (n < 64 * 1024) {
+  if (n < std::size_t{64} * 1024) {
     DPX_CO_TRY(co_await fill(n));
     std::memcpy(dst, rbuf_.data() + rpos_, n);
     rpos_ += n;
@@ -408,7 +408,7 @@ void Session::send_read(const Req& q, IoBuf data) {
   enqueue(std::move(m));
 }
 
-Task<void> Session::block_status(const Req& q) {
+Task<void> Session::block_status(Req q) {
   std::vector<std::byte> out;
   const bool one = q.flags & kCmdFlagReqOne;
   for (std::size_t i = 0; i < contexts_.size(); ++i) {
@@ -434,7 +434,8 @@ Task<void> Session::block_status(const Req& q) {
         d.emplace_back(e.length, f);
       if (d.size() >= kMaxBlockStatusExtents) break;
     }
-    if (d.empty()) d.emplace_back(q.length, mc.kind == MetaContext::Kind::allocation ? 0u : 0u);
+    // Nothing reported for the range: data (allocation) or unchanged (changed-since), both flag 0.
+    if (d.empty()) d.emplace_back(q.length, 0u);
     if (one) d.resize(1);
     const std::size_t base = out.size();
     out.resize(base + sizeof(StructuredReplyHeader) + 4 + 8 * d.size());
@@ -514,11 +515,11 @@ Task<void> Session::execute(Req q, IoBuf payload) {
   op_done();
 }
 
-Task<void> Session::transmission(volume::BlockVolume& vol) {
-  vol_ = &vol;
+Task<void> Session::transmission(volume::BlockVolume* vol) {
+  vol_ = vol;
   const ExportInfo& e = neg_.export_info();
-  tx_.size = vol.size();
-  tx_.read_only = e.read_only || vol.read_only();
+  tx_.size = vol->size();
+  tx_.read_only = e.read_only || vol->read_only();
   tx_.structured = neg_.structured_replies();
   contexts_ = neg_.contexts();
   tx_.contexts = contexts_.size();
@@ -585,7 +586,7 @@ Task<void> Session::transmission(volume::BlockVolume& vol) {
   if (dirty_) {
     // Not required by the protocol (clients flush), but a disconnect is a cheap point to make
     // the connection's writes durable.
-    (void)co_await vol.flush();
+    (void)co_await vol->flush();
   }
   (void)disc;
   t_->close();

@@ -102,8 +102,8 @@ void LoopGroup::join_others() {
   for (std::size_t i = 1; i < loops_.size(); ++i) loops_[i]->join();
 }
 
-Task<void> sleep_for(EventLoop& loop, std::chrono::steady_clock::duration d) {
-  asio::steady_timer t(loop.context(), d);
+Task<void> sleep_for(EventLoop* loop, std::chrono::steady_clock::duration d) {
+  asio::steady_timer t(loop->context(), d);
   co_await asio_op_void([&](auto h) { t.async_wait(std::move(h)); });
 }
 

@@ -24,7 +24,7 @@ inline SessionRun run_session(TestCatalogue& cat, std::vector<std::byte> in, std
     r.transmitted = sync_wait(s.handshake());
     if (r.transmitted) {
       auto* v = cat.volume(s.export_info().name);
-      if (v) sync_wait(s.transmission(*v));
+      if (v) sync_wait(s.transmission(v));
     }
     r.reason = s.close_reason();
     r.out = std::move(raw->out);

@@ -74,6 +74,7 @@ class MemVolume final : public volume::BlockVolume {
   void snapshot(const std::string& snap) { snaps_[snap] = data_; }
   std::vector<std::string> snapshots() const {
     std::vector<std::string> v;
+    v.reserve(snaps_.size());
     for (const auto& [k, _] : snaps_) v.push_back(k);
     return v;
   }

@@ -81,8 +81,8 @@ struct SessionOptions {
   unsigned max_inflight = 128;
   // READ/WRITE payload bytes of a connection held in memory at once (requests executing and
   // replies not yet written); a client that does not read its replies cannot grow it further.
-  std::size_t max_inflight_bytes = 64 * 1024 * 1024;
-  std::size_t read_buffer = 256 * 1024;
+  std::size_t max_inflight_bytes = std::size_t{64} * 1024 * 1024;
+  std::size_t read_buffer = std::size_t{256} * 1024;
 };
 
 struct SessionStats {
@@ -102,7 +102,7 @@ class Session {
   Task<bool> handshake();
   const ExportInfo& export_info() const { return neg_.export_info(); }
   const Negotiator& negotiator() const { return neg_; }
-  Task<void> transmission(volume::BlockVolume& vol);
+  Task<void> transmission(volume::BlockVolume* vol);
 
   // Shutdown: new requests are answered ESHUTDOWN; the owner closes the transport after a grace.
   void request_stop() { stopping_ = true; }
@@ -127,7 +127,7 @@ class Session {
   Task<Status> write_now(std::span<const std::byte> bytes);
 
   Task<void> execute(Req q, IoBuf payload);
-  Task<void> block_status(const Req& q);
+  Task<void> block_status(Req q);
   void send_ok(const Req& q);
   void send_error(const Req& q, std::uint32_t err, std::string_view msg);
   void send_read(const Req& q, IoBuf data);

@@ -153,7 +153,7 @@ struct SwitchTo {
 };
 inline SwitchTo switch_to(EventLoop& loop) { return SwitchTo{loop}; }
 
-// co_await sleep_for(loop, d)
-Task<void> sleep_for(EventLoop& loop, std::chrono::steady_clock::duration d);
+// co_await sleep_for(&loop, d)
+Task<void> sleep_for(EventLoop* loop, std::chrono::steady_clock::duration d);
 
 }  // namespace duplex
