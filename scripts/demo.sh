@@ -46,8 +46,8 @@ CONFIG="$DIR/duplexd.toml"
 POOL="$DIR/pool0.pool"
 
 # ---------------------------------------------------------------------------------------------------
-# TODO(lead): the demo node's configuration. The TOML format belongs to src/daemon (docs/daemon.md);
-# keep this block in step with it. Everything the demo needs is here: the pool file, the config,
+# The demo node's configuration. The TOML format belongs to src/daemon (docs/daemon.md); keep this
+# block in step with it. Everything the demo needs is here: the pool file, the config,
 # the volume name and the URI printed below.
 POOL_SIZE=64GiB            # a sparse file: uses disk space only as data is written
 VOLUME=demo
