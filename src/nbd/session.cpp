@@ -179,7 +179,7 @@ Task<Status> Session::fill(std::size_t n) {
 
 Task<Status> Session::read_exact(std::byte* dst, std::size_t n) {
   const std::size_t have = std::min(n, rend_ - rpos_);
-  std::memcpy(dst, rbuf_.data() + rpos_, have);
+  if (have != 0) std::memcpy(dst, rbuf_.data() + rpos_, have);  // dst may be null when n == 0
   rpos_ += have;
   dst += have;
   n -= have;

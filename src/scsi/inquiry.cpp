@@ -419,7 +419,7 @@ CommandResult report_luns(std::span<const std::uint8_t> cdb, const std::vector<s
   set_be32(d, 0, static_cast<std::uint32_t>(d.size() - 8));
   CommandResult r;
   const std::size_t n = std::min<std::size_t>({d.size(), alloc, data_in.size()});
-  std::memcpy(data_in.data(), d.data(), n);
+  if (n != 0) std::memcpy(data_in.data(), d.data(), n);  // data_in may be empty and null
   r.data_in_length = static_cast<std::uint32_t>(n);
   return r;
 }

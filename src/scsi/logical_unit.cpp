@@ -88,7 +88,7 @@ CommandResult LogicalUnit::data_in(Command c, std::span<const std::uint8_t> byte
                                    std::uint32_t alloc) const {
   CommandResult r;
   const std::size_t n = std::min<std::size_t>({bytes.size(), alloc, c.data_in.size()});
-  std::memcpy(c.data_in.data(), bytes.data(), n);
+  if (n != 0) std::memcpy(c.data_in.data(), bytes.data(), n);  // data_in may be empty and null
   r.data_in_length = static_cast<std::uint32_t>(n);
   return r;
 }

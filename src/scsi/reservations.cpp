@@ -282,7 +282,7 @@ CommandResult PersistentReservations::in(const Nexus& nexus, std::span<const std
   }
   CommandResult r;
   const std::size_t n = std::min<std::size_t>({d.size(), alloc, data_in.size()});
-  std::memcpy(data_in.data(), d.data(), n);
+  if (n != 0) std::memcpy(data_in.data(), d.data(), n);  // data_in may be empty and null
   r.data_in_length = static_cast<std::uint32_t>(n);
   return r;
 }
