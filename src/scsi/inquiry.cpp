@@ -235,7 +235,7 @@ CommandResult LogicalUnit::mode_sense(Command c, bool ten) {
       if (!ten) desc[0] = 0;  // density code
     }
   }
-  const std::uint8_t dsp = static_cast<std::uint8_t>((cfg_.read_only ? 0x80 : 0x00) | 0x10);  // WP, DPOFUA
+  const std::uint8_t dsp = static_cast<std::uint8_t>((cfg_.read_only || c.nexus->read_only ? 0x80 : 0x00) | 0x10);  // WP, DPOFUA
   std::vector<std::uint8_t> d;
   if (ten) {
     d = {0, 0, 0, dsp, static_cast<std::uint8_t>(llbaa ? 0x01 : 0x00), 0, 0, 0};

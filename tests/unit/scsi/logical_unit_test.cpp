@@ -200,6 +200,33 @@ TEST_F(LuTest, ReadOnlyMappingRefusesEveryModification) {
   EXPECT_EQ(run(rw16(0x88, 0, 1), {}, 512).status, ScsiStatus::good);
 }
 
+// The ACL's read-only mapping is per nexus: the same LU stays writable through another nexus.
+TEST_F(LuTest, ReadOnlyNexusIsWriteProtectedWhileOthersWrite) {
+  auto as_ro = [&](std::vector<std::uint8_t> cdb, std::vector<std::byte> out = {}, std::size_t in_len = 0) {
+    in_.assign(in_len, std::byte{0});
+    out_ = std::move(out);
+    nexus_ = Nexus{"iqn.backup,i,0x1", 1};
+    nexus_.read_only = true;
+    Command c{cdb, out_, in_, &nexus_};
+    return sync_wait(lu_->execute(c));
+  };
+  EXPECT_EQ(run(rw16(0x8a, 0, 1), pattern(512, 3)).status, ScsiStatus::good);
+  auto ms = as_ro({0x1a, 0, 0x3f, 0, 255, 0}, {}, 255);
+  ASSERT_EQ(ms.status, ScsiStatus::good);
+  EXPECT_EQ(in()[2] & 0x80, 0x80);  // WP for the read-only nexus
+  expect_sense(as_ro(rw16(0x8a, 0, 1), pattern(512, 9)), SenseKey::data_protect, asc::kWriteProtected);
+  std::vector<std::uint8_t> ws{0x41, 0x08, 0, 0, 0, 0, 0, 0, 1, 0};  // WRITE SAME(10) with UNMAP
+  expect_sense(as_ro(ws, std::vector<std::byte>(512)), SenseKey::data_protect, asc::kWriteProtected);
+  std::vector<std::uint8_t> prout{0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0};  // PR OUT REGISTER
+  expect_sense(as_ro(prout, std::vector<std::byte>(24)), SenseKey::data_protect, asc::kWriteProtected);
+  // What the read-only nexus reads is what the writer wrote; the writer still sees WP clear.
+  auto rd = as_ro(rw16(0x88, 0, 1), {}, 512);
+  ASSERT_EQ(rd.status, ScsiStatus::good);
+  EXPECT_TRUE(std::equal(in_.begin(), in_.end(), pattern(512, 3).begin()));
+  ASSERT_EQ(run({0x1a, 0, 0x3f, 0, 255, 0}, {}, 255).status, ScsiStatus::good);
+  EXPECT_EQ(in()[2] & 0x80, 0);
+}
+
 TEST_F(LuTest, CompareAndWriteIsAtomicCompare) {
   auto v1 = pattern(512, 9);
   ASSERT_EQ(run(rw16(0x8a, 7, 1), v1).status, ScsiStatus::good);

@@ -57,6 +57,9 @@ struct LuConfig {
 struct Nexus {
   std::string initiator_port;  // e.g. "iqn.1993-08.org.debian:01:abc,i,0x23d000000001"
   std::uint16_t relative_port = 1;
+  // Access granted to this nexus by the target's ACL (not part of its identity): a read-only
+  // nexus sees WP in MODE SENSE and gets DATA PROTECT for every modifying or reservation command.
+  bool read_only = false;
   friend bool operator<(const Nexus& a, const Nexus& b) {
     return a.initiator_port != b.initiator_port ? a.initiator_port < b.initiator_port
                                                 : a.relative_port < b.relative_port;
