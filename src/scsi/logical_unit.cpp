@@ -175,7 +175,8 @@ Task<CommandResult> LogicalUnit::execute(Command c) {
 Task<CommandResult> LogicalUnit::dispatch(Command c) {
   const auto& cdb = c.cdb;
   const bool modifies = is_modifying(cdb[0]);
-  if (modifies && (cfg_.read_only || c.nexus->read_only)) co_return check_condition(SenseKey::data_protect, asc::kWriteProtected);
+  if (modifies && (cfg_.read_only || c.nexus->read_only))
+    co_return check_condition(SenseKey::data_protect, asc::kWriteProtected);
   switch (cdb[0]) {
     case op::kTestUnitReady: co_return CommandResult{};
     case op::kRequestSense: co_return request_sense(c);
@@ -404,11 +405,13 @@ Task<CommandResult> LogicalUnit::compare_and_write(Command c) {
   if (cdb[1] & 0xe0) co_return illegal_request(asc::kInvalidFieldInCdb, 1, 7);  // WRPROTECT
   const std::uint64_t lba = load_be<std::uint64_t>(&cdb[2]);
   const std::uint32_t n = cdb[13];
+  const std::uint64_t bs = cfg_.block_size, bytes = std::uint64_t{n} * bs;
+  // The Data-Out must be exactly the verify and write instances: a transport whose expected
+  // length disagrees with NUMBER OF LOGICAL BLOCKS (e.g. 256 wrapped to 0) is refused outright.
+  if (c.data_out.size() != 2 * bytes) co_return illegal_request(asc::kInvalidFieldInCdb, 13);
   if (n == 0) co_return CommandResult{};
   if (n > kMaxCompareAndWriteBlocks) co_return illegal_request(asc::kInvalidFieldInCdb, 13);
   if (auto r = check_range(lba, n); r.status != ScsiStatus::good) co_return r;
-  const std::uint64_t bs = cfg_.block_size, bytes = std::uint64_t{n} * bs;
-  if (c.data_out.size() < 2 * bytes) co_return illegal_request(asc::kParameterListLengthError, 0, -1, false);
   const bool fua = cdb[1] & 0x08;
   co_await lock_range(lba, n, true);
   AlignedBuffer current(bytes);

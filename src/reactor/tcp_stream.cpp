@@ -1,0 +1,115 @@
+#include "duplex/reactor/tcp_stream.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "duplex/reactor/event_loop.h"
+
+namespace duplex {
+
+namespace {
+constexpr std::size_t kReadBuffer = 64 * 1024;
+
+std::string endpoint_string(const asio::ip::tcp::endpoint& ep) {
+  return ep.address().is_v6() ? fmt::format("[{}]:{}", ep.address().to_string(), ep.port())
+                              : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+}
+}  // namespace
+
+TcpStream::TcpStream(asio::ip::tcp::socket s) : sock_(std::move(s)), rbuf_(kReadBuffer) {
+  std::error_code ec;
+  auto rep = sock_.remote_endpoint(ec);
+  peer_ = ec ? "?" : endpoint_string(rep);
+  auto lep = sock_.local_endpoint(ec);
+  local_ = ec ? "?" : endpoint_string(lep);
+  sock_.set_option(asio::ip::tcp::no_delay(true), ec);
+  sock_.non_blocking(true, ec);
+}
+
+TcpStream::~TcpStream() { close(); }
+
+void TcpStream::close() {
+  if (closed_) return;
+  closed_ = true;
+  std::error_code ec;
+  sock_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
+  sock_.close(ec);
+}
+
+void TcpStream::rehome(asio::io_context& ctx) {
+  std::error_code ec;
+  const auto proto = sock_.local_endpoint(ec).protocol();
+  const int fd = sock_.release();
+  sock_ = asio::ip::tcp::socket(ctx, proto, fd);
+  sock_.non_blocking(true, ec);
+}
+
+Task<Status> TcpStream::wait(bool readable) {
+  const std::error_code ec = co_await asio_op_void([&](auto h) {
+    sock_.async_wait(readable ? asio::ip::tcp::socket::wait_read : asio::ip::tcp::socket::wait_write,
+                     std::move(h));
+  });
+  if (ec)
+    co_return Status::error(Errc::io_error, "{} {}: {}", readable ? "read from" : "write to", peer_,
+                            ec.message());
+  co_return Status::ok();
+}
+
+Task<Status> TcpStream::read_exact(std::byte* dst, std::size_t n) {
+  while (n > 0) {
+    if (closed_) co_return Status::error(Errc::shutdown, "connection closed");
+    if (rpos_ < rend_) {
+      const std::size_t k = std::min(n, rend_ - rpos_);
+      if (dst) {
+        std::memcpy(dst, rbuf_.data() + rpos_, k);
+        dst += k;
+      }
+      rpos_ += k;
+      n -= k;
+      continue;
+    }
+    rpos_ = rend_ = 0;
+    // A large payload goes straight to its destination; anything else refills the buffer.
+    const bool direct = dst != nullptr && n >= kReadBuffer;
+    std::error_code ec;
+    const std::size_t got = direct ? sock_.read_some(asio::buffer(dst, n), ec)
+                                   : sock_.read_some(asio::buffer(rbuf_.data(), rbuf_.size()), ec);
+    if (!ec) {
+      if (direct) {
+        dst += got;
+        n -= got;
+      } else {
+        rend_ = got;
+      }
+      continue;
+    }
+    if (ec == asio::error::eof) co_return Status::error(Errc::shutdown, "{} closed the connection", peer_);
+    if (ec != asio::error::would_block && ec != asio::error::try_again)
+      co_return Status::error(Errc::io_error, "read from {}: {}", peer_, ec.message());
+    DPX_CO_TRY(co_await wait(true));
+  }
+  co_return Status::ok();
+}
+
+Task<Status> TcpStream::write_all(std::span<const asio::const_buffer> bufs) {
+  std::vector<asio::const_buffer> rest(bufs.begin(), bufs.end());
+  std::size_t first = 0;
+  while (first < rest.size()) {
+    if (closed_) co_return Status::error(Errc::shutdown, "connection closed");
+    std::error_code ec;
+    std::size_t n = sock_.write_some(std::span(rest).subspan(first), ec);
+    if (ec) {
+      if (ec != asio::error::would_block && ec != asio::error::try_again)
+        co_return Status::error(Errc::io_error, "write to {}: {}", peer_, ec.message());
+      DPX_CO_TRY(co_await wait(false));
+      continue;
+    }
+    // Drop what was written: whole buffers, then the front of a partial one.
+    while (first < rest.size() && n >= rest[first].size()) n -= rest[first++].size();
+    if (first < rest.size()) rest[first] += n;
+  }
+  co_return Status::ok();
+}
+
+}  // namespace duplex

@@ -1,0 +1,319 @@
+// The iSCSI portal end to end on loopback: libiscsi's own tools (iscsi-ls, iscsi-inq,
+// iscsi-readcapacity16, iscsi-test-cu) as initiators, and hand-made PDUs for what a well-behaved
+// initiator never sends. The target runs on a real event loop over a store pool on a fake disk.
+#include "duplex/iscsi/portal.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "duplex/base/endian.h"
+#include "duplex/iscsi/pdu.h"
+#include "duplex/iscsi/text.h"
+#include "duplex/scsi/logical_unit.h"
+#include "duplex/store/pool.h"
+#include "duplex/volume/local_volume.h"
+#include "fake_disk.h"
+
+namespace duplex::iscsi {
+namespace {
+
+constexpr const char* kRw = "iqn.2026-11.io.duplex.test:rw";
+constexpr const char* kChap = "iqn.2026-11.io.duplex.test:chap";
+constexpr const char* kInit = "iqn.2026-11.io.duplex.test:init";
+constexpr const char* kInitRo = "iqn.2026-11.io.duplex.test:backup";
+constexpr const char* kInitNone = "iqn.2026-11.io.duplex.test:stranger";
+constexpr std::uint64_t kVolBytes = 64 << 20;
+
+class Catalogue final : public TargetCatalogue {
+ public:
+  const Target* find(std::string_view iqn) const override {
+    for (const auto& t : targets_)
+      if (t.name == iqn) return &t;
+    return nullptr;
+  }
+  std::vector<const Target*> targets() const override {
+    std::vector<const Target*> v;
+    for (const auto& t : targets_) v.push_back(&t);
+    return v;
+  }
+  std::vector<Target> targets_;
+};
+
+std::string run(const std::string& cmd, int* rc) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) {
+    *rc = -1;
+    return out;
+  }
+  std::array<char, 4096> buf{};
+  while (std::fgets(buf.data(), buf.size(), p)) out += buf.data();
+  const int st = ::pclose(p);
+  *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+class PortalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    disk_ = std::make_unique<test::FakeDisk>(kVolBytes * 2);
+    store::PoolOptions po;
+    po.cluster_size = 4096;
+    auto p = sync_wait(store::Pool::create(*disk_, po));
+    ASSERT_TRUE(p) << p.status().to_string();
+    pool_ = std::move(*p);
+    auto id = sync_wait(pool_->create_volume("lun0", kVolBytes));
+    ASSERT_TRUE(id);
+    vol_ = std::make_unique<volume::LocalVolume>(*pool_, *id, "lun0");
+    scsi::LuConfig cfg;
+    cfg.serial = "0123456789abcdef0123456789abcdef";
+    cfg.target_port_name = std::string(kRw) + ",t,0x0001";
+    lu_ = std::make_unique<scsi::LogicalUnit>(*vol_, cfg);
+
+    Target rw;
+    rw.name = kRw;
+    rw.luns.push_back(Lun{0, lu_.get(), 0});
+    rw.acl[kInitRo] = Access::read_only;
+    rw.acl[kInitNone] = Access::none;
+    Target chap = rw;
+    chap.name = kChap;
+    chap.acl.clear();
+    chap.chap = ChapCredentials{"alice", "a-secret-of-16b!", std::nullopt, std::nullopt};
+    cat_.targets_ = {rw, chap};
+
+    loops_ = std::make_unique<LoopGroup>(1);
+    PortalConfig pc;
+    pc.listen = {"127.0.0.1:0"};
+    pc.nop_interval = std::chrono::milliseconds(200);
+    pc.nop_timeout = std::chrono::milliseconds(1500);
+    portal_ = std::make_unique<Portal>(*loops_, cat_, pc);
+    ASSERT_TRUE(portal_->start().ok());
+    port_ = portal_->endpoints().at(0).substr(std::string("127.0.0.1:").size());
+    thread_ = std::thread([this] { loops_->at(0).run(); });
+  }
+
+  void TearDown() override {
+    if (!loops_) return;
+    std::atomic<bool> stopped{false};
+    loops_->at(0).post([&] {
+      spawn([](Portal* p, std::atomic<bool>* done) -> Task<void> {
+        co_await p->stop();
+        done->store(true);
+      }(portal_.get(), &stopped));
+    });
+    for (int i = 0; i < 1000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    loops_->at(0).stop();
+    thread_.join();
+    EXPECT_TRUE(stopped.load());
+    EXPECT_EQ(portal_->connections(), 0u);
+    portal_.reset();
+  }
+
+  std::string url(const char* target, int lun = 0) const {
+    return "iscsi://127.0.0.1:" + port_ + "/" + target + "/" + std::to_string(lun);
+  }
+
+  // A raw connection logged in to `target` (or a discovery session) with the given keys.
+  int connect_raw() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port_)));
+    a.sin_addr.s_addr = htonl(0x7f000001);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+  }
+  static void send_pdu(int fd, const std::array<std::uint8_t, kBhsSize>& bhs,
+                       const std::vector<std::uint8_t>& data = {}) {
+    std::vector<std::uint8_t> b(bhs.begin(), bhs.end());
+    b.insert(b.end(), data.begin(), data.end());
+    b.resize(b.size() + (padded(static_cast<std::uint32_t>(data.size())) - data.size()));
+    ASSERT_EQ(::write(fd, b.data(), b.size()), static_cast<ssize_t>(b.size()));
+  }
+  // Reads one PDU; false on timeout or close.
+  static bool recv_pdu(int fd, Bhs* h, std::vector<std::uint8_t>* data) {
+    std::array<std::uint8_t, kBhsSize> raw{};
+    auto read_all = [fd](void* p, std::size_t n) {
+      auto* c = static_cast<std::uint8_t*>(p);
+      while (n) {
+        const ssize_t r = ::read(fd, c, n);
+        if (r <= 0) return false;
+        c += r;
+        n -= static_cast<std::size_t>(r);
+      }
+      return true;
+    };
+    if (!read_all(raw.data(), raw.size())) return false;
+    *h = Bhs(raw);
+    data->assign(padded(h->data_segment_length()), 0);
+    if (!data->empty() && !read_all(data->data(), data->size())) return false;
+    data->resize(h->data_segment_length());
+    return true;
+  }
+  // Logs in (normal session to kRw, no digests, ImmediateData/InitialR2T defaults) and returns
+  // the socket in full feature phase; *cmd_sn/*stat_sn continue the numbering.
+  int login(std::uint32_t* cmd_sn, const char* initiator = kInit) {
+    const int fd = connect_raw();
+    BhsBuilder b(Opcode::login_request);
+    b.flags(0x80 | (1 << 2) | 3)
+        .byte(0, 0x43)
+        .copy(8, std::array<std::uint8_t, 6>{0x80, 0, 0, 0, 0, 1})
+        .itt(1)
+        .u32(24, 1)
+        .u32(28, 0);
+    auto data = encode_text({{"InitiatorName", initiator},
+                             {"TargetName", kRw},
+                             {"SessionType", "Normal"},
+                             {"HeaderDigest", "None"},
+                             {"DataDigest", "None"}});
+    b.data_segment_length(static_cast<std::uint32_t>(data.size()));
+    send_pdu(fd, b.bytes(), data);
+    Bhs h;
+    std::vector<std::uint8_t> d;
+    if (!recv_pdu(fd, &h, &d) || h.opcode() != Opcode::login_response || h.byte(36) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    *cmd_sn = 1;
+    return fd;
+  }
+
+  std::unique_ptr<test::FakeDisk> disk_;
+  std::unique_ptr<store::Pool> pool_;
+  std::unique_ptr<volume::LocalVolume> vol_;
+  std::unique_ptr<scsi::LogicalUnit> lu_;
+  Catalogue cat_;
+  std::unique_ptr<LoopGroup> loops_;
+  std::unique_ptr<Portal> portal_;
+  std::thread thread_;
+  std::string port_;
+};
+
+TEST_F(PortalTest, DiscoveryListsTargetsPerAcl) {
+  int rc = 0;
+  std::string out = run("iscsi-ls -i " + std::string(kInit) + " iscsi://127.0.0.1:" + port_, &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find(kRw), std::string::npos) << out;
+  EXPECT_NE(out.find(kChap), std::string::npos) << out;
+  // An initiator with no access does not even learn the target exists.
+  out = run("iscsi-ls -i " + std::string(kInitNone) + " iscsi://127.0.0.1:" + port_, &rc);
+  EXPECT_EQ(out.find(kRw), std::string::npos) << out;
+}
+
+TEST_F(PortalTest, InquiryAndCapacityThroughLibiscsi) {
+  int rc = 0;
+  std::string out = run("iscsi-inq -i " + std::string(kInit) + " " + url(kRw), &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("DUPLEX"), std::string::npos) << out;
+  out = run("iscsi-inq -e 1 -c 128 -i " + std::string(kInit) + " " + url(kRw), &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("0123456789abcdef"), std::string::npos) << out;
+  out = run("iscsi-readcapacity16 -i " + std::string(kInit) + " " + url(kRw), &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find(std::to_string(kVolBytes)), std::string::npos) << out;
+}
+
+TEST_F(PortalTest, AclRefusesStrangersAndChapGuardsItsTarget) {
+  int rc = 0;
+  std::string out = run("iscsi-inq -i " + std::string(kInitNone) + " " + url(kRw), &rc);
+  EXPECT_NE(rc, 0) << out;
+  out = run("iscsi-inq -i " + std::string(kInit) + " " + url(kChap), &rc);
+  EXPECT_NE(rc, 0) << out;
+  out = run("iscsi-inq -i " + std::string(kInit) + " iscsi://alice%wrong-secret-000@127.0.0.1:" + port_ +
+                "/" + kChap + "/0",
+            &rc);
+  EXPECT_NE(rc, 0) << out;
+  out = run("iscsi-inq -i " + std::string(kInit) + " iscsi://alice%a-secret-of-16b!@127.0.0.1:" + port_ +
+                "/" + kChap + "/0",
+            &rc);
+  EXPECT_EQ(rc, 0) << out;
+}
+
+TEST_F(PortalTest, ConformanceSubsetPasses) {
+  int rc = 0;
+  const std::string out = run("iscsi-test-cu -d -S -i " + std::string(kInit) + " -I " + kInitRo +
+                                  " -t 'SCSI.Read10,SCSI.Write10,SCSI.Inquiry,SCSI.ReadCapacity16,"
+                                  "SCSI.TestUnitReady,SCSI.Unmap,SCSI.CompareAndWrite,iSCSI.iSCSIcmdsn' " +
+                                  url(kRw),
+                              &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.find("FAILED"), std::string::npos) << out;
+}
+
+TEST_F(PortalTest, PingIsEchoedAndBadOpcodeRejected) {
+  std::uint32_t sn = 0;
+  const int fd = login(&sn);
+  ASSERT_GE(fd, 0);
+  // NOP-Out ping with data: the NOP-In carries the same ITT and bytes.
+  BhsBuilder nop(Opcode::nop_out);
+  nop.flags(0x80).itt(7).u32(20, kReservedTag).u32(24, sn).data_segment_length(5);
+  send_pdu(fd, nop.bytes(), {'h', 'e', 'l', 'l', 'o'});
+  Bhs h;
+  std::vector<std::uint8_t> d;
+  ASSERT_TRUE(recv_pdu(fd, &h, &d));
+  EXPECT_EQ(h.opcode(), Opcode::nop_in);
+  EXPECT_EQ(h.itt(), 7u);
+  EXPECT_EQ(std::string(d.begin(), d.end()), "hello");
+  EXPECT_EQ(h.u32(Bhs::kExpCmdSn), sn + 1);
+  ++sn;
+  // A target-only opcode from the initiator: Reject with the offending header.
+  BhsBuilder bad(Opcode::data_in);
+  bad.flags(0x80).itt(8);
+  send_pdu(fd, bad.bytes());
+  ASSERT_TRUE(recv_pdu(fd, &h, &d));
+  EXPECT_EQ(h.opcode(), Opcode::reject);
+  ASSERT_EQ(d.size(), kBhsSize);
+  EXPECT_EQ(d[0] & 0x3f, static_cast<int>(Opcode::data_in));
+  ::close(fd);
+}
+
+TEST_F(PortalTest, CommandOutsideTheWindowIsIgnored) {
+  std::uint32_t sn = 0;
+  const int fd = login(&sn);
+  ASSERT_GE(fd, 0);
+  // TEST UNIT READY with a CmdSN far beyond MaxCmdSN: silently dropped.
+  BhsBuilder tur(Opcode::scsi_command);
+  tur.flags(0x80).itt(1).u32(24, sn + 100000);
+  send_pdu(fd, tur.bytes());
+  // The next in-window command is answered (and the dropped one never is).
+  BhsBuilder tur2(Opcode::scsi_command);
+  tur2.flags(0x80).itt(2).u32(24, sn);
+  send_pdu(fd, tur2.bytes());
+  Bhs h;
+  std::vector<std::uint8_t> d;
+  ASSERT_TRUE(recv_pdu(fd, &h, &d));
+  EXPECT_EQ(h.opcode(), Opcode::scsi_response);
+  EXPECT_EQ(h.itt(), 2u);
+  ::close(fd);
+}
+
+TEST_F(PortalTest, SilentInitiatorIsDisconnected) {
+  std::uint32_t sn = 0;
+  const int fd = login(&sn);
+  ASSERT_GE(fd, 0);
+  // Never answer the target's NOP-In: after nop_timeout the target closes the connection.
+  Bhs h;
+  std::vector<std::uint8_t> d;
+  int pings = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (recv_pdu(fd, &h, &d)) {
+    if (h.opcode() == Opcode::nop_in && h.itt() == kReservedTag) ++pings;
+  }
+  EXPECT_GE(pings, 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ::close(fd);
+}
+
+}  // namespace
+}  // namespace duplex::iscsi
