@@ -649,6 +649,7 @@ Task<Status> Connection::on_scsi_command(const Bhs& h) {
     c->received = dsl;
     stats_.bytes_in += dsl;
     c->next_r2t_offset = dsl;
+    c->unsolicited_burst = Cmd::Burst{0, first_burst, dsl, 0};
   }
   cmds_.emplace(c->itt, std::move(owned));
   if (!wr || (c->unsolicited_done && (c->early || c->received >= c->want))) {
@@ -666,7 +667,7 @@ Task<Status> Connection::solicit(Cmd* c) {
     const std::uint32_t len = std::min(params_.max_burst_length, c->want - offset);
     std::uint32_t ttt = ++next_ttt_;
     if (ttt == kReservedTag) ttt = ++next_ttt_;
-    c->r2ts[ttt] = {offset, len};
+    c->r2ts[ttt] = Cmd::Burst{offset, len, offset, 0};
     c->next_r2t_offset += len;
     ++c->outstanding_r2t;
     BhsBuilder b(Opcode::r2t);
@@ -701,13 +702,24 @@ Task<Status> Connection::on_data_out(const Bhs& h) {
     in_bounds = in_bounds && !c->unsolicited_done && dsl <= c->unsolicited;
   } else {
     r2t = c->r2ts.find(ttt);
-    in_bounds = in_bounds && r2t != c->r2ts.end() && offset >= r2t->second.first &&
-                std::uint64_t{offset} + dsl <= std::uint64_t{r2t->second.first} + r2t->second.second;
+    in_bounds = in_bounds && r2t != c->r2ts.end() && offset >= r2t->second.offset &&
+                std::uint64_t{offset} + dsl <= std::uint64_t{r2t->second.offset} + r2t->second.length;
   }
   if (!in_bounds) {
     DPX_CO_TRY(co_await read_data(nullptr, dsl, nullptr));
     co_return co_await reject(h, RejectReason::protocol_error);
   }
+  // Each sequence numbers its PDUs from 0 and, with DataPDUInOrder, fills its range front to back.
+  // A gap cannot be recovered at ErrorRecoveryLevel 0: reject and drop the connection.
+  Cmd::Burst& burst = ttt == kReservedTag ? c->unsolicited_burst : r2t->second;
+  if (h.u32(Bhs::kDataSn) != burst.next_data_sn || (params_.data_pdu_in_order && offset != burst.next_offset)) {
+    DPX_CO_TRY(co_await read_data(nullptr, dsl, nullptr));
+    (void)co_await reject(h, RejectReason::protocol_error);
+    co_return Status::error(Errc::invalid, "Data-Out DataSN {} offset {} where {} at {} was due (ITT {:#x})",
+                            h.u32(Bhs::kDataSn), offset, burst.next_data_sn, burst.next_offset, c->itt);
+  }
+  ++burst.next_data_sn;
+  burst.next_offset = offset + dsl;
   bool ok = true;
   DPX_CO_TRY(co_await read_data(c->out.empty() ? nullptr : c->out.data() + offset, dsl, &ok));
   if (!ok) co_return co_await reject(h, RejectReason::data_digest_error);
@@ -876,6 +888,7 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
   const std::uint8_t function = h.flags() & 0x7f;
   std::uint8_t response = kFunctionComplete;
   if (!cmd_sn_acceptable(h)) co_return;
+  const std::uint32_t exp_before = exp_cmd_sn_;
   advance_cmd_sn(h);
   const std::uint64_t lun_field = h.lun();
   auto wait_for = [this](std::vector<std::uint32_t> itts) -> Task<void> {
@@ -899,11 +912,10 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
       const std::uint32_t rtt = h.u32(20), ref_cmd_sn = h.u32(32);
       auto it = cmds_.find(rtt);
       if (it == cmds_.end() || it->second->lun_field != lun_field) {
-        // Never received but inside the window: treat it as received and aborted.
-        response = sn_lt(ref_cmd_sn, h.u32(Bhs::kCmdSn)) && sn_le(ref_cmd_sn, max_cmd_sn_) &&
-                           sn_le(exp_cmd_sn_ - 128, ref_cmd_sn)
-                       ? kFunctionComplete
-                       : kTaskDoesNotExist;
+        // Never received but inside the window (RefCmdSN not yet seen, before the TMF's own):
+        // treat it as received and aborted. A command already answered does not exist.
+        response = sn_le(exp_before, ref_cmd_sn) && sn_lt(ref_cmd_sn, h.u32(Bhs::kCmdSn)) ? kFunctionComplete
+                                                                                         : kTaskDoesNotExist;
         if (it == cmds_.end()) break;
         if (it->second->lun_field != lun_field) {
           response = kTaskDoesNotExist;

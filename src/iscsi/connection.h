@@ -90,7 +90,13 @@ class Connection {
     std::uint32_t data_sn = 0;  // next Data-In DataSN
     std::uint32_t next_ttt = 0;
     unsigned outstanding_r2t = 0;
-    std::map<std::uint32_t, std::pair<std::uint32_t, std::uint32_t>> r2ts;  // TTT -> (offset, length)
+    struct Burst {  // one solicited sequence (an R2T) or the unsolicited one
+      std::uint32_t offset = 0, length = 0;
+      std::uint32_t next_offset = 0;  // DataPDUInOrder: the next PDU starts here
+      std::uint32_t next_data_sn = 0;
+    };
+    std::map<std::uint32_t, Burst> r2ts;  // by TTT
+    Burst unsolicited_burst;
     std::optional<scsi::CommandResult> early;  // refused before execution (answered when data is in)
     bool executing = false;
     bool aborted = false;

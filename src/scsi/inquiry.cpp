@@ -165,9 +165,10 @@ CommandResult LogicalUnit::read_capacity16(Command c) {
 }
 
 namespace {
-// Mode pages, current values. `changeable` asks for the mask of changeable bits (none: the cache
-// is always write-back with flush honoured, the only honest answer for a replicated volume).
-std::vector<std::uint8_t> mode_page(std::uint8_t page, bool changeable) {
+// Mode pages, current values. `changeable` asks for the mask of changeable bits: only SWP (software
+// write protect) in the control page. The cache is always write-back with flush honoured, the only
+// honest answer for a replicated volume.
+std::vector<std::uint8_t> mode_page(std::uint8_t page, bool changeable, bool swp) {
   std::vector<std::uint8_t> p;
   switch (page) {
     case 0x01:  // read-write error recovery
@@ -185,7 +186,10 @@ std::vector<std::uint8_t> mode_page(std::uint8_t page, bool changeable) {
       p.assign(12, 0);
       p[0] = 0x0a;
       p[1] = 0x0a;
-      if (!changeable) {
+      if (changeable) {
+        p[4] = 0x08;  // SWP
+      } else {
+        if (swp) p[4] = 0x08;
         p[3] = 0x10;  // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering
         p[8] = 0xff;  // BUSY TIMEOUT PERIOD: unlimited
         p[9] = 0xff;
@@ -214,11 +218,11 @@ CommandResult LogicalUnit::mode_sense(Command c, bool ten) {
   if (page == 0x3f) {
     if (subpage != 0x00 && subpage != 0xff) return illegal_request(asc::kInvalidFieldInCdb, 3);
     for (std::uint8_t p : kModePages) {
-      auto v = mode_page(p, pc == 1);
+      auto v = mode_page(p, pc == 1, swp_);
       pages.insert(pages.end(), v.begin(), v.end());
     }
   } else {
-    auto v = mode_page(page, pc == 1);
+    auto v = mode_page(page, pc == 1, swp_);
     if (v.empty() || subpage != 0) return illegal_request(asc::kInvalidFieldInCdb, 2, 5);
     pages = std::move(v);
   }
@@ -235,7 +239,7 @@ CommandResult LogicalUnit::mode_sense(Command c, bool ten) {
       if (!ten) desc[0] = 0;  // density code
     }
   }
-  const std::uint8_t dsp = static_cast<std::uint8_t>((cfg_.read_only || c.nexus->read_only ? 0x80 : 0x00) | 0x10);  // WP, DPOFUA
+  const std::uint8_t dsp = static_cast<std::uint8_t>((cfg_.read_only || c.nexus->read_only || swp_ ? 0x80 : 0x00) | 0x10);  // WP, DPOFUA
   std::vector<std::uint8_t> d;
   if (ten) {
     d = {0, 0, 0, dsp, static_cast<std::uint8_t>(llbaa ? 0x01 : 0x00), 0, 0, 0};
@@ -270,16 +274,29 @@ CommandResult LogicalUnit::mode_select(Command c, bool ten) {
     if (len - pos < 2) return illegal_request(asc::kParameterListLengthError, ten ? 7 : 4);
     const std::uint8_t code = p[pos] & 0x3f;
     const std::size_t plen = std::size_t{p[pos + 1]} + 2;
-    const auto cur = mode_page(code, false);
+    const auto cur = mode_page(code, false, swp_);
+    const auto mask = mode_page(code, true, swp_);
     if (cur.empty() || (p[pos] & 0x40))
       return illegal_request(asc::kInvalidFieldInParameterList, static_cast<std::uint16_t>(pos), -1, false);
     if (plen != cur.size() || pos + plen > len)
       return illegal_request(asc::kParameterListLengthError, ten ? 7 : 4);
     for (std::size_t i = 2; i < plen; ++i)
-      if (p[pos + i] != cur[i])
+      if ((p[pos + i] & ~mask[i]) != (cur[i] & ~mask[i]))
         return illegal_request(asc::kInvalidFieldInParameterList, static_cast<std::uint16_t>(pos + i), -1,
                                false);
     pos += plen;
+  }
+  // Everything checked: apply. SWP write-protects the LU for every nexus; the others hear about it.
+  for (pos = hdr + bdl; pos < len; pos += std::size_t{p[pos + 1]} + 2) {
+    if ((p[pos] & 0x3f) != 0x0a) continue;
+    const bool swp = p[pos + 4] & 0x08;
+    if (swp == swp_) continue;
+    swp_ = swp;
+    for (auto& [nexus, queue] : unit_attentions_) {
+      const bool self = !(nexus < *c.nexus) && !(*c.nexus < nexus);
+      if (!self && std::find(queue.begin(), queue.end(), asc::kModeParametersChanged) == queue.end())
+        queue.push_back(asc::kModeParametersChanged);
+    }
   }
   CommandResult r;
   r.data_out_used = len;
@@ -328,21 +345,16 @@ CommandResult LogicalUnit::report_supported_opcodes(Command c) {
     return data_in(c, d, alloc);
   }
   if (options > 3) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
+  // Options 001b names an opcode without service actions, 010b an opcode and one of its service
+  // actions, 011b either; asking the wrong way about a known opcode is an error (SPC-4 6.35.1).
+  const bool exists = std::any_of(cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op; });
+  const bool opcode_has_sa =
+      std::any_of(cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op && ci.has_sa; });
+  if (exists && options == 1 && opcode_has_sa) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
+  if (exists && options == 2 && !opcode_has_sa) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
   const CommandInfo* found = nullptr;
-  bool opcode_has_sa = false;
-  for (const auto& ci : cmds) {
-    if (ci.opcode != req_op) continue;
-    opcode_has_sa = ci.has_sa;
-    if (!ci.has_sa || ci.sa == req_sa) {
-      if (!ci.has_sa || options != 1) found = &ci;
-    }
-  }
-  if (options == 1 && opcode_has_sa) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
-  if (options == 2 && found == nullptr && !opcode_has_sa) {
-    bool exists =
-        std::any_of(cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op; });
-    if (exists) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
-  }
+  for (const auto& ci : cmds)
+    if (ci.opcode == req_op && (!ci.has_sa || ci.sa == req_sa)) found = &ci;
   d = {0, static_cast<std::uint8_t>((rctd ? 0x80 : 0x00) | (found ? 0x03 : 0x01)), 0, 0};
   if (found) {
     set_be16(d, 2, static_cast<std::uint16_t>(found->usage.size()));
@@ -390,8 +402,11 @@ CommandResult LogicalUnit::get_lba_status(Command c) {
   std::uint64_t n = 0;
   for (const auto& e : *ext) {
     if (n == max_desc) break;
-    put_be64(d, e.offset / bs);
-    put_be32(d, static_cast<std::uint32_t>(std::min<std::uint64_t>(e.length / bs, 0xffffffffu)));
+    // Extents come cluster-aligned; the first descriptor starts at the LBA asked for.
+    const std::uint64_t start = std::max(e.offset, lba * bs), end = e.offset + e.length;
+    if (end <= start) continue;
+    put_be64(d, start / bs);
+    put_be32(d, static_cast<std::uint32_t>(std::min<std::uint64_t>((end - start) / bs, 0xffffffffu)));
     d.push_back(e.allocated ? 0x00 : 0x01);  // mapped / deallocated
     d.insert(d.end(), {0, 0, 0});
     ++n;

@@ -255,12 +255,19 @@ Task<CommandResult> LogicalUnit::dispatch(Command c) {
 Task<CommandResult> LogicalUnit::read(Command c, std::uint64_t lba, std::uint32_t blocks) {
   if (auto r = check_range(lba, blocks); r.status != ScsiStatus::good) co_return r;
   const std::uint64_t bytes = std::uint64_t{blocks} * cfg_.block_size;
-  // The initiator may expect less than the CDB asks for: read what fits, report the residual.
-  const std::uint64_t n =
-      std::min<std::uint64_t>(bytes, c.data_in.size() / cfg_.block_size * cfg_.block_size);
-  if (n) {
-    Status st = co_await volume_.read(lba * cfg_.block_size, c.data_in.subspan(0, n));
+  // The initiator may expect less than the CDB asks for, even part of a block: send what fits,
+  // the transport reports the residual.
+  const std::uint64_t n = std::min<std::uint64_t>(bytes, c.data_in.size());
+  const std::uint64_t whole = n / cfg_.block_size * cfg_.block_size;
+  if (whole) {
+    Status st = co_await volume_.read(lba * cfg_.block_size, c.data_in.subspan(0, whole));
     if (!st) co_return from_status(st, false);
+  }
+  if (n > whole) {
+    AlignedBuffer last(cfg_.block_size);
+    Status st = co_await volume_.read((lba * cfg_.block_size) + whole, last.span());
+    if (!st) co_return from_status(st, false);
+    std::memcpy(c.data_in.data() + whole, last.span().data(), n - whole);
   }
   CommandResult r;
   r.data_in_length = static_cast<std::uint32_t>(n);
@@ -333,7 +340,9 @@ Task<CommandResult> LogicalUnit::write_same(Command c, bool sixteen) {
   if (n > kMaxWriteSameBlocks) co_return illegal_request(asc::kInvalidFieldInCdb, sixteen ? 10 : 7);
   if (auto r = check_range(lba, n); r.status != ScsiStatus::good) co_return r;
   const std::uint64_t bs = cfg_.block_size;
-  if (!ndob && c.data_out.size() < bs)
+  // Exactly one block of Data-Out: anything else means the initiator and we disagree on the
+  // command (SBC-4 5.50), and guessing which block it meant would write the wrong pattern.
+  if (!ndob && c.data_out.size() != bs)
     co_return illegal_request(asc::kParameterListLengthError, 0, -1, false);
   const std::span<const std::byte> block = ndob ? std::span<const std::byte>{} : c.data_out.subspan(0, bs);
   const bool zeroes =

@@ -138,6 +138,7 @@ class LogicalUnit {
   std::function<void(const PrState&)> persist_hook_;
   std::map<Nexus, std::vector<Asc>> unit_attentions_;
   std::vector<Asc> pending_for_new_;  // raised before a nexus was first seen
+  bool swp_ = false;                  // control mode page SWP: software write protect
   AsyncMutex caw_;                    // orders COMPARE AND WRITE among themselves
   struct Range {
     std::uint64_t lba, blocks;
