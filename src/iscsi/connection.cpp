@@ -644,7 +644,9 @@ Task<Status> Connection::on_scsi_command(const Bhs& h) {
     bool ok = true;
     DPX_CO_TRY(co_await read_data(c->out.empty() ? nullptr : c->out.data(), dsl, &ok));
     if (!ok) {
-      co_return co_await reject(h, RejectReason::data_digest_error);
+      // The immediate data is damaged: the command ends with CHECK CONDITION once its data is in.
+      c->early = scsi::check_condition(scsi::SenseKey::aborted_command, scsi::Asc{0x47, 0x05});
+      DPX_CO_TRY(co_await reject(h, RejectReason::data_digest_error));
     }
     c->received = dsl;
     stats_.bytes_in += dsl;
@@ -710,19 +712,27 @@ Task<Status> Connection::on_data_out(const Bhs& h) {
     co_return co_await reject(h, RejectReason::protocol_error);
   }
   // Each sequence numbers its PDUs from 0 and, with DataPDUInOrder, fills its range front to back.
-  // A gap cannot be recovered at ErrorRecoveryLevel 0: reject and drop the connection.
+  // A PDU out of sequence cannot be put right at ErrorRecoveryLevel 0; the command must not run
+  // on data we cannot vouch for. The PDU is rejected and the command ends with CHECK CONDITION
+  // (ABORTED COMMAND, DATA PHASE ERROR) once its data flow is over; the connection stays.
   Cmd::Burst& burst = ttt == kReservedTag ? c->unsolicited_burst : r2t->second;
-  if (h.u32(Bhs::kDataSn) != burst.next_data_sn || (params_.data_pdu_in_order && offset != burst.next_offset)) {
-    DPX_CO_TRY(co_await read_data(nullptr, dsl, nullptr));
-    (void)co_await reject(h, RejectReason::protocol_error);
-    co_return Status::error(Errc::invalid, "Data-Out DataSN {} offset {} where {} at {} was due (ITT {:#x})",
-                            h.u32(Bhs::kDataSn), offset, burst.next_data_sn, burst.next_offset, c->itt);
-  }
+  const bool out_of_sequence =
+      h.u32(Bhs::kDataSn) != burst.next_data_sn || (params_.data_pdu_in_order && offset != burst.next_offset);
   ++burst.next_data_sn;
   burst.next_offset = offset + dsl;
   bool ok = true;
-  DPX_CO_TRY(co_await read_data(c->out.empty() ? nullptr : c->out.data() + offset, dsl, &ok));
-  if (!ok) co_return co_await reject(h, RejectReason::data_digest_error);
+  DPX_CO_TRY(
+      co_await read_data(c->out.empty() || out_of_sequence ? nullptr : c->out.data() + offset, dsl, &ok));
+  if (out_of_sequence || !ok) {
+    spdlog::info(
+        "event=iscsi.data_out_error conn={} itt={:#x} data_sn={} offset={} expected_data_sn={} "
+        "expected_offset={} digest_ok={}",
+        id_, c->itt, h.u32(Bhs::kDataSn), offset, burst.next_data_sn - 1, burst.next_offset - dsl, ok);
+    // DATA PHASE ERROR for a sequence error, PROTOCOL SERVICE CRC ERROR for a digest mismatch.
+    c->early = scsi::check_condition(scsi::SenseKey::aborted_command,
+                                     ok ? scsi::Asc{0x4b, 0x00} : scsi::Asc{0x47, 0x05});
+    DPX_CO_TRY(co_await reject(h, ok ? RejectReason::protocol_error : RejectReason::data_digest_error));
+  }
   c->received += dsl;
   stats_.bytes_in += dsl;
   const bool final = h.final_bit();
@@ -915,7 +925,7 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
         // Never received but inside the window (RefCmdSN not yet seen, before the TMF's own):
         // treat it as received and aborted. A command already answered does not exist.
         response = sn_le(exp_before, ref_cmd_sn) && sn_lt(ref_cmd_sn, h.u32(Bhs::kCmdSn)) ? kFunctionComplete
-                                                                                         : kTaskDoesNotExist;
+                                                                                          : kTaskDoesNotExist;
         if (it == cmds_.end()) break;
         if (it->second->lun_field != lun_field) {
           response = kTaskDoesNotExist;

@@ -239,7 +239,8 @@ CommandResult LogicalUnit::mode_sense(Command c, bool ten) {
       if (!ten) desc[0] = 0;  // density code
     }
   }
-  const std::uint8_t dsp = static_cast<std::uint8_t>((cfg_.read_only || c.nexus->read_only || swp_ ? 0x80 : 0x00) | 0x10);  // WP, DPOFUA
+  const std::uint8_t dsp = static_cast<std::uint8_t>(
+      (cfg_.read_only || c.nexus->read_only || swp_ ? 0x80 : 0x00) | 0x10);  // WP, DPOFUA
   std::vector<std::uint8_t> d;
   if (ten) {
     d = {0, 0, 0, dsp, static_cast<std::uint8_t>(llbaa ? 0x01 : 0x00), 0, 0, 0};
@@ -347,9 +348,10 @@ CommandResult LogicalUnit::report_supported_opcodes(Command c) {
   if (options > 3) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
   // Options 001b names an opcode without service actions, 010b an opcode and one of its service
   // actions, 011b either; asking the wrong way about a known opcode is an error (SPC-4 6.35.1).
-  const bool exists = std::any_of(cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op; });
-  const bool opcode_has_sa =
-      std::any_of(cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op && ci.has_sa; });
+  const bool exists =
+      std::any_of(cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op; });
+  const bool opcode_has_sa = std::any_of(
+      cmds.begin(), cmds.end(), [&](const CommandInfo& ci) { return ci.opcode == req_op && ci.has_sa; });
   if (exists && options == 1 && opcode_has_sa) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
   if (exists && options == 2 && !opcode_has_sa) return illegal_request(asc::kInvalidFieldInCdb, 2, 2);
   const CommandInfo* found = nullptr;

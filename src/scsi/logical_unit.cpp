@@ -175,7 +175,7 @@ Task<CommandResult> LogicalUnit::execute(Command c) {
 Task<CommandResult> LogicalUnit::dispatch(Command c) {
   const auto& cdb = c.cdb;
   const bool modifies = is_modifying(cdb[0]);
-  if (modifies && (cfg_.read_only || c.nexus->read_only))
+  if (modifies && (cfg_.read_only || c.nexus->read_only || swp_))
     co_return check_condition(SenseKey::data_protect, asc::kWriteProtected);
   switch (cdb[0]) {
     case op::kTestUnitReady: co_return CommandResult{};

@@ -246,12 +246,15 @@ TEST_F(PortalTest, ConformanceSubsetPasses) {
   // DUPLEX_CU_TESTS widens the selection (e.g. ALL) when run by hand; CI runs the whole suite
   // against duplexd in tests/system.
   const char* sel = std::getenv("DUPLEX_CU_TESTS");
-  const std::string tests = sel ? sel
-                                : "SCSI.Read10,SCSI.Write10,SCSI.Inquiry,SCSI.ReadCapacity16,SCSI.TestUnitReady,"
-                                  "SCSI.Unmap,SCSI.CompareAndWrite,iSCSI.iSCSIcmdsn";
+  const std::string tests =
+      sel ? sel
+          : "SCSI.Read10,SCSI.Write10,SCSI.Inquiry,SCSI.ReadCapacity16,SCSI.TestUnitReady,"
+            "SCSI.Unmap,SCSI.CompareAndWrite,iSCSI.iSCSIcmdsn";
   const std::string out =
-      run("iscsi-test-cu -d -S -i " + std::string(kInit) + " -I " + kInit + "-2 -t '" + tests + "' " + url(kRw), &rc);
-  if (sel) std::printf("%s\n", out.c_str());
+      run(std::string("iscsi-test-cu ") + (std::getenv("DUPLEX_CU_VERBOSE") ? "-V " : "") + "-d -S -i " +
+              std::string(kInit) + " -I " + kInit + "-2 -t '" + tests + "' " + url(kRw),
+          &rc);
+  if (sel) std::printf("%s\n", out.c_str());  // the whole report when run by hand
   EXPECT_EQ(rc, 0) << out;
   EXPECT_EQ(out.find("FAILED"), std::string::npos) << out;
 }
