@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -99,7 +100,20 @@ class PortalTest : public ::testing::Test {
     portal_ = std::make_unique<Portal>(*loops_, cat_, pc);
     ASSERT_TRUE(portal_->start().ok());
     port_ = portal_->endpoints().at(0).substr(std::string("127.0.0.1:").size());
-    thread_ = std::thread([this] { loops_->at(0).run(); });
+    // The loop thread gets a large stack: under ASan, coroutine symmetric transfer is not a tail
+    // call and a chain of completions nests (docs/architecture.md, coding rules).
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, std::size_t{512} << 20);
+    ASSERT_EQ(pthread_create(
+                  &thread_, &attr,
+                  [](void* self) -> void* {
+                    static_cast<PortalTest*>(self)->loops_->at(0).run();
+                    return nullptr;
+                  },
+                  this),
+              0);
+    pthread_attr_destroy(&attr);
   }
 
   void TearDown() override {
@@ -113,7 +127,7 @@ class PortalTest : public ::testing::Test {
     });
     for (int i = 0; i < 1000 && !stopped; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     loops_->at(0).stop();
-    thread_.join();
+    pthread_join(thread_, nullptr);
     EXPECT_TRUE(stopped.load());
     EXPECT_EQ(portal_->connections(), 0u);
     portal_.reset();
@@ -197,7 +211,7 @@ class PortalTest : public ::testing::Test {
   Catalogue cat_;
   std::unique_ptr<LoopGroup> loops_;
   std::unique_ptr<Portal> portal_;
-  std::thread thread_;
+  pthread_t thread_{};
   std::string port_;
 };
 
