@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the NBD fuzzers (run from anywhere; output next to this file)."""
+"""Writes the seed corpora of the NBD and iSCSI session fuzzers (run from anywhere; output next to this file)."""
 import os
 import struct
 
@@ -77,4 +77,41 @@ streams = {
 for k, v in streams.items():
     for b0 in (0x01, 0x00, 0x03, 0x1d):
         write(rq, f"{k}-{b0:02x}", bytes([b0]) + v)
+
+
+# iSCSI session: byte 0 bit 0 = log in first, bit 1 = digests; then full feature phase PDUs.
+def bhs(op, flags, itt, lun=0, f20=0, cmdsn=1, f28=0, f32=0, f36=0, f40=0, f44=0, data=b"", cdb=b"", imm=False):
+    b = bytearray(48)
+    b[0] = op | (0x40 if imm else 0)
+    b[1] = flags
+    b[5:8] = len(data).to_bytes(3, "big")
+    b[8:16] = lun.to_bytes(8, "big")
+    struct.pack_into(">IIIIIIII", b, 16, itt, f20, cmdsn, f28, f32, f36, f40, f44)
+    if cdb:
+        b[32:32 + len(cdb)] = cdb
+    return bytes(b) + data + b"\0" * (-len(data) % 4)
+
+
+def cdb10(op, lba, n):
+    return struct.pack(">BBIBHB", op, 0, lba, 0, n, 0)
+
+
+ss = os.path.join(here, "corpus", "fuzz_iscsi_session")
+sessions = {
+    "nop": bhs(0x00, 0x80, 1, f20=0xFFFFFFFF, data=b"ping"),
+    "write_read": bhs(0x01, 0xA0, 2, f20=512, cdb=cdb10(0x2A, 0, 1), data=b"A" * 512)
+    + bhs(0x01, 0xC0, 3, f20=512, cmdsn=2, cdb=cdb10(0x28, 0, 1)),
+    "unsolicited": bhs(0x01, 0x20, 4, f20=1024, cdb=cdb10(0x2A, 8, 2), data=b"B" * 512)
+    + bhs(0x05, 0x80, 4, f20=0xFFFFFFFF, f40=512, data=b"C" * 512),
+    "r2t": bhs(0x01, 0xA0, 5, f20=262144 * 2, cdb=cdb10(0x2A, 0, 1024)),
+    "tmf": bhs(0x01, 0xA0, 6, f20=4096, cdb=cdb10(0x2A, 0, 8)) + bhs(0x02, 0x81, 7, f20=6, cmdsn=2, f32=1),
+    "lun_reset": bhs(0x02, 0x85, 8, cmdsn=1, imm=True),
+    "text": bhs(0x04, 0x80, 9, f20=0xFFFFFFFF, data=b"SendTargets=All\0"),
+    "logout": bhs(0x06, 0x80, 10),
+    "reject": bhs(0x25, 0x80, 11) + bhs(0x10, 0x80, 12),
+    "report_luns": bhs(0x01, 0xC0, 13, f20=256, cdb=struct.pack(">BBBBBBIBB", 0xA0, 0, 0, 0, 0, 0, 256, 0, 0)),
+}
+for k, v in sessions.items():
+    for b0 in (0x01, 0x00):
+        write(ss, f"{k}-{b0:02x}", bytes([b0]) + v)
 print("seeds written")

@@ -176,6 +176,12 @@ class PortalTest : public ::testing::Test {
     data->resize(h->data_segment_length());
     return true;
   }
+  // Like recv_pdu, skipping the target's NOP-In pings (they come every nop_interval).
+  static bool recv_answer(int fd, Bhs* h, std::vector<std::uint8_t>* data) {
+    while (recv_pdu(fd, h, data))
+      if (h->opcode() != Opcode::nop_in || h->itt() != kReservedTag) return true;
+    return false;
+  }
   // Logs in (normal session to kRw, no digests, ImmediateData/InitialR2T defaults) and returns
   // the socket in full feature phase; *cmd_sn/*stat_sn continue the numbering.
   int login(std::uint32_t* cmd_sn, const char* initiator = kInit) {
@@ -283,7 +289,7 @@ TEST_F(PortalTest, PingIsEchoedAndBadOpcodeRejected) {
   send_pdu(fd, nop.bytes(), {'h', 'e', 'l', 'l', 'o'});
   Bhs h;
   std::vector<std::uint8_t> d;
-  ASSERT_TRUE(recv_pdu(fd, &h, &d));
+  ASSERT_TRUE(recv_answer(fd, &h, &d));
   EXPECT_EQ(h.opcode(), Opcode::nop_in);
   EXPECT_EQ(h.itt(), 7u);
   EXPECT_EQ(std::string(d.begin(), d.end()), "hello");
@@ -293,11 +299,59 @@ TEST_F(PortalTest, PingIsEchoedAndBadOpcodeRejected) {
   BhsBuilder bad(Opcode::data_in);
   bad.flags(0x80).itt(8);
   send_pdu(fd, bad.bytes());
-  ASSERT_TRUE(recv_pdu(fd, &h, &d));
+  ASSERT_TRUE(recv_answer(fd, &h, &d));
   EXPECT_EQ(h.opcode(), Opcode::reject);
   ASSERT_EQ(d.size(), kBhsSize);
   EXPECT_EQ(d[0] & 0x3f, static_cast<int>(Opcode::data_in));
   ::close(fd);
+}
+
+// A connection that breaks framing is closed; a session beside it does not notice.
+TEST_F(PortalTest, MalformedPduClosesOnlyItsConnection) {
+  std::uint32_t sn_a = 0, sn_b = 0;
+  const int a = login(&sn_a);
+  const int b = login(&sn_b, kInitRo);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  // A data segment far beyond the MaxRecvDataSegmentLength we declared: Reject, then close.
+  BhsBuilder huge(Opcode::nop_out);
+  huge.flags(0x80).itt(3).u32(20, kReservedTag).u32(24, sn_b).data_segment_length(0xffffff);
+  send_pdu(b, huge.bytes());
+  Bhs h;
+  std::vector<std::uint8_t> d;
+  ASSERT_TRUE(recv_answer(b, &h, &d));
+  EXPECT_EQ(h.opcode(), Opcode::reject);
+  EXPECT_FALSE(recv_answer(b, &h, &d));  // closed
+  ::close(b);
+  // The other session still answers.
+  BhsBuilder nop(Opcode::nop_out);
+  nop.flags(0x80).itt(4).u32(20, kReservedTag).u32(24, sn_a);
+  send_pdu(a, nop.bytes());
+  ASSERT_TRUE(recv_answer(a, &h, &d));
+  EXPECT_EQ(h.opcode(), Opcode::nop_in);
+  EXPECT_EQ(h.itt(), 4u);
+  ::close(a);
+}
+
+// A second login with the same initiator name and ISID replaces the first session (RFC 7143
+// §6.3.5): the old connection is closed, the new one works.
+TEST_F(PortalTest, SameIsidReinstatesTheSession) {
+  std::uint32_t sn_old = 0, sn_new = 0;
+  const int old_fd = login(&sn_old);
+  ASSERT_GE(old_fd, 0);
+  const int new_fd = login(&sn_new);
+  ASSERT_GE(new_fd, 0);
+  Bhs h;
+  std::vector<std::uint8_t> d;
+  EXPECT_FALSE(recv_answer(old_fd, &h, &d));  // closed by the reinstatement
+  BhsBuilder nop(Opcode::nop_out);
+  nop.flags(0x80).itt(5).u32(20, kReservedTag).u32(24, sn_new);
+  send_pdu(new_fd, nop.bytes());
+  ASSERT_TRUE(recv_answer(new_fd, &h, &d));
+  EXPECT_EQ(h.opcode(), Opcode::nop_in);
+  EXPECT_EQ(portal_->sessions(), 1u);
+  ::close(old_fd);
+  ::close(new_fd);
 }
 
 TEST_F(PortalTest, CommandOutsideTheWindowIsIgnored) {
@@ -314,7 +368,7 @@ TEST_F(PortalTest, CommandOutsideTheWindowIsIgnored) {
   send_pdu(fd, tur2.bytes());
   Bhs h;
   std::vector<std::uint8_t> d;
-  ASSERT_TRUE(recv_pdu(fd, &h, &d));
+  ASSERT_TRUE(recv_answer(fd, &h, &d));
   EXPECT_EQ(h.opcode(), Opcode::scsi_response);
   EXPECT_EQ(h.itt(), 2u);
   ::close(fd);
