@@ -288,18 +288,18 @@ Task<void> Connection::full_feature() {
       continue;
     }
     switch (h.opcode()) {
-      case Opcode::scsi_command: st = co_await on_scsi_command(h); break;
-      case Opcode::data_out: st = co_await on_data_out(h); break;
-      case Opcode::nop_out: st = co_await on_nop_out(h); break;
-      case Opcode::text_request: st = co_await on_text(h); break;
-      case Opcode::logout_request: st = co_await on_logout(h); break;
+      case Opcode::scsi_command: st = co_await on_scsi_command(&h); break;
+      case Opcode::data_out: st = co_await on_data_out(&h); break;
+      case Opcode::nop_out: st = co_await on_nop_out(&h); break;
+      case Opcode::text_request: st = co_await on_text(&h); break;
+      case Opcode::logout_request: st = co_await on_logout(&h); break;
       case Opcode::snack:  // ErrorRecoveryLevel 0: no SNACK
         st = co_await read_data(nullptr, h.data_segment_length(), nullptr);
-        if (st) st = co_await reject(h, RejectReason::protocol_error);
+        if (st) st = co_await reject(&h, RejectReason::protocol_error);
         break;
       default:  // a Login Request in full feature phase, or an opcode we do not know
         st = co_await read_data(nullptr, h.data_segment_length(), nullptr);
-        if (st) st = co_await reject(h, RejectReason::protocol_error);
+        if (st) st = co_await reject(&h, RejectReason::protocol_error);
         break;
     }
     if (!st) {
@@ -324,7 +324,7 @@ Task<Status> Connection::read_header(Bhs* out) {
   if (Status st = validate_bhs(h, params_.target_mrdsl); !st) {
     // A length we did not allow (or an opcode that is no request) leaves the stream unframed:
     // say why and close (RFC 7143 §7.8: the connection is lost for ErrorRecoveryLevel 0).
-    (void)co_await reject(h, RejectReason::protocol_error);
+    (void)co_await reject(&h, RejectReason::protocol_error);
     co_return st;
   }
   const std::uint32_t ahs = h.total_ahs_bytes();
@@ -417,7 +417,8 @@ Task<Status> Connection::send(BhsBuilder b, std::span<const std::byte> data, Sta
   co_return st;
 }
 
-Task<Status> Connection::reject(const Bhs& h, RejectReason why) {
+Task<Status> Connection::reject(const Bhs* pdu, RejectReason why) {
+  const Bhs& h = *pdu;
   ++stats_.rejects;
   spdlog::debug("event=iscsi.reject conn={} opcode={:#04x} reason={:#04x}", id_, h.raw_opcode(),
                 static_cast<unsigned>(why));
@@ -471,7 +472,8 @@ void Connection::advance_cmd_sn(const Bhs& h) {
 
 // ---------------------------------------------------------------- NOP, text, logout
 
-Task<Status> Connection::on_nop_out(const Bhs& h) {
+Task<Status> Connection::on_nop_out(const Bhs* pdu) {
+  const Bhs& h = *pdu;
   const std::uint32_t len = h.data_segment_length();
   std::vector<std::byte> data(std::min<std::uint32_t>(len, params_.initiator_mrdsl));
   bool ok = true;
@@ -480,10 +482,10 @@ Task<Status> Connection::on_nop_out(const Bhs& h) {
   } else {
     DPX_CO_TRY(co_await read_data(data.data(), len, &ok));
   }
-  if (!ok) co_return co_await reject(h, RejectReason::data_digest_error);
+  if (!ok) co_return co_await reject(&h, RejectReason::data_digest_error);
   if (h.itt() == kReservedTag) {
     // The answer to our ping (TTT ours) or a one-way ping: nothing to send.
-    if (!h.immediate()) co_return co_await reject(h, RejectReason::protocol_error);
+    if (!h.immediate()) co_return co_await reject(&h, RejectReason::protocol_error);
     co_return Status::ok();
   }
   if (!cmd_sn_acceptable(h)) co_return Status::ok();
@@ -493,12 +495,13 @@ Task<Status> Connection::on_nop_out(const Bhs& h) {
   co_return co_await send(b, data, Stat::advance);
 }
 
-Task<Status> Connection::on_text(const Bhs& h) {
+Task<Status> Connection::on_text(const Bhs* pdu) {
+  const Bhs& h = *pdu;
   const std::uint32_t len = h.data_segment_length();
   std::vector<std::uint8_t> data(len);
   bool ok = true;
   DPX_CO_TRY(co_await read_data(reinterpret_cast<std::byte*>(data.data()), len, &ok));
-  if (!ok) co_return co_await reject(h, RejectReason::data_digest_error);
+  if (!ok) co_return co_await reject(&h, RejectReason::data_digest_error);
   if (!cmd_sn_acceptable(h)) co_return Status::ok();
   advance_cmd_sn(h);
   const std::uint32_t ttt = h.u32(20);
@@ -508,9 +511,9 @@ Task<Status> Connection::on_text(const Bhs& h) {
     text_pending_.clear();
   } else {
     if (h.flags() & 0x40)  // C bit: a request split over PDUs; we accept only whole ones
-      co_return co_await reject(h, RejectReason::protocol_error);
+      co_return co_await reject(&h, RejectReason::protocol_error);
     auto kvs = parse_text(data);
-    if (!kvs) co_return co_await reject(h, RejectReason::protocol_error);
+    if (!kvs) co_return co_await reject(&h, RejectReason::protocol_error);
     std::vector<KeyValue> answer;
     for (const auto& kv : *kvs) {
       if (kv.key != "SendTargets") {
@@ -547,7 +550,8 @@ Task<Status> Connection::on_text(const Bhs& h) {
   co_return co_await send(b, as_bytes(body), Stat::advance);
 }
 
-Task<Status> Connection::on_logout(const Bhs& h) {
+Task<Status> Connection::on_logout(const Bhs* pdu) {
+  const Bhs& h = *pdu;
   DPX_CO_TRY(co_await read_data(nullptr, h.data_segment_length(), nullptr));
   if (!cmd_sn_acceptable(h)) co_return Status::ok();
   advance_cmd_sn(h);
@@ -556,7 +560,7 @@ Task<Status> Connection::on_logout(const Bhs& h) {
   if (reason == 2)
     response = 2;  // remove a connection for recovery: ErrorRecoveryLevel 0 has none
   else if (reason > 2)
-    co_return co_await reject(h, RejectReason::invalid_pdu_field);
+    co_return co_await reject(&h, RejectReason::invalid_pdu_field);
   if (response == 0) {
     // Commands of the session end first; their responses are not sent after a logout.
     abort_where([](const Cmd&) { return true; });
@@ -584,14 +588,15 @@ void Connection::request_logout() {
 
 // ---------------------------------------------------------------- SCSI commands
 
-Task<Status> Connection::on_scsi_command(const Bhs& h) {
+Task<Status> Connection::on_scsi_command(const Bhs* pdu) {
+  const Bhs& h = *pdu;
   const std::uint32_t dsl = h.data_segment_length();
   const std::uint8_t flags = h.flags();
   const bool final = flags & 0x80, rd = flags & 0x40, wr = flags & 0x20;
   const std::uint32_t edtl = h.u32(Bhs::kEdtl);
   auto discard_and = [&](RejectReason why) -> Task<Status> {
     DPX_CO_TRY(co_await read_data(nullptr, dsl, nullptr));
-    co_return co_await reject(h, why);
+    co_return co_await reject(&h, why);
   };
   if (params_.discovery) co_return co_await discard_and(RejectReason::protocol_error);
   if (h.itt() == kReservedTag) co_return co_await discard_and(RejectReason::invalid_pdu_field);
@@ -646,7 +651,7 @@ Task<Status> Connection::on_scsi_command(const Bhs& h) {
     if (!ok) {
       // The immediate data is damaged: the command ends with CHECK CONDITION once its data is in.
       c->early = scsi::check_condition(scsi::SenseKey::aborted_command, scsi::Asc{0x47, 0x05});
-      DPX_CO_TRY(co_await reject(h, RejectReason::data_digest_error));
+      DPX_CO_TRY(co_await reject(&h, RejectReason::data_digest_error));
     }
     c->received = dsl;
     stats_.bytes_in += dsl;
@@ -688,7 +693,8 @@ Task<Status> Connection::solicit(Cmd* c) {
   co_return Status::ok();
 }
 
-Task<Status> Connection::on_data_out(const Bhs& h) {
+Task<Status> Connection::on_data_out(const Bhs* pdu) {
+  const Bhs& h = *pdu;
   const std::uint32_t dsl = h.data_segment_length();
   const std::uint32_t ttt = h.u32(20), offset = h.u32(Bhs::kBufferOffset);
   auto it = cmds_.find(h.itt());
@@ -709,7 +715,7 @@ Task<Status> Connection::on_data_out(const Bhs& h) {
   }
   if (!in_bounds) {
     DPX_CO_TRY(co_await read_data(nullptr, dsl, nullptr));
-    co_return co_await reject(h, RejectReason::protocol_error);
+    co_return co_await reject(&h, RejectReason::protocol_error);
   }
   // Each sequence numbers its PDUs from 0 and, with DataPDUInOrder, fills its range front to back.
   // A PDU out of sequence cannot be put right at ErrorRecoveryLevel 0; the command must not run
@@ -731,7 +737,7 @@ Task<Status> Connection::on_data_out(const Bhs& h) {
     // DATA PHASE ERROR for a sequence error, PROTOCOL SERVICE CRC ERROR for a digest mismatch.
     c->early = scsi::check_condition(scsi::SenseKey::aborted_command,
                                      ok ? scsi::Asc{0x4b, 0x00} : scsi::Asc{0x47, 0x05});
-    DPX_CO_TRY(co_await reject(h, ok ? RejectReason::protocol_error : RejectReason::data_digest_error));
+    DPX_CO_TRY(co_await reject(&h, ok ? RejectReason::protocol_error : RejectReason::data_digest_error));
   }
   c->received += dsl;
   stats_.bytes_in += dsl;
@@ -764,6 +770,7 @@ Task<void> Connection::execute(Cmd* c) {
     r = *c->early;
   } else if (opcode == kOpReportLuns) {
     std::vector<std::uint64_t> luns;
+    luns.reserve(target_->luns.size());
     for (const auto& l : target_->luns) luns.push_back(l.number);
     r = scsi::report_luns(c->cdb, luns, in);
   } else if (!c->lun) {
@@ -811,7 +818,7 @@ Task<void> Connection::execute(Cmd* c) {
   if (executing_ == 0) idle_.notify_all();
 }
 
-Task<Status> Connection::respond(Cmd* c, const scsi::CommandResult& r, std::span<const std::byte> data) {
+Task<Status> Connection::respond(Cmd* c, scsi::CommandResult r, std::span<const std::byte> data) {
   const std::uint32_t itt = c->itt;
   const bool good = r.status == scsi::ScsiStatus::good;
   // Residuals (RFC 7143 §11.4.5): what the command wanted against what the initiator expected.
@@ -976,6 +983,7 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
         break;
       }
       std::vector<std::uint32_t> itts;
+      itts.reserve(cmds_.size());
       for (auto& [itt, c] : cmds_) itts.push_back(itt);
       abort_where([](const Cmd&) { return true; });
       co_await wait_for(itts);

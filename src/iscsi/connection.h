@@ -109,27 +109,27 @@ class Connection {
   LoginPolicy policy();
   Task<bool> join_session();
 
-  // Full feature phase.
+  // Full feature phase. Coroutines take the header by pointer: it lives in the reader's frame.
   Task<void> full_feature();
   Task<Status> read_header(Bhs* h);
   // Reads a data segment of `len` bytes into dst (nullptr: discard), then its padding and digest.
   // false in *digest_ok when the data digest does not match.
   Task<Status> read_data(std::byte* dst, std::uint32_t len, bool* digest_ok);
-  Task<Status> on_scsi_command(const Bhs& h);
-  Task<Status> on_data_out(const Bhs& h);
-  Task<Status> on_nop_out(const Bhs& h);
-  Task<Status> on_text(const Bhs& h);
-  Task<Status> on_logout(const Bhs& h);
+  Task<Status> on_scsi_command(const Bhs* pdu);
+  Task<Status> on_data_out(const Bhs* pdu);
+  Task<Status> on_nop_out(const Bhs* pdu);
+  Task<Status> on_text(const Bhs* pdu);
+  Task<Status> on_logout(const Bhs* pdu);
   // By pointer: GCC 12 cannot copy an array-holding parameter into a coroutine frame.
   Task<void> on_task_management(std::unique_ptr<Bhs> pdu);
-  Task<Status> reject(const Bhs& h, RejectReason why);
+  Task<Status> reject(const Bhs* pdu, RejectReason why);
 
   // Command flow.
   bool cmd_sn_acceptable(const Bhs& h);
   void advance_cmd_sn(const Bhs& h);
   Task<Status> solicit(Cmd* c);
   Task<void> execute(Cmd* c);
-  Task<Status> respond(Cmd* c, const scsi::CommandResult& r, std::span<const std::byte> data_in);
+  Task<Status> respond(Cmd* c, scsi::CommandResult r, std::span<const std::byte> data_in);
   void forget(Cmd* c);
   void abort_where(const std::function<bool(const Cmd&)>& pred);
 

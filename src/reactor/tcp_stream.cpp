@@ -9,7 +9,7 @@
 namespace duplex {
 
 namespace {
-constexpr std::size_t kReadBuffer = 64 * 1024;
+constexpr std::size_t kReadBuffer = std::size_t{64} * 1024;
 
 std::string endpoint_string(const asio::ip::tcp::endpoint& ep) {
   return ep.address().is_v6() ? fmt::format("[{}]:{}", ep.address().to_string(), ep.port())
