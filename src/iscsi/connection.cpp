@@ -638,7 +638,7 @@ Task<Status> Connection::on_scsi_command(const Bhs* pdu) {
     std::uint64_t need = 0;
     if (c->lun) need = c->lun->lu->data_out_length(c->cdb);
     if (edtl <= kMaxBuffer) {
-      c->out.resize(edtl);
+      c->out = AlignedBuffer(edtl);
       c->want = static_cast<std::uint32_t>(std::min<std::uint64_t>(edtl, need));
     } else {
       c->early = scsi::illegal_request(scsi::asc::kInvalidFieldInCdb, 0);  // more than we buffer
@@ -647,7 +647,7 @@ Task<Status> Connection::on_scsi_command(const Bhs* pdu) {
     c->unsolicited = unsolicited_follows ? first_burst - dsl : 0;
     c->unsolicited_done = !unsolicited_follows;
     bool ok = true;
-    DPX_CO_TRY(co_await read_data(c->out.empty() ? nullptr : c->out.data(), dsl, &ok));
+    DPX_CO_TRY(co_await read_data(c->out.size() == 0 ? nullptr : c->out.data(), dsl, &ok));
     if (!ok) {
       // The immediate data is damaged: the command ends with CHECK CONDITION once its data is in.
       c->early = scsi::check_condition(scsi::SenseKey::aborted_command, scsi::Asc{0x47, 0x05});
@@ -728,7 +728,7 @@ Task<Status> Connection::on_data_out(const Bhs* pdu) {
   burst.next_offset = offset + dsl;
   bool ok = true;
   DPX_CO_TRY(
-      co_await read_data(c->out.empty() || out_of_sequence ? nullptr : c->out.data() + offset, dsl, &ok));
+      co_await read_data(c->out.size() == 0 || out_of_sequence ? nullptr : c->out.data() + offset, dsl, &ok));
   if (out_of_sequence || !ok) {
     spdlog::info(
         "event=iscsi.data_out_error conn={} itt={:#x} data_sn={} offset={} expected_data_sn={} "
@@ -764,7 +764,8 @@ Task<void> Connection::execute(Cmd* c) {
   c->executing = true;
   ++executing_;
   const std::uint8_t opcode = c->cdb[0];
-  std::vector<std::byte> in(c->read ? std::min(c->edtl, kMaxBuffer) : 0);
+  // Aligned, so that an O_DIRECT volume reads straight into it (no bounce copy).
+  AlignedBuffer in(c->read ? std::min(c->edtl, kMaxBuffer) : 0);
   scsi::CommandResult r;
   if (c->early) {
     r = *c->early;
@@ -772,7 +773,7 @@ Task<void> Connection::execute(Cmd* c) {
     std::vector<std::uint64_t> luns;
     luns.reserve(target_->luns.size());
     for (const auto& l : target_->luns) luns.push_back(l.number);
-    r = scsi::report_luns(c->cdb, luns, in);
+    r = scsi::report_luns(c->cdb, luns, in.span());
   } else if (!c->lun) {
     if (opcode == kOpInquiry && c->cdb[1] == 0 && c->cdb[2] == 0) {
       // No LU here: peripheral qualifier 011b, device type 1Fh (SPC-4 6.6.2).
@@ -798,7 +799,7 @@ Task<void> Connection::execute(Cmd* c) {
   } else {
     const std::uint32_t have =
         std::min<std::uint32_t>(c->received, static_cast<std::uint32_t>(c->out.size()));
-    scsi::Command cmd{c->cdb, std::span<const std::byte>(c->out.data(), have), in, &nexus_};
+    scsi::Command cmd{c->cdb, std::span<const std::byte>(c->out.data(), have), in.span(), &nexus_};
     EventLoop& home = portal_.loops.at(loop);
     EventLoop& lun_loop = portal_.loops.at(c->lun->loop);
     if (&lun_loop != &home) co_await switch_to(lun_loop);

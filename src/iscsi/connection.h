@@ -27,6 +27,7 @@
 #include <asio/steady_timer.hpp>
 
 #include "duplex/base/async.h"
+#include "duplex/base/buffer.h"
 #include "duplex/iscsi/login.h"
 #include "duplex/iscsi/pdu.h"
 #include "duplex/iscsi/portal.h"
@@ -81,7 +82,7 @@ class Connection {
     bool read = false, write = false;
     std::uint32_t edtl = 0;
     std::uint32_t want = 0;         // Data-Out bytes the target will take (<= edtl)
-    std::vector<std::byte> out;     // Data-Out (size edtl, or empty when discarding)
+    AlignedBuffer out;              // Data-Out (size edtl, or empty when discarding); aligned for O_DIRECT
     std::uint32_t received = 0;     // Data-Out bytes in, counted over every PDU
     std::uint32_t unsolicited = 0;  // bytes the initiator may still send unsolicited
     bool unsolicited_done = true;
