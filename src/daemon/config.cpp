@@ -7,6 +7,9 @@
 
 #include <toml++/toml.h>
 
+#include "duplex/iscsi/chap.h"
+#include "duplex/iscsi/target.h"
+
 namespace duplex::daemon {
 
 Result<std::uint64_t> parse_size(std::string_view s) {
@@ -150,18 +153,182 @@ std::optional<std::chrono::milliseconds> get_duration(Ctx& c, const toml::table&
 }
 
 // An array of tables ([[pool]]); a single table is accepted too.
-std::vector<const toml::table*> table_array(Ctx& c, const toml::table& root, std::string_view name) {
+// `full` is the name as written in the file ("iscsi.target"), for the error.
+std::vector<const toml::table*> table_array(Ctx& c, const toml::table& root, std::string_view name,
+                                            std::string_view full = {}) {
   std::vector<const toml::table*> out;
   auto* n = root.get(name);
   if (!n) return out;
+  if (full.empty()) full = name;
   if (n->is_table()) {
     out.push_back(n->as_table());
   } else if (n->is_array_of_tables()) {
     for (auto& e : *n->as_array()) out.push_back(e.as_table());
   } else {
-    c.fail("{} must be written [[{}]]", name, name);
+    c.fail("{} must be written [[{}]]", full, full);
   }
   return out;
+}
+
+// A string or a list of strings ("host:port" or ["a:1", "b:2"]).
+std::vector<std::string> get_str_list(Ctx& c, const toml::table& t, std::string_view key,
+                                      const std::string& sect, std::string_view example) {
+  std::vector<std::string> out;
+  auto* n = t.get(key);
+  if (!n) return out;
+  if (n->is_string()) {
+    out.push_back(n->as_string()->get());
+  } else if (n->is_array()) {
+    for (auto& e : *n->as_array()) {
+      if (!e.is_string()) {
+        c.fail("{}.{} must be a list of strings like {}{}", sect, key, example, where(e));
+        return out;
+      }
+      out.push_back(e.as_string()->get());
+    }
+  } else {
+    c.fail("{}.{} must be a list of strings like {}{}", sect, key, example, where(*n));
+  }
+  return out;
+}
+
+std::string lower(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+std::optional<iscsi::Access> get_access(Ctx& c, const toml::table& t, std::string_view key,
+                                        const std::string& sect) {
+  auto v = get_str(c, t, key, sect);
+  if (!v) return std::nullopt;
+  if (*v == "read-write") return iscsi::Access::read_write;
+  if (*v == "read-only") return iscsi::Access::read_only;
+  if (*v == "none") return iscsi::Access::none;
+  c.fail("{}.{} '{}': use \"read-write\", \"read-only\" or \"none\"{}", sect, key, *v, where(*t.get(key)));
+  return std::nullopt;
+}
+
+// An iSCSI name (RFC 3720 §3.2.6.3.1: names compare after lower-casing, so they are stored so).
+std::string get_iqn(Ctx& c, const toml::table& t, std::string_view key, const std::string& sect) {
+  auto v = get_str(c, t, key, sect);
+  if (!v) return {};
+  std::string name = lower(*v);
+  if (!iscsi::valid_iscsi_name(name))
+    c.fail(
+        "{}.{} '{}' is not a valid iSCSI name (iqn.YYYY-MM.reversed.domain[:anything], eui.<16 hex> or "
+        "naa.<hex>){}",
+        sect, key, *v, where(*t.get(key)));
+  return name;
+}
+
+// CHAP credentials from `user`/`secret` and optionally `muser`/`msecret` (mutual CHAP).
+std::optional<iscsi::ChapCredentials> get_chap(Ctx& c, const toml::table& t, const std::string& sect,
+                                               std::string_view user_key, std::string_view secret_key,
+                                               std::string_view muser_key = {},
+                                               std::string_view msecret_key = {}) {
+  auto user = get_str(c, t, user_key, sect);
+  auto secret = get_str(c, t, secret_key, sect);
+  std::optional<std::string> muser, msecret;
+  if (!muser_key.empty()) {
+    muser = get_str(c, t, muser_key, sect);
+    msecret = get_str(c, t, msecret_key, sect);
+  }
+  if (!user && !secret && !muser && !msecret) return std::nullopt;
+  if (!user || !secret || user->empty()) {
+    c.fail("{}: {} and {} go together (CHAP needs both)", sect, user_key, secret_key);
+    return std::nullopt;
+  }
+  if (muser.has_value() != msecret.has_value() || (muser && muser->empty())) {
+    c.fail("{}: {} and {} go together (mutual CHAP needs both)", sect, muser_key, msecret_key);
+    return std::nullopt;
+  }
+  iscsi::ChapCredentials cr;
+  cr.user = *user;
+  cr.secret = *secret;
+  cr.target_user = muser;
+  cr.target_secret = msecret;
+  if (auto st = iscsi::ChapTarget::validate(cr); !st) {
+    c.fail("{}: CHAP: {}", sect, st.message());
+    return std::nullopt;
+  }
+  return cr;
+}
+
+void parse_iscsi(Ctx& c, const toml::table& t, IscsiSection& is) {
+  const std::string sect = "iscsi";
+  check_keys(c, t, "[iscsi]",
+             {"listen", "tpgt", "base_iqn", "nop_interval", "nop_timeout", "login_timeout", "queue_depth",
+              "max_connections", "discovery_chap_user", "discovery_chap_secret", "target"});
+  is.listen = get_str_list(c, t, "listen", sect, "[\"127.0.0.1:3260\"]");
+  for (const auto& l : is.listen)
+    if (l.empty()) c.fail("iscsi.listen: an empty address");
+  if (auto v = get_int(c, t, "tpgt", sect)) {
+    if (*v < 1 || *v > 65535) c.fail("iscsi.tpgt must be 1..65535");
+    is.tpgt = static_cast<std::uint16_t>(*v);
+  }
+  if (t.get("base_iqn")) {
+    is.base_iqn = get_iqn(c, t, "base_iqn", sect);
+    if (is.base_iqn.starts_with("eui.") || is.base_iqn.starts_with("naa."))
+      c.fail("iscsi.base_iqn '{}' must be an iqn. name (targets are named <base_iqn>:<volume>)", is.base_iqn);
+  }
+  if (auto v = get_duration(c, t, "nop_interval", sect)) is.nop_interval = *v;
+  if (auto v = get_duration(c, t, "nop_timeout", sect)) {
+    if (v->count() == 0) c.fail("iscsi.nop_timeout must be more than 0");
+    is.nop_timeout = *v;
+  }
+  if (auto v = get_duration(c, t, "login_timeout", sect)) {
+    if (v->count() == 0) c.fail("iscsi.login_timeout must be more than 0");
+    is.login_timeout = *v;
+  }
+  if (auto v = get_int(c, t, "queue_depth", sect)) {
+    if (*v < 1 || *v > 4096) c.fail("iscsi.queue_depth must be 1..4096");
+    is.queue_depth = static_cast<std::uint32_t>(*v);
+  }
+  if (auto v = get_int(c, t, "max_connections", sect)) {
+    if (*v < 1 || *v > 100000) c.fail("iscsi.max_connections must be 1..100000");
+    is.max_connections = static_cast<unsigned>(*v);
+  }
+  is.discovery_chap = get_chap(c, t, "[iscsi]", "discovery_chap_user", "discovery_chap_secret");
+
+  std::set<std::string> names;
+  for (auto* tt : table_array(c, t, "target", "iscsi.target")) {
+    IscsiTargetConfig tc;
+    std::string ts = fmt::format("[[iscsi.target]] #{}", is.targets.size() + 1);
+    check_keys(c, *tt, ts,
+               {"name", "luns", "alias", "default_access", "chap_user", "chap_secret", "mutual_user",
+                "mutual_secret", "acl"});
+    if (!tt->get("name")) c.fail("{}: name is missing (the target's IQN)", ts);
+    tc.name = get_iqn(c, *tt, "name", ts);
+    if (!tc.name.empty()) ts = fmt::format("[[iscsi.target]] '{}'", tc.name);
+    if (!tc.name.empty() && !names.insert(tc.name).second) c.fail("{}: the name is used twice", ts);
+    tc.luns = get_str_list(c, *tt, "luns", ts, "[\"vol\", \"vol@snap\"]");
+    if (tc.luns.empty()) c.fail("{}: luns is missing (e.g. luns = [\"vol\"])", ts);
+    if (tc.luns.size() > 16384) c.fail("{}: more than 16384 LUNs", ts);
+    std::set<std::string> seen;
+    for (const auto& l : tc.luns) {
+      if (l.empty()) c.fail("{}: luns: an empty export name", ts);
+      if (!seen.insert(l).second) c.fail("{}: luns: '{}' is listed twice", ts, l);
+    }
+    if (auto v = get_str(c, *tt, "alias", ts)) tc.alias = *v;
+    if (auto v = get_access(c, *tt, "default_access", ts)) tc.default_access = *v;
+    tc.chap = get_chap(c, *tt, ts, "chap_user", "chap_secret", "mutual_user", "mutual_secret");
+    std::set<std::string> inits;
+    for (auto* at : table_array(c, *tt, "acl", "iscsi.target.acl")) {
+      const std::string as = fmt::format("{} acl #{}", ts, tc.acl.size() + 1);
+      check_keys(c, *at, as, {"initiator", "access"});
+      IscsiAclConfig a;
+      if (!at->get("initiator")) c.fail("{}: initiator is missing (the initiator's IQN)", as);
+      a.initiator = get_iqn(c, *at, "initiator", as);
+      if (!at->get("access")) c.fail("{}: access is missing (read-write, read-only or none)", as);
+      if (auto v = get_access(c, *at, "access", as)) a.access = *v;
+      if (!a.initiator.empty() && !inits.insert(a.initiator).second)
+        c.fail("{}: initiator '{}' is listed twice", ts, a.initiator);
+      tc.acl.push_back(std::move(a));
+    }
+    is.targets.push_back(std::move(tc));
+  }
+  if (!is.targets.empty() && is.listen.empty())
+    c.fail("[[iscsi.target]] is configured but iscsi.listen is empty (e.g. listen = [\"127.0.0.1:3260\"])");
 }
 
 bool valid_name(std::string_view s) {
@@ -183,9 +350,15 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
   } catch (const toml::parse_error& e) {
     return Status::error(Errc::invalid, "{}: line {}: {}", source, e.source().begin.line, e.description());
   }
-  check_keys(
-      c, root, "the top level",
-      {"node", "daemon", "listen", "nbd", "pool", "volume", "export", "memory_export", "tls", "limits"});
+  check_keys(c, root, "the top level",
+             {"node", "daemon", "listen", "nbd", "pool", "volume", "export", "memory_export", "tls", "limits",
+              "iscsi", "state_dir"});
+  if (auto* n = root.get("state_dir")) {
+    if (!n->is_string() || n->as_string()->get().empty() || n->as_string()->get().front() != '/')
+      c.fail("state_dir must be an absolute path like \"/var/lib/duplex\"{}", where(*n));
+    else
+      cfg.state_dir = n->as_string()->get();
+  }
   if (auto* t = sub_table(c, root, "node")) {
     check_keys(c, *t, "[node]", {"name", "site"});
     if (auto v = get_str(c, *t, "name", "node")) cfg.node_name = *v;
@@ -311,6 +484,7 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     if (!s.cert.empty() && !s.psk.empty()) c.fail("[tls]: use either cert+key or psk, not both");
     cfg.tls = s;
   }
+  if (auto* t = sub_table(c, root, "iscsi")) parse_iscsi(c, *t, cfg.iscsi);
   if (cfg.nbd_listen.empty()) c.fail("listen.nbd is missing (e.g. nbd = \"127.0.0.1:10809\")");
   if (!c.err.is_ok()) return c.err;
   return cfg;

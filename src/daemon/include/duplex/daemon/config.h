@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "duplex/base/status.h"
+#include "duplex/iscsi/target.h"
 
 namespace duplex::daemon {
 
@@ -42,12 +43,41 @@ struct TlsSection {
   bool require = false;
 };
 
+struct IscsiAclConfig {   // [[iscsi.target.acl]]
+  std::string initiator;  // IQN, lower case
+  iscsi::Access access = iscsi::Access::read_write;
+};
+
+struct IscsiTargetConfig {        // [[iscsi.target]]
+  std::string name;               // IQN, lower case
+  std::vector<std::string> luns;  // export names ("vol", "vol@snap"): LUN 0, 1, ... in order
+  std::string alias;
+  iscsi::Access default_access = iscsi::Access::read_write;
+  std::optional<iscsi::ChapCredentials> chap;  // validated with ChapTarget::validate
+  std::vector<IscsiAclConfig> acl;
+};
+
+struct IscsiSection {  // [iscsi]; no listen address = no portal
+  std::vector<std::string> listen;
+  std::uint16_t tpgt = 1;
+  std::string base_iqn = "iqn.2026-11.io.duplex";
+  std::chrono::milliseconds nop_interval{5000};  // 0: no NOP-In pings
+  std::chrono::milliseconds nop_timeout{30000};
+  std::chrono::milliseconds login_timeout{15000};
+  std::uint32_t queue_depth = 128;
+  unsigned max_connections = 64;
+  std::optional<iscsi::ChapCredentials> discovery_chap;
+  // Empty: one target per export, named from base_iqn (daemon/iscsi_targets.h).
+  std::vector<IscsiTargetConfig> targets;
+};
+
 struct Config {
   std::string file;
   std::string node_name = "duplex";
   std::string site = "a";
   int loops = 0;  // 0: one per core, at most one per pool
   std::string log_level = "info";
+  std::string state_dir = "/var/lib/duplex";  // persistent state (APTPL reservations: pr/)
   std::vector<std::string> nbd_listen;
   std::string default_export;
   std::vector<PoolConfig> pools;
@@ -60,6 +90,7 @@ struct Config {
   std::uint64_t max_inflight_bytes = 64ULL << 20;
   std::chrono::milliseconds handshake_timeout{30000};
   std::chrono::milliseconds stop_grace{2000};
+  IscsiSection iscsi;
 };
 
 // Parses and validates; every error is one line naming the file, the key and the problem.

@@ -1,0 +1,45 @@
+#pragma once
+// Which iSCSI targets the daemon serves, decided from the configuration and the export list
+// before any LogicalUnit exists (pure logic, unit-tested).
+//
+//   [[iscsi.target]] tables present -> exactly those; each LUN names an export ("vol", "vol@snap")
+//   none, iscsi.listen set          -> one target per export, LUN 0:
+//                                        vol      -> <base_iqn>:<iqn_component(vol)>
+//                                        vol@snap -> <base_iqn>:<iqn_component(vol)>:<iqn_component(snap)>
+// Two exports that map to the same IQN (names differing only in case or '_' vs '-') are an error
+// naming both: silently serving one of them would hide the other.
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "duplex/base/status.h"
+#include "duplex/daemon/config.h"
+#include "duplex/iscsi/chap.h"
+#include "duplex/iscsi/target.h"
+
+namespace duplex::daemon {
+
+struct ExportView {  // what the planner needs to know about one export
+  std::string name;  // "vol" or "vol@snap"
+  bool read_only = false;
+};
+
+struct TargetPlan {
+  std::string name;  // IQN, lower case
+  std::string alias;
+  std::vector<std::string> luns;  // export names: LUN i serves luns[i]
+  iscsi::Access default_access = iscsi::Access::read_write;
+  std::map<std::string, iscsi::Access> acl;
+  std::optional<iscsi::ChapCredentials> chap;
+  bool writable = false;  // LUN 0 is writable and someone may write (for the URIs duplexd prints)
+};
+
+// The IQN of the automatic target of an export.
+std::string auto_target_name(const std::string& base_iqn, const std::string& export_name);
+
+// Errors name the target and the export.
+Result<std::vector<TargetPlan>> plan_iscsi_targets(const IscsiSection& cfg,
+                                                   const std::vector<ExportView>& exports);
+
+}  // namespace duplex::daemon
