@@ -9,11 +9,17 @@
 #include <spdlog/spdlog.h>
 #include <asio/signal_set.hpp>
 
+#include "duplex/daemon/iscsi_targets.h"
 #include "duplex/daemon/mem_volume.h"
+#include "duplex/daemon/pr_store.h"
+#include "duplex/iscsi/portal.h"
+#include "duplex/iscsi/target.h"
 #include "duplex/nbd/server.h"
 #include "duplex/reactor/event_loop.h"
 #include "duplex/reactor/uring.h"
 #include "duplex/reactor/uring_device.h"
+#include "duplex/scsi/logical_unit.h"
+#include "duplex/scsi/reservations.h"
 #include "duplex/store/pool.h"
 #include "duplex/volume/local_volume.h"
 
@@ -57,6 +63,40 @@ class Catalogue final : public nbd::ExportCatalogue {
   std::string default_;
 };
 
+// The iSCSI targets, built once at startup (before the portal starts) and read-only afterwards.
+class IscsiCatalogue final : public iscsi::TargetCatalogue {
+ public:
+  const iscsi::Target* find(std::string_view iqn) const override {
+    for (const auto& t : targets_)
+      if (t.name == iqn) return &t;
+    return nullptr;
+  }
+  std::vector<const iscsi::Target*> targets() const override {
+    std::vector<const iscsi::Target*> v;
+    v.reserve(targets_.size());
+    for (const auto& t : targets_) v.push_back(&t);
+    return v;
+  }
+  std::vector<iscsi::Target> targets_;
+};
+
+std::string_view access_name(iscsi::Access a) {
+  switch (a) {
+    case iscsi::Access::none: return "none";
+    case iscsi::Access::read_only: return "read-only";
+    case iscsi::Access::read_write: return "read-write";
+  }
+  return "?";
+}
+
+// VPD 0x80 serial: the volume UUID as 32 hex digits, identical on every node that serves it.
+std::string serial_of(const Uuid& u) {
+  std::string s;
+  for (char ch : u.to_string())
+    if (ch != '-') s.push_back(ch);
+  return s;
+}
+
 }  // namespace
 
 struct Daemon::Impl {
@@ -66,6 +106,12 @@ struct Daemon::Impl {
   std::vector<PoolState> pools;
   Catalogue cat;
   std::unique_ptr<nbd::Server> server;
+  // iSCSI: one LogicalUnit per export some target uses (over the export's BlockVolume, on its
+  // loop), the targets, and the portal. Destroyed portal first, then the LUs, then the volumes.
+  std::map<std::string, std::unique_ptr<scsi::LogicalUnit>> lus;  // export name -> LU
+  std::vector<TargetPlan> iscsi_plans;
+  IscsiCatalogue iscsi_targets;
+  std::unique_ptr<iscsi::Portal> portal;
   std::unique_ptr<asio::signal_set> signals;
   bool stopping = false;
   int exit_code = 0;
@@ -257,8 +303,106 @@ struct Daemon::Impl {
     return Status::ok();
   }
 
+  // The iSCSI side: targets from the configuration (or one per export), a LogicalUnit per export
+  // they use with its persistent-reservation state restored, then the catalogue the portal serves.
+  Status build_iscsi() {
+    const auto& ic = cfg.iscsi;
+    if (ic.listen.empty()) return Status::ok();
+    std::vector<ExportView> views;
+    views.reserve(cat.entries_.size());
+    for (const auto& e : cat.entries_) views.push_back({e.info.name, e.info.read_only || e.vol->read_only()});
+    auto plans = plan_iscsi_targets(ic, views);
+    if (!plans) return plans.status();
+    iscsi_plans = std::move(*plans);
+
+    PrStore prs(cfg.state_dir);
+    if (auto st = prs.prepare(); !st)
+      return Status::error(st.code(), "state_dir {}: {}", cfg.state_dir, st.message());
+    auto entry = [&](const std::string& name) -> Entry* {
+      for (auto& e : cat.entries_)
+        if (e.info.name == name) return &e;
+      return nullptr;
+    };
+    for (const auto& plan : iscsi_plans) {
+      for (const auto& name : plan.luns) {
+        if (lus.count(name)) continue;
+        Entry* e = entry(name);
+        if (!e) return Status::error(Errc::not_found, "iSCSI target {}: no export '{}'", plan.name, name);
+        scsi::LuConfig lc;
+        lc.serial = serial_of(e->vol->uuid());
+        lc.block_size = 512;
+        lc.relative_port = 1;
+        lc.tpg_id = ic.tpgt;
+        // An export in several targets has one LU: its VPD 0x83 names the first target's port.
+        lc.target_port_name = fmt::format("{},t,0x{:04x}", plan.name, ic.tpgt);
+        lc.port_groups = {scsi::TargetPortGroup{ic.tpgt, scsi::AluaState::active_optimized, false, {1}}};
+        auto lu = std::make_unique<scsi::LogicalUnit>(*e->vol, lc);
+        // APTPL state lives with pool volumes only: an in-memory export is gone after a restart.
+        if (dynamic_cast<volume::LocalVolume*>(e->vol.get())) DPX_TRY(restore_pr(prs, name, *e->vol, *lu));
+        lus.emplace(name, std::move(lu));
+      }
+    }
+    for (const auto& plan : iscsi_plans) {
+      iscsi::Target t;
+      t.name = plan.name;
+      t.alias = plan.alias;
+      t.acl = plan.acl;
+      t.default_access = plan.default_access;
+      t.chap = plan.chap;
+      for (std::size_t i = 0; i < plan.luns.size(); ++i) {
+        const Entry* e = entry(plan.luns[i]);
+        t.luns.push_back(iscsi::Lun{i, lus.at(plan.luns[i]).get(), e->info.loop});
+      }
+      t.loop = t.luns.front().loop;
+      spdlog::info("event=iscsi.target target={} luns={} default_access={} acl={} chap={}", t.name,
+                   fmt::join(plan.luns, ","), access_name(t.default_access), t.acl.size(),
+                   !t.chap                 ? "none"
+                   : t.chap->target_secret ? "mutual"
+                                           : "one-way");
+      iscsi_targets.targets_.push_back(std::move(t));
+    }
+    return Status::ok();
+  }
+
+  // Restores APTPL reservations saved by an earlier run and installs the hook that saves them.
+  static Status restore_pr(const PrStore& prs, const std::string& name, const volume::BlockVolume& vol,
+                           scsi::LogicalUnit& lu) {
+    const Uuid id = vol.uuid();
+    auto saved = prs.load(id);
+    if (!saved) return Status::error(saved.status().code(), "export {}: {}", name, saved.status().message());
+    if (*saved) {
+      if ((*saved)->aptpl) {
+        spdlog::info("event=pr.restored export={} file={} registrations={} reserved={} generation={}", name,
+                     prs.path(id), (*saved)->registrations.size(), (*saved)->holder.has_value(),
+                     (*saved)->generation);
+        lu.reservations().restore(std::move(**saved));
+      } else {
+        // Never written by us (a state without APTPL removes the file); do not resurrect it.
+        spdlog::warn("event=pr.ignored export={} file={} reason=\"APTPL is not set in the saved state\"",
+                     name, prs.path(id));
+        DPX_TRY(prs.remove(id));
+      }
+    }
+    // Called on the LU's event loop after every reservation change. The write is synchronous (a
+    // few hundred bytes, fsync, rename, fsync of the directory): it stalls that loop for the
+    // fsyncs, acceptable while PERSISTENT RESERVE OUT is rare (cluster start, failover). Moving it
+    // to a helper thread needs a way to answer the PR OUT after the state is durable (the hook
+    // returns nothing today), so a failure is logged, not reported to the initiator.
+    lu.set_persist_hook([prs, id, name](const scsi::PrState& s) {
+      const Status st = s.aptpl ? prs.save(id, s) : prs.remove(id);
+      if (!st)
+        spdlog::error("event=pr.persist_failed export={} aptpl={} error=\"{}\"", name, s.aptpl, st.message());
+      else
+        spdlog::debug("event=pr.persisted export={} aptpl={} registrations={} generation={}", name, s.aptpl,
+                      s.registrations.size(), s.generation);
+    });
+    return Status::ok();
+  }
+
   Task<void> shutdown() {
-    spdlog::info("event=shutdown phase=begin connections={}", server ? server->connections() : 0);
+    spdlog::info("event=shutdown phase=begin connections={} iscsi_connections={}",
+                 server ? server->connections() : 0, portal ? portal->connections() : 0);
+    if (portal) co_await portal->stop();
     if (server) co_await server->stop();
     for (auto& ps : pools) {
       EventLoop& l = loops->at(ps.loop);
@@ -286,7 +430,10 @@ Daemon::~Daemon() {
     impl_->loops->stop_all();
     impl_->loops->join_others();
   }
+  impl_->portal.reset();
   impl_->server.reset();
+  impl_->iscsi_targets.targets_.clear();
+  impl_->lus.clear();
   impl_->cat.entries_.clear();
   impl_->pools.clear();
 }
@@ -338,6 +485,7 @@ Status Daemon::start(const StartOptions& opts) {
   }
   for (const auto& full : opts.snapshots) DPX_TRY(I.ensure_snapshot(full));
   DPX_TRY(I.build_catalogue());
+  DPX_TRY(I.build_iscsi());
 
   nbd::ServerConfig sc;
   sc.listen = I.cfg.nbd_listen;
@@ -357,6 +505,21 @@ Status Daemon::start(const StartOptions& opts) {
   }
   I.server = std::make_unique<nbd::Server>(*I.loops, I.cat, sc);
   DPX_TRY(I.server->start());
+  if (!I.cfg.iscsi.listen.empty()) {
+    const auto& ic = I.cfg.iscsi;
+    iscsi::PortalConfig pc;
+    pc.listen = ic.listen;
+    pc.tpgt = ic.tpgt;
+    pc.max_connections = ic.max_connections;
+    pc.login_timeout = ic.login_timeout;
+    pc.nop_interval = ic.nop_interval;
+    pc.nop_timeout = ic.nop_timeout;
+    pc.stop_grace = I.cfg.stop_grace;
+    pc.queue_depth = ic.queue_depth;
+    pc.discovery_chap = ic.discovery_chap;
+    I.portal = std::make_unique<iscsi::Portal>(*I.loops, I.iscsi_targets, pc);
+    DPX_TRY(I.portal->start());
+  }
 
   I.signals = std::make_unique<asio::signal_set>(I.loops->at(0).context(), SIGTERM, SIGINT);
   std::function<void(std::error_code, int)> on_signal;
@@ -367,8 +530,13 @@ Status Daemon::start(const StartOptions& opts) {
   });
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGHUP, SIG_IGN);  // a closing terminal must not stop the storage
-  spdlog::info("event=ready node={} site={} nbd={} exports={} loops={}", I.cfg.node_name, I.cfg.site,
-               fmt::join(I.server->endpoints(), ","), I.cat.entries_.size(), n);
+  if (I.portal)
+    spdlog::info("event=ready node={} site={} nbd={} exports={} loops={} iscsi={} targets={}",
+                 I.cfg.node_name, I.cfg.site, fmt::join(I.server->endpoints(), ","), I.cat.entries_.size(), n,
+                 fmt::join(I.portal->endpoints(), ","), I.iscsi_targets.targets_.size());
+  else
+    spdlog::info("event=ready node={} site={} nbd={} exports={} loops={}", I.cfg.node_name, I.cfg.site,
+                 fmt::join(I.server->endpoints(), ","), I.cat.entries_.size(), n);
   return Status::ok();
 }
 
@@ -396,6 +564,12 @@ std::vector<std::string> Daemon::uris() const {
   if (eps.empty()) return out;
   for (const auto& e : impl_->cat.entries_)
     if (!e.info.read_only) out.push_back(fmt::format("nbd://{}/{}", eps[0], e.info.name));
+  if (impl_->portal) {
+    const auto ieps = impl_->portal->endpoints();
+    if (!ieps.empty())
+      for (const auto& t : impl_->iscsi_plans)
+        if (t.writable) out.push_back(fmt::format("iscsi://{}/{}/0", ieps[0], t.name));
+  }
   return out;
 }
 

@@ -23,7 +23,7 @@ void setup_logging(const std::string& level) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"duplexd: the Duplex node daemon (serves volumes over NBD)", "duplexd"};
+  CLI::App app{"duplexd: the Duplex node daemon (serves volumes over NBD and iSCSI)", "duplexd"};
   std::string config_path;
   std::vector<std::string> create_volumes;
   bool check_only = false;
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "duplexd: %s\n", st.message().c_str());
     return 1;
   }
-  for (const auto& u : d.uris()) std::printf("NBD %s\n", u.c_str());
+  for (const auto& u : d.uris()) std::printf("%s %s\n", u.starts_with("iscsi:") ? "iSCSI" : "NBD", u.c_str());
   std::fflush(stdout);
   return d.run();
 }

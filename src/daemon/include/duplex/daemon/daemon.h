@@ -1,11 +1,13 @@
 #pragma once
-// duplexd's wiring: event loops, pools (each pinned to one loop), the export catalogue and the
-// NBD server, started in order and stopped in the reverse order.
+// duplexd's wiring: event loops, pools (each pinned to one loop), the export catalogue, the NBD
+// server and the iSCSI portal, started in order and stopped in the reverse order.
 //
 // Start:  config -> loops -> per pool: device (io_uring or inline fallback) -> open/create pool
-//         -> ensure volumes -> catalogue -> NBD listen -> ready
-// Stop (SIGTERM/SIGINT): stop accepting -> ESHUTDOWN to new requests -> in-flight requests finish
-//         -> sessions flush and close -> pools flush and close (checkpoint) -> loops end
+//         -> ensure volumes -> catalogue -> iSCSI targets: one LogicalUnit per export they use,
+//         APTPL reservations restored from state_dir -> NBD listen -> iSCSI listen -> ready
+// Stop (SIGTERM/SIGINT): iSCSI portal stops (commands in flight finish, sessions close) -> NBD
+//         stops accepting -> ESHUTDOWN to new requests -> in-flight requests finish -> sessions
+//         flush and close -> pools flush and close (checkpoint) -> loops end
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,7 +34,8 @@ class Daemon {
   // Runs until SIGTERM/SIGINT (or request_stop()), then shuts down cleanly. Returns the exit code.
   int run();
   void request_stop();
-  // "nbd://127.0.0.11:10809/demo" for every writable volume export.
+  // "nbd://127.0.0.11:10809/demo" for every writable volume export, then
+  // "iscsi://127.0.0.1:3260/iqn.2026-11.io.duplex:demo/0" for every target whose LUN 0 is writable.
   std::vector<std::string> uris() const;
 
  private:
