@@ -22,7 +22,7 @@ class Duplexd:
     """One duplexd on 127.0.0.x with a pool in a temporary directory."""
 
     def __init__(self, workdir=None, host="127.0.0.11", pool_size="512MiB", extra_config="",
-                 args=(), port=None):
+                 args=(), port=None, head_config=""):
         self.dir = workdir or tempfile.mkdtemp(prefix="duplex-nbd-")
         self.host = host
         self.port = port or free_port(host)
@@ -30,7 +30,9 @@ class Duplexd:
         self.log = os.path.join(self.dir, "duplexd.log")
         self.pool = os.path.join(self.dir, "p1.pool")
         with open(self.config, "w") as f:
-            f.write(f"""[node]
+            # head_config: top-level keys (state_dir), which TOML wants before the first table.
+            f.write(f"""{head_config}
+[node]
 name = "n1"
 site = "a"
 [listen]
@@ -47,7 +49,9 @@ create_size = "{pool_size}"
     def uri(self, export=""):
         return f"nbd://{self.host}:{self.port}/{export}"
 
-    def start(self, args=None, expect_fail=False, timeout=20):
+    def start(self, args=None, expect_fail=False, timeout=20, wait_ready=False):
+        """Starts duplexd; returns once it accepts NBD connections (and, with wait_ready, once it
+        has logged a new event=ready line: every front-end is listening)."""
         cmd = [DUPLEXD, "--config", self.config] + (self.args if args is None else list(args))
         if not expect_fail:
             # A server already on our port would answer our client: refuse to test someone else's.
@@ -56,6 +60,7 @@ create_size = "{pool_size}"
                 raise RuntimeError(f"{self.host}:{self.port} is already in use by another process")
             except OSError:
                 pass
+        ready_before = self.log_text().count("event=ready") if os.path.exists(self.log) else 0
         logf = open(self.log, "a")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, start_new_session=True,
                                      text=True)
@@ -72,6 +77,9 @@ create_size = "{pool_size}"
                 socket.create_connection((self.host, self.port), timeout=0.2).close()
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"duplexd exited with {self.proc.returncode}: {self.tail()}")
+                if wait_ready and self.log_text().count("event=ready") <= ready_before:
+                    time.sleep(0.05)
+                    continue
                 return 0
             except OSError:
                 time.sleep(0.05)
