@@ -17,6 +17,7 @@ std::string_view errc_name(Errc c) {
     case Errc::busy: return "busy";
     case Errc::unsupported: return "unsupported";
     case Errc::shutdown: return "shutdown";
+    case Errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

@@ -27,7 +27,8 @@ enum class Errc : std::uint8_t {
   version,   // on-disk or wire format of another version
   busy,      // lock held by another process or operation
   unsupported,
-  shutdown,  // the service is stopping
+  shutdown,     // the service is stopping
+  unavailable,  // a remote service (etcd, a peer) cannot be reached or has no quorum
 };
 
 std::string_view errc_name(Errc c);

@@ -1,0 +1,208 @@
+// The etcd client against real etcd members (Debian's etcd-server) on loopback: KV, transactions
+// with compares, leases that expire, watches that resume after a disconnect and reload after a
+// compaction, and a 3-member cluster that loses one member (nothing changes) and then the
+// majority (no decision can be taken: Errc::unavailable).
+#include "duplex/cluster/etcd.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "etcd_cluster.h"
+
+namespace duplex::cluster {
+namespace {
+
+using namespace std::chrono_literals;
+
+EtcdOptions opts(const test::EtcdCluster& c, std::chrono::milliseconds timeout = 2000ms) {
+  EtcdOptions o;
+  o.endpoints = c.endpoints();
+  o.timeout = timeout;
+  return o;
+}
+
+TEST(Etcd, PutGetPrefixDeleteWithBinarySafeValues) {
+  test::EtcdCluster c(1);
+  Etcd e(opts(c));
+  const std::string bin("v\0\xff\x01", 4);
+  auto r1 = e.put("/duplex/test/a", bin);
+  ASSERT_TRUE(r1) << r1.status().to_string();
+  ASSERT_TRUE(e.put("/duplex/test/b", "2"));
+  ASSERT_TRUE(e.put("/duplex/testx", "outside"));
+  auto a = e.get("/duplex/test/a");
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->kvs.size(), 1u);
+  EXPECT_EQ(a->kvs[0].value, bin);
+  EXPECT_EQ(a->kvs[0].mod_revision, *r1);
+  auto all = e.get_prefix("/duplex/test/");
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->kvs.size(), 2u);
+  EXPECT_EQ(all->kvs[1].key, "/duplex/test/b");
+  auto gone = e.del("/duplex/test/", true);
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(*gone, 2);
+  EXPECT_TRUE(e.get("/duplex/test/a")->kvs.empty());
+  EXPECT_EQ(e.get("/duplex/testx")->kvs.size(), 1u);
+}
+
+// Every decision is a compare-and-swap: only the writer that read the current revision wins.
+TEST(Etcd, TransactionsDecideOnRevision) {
+  test::EtcdCluster c(1);
+  Etcd e(opts(c));
+  auto created = e.txn({Compare::absent("/duplex/volumes/v1")}, {TxnOp::put("/duplex/volumes/v1", "gen=1")});
+  ASSERT_TRUE(created);
+  EXPECT_TRUE(created->succeeded);
+  auto again = e.txn({Compare::absent("/duplex/volumes/v1")}, {TxnOp::put("/duplex/volumes/v1", "gen=1")},
+                     {TxnOp::get("/duplex/volumes/v1")});
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->succeeded);
+  ASSERT_EQ(again->ranges.size(), 1u);
+  ASSERT_EQ(again->ranges[0].size(), 1u);
+  const std::int64_t rev = again->ranges[0][0].mod_revision;
+  // Two writers read the same revision; the first bump wins, the second sees the new state.
+  auto first = e.txn({Compare::unchanged_since("/duplex/volumes/v1", rev)},
+                     {TxnOp::put("/duplex/volumes/v1", "gen=2")});
+  auto second = e.txn({Compare::unchanged_since("/duplex/volumes/v1", rev)},
+                      {TxnOp::put("/duplex/volumes/v1", "gen=2b")}, {TxnOp::get("/duplex/volumes/v1")});
+  ASSERT_TRUE(first && second);
+  EXPECT_TRUE(first->succeeded);
+  EXPECT_FALSE(second->succeeded);
+  EXPECT_EQ(second->ranges.at(0).at(0).value, "gen=2");
+  EXPECT_TRUE(e.txn({Compare::value_is("/duplex/volumes/v1", "gen=2")}, {TxnOp::del("/duplex/volumes/v1")})
+                  ->succeeded);
+}
+
+// A node's liveness key is bound to a lease: kept alive it stays, left alone it disappears.
+TEST(Etcd, LeasesKeepKeysAliveAndExpire) {
+  test::EtcdCluster c(1);
+  Etcd e(opts(c));
+  auto lease = e.grant(2s);
+  ASSERT_TRUE(lease) << lease.status().to_string();
+  ASSERT_TRUE(e.put("/duplex/nodes/n1", "alive", *lease));
+  for (int i = 0; i < 4; ++i) {
+    std::this_thread::sleep_for(700ms);
+    auto ttl = e.keepalive(*lease);
+    ASSERT_TRUE(ttl) << ttl.status().to_string();
+  }
+  EXPECT_EQ(e.get("/duplex/nodes/n1")->kvs.size(), 1u);
+  std::this_thread::sleep_for(3500ms);  // no keepalive: expired
+  EXPECT_TRUE(e.get("/duplex/nodes/n1")->kvs.empty());
+  auto late = e.keepalive(*lease);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.status().code(), Errc::not_found);
+}
+
+struct Seen {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> events;  // "put key=value" / "del key"
+  int resets = 0;
+  std::vector<std::string> last_reset;
+  bool wait_for(std::size_t n, std::chrono::milliseconds limit = 10000ms) {
+    std::unique_lock<std::mutex> lk(mu);
+    return cv.wait_for(lk, limit, [&] { return events.size() >= n; });
+  }
+  Watcher::Callbacks callbacks() {
+    Watcher::Callbacks cb;
+    cb.on_reset = [this](const std::vector<Kv>& state, std::int64_t) {
+      std::lock_guard<std::mutex> g(mu);
+      ++resets;
+      last_reset.clear();
+      for (const auto& kv : state) last_reset.push_back(kv.key + "=" + kv.value);
+      cv.notify_all();
+    };
+    cb.on_events = [this](const std::vector<WatchEvent>& evs, std::int64_t) {
+      std::lock_guard<std::mutex> g(mu);
+      for (const auto& ev : evs)
+        events.push_back(ev.type == WatchEvent::Type::put ? "put " + ev.kv.key + "=" + ev.kv.value
+                                                          : "del " + ev.kv.key);
+      cv.notify_all();
+    };
+    return cb;
+  }
+};
+
+TEST(Etcd, WatchDeliversInOrderAndResumesAfterAMemberRestart) {
+  test::EtcdCluster c(1);
+  Etcd e(opts(c));
+  ASSERT_TRUE(e.put("/duplex/w/before", "0"));
+  Seen seen;
+  Watcher w(opts(c), "/duplex/w/", seen.callbacks());
+  for (int i = 0; i < 50 && seen.resets == 0; ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(seen.resets, 1);
+  EXPECT_EQ(seen.last_reset, std::vector<std::string>{"/duplex/w/before=0"});
+  ASSERT_TRUE(e.put("/duplex/w/a", "1"));
+  ASSERT_TRUE(e.put("/duplex/w/a", "2"));
+  ASSERT_TRUE(e.del("/duplex/w/a"));
+  ASSERT_TRUE(seen.wait_for(3));
+  // The member goes away and comes back (same data): changes made meanwhile are not lost.
+  c.kill(0);
+  c.start(0);
+  ASSERT_TRUE(c.wait_healthy(0));
+  Etcd e2(opts(c));
+  ASSERT_TRUE(e2.put("/duplex/w/b", "3"));
+  ASSERT_TRUE(e2.put("/duplex/w/b", "4"));
+  ASSERT_TRUE(seen.wait_for(5));
+  std::lock_guard<std::mutex> g(seen.mu);
+  EXPECT_EQ(seen.events,
+            (std::vector<std::string>{"put /duplex/w/a=1", "put /duplex/w/a=2", "del /duplex/w/a",
+                                      "put /duplex/w/b=3", "put /duplex/w/b=4"}));
+  EXPECT_EQ(seen.resets, 1);  // resumed from its revision, not reloaded
+}
+
+// The watch's member freezes; meanwhile the others change the key and compact the history the
+// watch would resume from. When the watch reconnects (to another member) its revision is gone:
+// it must reload the prefix (on_reset) instead of silently skipping the changes.
+TEST(Etcd, WatchReloadsWhenItsRevisionWasCompacted) {
+  test::EtcdCluster c(3);
+  Etcd e(opts(c, 1500ms));
+  ASSERT_TRUE(e.put("/duplex/k/x", "start"));
+  Seen seen;
+  Watcher w(opts(c, 1500ms), "/duplex/k/", seen.callbacks());
+  for (int i = 0; i < 100 && seen.resets == 0; ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(seen.resets, 1);
+  ASSERT_TRUE(e.put("/duplex/k/x", "seen"));
+  ASSERT_TRUE(seen.wait_for(1));
+  c.freeze(0);  // the watcher's member (its first endpoint)
+  EtcdOptions others;
+  others.endpoints = {c.endpoint(1), c.endpoint(2)};
+  Etcd e2(others);
+  std::int64_t rev = 0;
+  for (int i = 0; i < 5; ++i) rev = *e2.put("/duplex/k/x", std::to_string(i));
+  ASSERT_TRUE(e2.call("/v3/kv/compaction", "{\"revision\":\"" + std::to_string(rev) + "\"}"));
+  c.kill(0);  // the stream breaks; the watcher moves to another member
+  for (int i = 0; i < 300 && seen.resets < 2; ++i) std::this_thread::sleep_for(20ms);
+  std::lock_guard<std::mutex> g(seen.mu);
+  EXPECT_EQ(seen.resets, 2);
+  EXPECT_EQ(seen.last_reset, std::vector<std::string>{"/duplex/k/x=4"});
+  EXPECT_EQ(seen.events, std::vector<std::string>{"put /duplex/k/x=seen"});
+}
+
+TEST(Etcd, ThreeMembersSurviveOneLossAndRefuseWithoutMajority) {
+  test::EtcdCluster c(3);
+  Etcd e(opts(c, 1500ms));
+  ASSERT_TRUE(e.put("/duplex/q", "1"));
+  c.kill(0);  // the client's first endpoint: it must move on
+  auto r = e.put("/duplex/q", "2");
+  ASSERT_TRUE(r) << r.status().to_string();
+  EXPECT_EQ(e.get("/duplex/q")->kvs.at(0).value, "2");
+  auto cas = e.txn({Compare::value_is("/duplex/q", "2")}, {TxnOp::put("/duplex/q", "3")});
+  ASSERT_TRUE(cas);
+  EXPECT_TRUE(cas->succeeded);
+  c.kill(1);  // majority lost: no decision
+  auto refused = e.txn({Compare::value_is("/duplex/q", "3")}, {TxnOp::put("/duplex/q", "4")});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.status().code(), Errc::unavailable) << refused.status().to_string();
+  // A member comes back: decisions resume, and the refused one never happened.
+  c.start(1);
+  ASSERT_TRUE(c.wait_healthy(1));
+  std::this_thread::sleep_for(1s);
+  auto v = e.get("/duplex/q");
+  ASSERT_TRUE(v) << v.status().to_string();
+  EXPECT_EQ(v->kvs.at(0).value, "3");
+}
+
+}  // namespace
+}  // namespace duplex::cluster
