@@ -638,7 +638,7 @@ Task<Status> Connection::on_scsi_command(const Bhs* pdu) {
     std::uint64_t need = 0;
     if (c->lun) need = c->lun->lu->data_out_length(c->cdb);
     if (edtl <= kMaxBuffer) {
-      c->out = AlignedBuffer(edtl);
+      c->out = take_buffer(edtl);
       c->want = static_cast<std::uint32_t>(std::min<std::uint64_t>(edtl, need));
     } else {
       c->early = scsi::illegal_request(scsi::asc::kInvalidFieldInCdb, 0);  // more than we buffer
@@ -764,8 +764,11 @@ Task<void> Connection::execute(Cmd* c) {
   c->executing = true;
   ++executing_;
   const std::uint8_t opcode = c->cdb[0];
-  // Aligned, so that an O_DIRECT volume reads straight into it (no bounce copy).
-  AlignedBuffer in(c->read ? std::min(c->edtl, kMaxBuffer) : 0);
+  // Aligned, so that an O_DIRECT volume reads straight into it (no bounce copy); exactly the
+  // expected length, which the logical unit takes as its limit.
+  const std::size_t in_len = c->read ? std::min(c->edtl, kMaxBuffer) : 0;
+  AlignedBuffer in_buf = take_buffer(in_len);
+  const std::span<std::byte> in = in_buf.span().subspan(0, in_len);
   scsi::CommandResult r;
   if (c->early) {
     r = *c->early;
@@ -773,7 +776,7 @@ Task<void> Connection::execute(Cmd* c) {
     std::vector<std::uint64_t> luns;
     luns.reserve(target_->luns.size());
     for (const auto& l : target_->luns) luns.push_back(l.number);
-    r = scsi::report_luns(c->cdb, luns, in.span());
+    r = scsi::report_luns(c->cdb, luns, in);
   } else if (!c->lun) {
     if (opcode == kOpInquiry && c->cdb[1] == 0 && c->cdb[2] == 0) {
       // No LU here: peripheral qualifier 011b, device type 1Fh (SPC-4 6.6.2).
@@ -799,7 +802,7 @@ Task<void> Connection::execute(Cmd* c) {
   } else {
     const std::uint32_t have =
         std::min<std::uint32_t>(c->received, static_cast<std::uint32_t>(c->out.size()));
-    scsi::Command cmd{c->cdb, std::span<const std::byte>(c->out.data(), have), in.span(), &nexus_};
+    scsi::Command cmd{c->cdb, std::span<const std::byte>(c->out.data(), have), in, &nexus_};
     EventLoop& home = portal_.loops.at(loop);
     EventLoop& lun_loop = portal_.loops.at(c->lun->loop);
     if (&lun_loop != &home) co_await switch_to(lun_loop);
@@ -811,6 +814,8 @@ Task<void> Connection::execute(Cmd* c) {
     Status st = co_await respond(c, r, std::span<const std::byte>(in.data(), r.data_in_length));
     if (!st && !closing_) close(st.message());
   }
+  give_buffer(std::move(in_buf));
+  give_buffer(std::move(c->out));
   c->executing = false;
   c->done = true;
   c->finished.notify_all();  // waiters must not touch c once resumed: it is forgotten next
@@ -881,6 +886,32 @@ Task<Status> Connection::respond(Cmd* c, scsi::CommandResult r, std::span<const 
       .u32(36, c->read ? c->data_sn : c->r2t_sn)
       .u32(44, residual);
   co_return co_await send(b, sense, Stat::advance);
+}
+
+AlignedBuffer Connection::take_buffer(std::size_t n) {
+  constexpr std::size_t kClass = 64 * 1024;
+  if (n < kClass) return AlignedBuffer::uninitialized(n);
+  const std::size_t rounded = (n + kClass - 1) / kClass * kClass;
+  for (auto it = spare_.begin(); it != spare_.end(); ++it) {
+    if (it->size() != rounded) continue;
+    AlignedBuffer b = std::move(*it);
+    spare_.erase(it);
+    return b;
+  }
+  return AlignedBuffer::uninitialized(rounded);
+}
+
+void Connection::give_buffer(AlignedBuffer b) {
+  // Enough for a sequential stream at queue depth 8 of 1 MiB both ways; at most 16 MiB per connection.
+  constexpr std::size_t kKeepBytes = std::size_t{16} << 20;
+  if (b.size() < 64 * 1024) return;
+  std::size_t kept = b.size();
+  for (const auto& x : spare_) kept += x.size();
+  while (kept > kKeepBytes && !spare_.empty()) {
+    kept -= spare_.front().size();
+    spare_.erase(spare_.begin());
+  }
+  if (kept <= kKeepBytes) spare_.push_back(std::move(b));
 }
 
 void Connection::forget(Cmd* c) {

@@ -134,6 +134,11 @@ class Connection {
   void forget(Cmd* c);
   void abort_where(const std::function<bool(const Cmd&)>& pred);
 
+  // Staging buffers of 64 KiB and more are reused: a fresh large allocation costs a page fault
+  // per page (it is a new mapping), which dominated the CPU of sequential I/O.
+  AlignedBuffer take_buffer(std::size_t n);
+  void give_buffer(AlignedBuffer b);
+
   // Sending. StatSN, ExpCmdSN and MaxCmdSN are stamped under the write lock, in wire order.
   enum class Stat { none, current, advance };
   Task<Status> send(BhsBuilder b, std::span<const std::byte> data, Stat stat);
@@ -164,6 +169,7 @@ class Connection {
   std::uint32_t ping_ttt_ = 0x1000;
   std::optional<asio::steady_timer> timer_;
   std::vector<std::byte> scratch_;
+  std::vector<AlignedBuffer> spare_;        // staging buffers for reuse (sizes rounded to 64 KiB)
   std::vector<std::uint8_t> ahs_;           // AHS of the PDU being handled
   std::uint32_t next_ttt_ = 0;              // R2T and text continuation tags
   std::vector<std::uint8_t> text_pending_;  // the rest of a long text answer

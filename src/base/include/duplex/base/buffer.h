@@ -15,13 +15,10 @@ class AlignedBuffer {
   static constexpr std::size_t kAlign = 4096;
 
   AlignedBuffer() = default;
-  explicit AlignedBuffer(std::size_t size) : size_(size) {
-    if (size == 0) return;
-    const std::size_t rounded = (size + kAlign - 1) / kAlign * kAlign;
-    data_ = static_cast<std::byte*>(std::aligned_alloc(kAlign, rounded));
-    if (!data_) throw std::bad_alloc();
-    std::memset(data_, 0, rounded);
-  }
+  explicit AlignedBuffer(std::size_t size) : AlignedBuffer(size, true) {}
+  // Contents undefined: for buffers that are always filled before they are read (I/O staging),
+  // where zeroing a large fresh allocation costs a page fault and a clear per page.
+  static AlignedBuffer uninitialized(std::size_t size) { return AlignedBuffer(size, false); }
   AlignedBuffer(AlignedBuffer&& o) noexcept
       : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept {
@@ -46,6 +43,14 @@ class AlignedBuffer {
   }
 
  private:
+  AlignedBuffer(std::size_t size, bool zero) : size_(size) {
+    if (size == 0) return;
+    const std::size_t rounded = (size + kAlign - 1) / kAlign * kAlign;
+    data_ = static_cast<std::byte*>(std::aligned_alloc(kAlign, rounded));
+    if (!data_) throw std::bad_alloc();
+    if (zero) std::memset(data_, 0, rounded);
+  }
+
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
 };
