@@ -383,18 +383,19 @@ struct Daemon::Impl {
         DPX_TRY(prs.remove(id));
       }
     }
-    // Called on the LU's event loop after every reservation change. The write is synchronous (a
-    // few hundred bytes, fsync, rename, fsync of the directory): it stalls that loop for the
-    // fsyncs, acceptable while PERSISTENT RESERVE OUT is rare (cluster start, failover). Moving it
-    // to a helper thread needs a way to answer the PR OUT after the state is durable (the hook
-    // returns nothing today), so a failure is logged, not reported to the initiator.
-    lu.set_persist_hook([prs, id, name](const scsi::PrState& s) {
+    // Called on the LU's event loop after every reservation change, before the PERSISTENT RESERVE
+    // OUT is answered: an error undoes the change and fails the command, so what an initiator was
+    // told survives a restart. The write is synchronous (a few hundred bytes, fsync, rename, fsync
+    // of the directory): it stalls that loop for the fsyncs, acceptable while PR OUT is rare
+    // (cluster start, failover).
+    lu.set_persist_hook([prs, id, name](const scsi::PrState& s) -> Status {
       const Status st = s.aptpl ? prs.save(id, s) : prs.remove(id);
       if (!st)
         spdlog::error("event=pr.persist_failed export={} aptpl={} error=\"{}\"", name, s.aptpl, st.message());
       else
         spdlog::debug("event=pr.persisted export={} aptpl={} registrations={} generation={}", name, s.aptpl,
                       s.registrations.size(), s.generation);
+      return st;
     });
     return Status::ok();
   }

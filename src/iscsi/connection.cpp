@@ -151,6 +151,7 @@ Task<bool> Connection::login() {
       co_return false;
     }
     nexus_.read_only = target_->access_for(params_.initiator_name) == Access::read_only;
+    nexus_.target_port = fmt::format("{},t,0x{:04x}", target_->name, portal_.cfg.tpgt);
     if (!target_->luns.empty()) nexus_.relative_port = target_->luns.front().lu->config().relative_port;
   }
   full_feature_ = true;

@@ -99,8 +99,12 @@ CommandResult LogicalUnit::vpd(Command c, std::uint8_t page, std::uint32_t alloc
       put_be16(d, cfg_.relative_port);
       d.insert(d.end(), {0x51, 0x95, 0x00, 0x04, 0x00, 0x00});
       put_be16(d, cfg_.tpg_id);
-      if (!cfg_.target_port_name.empty()) {
-        std::string name = cfg_.target_port_name;
+      // The SCSI target port the command came through: the session's target when the transport
+      // says (one LU may be a LUN of several targets), else the configured one.
+      const std::string& port_name =
+          c.nexus->target_port.empty() ? cfg_.target_port_name : c.nexus->target_port;
+      if (!port_name.empty()) {
+        std::string name = port_name;
         name.push_back('\0');
         while (name.size() % 4) name.push_back('\0');
         d.insert(d.end(), {0x53, 0x98, 0x00, static_cast<std::uint8_t>(name.size())});

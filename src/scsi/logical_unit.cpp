@@ -35,20 +35,18 @@ LogicalUnit::LogicalUnit(volume::BlockVolume& volume, LuConfig cfg) : volume_(vo
   if (cfg_.read_only == false && volume_.read_only()) cfg_.read_only = true;
   if (cfg_.port_groups.empty())
     cfg_.port_groups.push_back({cfg_.tpg_id, AluaState::active_optimized, false, {cfg_.relative_port}});
-  pr_ = std::make_unique<PersistentReservations>(
-      PersistentReservations::Hooks{[this](const Nexus& n, Asc a) { unit_attention(n, a); },
-                                    [this](const Nexus& n) {
-                                      if (abort_hook_) abort_hook_(n);
-                                    },
-                                    [this](const PrState& s) {
-                                      if (persist_hook_) persist_hook_(s);
-                                    }});
+  pr_ = std::make_unique<PersistentReservations>(PersistentReservations::Hooks{
+      [this](const Nexus& n, Asc a) { unit_attention(n, a); },
+      [this](const Nexus& n) {
+        if (abort_hook_) abort_hook_(n);
+      },
+      [this](const PrState& s) { return persist_hook_ ? persist_hook_(s) : Status::ok(); }});
 }
 
 LogicalUnit::~LogicalUnit() = default;
 
 void LogicalUnit::set_abort_hook(std::function<void(const Nexus&)> f) { abort_hook_ = std::move(f); }
-void LogicalUnit::set_persist_hook(std::function<void(const PrState&)> f) { persist_hook_ = std::move(f); }
+void LogicalUnit::set_persist_hook(std::function<Status(const PrState&)> f) { persist_hook_ = std::move(f); }
 
 void LogicalUnit::unit_attention(const Nexus& nexus, Asc code) {
   auto& queue = unit_attentions_[nexus];

@@ -188,7 +188,7 @@ bool PersistentReservations::is_holder(const Nexus& n) const {
 
 void PersistentReservations::changed() {
   ++st_.generation;
-  if (hooks_.persist) hooks_.persist(st_);
+  persist_pending_ = true;
 }
 
 void PersistentReservations::remove_registrations_if(const std::function<bool(const PrRegistration&)>& pred,
@@ -289,8 +289,24 @@ CommandResult PersistentReservations::in(const Nexus& nexus, std::span<const std
 
 // ---------------------------------------------------------------- PERSISTENT RESERVE OUT
 
+// The state is saved (APTPL) before the initiator hears of success; when it cannot be, the change
+// is undone and the command fails, so an acknowledged PERSISTENT RESERVE OUT always survives a restart.
 CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const std::uint8_t> cdb,
                                           std::span<const std::byte> data_out) {
+  const PrState before = st_;
+  persist_pending_ = false;
+  CommandResult r = apply_out(nexus, cdb, data_out);
+  if (persist_pending_ && hooks_.persist) {
+    if (Status st = hooks_.persist(st_); !st) {
+      st_ = before;
+      return check_condition(SenseKey::hardware_error, asc::kInternalTargetFailure);
+    }
+  }
+  return r;
+}
+
+CommandResult PersistentReservations::apply_out(const Nexus& nexus, std::span<const std::uint8_t> cdb,
+                                                std::span<const std::byte> data_out) {
   const std::uint8_t action = cdb[1] & 0x1f;
   const std::uint8_t scope = cdb[2] >> 4;
   const std::uint8_t type = cdb[2] & 0x0f;
@@ -353,7 +369,7 @@ CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const st
       }
       st_.holder = nexus;
       st_.type = static_cast<PrType>(type);
-      if (hooks_.persist) hooks_.persist(st_);  // RESERVE does not bump the generation
+      persist_pending_ = true;  // RESERVE does not bump the generation
       return ok;
     case kRelease:
       if (!me || me->key != key) return conflict();
@@ -368,7 +384,7 @@ CommandResult PersistentReservations::out(const Nexus& nexus, std::span<const st
             if ((r.nexus < nexus || nexus < r.nexus) && hooks_.unit_attention)
               hooks_.unit_attention(r.nexus, kReservationsReleased);
       }
-      if (hooks_.persist) hooks_.persist(st_);
+      persist_pending_ = true;
       return ok;
     case kClear:
       if (!me || me->key != key) return conflict();

@@ -240,6 +240,15 @@ TEST_F(PortalTest, InquiryAndCapacityThroughLibiscsi) {
   out = run("iscsi-inq -e 1 -c 128 -i " + std::string(kInit) + " " + url(kRw), &rc);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("0123456789abcdef"), std::string::npos) << out;
+  // VPD 0x83 names the target port the command came through, whichever target maps the LU.
+  out = run("iscsi-inq -e 1 -c 131 -i " + std::string(kInit) + " " + url(kRw), &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find(std::string(kRw) + ",t,0x0001"), std::string::npos) << out;
+  out = run("iscsi-inq -e 1 -c 131 -i " + std::string(kInit) +
+                " iscsi://alice%a-secret-of-16b!@127.0.0.1:" + port_ + "/" + kChap + "/0",
+            &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find(std::string(kChap) + ",t,0x0001"), std::string::npos) << out;
   out = run("iscsi-readcapacity16 -i " + std::string(kInit) + " " + url(kRw), &rc);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find(std::to_string(kVolBytes)), std::string::npos) << out;

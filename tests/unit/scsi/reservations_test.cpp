@@ -22,7 +22,11 @@ class PrTest : public ::testing::Test {
     vol_ = std::make_unique<volume::LocalVolume>(*pool_, id_, "lun0");
     lu_ = std::make_unique<LogicalUnit>(*vol_, LuConfig{});
     lu_->set_abort_hook([this](const Nexus& n) { aborted_.push_back(n.initiator_port); });
-    lu_->set_persist_hook([this](const PrState& s) { saved_ = s.serialize(); });
+    lu_->set_persist_hook([this](const PrState& s) -> Status {
+      if (fail_persist_) return Status::error(Errc::io_error, "disk full");
+      saved_ = s.serialize();
+      return Status::ok();
+    });
   }
 
   CommandResult cmd(const Nexus& n, std::vector<std::uint8_t> cdb, std::vector<std::byte> out = {},
@@ -65,6 +69,7 @@ class PrTest : public ::testing::Test {
   std::vector<std::byte> in_, out_;
   std::vector<std::string> aborted_;
   std::vector<std::uint8_t> saved_;
+  bool fail_persist_ = false;
   const Nexus a_{"iqn.a,i,0x1", 1}, b_{"iqn.b,i,0x1", 1}, c_{"iqn.c,i,0x1", 2};
 };
 
@@ -182,6 +187,21 @@ TEST_F(PrTest, AptplStateSurvivesThroughTheHook) {
   EXPECT_FALSE(PrState::deserialize(std::vector<std::uint8_t>{'D', 'P', 'R', '1', 0}));
   ASSERT_EQ(cmd(a_, {0x5e, 2, 0, 0, 0, 0, 0, 0, 8, 0}, {}, 8).status, ScsiStatus::good);
   EXPECT_EQ(reinterpret_cast<const std::uint8_t*>(in_.data())[3] & 0x01, 0x01) << "PTPL_A";
+}
+
+// When the state cannot be saved, the initiator must not be told the change happened: the
+// command fails (HARDWARE ERROR) and the reservation is as before.
+TEST_F(PrTest, AFailedSaveUndoesTheChangeAndFailsTheCommand) {
+  pr_out(a_, 0, 0, 0, 0xa, 0x01);  // registered with APTPL
+  fail_persist_ = true;
+  const auto r = pr_out(a_, 1, 0x05, 0xa, 0);  // RESERVE
+  ASSERT_EQ(r.status, ScsiStatus::check_condition);
+  EXPECT_EQ(r.sense.key, SenseKey::hardware_error);
+  EXPECT_FALSE(lu_->reservations().state().holder);
+  EXPECT_EQ(write_as(b_), ScsiStatus::good);  // no reservation took effect
+  fail_persist_ = false;
+  EXPECT_EQ(pr_out(a_, 1, 0x05, 0xa, 0).status, ScsiStatus::good);
+  EXPECT_TRUE(lu_->reservations().state().holder);
 }
 
 TEST_F(PrTest, BadParametersAreIllegalRequests) {

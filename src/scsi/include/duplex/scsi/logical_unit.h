@@ -60,6 +60,8 @@ struct Nexus {
   // Access granted to this nexus by the target's ACL (not part of its identity): a read-only
   // nexus sees WP in MODE SENSE and gets DATA PROTECT for every modifying or reservation command.
   bool read_only = false;
+  // The SCSI target port name ("iqn...,t,0x0001") of the session, for VPD 0x83; empty: the LU's.
+  std::string target_port;
   friend bool operator<(const Nexus& a, const Nexus& b) {
     return a.initiator_port != b.initiator_port ? a.initiator_port < b.initiator_port
                                                 : a.relative_port < b.relative_port;
@@ -90,7 +92,8 @@ class LogicalUnit {
 
   // PREEMPT AND ABORT: the transport aborts that nexus's tasks. APTPL: persist the state.
   void set_abort_hook(std::function<void(const Nexus&)> f);
-  void set_persist_hook(std::function<void(const PrState&)> f);
+  // The hook's error fails the PERSISTENT RESERVE OUT and undoes it (see reservations.h).
+  void set_persist_hook(std::function<Status(const PrState&)> f);
   PersistentReservations& reservations() { return *pr_; }
 
   Task<CommandResult> execute(Command cmd);
@@ -135,7 +138,7 @@ class LogicalUnit {
   LuConfig cfg_;
   std::unique_ptr<PersistentReservations> pr_;
   std::function<void(const Nexus&)> abort_hook_;
-  std::function<void(const PrState&)> persist_hook_;
+  std::function<Status(const PrState&)> persist_hook_;
   std::map<Nexus, std::vector<Asc>> unit_attentions_;
   std::vector<Asc> pending_for_new_;  // raised before a nexus was first seen
   bool swp_ = false;                  // control mode page SWP: software write protect

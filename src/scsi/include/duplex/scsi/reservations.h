@@ -51,7 +51,9 @@ class PersistentReservations {
   struct Hooks {
     std::function<void(const Nexus&, Asc)> unit_attention;
     std::function<void(const Nexus&)> abort_tasks_of;  // PREEMPT AND ABORT
-    std::function<void(const PrState&)> persist;       // APTPL: called after every change
+    // Called after every change, before the command succeeds; an error undoes the change and
+    // fails the command (HARDWARE ERROR, INTERNAL TARGET FAILURE).
+    std::function<Status(const PrState&)> persist;
   };
 
   explicit PersistentReservations(Hooks hooks) : hooks_(std::move(hooks)) {}
@@ -75,6 +77,9 @@ class PersistentReservations {
   void remove_registrations_if(const std::function<bool(const PrRegistration&)>& pred, const Nexus& by,
                                Asc ua);
   void changed();
+  CommandResult apply_out(const Nexus& nexus, std::span<const std::uint8_t> cdb,
+                          std::span<const std::byte> data_out);
+  bool persist_pending_ = false;
 
   Hooks hooks_;
   PrState st_;
