@@ -890,7 +890,7 @@ Task<Status> Connection::respond(Cmd* c, scsi::CommandResult r, std::span<const 
 }
 
 AlignedBuffer Connection::take_buffer(std::size_t n) {
-  constexpr std::size_t kClass = 64 * 1024;
+  constexpr std::size_t kClass = std::size_t{64} * 1024;
   if (n < kClass) return AlignedBuffer::uninitialized(n);
   const std::size_t rounded = (n + kClass - 1) / kClass * kClass;
   for (auto it = spare_.begin(); it != spare_.end(); ++it) {
@@ -905,7 +905,7 @@ AlignedBuffer Connection::take_buffer(std::size_t n) {
 void Connection::give_buffer(AlignedBuffer b) {
   // Enough for a sequential stream at queue depth 8 of 1 MiB both ways; at most 16 MiB per connection.
   constexpr std::size_t kKeepBytes = std::size_t{16} << 20;
-  if (b.size() < 64 * 1024) return;
+  if (b.size() < std::size_t{64} * 1024) return;
   std::size_t kept = b.size();
   for (const auto& x : spare_) kept += x.size();
   while (kept > kKeepBytes && !spare_.empty()) {
