@@ -485,7 +485,8 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     cfg.tls = s;
   }
   if (auto* t = sub_table(c, root, "iscsi")) parse_iscsi(c, *t, cfg.iscsi);
-  if (cfg.nbd_listen.empty()) c.fail("listen.nbd is missing (e.g. nbd = \"127.0.0.1:10809\")");
+  if (cfg.nbd_listen.empty() && cfg.iscsi.listen.empty())
+    c.fail("no front-end: set listen.nbd (e.g. nbd = \"127.0.0.1:10809\") and/or iscsi.listen");
   if (!c.err.is_ok()) return c.err;
   return cfg;
 }

@@ -504,8 +504,10 @@ Status Daemon::start(const StartOptions& opts) {
     t.required = I.cfg.tls->require;
     sc.tls = t;
   }
-  I.server = std::make_unique<nbd::Server>(*I.loops, I.cat, sc);
-  DPX_TRY(I.server->start());
+  if (!sc.listen.empty()) {  // a node may serve iSCSI only
+    I.server = std::make_unique<nbd::Server>(*I.loops, I.cat, sc);
+    DPX_TRY(I.server->start());
+  }
   if (!I.cfg.iscsi.listen.empty()) {
     const auto& ic = I.cfg.iscsi;
     iscsi::PortalConfig pc;
@@ -531,13 +533,14 @@ Status Daemon::start(const StartOptions& opts) {
   });
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGHUP, SIG_IGN);  // a closing terminal must not stop the storage
+  const std::vector<std::string> nbd_eps = I.server ? I.server->endpoints() : std::vector<std::string>{};
   if (I.portal)
     spdlog::info("event=ready node={} site={} nbd={} exports={} loops={} iscsi={} targets={}",
-                 I.cfg.node_name, I.cfg.site, fmt::join(I.server->endpoints(), ","), I.cat.entries_.size(), n,
+                 I.cfg.node_name, I.cfg.site, fmt::join(nbd_eps, ","), I.cat.entries_.size(), n,
                  fmt::join(I.portal->endpoints(), ","), I.iscsi_targets.targets_.size());
   else
     spdlog::info("event=ready node={} site={} nbd={} exports={} loops={}", I.cfg.node_name, I.cfg.site,
-                 fmt::join(I.server->endpoints(), ","), I.cat.entries_.size(), n);
+                 fmt::join(nbd_eps, ","), I.cat.entries_.size(), n);
   return Status::ok();
 }
 
@@ -561,10 +564,10 @@ int Daemon::run() {
 
 std::vector<std::string> Daemon::uris() const {
   std::vector<std::string> out;
-  const auto eps = impl_->server->endpoints();
-  if (eps.empty()) return out;
-  for (const auto& e : impl_->cat.entries_)
-    if (!e.info.read_only) out.push_back(fmt::format("nbd://{}/{}", eps[0], e.info.name));
+  const auto eps = impl_->server ? impl_->server->endpoints() : std::vector<std::string>{};
+  if (!eps.empty())
+    for (const auto& e : impl_->cat.entries_)
+      if (!e.info.read_only) out.push_back(fmt::format("nbd://{}/{}", eps[0], e.info.name));
   if (impl_->portal) {
     const auto ieps = impl_->portal->endpoints();
     if (!ieps.empty())

@@ -57,7 +57,11 @@ TEST(DaemonConfig, ErrorsNameTheKeyAndLine) {
                 .find("unknown key 'nmae' in [node] (line 4)"),
             std::string::npos);
   EXPECT_NE(bad("[listen]\nnbd = \"127.0.0.1:1\"\nfoo = 1\n").find("unknown key 'foo'"), std::string::npos);
-  EXPECT_NE(bad("[node]\nname = \"x\"\n").find("listen.nbd is missing"), std::string::npos);
+  EXPECT_NE(bad("[node]\nname = \"x\"\n").find("no front-end"), std::string::npos);
+  // iSCSI alone is a valid node.
+  auto iscsi_only = parse_config("[iscsi]\nlisten = [\"127.0.0.1:3260\"]\n", "iscsi.toml");
+  ASSERT_TRUE(iscsi_only) << iscsi_only.status().to_string();
+  EXPECT_TRUE(iscsi_only->nbd_listen.empty());
   EXPECT_NE(
       bad("[listen]\nnbd = \"a:1\"\n[[pool]]\nname = \"p\"\npath = \"/x\"\ncreate_size = \"3 parsecs\"\n")
           .find("unknown unit"),
