@@ -34,6 +34,8 @@ TEST_PKGS=(
   fio libnbd-bin python3-libnbd nbdkit qemu-utils qemu-block-extra libiscsi-bin
   etcd-server etcd-client openssl iproute2 nftables iptables procps psmisc util-linux
   python3 valgrind
+  # fio with the libiscsi engine is built from Debian's fio source (../shared/bench/build-fio.sh)
+  dpkg-dev libiscsi-dev libnbd-dev libaio-dev zlib1g-dev
 )
 # shellcheck disable=SC2206
 PKGS=("${BUILD_PKGS[@]}" "${CLANG_PKGS[@]}" "${TEST_PKGS[@]}" ${DUPLEX_APT_EXTRA:-})
