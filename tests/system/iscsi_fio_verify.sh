@@ -52,6 +52,7 @@ for _ in $(seq 100); do grep -q "event=ready" "$work/duplexd.log" && break; slee
 grep -q "event=ready" "$work/duplexd.log" || { echo "FAIL - duplexd did not start"; cat "$work/duplexd.log"; exit 1; }
 
 ISCSI="iscsi\\://$HOST\\:$PORT/iqn.2026-11.io.duplex\\:disk/0"
+cd "$work"  # fio leaves its verify state files in the current directory
 NBD="nbd://$HOST:$NBD_PORT/disk"
 fails=0
 run() {  # run WHAT fio-args...: fio must finish with err=0 on every job
