@@ -9,7 +9,10 @@
 //
 // Endpoints are tried in order until one answers; a member that does not answer (or answers that
 // it has no leader) makes the call move on to the next. When no member can serve the request the
-// call fails with Errc::unavailable: no decision is taken without a quorum.
+// call fails with Errc::unavailable: no decision is taken without a quorum. For a write, that
+// failure means "not confirmed", not "not done": a member may hold the proposal and commit it when
+// a majority returns. Decisions are transactions whose compares are evaluated when applied, so a
+// late commit is still a correct compare-and-swap; a caller re-reads before its next decision.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
