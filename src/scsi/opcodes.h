@@ -59,7 +59,8 @@ inline constexpr std::uint8_t kReportSupportedOpcodes = 0x0c;
 // Limits advertised in VPD 0xB0, in logical blocks unless named otherwise.
 inline constexpr std::uint32_t kMaxTransferBlocks = 32768;  // 16 MiB at 512-byte blocks
 inline constexpr std::uint32_t kOptimalTransferBlocks = 2048;
-inline constexpr std::uint32_t kMaxUnmapBlocks = 0x100000;  // 512 MiB per descriptor at 512 (libiscsi's bound)
+inline constexpr std::uint32_t kMaxUnmapBlocks =
+    0x100000;  // 512 MiB per descriptor at 512 (libiscsi's bound)
 inline constexpr std::uint32_t kMaxUnmapDescriptors = 256;
 inline constexpr std::uint64_t kMaxWriteSameBlocks = 0x400000;
 inline constexpr std::uint32_t kMaxCompareAndWriteBlocks = 255;
