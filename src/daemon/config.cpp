@@ -352,7 +352,7 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
   }
   check_keys(c, root, "the top level",
              {"node", "daemon", "listen", "nbd", "pool", "volume", "export", "memory_export", "tls", "limits",
-              "iscsi", "state_dir"});
+              "iscsi", "state_dir", "cluster"});
   if (auto* n = root.get("state_dir")) {
     if (!n->is_string() || n->as_string()->get().empty() || n->as_string()->get().front() != '/')
       c.fail("state_dir must be an absolute path like \"/var/lib/duplex\"{}", where(*n));
@@ -391,6 +391,29 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
       } else {
         c.fail("listen.nbd must be \"host:port\" or a list of them");
       }
+    }
+  }
+  if (auto* t = sub_table(c, root, "cluster")) {
+    check_keys(c, *t, "[cluster]", {"etcd", "lease_ttl"});
+    if (auto* n = t->get("etcd")) {
+      auto add = [&](const toml::node& e) {
+        const std::string v = e.is_string() ? e.as_string()->get() : std::string();
+        if (!v.starts_with("http://") && !v.starts_with("https://"))
+          c.fail("cluster.etcd: '{}' is not an http:// or https:// URL{}", v, where(e));
+        else
+          cfg.etcd.push_back(v);
+      };
+      if (n->is_array()) {
+        for (auto& e : *n->as_array()) add(e);
+      } else {
+        add(*n);
+      }
+    }
+    if (auto v = get_duration(c, *t, "lease_ttl", "cluster")) {
+      if (*v < std::chrono::seconds(2) || *v > std::chrono::seconds(300))
+        c.fail("cluster.lease_ttl must be between 2s and 300s");
+      else
+        cfg.lease_ttl = *v;
     }
   }
   if (auto* t = sub_table(c, root, "nbd")) {

@@ -8,7 +8,9 @@
 
 #include <spdlog/spdlog.h>
 #include <asio/signal_set.hpp>
+#include <nlohmann/json.hpp>
 
+#include "duplex/cluster/node_agent.h"
 #include "duplex/daemon/iscsi_targets.h"
 #include "duplex/daemon/mem_volume.h"
 #include "duplex/daemon/pr_store.h"
@@ -112,6 +114,7 @@ struct Daemon::Impl {
   std::vector<TargetPlan> iscsi_plans;
   IscsiCatalogue iscsi_targets;
   std::unique_ptr<iscsi::Portal> portal;
+  std::unique_ptr<cluster::NodeAgent> agent;  // [cluster]: this node's liveness key in etcd
   std::unique_ptr<asio::signal_set> signals;
   bool stopping = false;
   int exit_code = 0;
@@ -403,6 +406,9 @@ struct Daemon::Impl {
   Task<void> shutdown() {
     spdlog::info("event=shutdown phase=begin connections={} iscsi_connections={}",
                  server ? server->connections() : 0, portal ? portal->connections() : 0);
+    // First stop claiming: the node's key goes (lease revoked) before the front-ends close. This
+    // blocks loop 0 for at most one etcd call, bounded by its timeout.
+    agent.reset();
     if (portal) co_await portal->stop();
     if (server) co_await server->stop();
     for (auto& ps : pools) {
@@ -427,6 +433,7 @@ Daemon::Daemon(Config cfg) : impl_(std::make_unique<Impl>()) { impl_->cfg = std:
 
 Daemon::~Daemon() {
   if (!impl_) return;
+  impl_->agent.reset();
   if (impl_->loops) {
     impl_->loops->stop_all();
     impl_->loops->join_others();
@@ -534,6 +541,27 @@ Status Daemon::start(const StartOptions& opts) {
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGHUP, SIG_IGN);  // a closing terminal must not stop the storage
   const std::vector<std::string> nbd_eps = I.server ? I.server->endpoints() : std::vector<std::string>{};
+  if (!I.cfg.etcd.empty()) {
+    // The node's liveness key: who we are and where we serve. It exists while the lease lives.
+    nlohmann::json info{{"site", I.cfg.site},
+                        {"nbd", nbd_eps},
+                        {"iscsi", I.portal ? I.portal->endpoints() : std::vector<std::string>{}},
+                        {"pid", ::getpid()}};
+    cluster::EtcdOptions eo;
+    eo.endpoints = I.cfg.etcd;
+    cluster::NodeAgentOptions ao;
+    ao.name = I.cfg.node_name;
+    ao.info = info.dump();
+    ao.ttl = I.cfg.lease_ttl;
+    ao.margin = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1000), I.cfg.lease_ttl / 4);
+    const std::string name = I.cfg.node_name;
+    I.agent = std::make_unique<cluster::NodeAgent>(eo, ao, [name](bool alive) {
+      if (alive)
+        spdlog::info("event=cluster.registered node={}", name);
+      else
+        spdlog::warn("event=cluster.lost node={} reason=\"no lease renewal confirmed within the TTL\"", name);
+    });
+  }
   if (I.portal)
     spdlog::info("event=ready node={} site={} nbd={} exports={} loops={} iscsi={} targets={}",
                  I.cfg.node_name, I.cfg.site, fmt::join(nbd_eps, ","), I.cat.entries_.size(), n,

@@ -58,6 +58,19 @@ TEST(DaemonConfig, ErrorsNameTheKeyAndLine) {
             std::string::npos);
   EXPECT_NE(bad("[listen]\nnbd = \"127.0.0.1:1\"\nfoo = 1\n").find("unknown key 'foo'"), std::string::npos);
   EXPECT_NE(bad("[node]\nname = \"x\"\n").find("no front-end"), std::string::npos);
+  // [cluster]: etcd URLs and a lease TTL in range.
+  auto clustered = parse_config(
+      "[listen]\nnbd = \"127.0.0.1:1\"\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nlease_ttl = \"5s\"\n",
+      "c.toml");
+  ASSERT_TRUE(clustered) << clustered.status().to_string();
+  EXPECT_EQ(clustered->etcd.size(), 1u);
+  EXPECT_EQ(clustered->lease_ttl, std::chrono::seconds(5));
+  EXPECT_NE(
+      bad("[listen]\nnbd = \"127.0.0.1:1\"\n[cluster]\netcd = \"127.0.0.1:2379\"\n").find("not an http"),
+      std::string::npos);
+  EXPECT_NE(
+      bad("[listen]\nnbd = \"127.0.0.1:1\"\n[cluster]\nlease_ttl = \"1s\"\n").find("between 2s and 300s"),
+      std::string::npos);
   // iSCSI alone is a valid node.
   auto iscsi_only = parse_config("[iscsi]\nlisten = [\"127.0.0.1:3260\"]\n", "iscsi.toml");
   ASSERT_TRUE(iscsi_only) << iscsi_only.status().to_string();

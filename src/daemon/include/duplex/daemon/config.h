@@ -91,6 +91,9 @@ struct Config {
   std::chrono::milliseconds handshake_timeout{30000};
   std::chrono::milliseconds stop_grace{2000};
   IscsiSection iscsi;
+  // [cluster]: etcd members; empty = a standalone node (nothing is registered anywhere).
+  std::vector<std::string> etcd;
+  std::chrono::milliseconds lease_ttl{10000};
 };
 
 // Parses and validates; every error is one line naming the file, the key and the problem.
