@@ -5,14 +5,17 @@
 // sanitizers: the portal never crashes, every connection ends (none is left behind), the pool
 // stays consistent, and a fresh session still logs in afterwards.
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <thread>
@@ -91,16 +94,34 @@ struct World {
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(0x7f000001);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) std::abort();
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      // Interrupted by libFuzzer's SIGALRM: the connection goes on; wait for it to complete.
+      if (errno != EINTR) std::abort();
+      pollfd p{fd, POLLOUT, 0};
+      while (::poll(&p, 1, 3000) < 0 && errno == EINTR) {
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) std::abort();
+    }
     timeval tv{3, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd;
   }
 };
 
+// libFuzzer's -timeout uses SIGALRM: socket calls are retried when a signal interrupts them.
+ssize_t recv_retry(int fd, void* p, std::size_t n) {
+  for (;;) {
+    const ssize_t r = ::recv(fd, p, n, 0);
+    if (r >= 0 || errno != EINTR) return r;
+  }
+}
+
 bool write_all(int fd, const std::uint8_t* p, std::size_t n) {
   while (n) {
     const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return false;
     p += w;
     n -= static_cast<std::size_t>(w);
@@ -127,15 +148,22 @@ bool login(int fd, bool digests) {
   std::array<std::uint8_t, kBhsSize> resp{};
   std::size_t got = 0;
   while (got < resp.size()) {
-    const ssize_t r = ::recv(fd, resp.data() + got, resp.size() - got, 0);
-    if (r <= 0) return false;
+    const ssize_t r = recv_retry(fd, resp.data() + got, resp.size() - got);
+    if (r <= 0) {
+      std::fprintf(stderr, "fuzz_iscsi_session: login answer: recv %zd errno %d after %zu bytes\n", r, errno,
+                   got);
+      return false;
+    }
     got += static_cast<std::size_t>(r);
   }
   const Bhs h(resp);
+  if (h.opcode() != Opcode::login_response || h.byte(36) != 0)
+    std::fprintf(stderr, "fuzz_iscsi_session: login answer opcode %#x status %02x%02x\n", h.raw_opcode(),
+                 h.byte(36), h.byte(37));
   std::vector<std::uint8_t> rest(padded(h.data_segment_length()));
   got = 0;
   while (got < rest.size()) {
-    const ssize_t r = ::recv(fd, rest.data() + got, rest.size() - got, 0);
+    const ssize_t r = recv_retry(fd, rest.data() + got, rest.size() - got);
     if (r <= 0) return false;
     got += static_cast<std::size_t>(r);
   }
@@ -148,16 +176,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static std::uint64_t runs = 0;
   if (size < 1) return 0;
   const int fd = w->connect_socket();
-  if ((data[0] & 1) && !login(fd, data[0] & 2)) std::abort();  // a valid login must always work
+  if ((data[0] & 1) && !login(fd, data[0] & 2)) {  // a valid login must always work
+    std::fprintf(stderr, "fuzz_iscsi_session: a valid login was refused (connections=%u sessions=%u)\n",
+                 w->portal->connections(), w->portal->sessions());
+    std::abort();
+  }
   write_all(fd, data + 1, size - 1);
   ::shutdown(fd, SHUT_WR);
   std::array<std::uint8_t, 65536> sink{};
-  while (::recv(fd, sink.data(), sink.size(), 0) > 0) {
+  while (recv_retry(fd, sink.data(), sink.size()) > 0) {
   }
   ::close(fd);
   // Every connection ends once its initiator has gone.
   for (int i = 0; w->portal->connections() > 0; ++i) {
-    if (i > 3000) std::abort();
+    if (i > 3000) {
+      std::fprintf(stderr, "fuzz_iscsi_session: %u connection(s) still open 3 s after the initiator left\n",
+                   w->portal->connections());
+      std::abort();
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   // Flush now and then (the fake disk keeps every unflushed version); check the pool less often.
@@ -167,7 +203,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const bool check = runs % 1024 == 0;
     w->loops.at(0).post([&] {
       spawn([](World* world, bool check_too, bool* result, std::atomic<bool>* finished) -> Task<void> {
-        *result = (co_await world->pool->flush()).ok() && (!check_too || world->pool->check().ok());
+        const Status flushed = co_await world->pool->flush();
+        if (!flushed)
+          std::fprintf(stderr, "fuzz_iscsi_session: pool flush failed: %s\n", flushed.to_string().c_str());
+        bool consistent = true;
+        if (flushed && check_too) {
+          const auto report = world->pool->check();
+          for (const auto& e : report.errors)
+            std::fprintf(stderr, "fuzz_iscsi_session: pool check: %s\n", e.c_str());
+          consistent = report.ok();
+        }
+        *result = flushed && consistent;
         finished->store(true);
       }(w, check, &ok, &done));
     });
