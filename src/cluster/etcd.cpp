@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <charconv>
 #include <mutex>
 
 namespace duplex::cluster {
@@ -63,13 +64,28 @@ Result<std::string> unb64(const std::string& in) {
 std::int64_t i64(const json& j, const char* field) {
   if (!j.is_object() || !j.contains(field)) return 0;
   const auto& v = j.at(field);
-  if (v.is_string()) return std::stoll(v.get<std::string>());
   if (v.is_number_integer()) return v.get<std::int64_t>();
-  return 0;
+  if (!v.is_string()) return 0;
+  const auto& str = v.get_ref<const std::string&>();
+  std::int64_t out = 0;
+  const auto [end, ec] = std::from_chars(str.data(), str.data() + str.size(), out);
+  return ec == std::errc() && end == str.data() + str.size() ? out : 0;
+}
+
+// Whatever a member or something pretending to be one sends, a response of the wrong shape is an
+// error value, never an exception out of the client (nlohmann-json throws on type mismatches).
+template <typename F>
+auto guarded(const char* what, F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const json::exception& e) {
+    return Status::error(Errc::invalid, "etcd {}: malformed response ({})", what, e.what());
+  }
 }
 
 Result<Kv> parse_kv(const json& j) {
   Kv kv;
+  if (!j.is_object()) return Status::error(Errc::invalid, "etcd: a key-value that is not an object");
   if (j.contains("key")) {
     auto k = unb64(j.at("key").get<std::string>());
     if (!k) return k.status();
@@ -191,77 +207,93 @@ Result<std::string> Etcd::call(const std::string& path, const std::string& body)
 }
 
 Result<Range> Etcd::get(const std::string& key) {
-  auto j = parse(call("/v3/kv/range", range_request(key, false).dump()));
-  if (!j) return j.status();
-  auto kvs = parse_kvs(*j);
-  if (!kvs) return kvs.status();
-  return Range{std::move(*kvs), i64((*j)["header"], "revision")};
+  return guarded("range", [&]() -> Result<Range> {
+    auto j = parse(call("/v3/kv/range", range_request(key, false).dump()));
+    if (!j) return j.status();
+    auto kvs = parse_kvs(*j);
+    if (!kvs) return kvs.status();
+    return Range{std::move(*kvs), i64((*j)["header"], "revision")};
+  });
 }
 
 Result<Range> Etcd::get_prefix(const std::string& prefix) {
-  auto j = parse(call("/v3/kv/range", range_request(prefix, true).dump()));
-  if (!j) return j.status();
-  auto kvs = parse_kvs(*j);
-  if (!kvs) return kvs.status();
-  return Range{std::move(*kvs), i64((*j)["header"], "revision")};
+  return guarded("range", [&]() -> Result<Range> {
+    auto j = parse(call("/v3/kv/range", range_request(prefix, true).dump()));
+    if (!j) return j.status();
+    auto kvs = parse_kvs(*j);
+    if (!kvs) return kvs.status();
+    return Range{std::move(*kvs), i64((*j)["header"], "revision")};
+  });
 }
 
 Result<std::int64_t> Etcd::put(const std::string& key, const std::string& value, std::int64_t lease) {
-  json req{{"key", b64(key)}, {"value", b64(value)}};
-  if (lease) req["lease"] = std::to_string(lease);
-  auto j = parse(call("/v3/kv/put", req.dump()));
-  if (!j) return j.status();
-  return i64((*j)["header"], "revision");
+  return guarded("put", [&]() -> Result<std::int64_t> {
+    json req{{"key", b64(key)}, {"value", b64(value)}};
+    if (lease) req["lease"] = std::to_string(lease);
+    auto j = parse(call("/v3/kv/put", req.dump()));
+    if (!j) return j.status();
+    return i64((*j)["header"], "revision");
+  });
 }
 
 Result<std::int64_t> Etcd::del(const std::string& key, bool prefix) {
-  auto j = parse(call("/v3/kv/deleterange", range_request(key, prefix).dump()));
-  if (!j) return j.status();
-  return i64(*j, "deleted");
+  return guarded("deleterange", [&]() -> Result<std::int64_t> {
+    auto j = parse(call("/v3/kv/deleterange", range_request(key, prefix).dump()));
+    if (!j) return j.status();
+    return i64(*j, "deleted");
+  });
 }
 
 Result<TxnResult> Etcd::txn(const std::vector<Compare>& compare, const std::vector<TxnOp>& then,
                             const std::vector<TxnOp>& otherwise) {
-  json req{{"compare", json::array()}, {"success", json::array()}, {"failure", json::array()}};
-  for (const auto& c : compare) req["compare"].push_back(compare_json(c));
-  for (const auto& op : then) req["success"].push_back(txn_op(op));
-  for (const auto& op : otherwise) req["failure"].push_back(txn_op(op));
-  auto j = parse(call("/v3/kv/txn", req.dump()));
-  if (!j) return j.status();
-  TxnResult r;
-  r.succeeded = j->value("succeeded", false);
-  r.revision = i64((*j)["header"], "revision");
-  if (j->contains("responses")) {
-    for (const auto& resp : j->at("responses")) {
-      if (!resp.contains("response_range")) continue;
-      auto kvs = parse_kvs(resp.at("response_range"));
-      if (!kvs) return kvs.status();
-      r.ranges.push_back(std::move(*kvs));
+  return guarded("txn", [&]() -> Result<TxnResult> {
+    json req{{"compare", json::array()}, {"success", json::array()}, {"failure", json::array()}};
+    for (const auto& c : compare) req["compare"].push_back(compare_json(c));
+    for (const auto& op : then) req["success"].push_back(txn_op(op));
+    for (const auto& op : otherwise) req["failure"].push_back(txn_op(op));
+    auto j = parse(call("/v3/kv/txn", req.dump()));
+    if (!j) return j.status();
+    TxnResult r;
+    r.succeeded = j->value("succeeded", false);
+    r.revision = i64((*j)["header"], "revision");
+    if (j->contains("responses")) {
+      for (const auto& resp : j->at("responses")) {
+        if (!resp.contains("response_range")) continue;
+        auto kvs = parse_kvs(resp.at("response_range"));
+        if (!kvs) return kvs.status();
+        r.ranges.push_back(std::move(*kvs));
+      }
     }
-  }
-  return r;
+    return r;
+  });
 }
 
 Result<std::int64_t> Etcd::grant(std::chrono::seconds ttl) {
-  auto j = parse(call("/v3/lease/grant", json{{"TTL", std::to_string(ttl.count())}}.dump()));
-  if (!j) return j.status();
-  const std::int64_t id = i64(*j, "ID");
-  if (id == 0) return Status::error(Errc::invalid, "etcd: lease grant without an ID: {}", j->dump());
-  return id;
+  return guarded("lease grant", [&]() -> Result<std::int64_t> {
+    auto j = parse(call("/v3/lease/grant", json{{"TTL", std::to_string(ttl.count())}}.dump()));
+    if (!j) return j.status();
+    const std::int64_t id = i64(*j, "ID");
+    if (id == 0) return Status::error(Errc::invalid, "etcd: lease grant without an ID: {}", j->dump());
+    return id;
+  });
 }
 
 Result<std::chrono::seconds> Etcd::keepalive(std::int64_t lease) {
-  auto j = parse(call("/v3/lease/keepalive", json{{"ID", std::to_string(lease)}}.dump()));
-  if (!j) return j.status();
-  const std::int64_t ttl = i64((*j)["result"], "TTL");
-  if (ttl <= 0) return Status::error(Errc::not_found, "etcd: lease {:x} has expired", lease);
-  return std::chrono::seconds(ttl);
+  return guarded("lease keepalive", [&]() -> Result<std::chrono::seconds> {
+    auto j = parse(call("/v3/lease/keepalive", json{{"ID", std::to_string(lease)}}.dump()));
+    if (!j) return j.status();
+    const std::int64_t ttl = i64((*j)["result"], "TTL");
+    if (ttl <= 0) return Status::error(Errc::not_found, "etcd: lease {:x} has expired", lease);
+    return std::chrono::seconds(ttl);
+  });
 }
 
 Status Etcd::revoke(std::int64_t lease) {
-  auto j = parse(call("/v3/lease/revoke", json{{"ID", std::to_string(lease)}}.dump()));
-  if (!j) return j.status();
-  return Status::ok();
+  return guarded("lease revoke", [&]() -> Status {
+    auto j = parse(call("/v3/lease/revoke", json{{"ID", std::to_string(lease)}}.dump()));
+    if (!j) return j.status();
+    return Status::ok();
+  });
 }
 
 // ---------------------------------------------------------------- watcher
@@ -316,8 +348,7 @@ void Watcher::run() {
     req.path = "/v3/watch";
     req.body = body;
     req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char* data, std::size_t len, std::uint64_t, std::uint64_t) {
-      buf.append(data, len);
+    auto on_lines = [&]() -> bool {
       // The gateway sends one JSON object per line.
       for (std::size_t nl; (nl = buf.find('\n')) != std::string::npos;) {
         const std::string line = buf.substr(0, nl);
@@ -359,6 +390,15 @@ void Watcher::run() {
         if (cb_.on_events) cb_.on_events(events, last > 0 ? last : rev);
       }
       return !stop_.load();
+    };
+    req.content_receiver = [&](const char* data, std::size_t len, std::uint64_t, std::uint64_t) {
+      buf.append(data, len);
+      try {
+        return on_lines();
+      } catch (const json::exception& e) {  // a message of the wrong shape ends this stream
+        failure = Status::error(Errc::invalid, "etcd watch: malformed message ({})", e.what());
+        return false;
+      }
     };
     httplib::Response resp;
     httplib::Error err = httplib::Error::Success;

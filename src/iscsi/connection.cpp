@@ -978,18 +978,7 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
       break;
     }
     case kAbortTaskSet:
-    case kClearTaskSet: {
-      if (!lun_exists()) {
-        response = kLunDoesNotExist;
-        break;
-      }
-      std::vector<std::uint32_t> itts;
-      for (auto& [itt, c] : cmds_)
-        if (c->lun_field == lun_field) itts.push_back(itt);
-      abort_where([lun_field](const Cmd& c) { return c.lun_field == lun_field; });
-      co_await wait_for(itts);
-      break;
-    }
+    case kClearTaskSet:
     case kLunReset: {
       if (!lun_exists()) {
         response = kLunDoesNotExist;
@@ -999,7 +988,8 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
       for (auto& [itt, c] : cmds_)
         if (c->lun_field == lun_field) itts.push_back(itt);
       abort_where([lun_field](const Cmd& c) { return c.lun_field == lun_field; });
-      co_await wait_for(itts);
+      co_await wait_for(std::move(itts));
+      if (function != kLunReset) break;
       const Lun* l = target_->lun(*decode_lun(lun_field));
       EventLoop& home = portal_.loops.at(loop);
       co_await switch_to(portal_.loops.at(l->loop));

@@ -4,37 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include "connection.h"
+#include "duplex/reactor/listen.h"
 
 namespace duplex::iscsi {
-
-namespace {
-
-Result<asio::ip::tcp::endpoint> parse_endpoint(const std::string& s) {
-  std::string host, port;
-  if (!s.empty() && s[0] == '[') {
-    const auto close = s.find(']');
-    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':')
-      return Status::error(Errc::invalid, "listen address '{}': expected [ipv6]:port", s);
-    host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    const auto colon = s.rfind(':');
-    if (colon == std::string::npos)
-      return Status::error(Errc::invalid, "listen address '{}': expected host:port", s);
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-  }
-  std::error_code ec;
-  const auto addr = asio::ip::make_address(host, ec);
-  if (ec) return Status::error(Errc::invalid, "listen address '{}': '{}' is not an IP address", s, host);
-  char* end = nullptr;
-  const unsigned long p = std::strtoul(port.c_str(), &end, 10);
-  if (port.empty() || *end || p > 65535)
-    return Status::error(Errc::invalid, "listen address '{}': bad port", s);
-  return asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(p));
-}
-
-}  // namespace
 
 Portal::Impl::Impl(LoopGroup& l, TargetCatalogue& t, PortalConfig c)
     : loops(l), targets(t), cfg(std::move(c)) {
@@ -106,16 +78,9 @@ Status Portal::start() {
     }
   }
   for (const auto& l : I.cfg.listen) {
-    auto ep = parse_endpoint(l);
-    if (!ep) return ep.status();
-    auto a = std::make_unique<asio::ip::tcp::acceptor>(I.loops.at(0).context());
-    std::error_code ec;
-    a->open(ep->protocol(), ec);
-    if (!ec) a->set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
-    if (!ec) a->bind(*ep, ec);
-    if (!ec) a->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) return Status::error(Errc::busy, "cannot listen on {} (iSCSI): {}", l, ec.message());
-    I.acceptors.push_back(std::move(a));
+    auto a = listen_on(I.loops.at(0).context(), l, "iSCSI");
+    if (!a) return a.status();
+    I.acceptors.push_back(std::move(*a));
   }
   for (auto& a : I.acceptors) I.accept(*a);
   return Status::ok();
@@ -126,9 +91,7 @@ std::vector<std::string> Portal::endpoints() const {
   for (const auto& a : impl_->acceptors) {
     std::error_code ec;
     auto ep = a->local_endpoint(ec);
-    if (ec) continue;
-    out.push_back(ep.address().is_v6() ? fmt::format("[{}]:{}", ep.address().to_string(), ep.port())
-                                       : fmt::format("{}:{}", ep.address().to_string(), ep.port()));
+    if (!ec) out.push_back(endpoint_string(ep));
   }
   return out;
 }

@@ -1,20 +1,18 @@
 #include "duplex/reactor/tcp_stream.h"
 
+#include <array>
 #include <cstring>
 
 #include <fmt/format.h>
 
 #include "duplex/reactor/event_loop.h"
+#include "duplex/reactor/listen.h"
 
 namespace duplex {
 
 namespace {
 constexpr std::size_t kReadBuffer = std::size_t{64} * 1024;
 
-std::string endpoint_string(const asio::ip::tcp::endpoint& ep) {
-  return ep.address().is_v6() ? fmt::format("[{}]:{}", ep.address().to_string(), ep.port())
-                              : fmt::format("{}:{}", ep.address().to_string(), ep.port());
-}
 }  // namespace
 
 TcpStream::TcpStream(asio::ip::tcp::socket s) : sock_(std::move(s)), rbuf_(kReadBuffer) {
@@ -93,12 +91,22 @@ Task<Status> TcpStream::read_exact(std::byte* dst, std::size_t n) {
 }
 
 Task<Status> TcpStream::write_all(std::span<const asio::const_buffer> bufs) {
-  std::vector<asio::const_buffer> rest(bufs.begin(), bufs.end());
+  // A PDU is a handful of buffers: keep them on the frame, no allocation per write.
+  std::array<asio::const_buffer, 8> small;
+  std::vector<asio::const_buffer> large;
+  std::span<asio::const_buffer> rest;
+  if (bufs.size() <= small.size()) {
+    std::copy(bufs.begin(), bufs.end(), small.begin());
+    rest = std::span(small.data(), bufs.size());
+  } else {
+    large.assign(bufs.begin(), bufs.end());
+    rest = large;
+  }
   std::size_t first = 0;
   while (first < rest.size()) {
     if (closed_) co_return Status::error(Errc::shutdown, "connection closed");
     std::error_code ec;
-    std::size_t n = sock_.write_some(std::span(rest).subspan(first), ec);
+    std::size_t n = sock_.write_some(rest.subspan(first), ec);
     if (ec) {
       if (ec != asio::error::would_block && ec != asio::error::try_again)
         co_return Status::error(Errc::io_error, "write to {}: {}", peer_, ec.message());

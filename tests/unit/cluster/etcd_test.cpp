@@ -6,6 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <httplib.h>
+
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 
@@ -211,6 +214,51 @@ TEST(Etcd, ThreeMembersSurviveOneLossAndRefuseWithoutMajority) {
                     {TxnOp::put("/duplex/q", "5")});
   ASSERT_TRUE(next) << next.status().to_string();
   EXPECT_TRUE(next->succeeded);
+}
+
+}  // namespace
+}  // namespace duplex::cluster
+
+namespace duplex::cluster {
+namespace {
+
+// Responses of the wrong shape (what a broken proxy or something that is not etcd might send) are
+// error values, never exceptions: a gateway that answers garbage to every call.
+TEST(Etcd, MalformedResponsesAreErrorsNotCrashes) {
+  httplib::Server srv;
+  std::atomic<int> which{0};
+  srv.Post(R"(/v3/.*)", [&](const httplib::Request&, httplib::Response& res) {
+    static const char* kBodies[] = {
+        R"([1,2,3])",
+        R"({"header":"x","kvs":[{"key":5,"value":[]}]})",
+        R"({"header":{"revision":"not-a-number"},"kvs":"nope","succeeded":"yes","responses":7})",
+        R"({"result":{"TTL":{"a":1}}})",
+        R"(not json at all)",
+    };
+    res.set_content(kBodies[which++ % 5], "application/json");
+  });
+  const int port = srv.bind_to_any_port("127.0.0.1");
+  std::thread t([&] { srv.listen_after_bind(); });
+  EtcdOptions o;
+  o.endpoints = {"http://127.0.0.1:" + std::to_string(port)};
+  Etcd e(o);
+  for (int i = 0; i < 10; ++i) {
+    (void)e.get("/k");
+    (void)e.get_prefix("/k/");
+    (void)e.put("/k", "v");
+    (void)e.txn({Compare::absent("/k")}, {TxnOp::put("/k", "v")}, {TxnOp::get("/k")});
+    (void)e.keepalive(1);
+    (void)e.grant(std::chrono::seconds(5));
+  }
+  // A read answered with each wrong shape in turn: every one is Errc::invalid.
+  for (int body : {0, 1, 2, 4}) {
+    which = body;
+    auto kv = e.get("/k");
+    ASSERT_FALSE(kv) << "body " << body;
+    EXPECT_EQ(kv.status().code(), Errc::invalid) << kv.status().to_string();
+  }
+  srv.stop();
+  t.join();
 }
 
 }  // namespace
