@@ -18,6 +18,7 @@ std::string_view errc_name(Errc c) {
     case Errc::unsupported: return "unsupported";
     case Errc::shutdown: return "shutdown";
     case Errc::unavailable: return "unavailable";
+    case Errc::conflict: return "conflict";
   }
   return "unknown";
 }

@@ -29,6 +29,7 @@ enum class Errc : std::uint8_t {
   unsupported,
   shutdown,     // the service is stopping
   unavailable,  // a remote service (etcd, a peer) cannot be reached or has no quorum
+  conflict,     // lost a compare-and-swap: someone changed the record first; re-read and retry
 };
 
 std::string_view errc_name(Errc c);
