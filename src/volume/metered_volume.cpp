@@ -39,7 +39,8 @@ Task<Status> MeteredVolume::trim(std::uint64_t offset, std::uint64_t length) {
   co_return st;
 }
 
-Task<Status> MeteredVolume::write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) {
+Task<Status> MeteredVolume::write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap,
+                                         bool fua) {
   const auto t0 = Clock::now();
   Status st = co_await inner_->write_zeroes(offset, length, no_unmap, fua);
   stats_->record(IoOp::write_zeroes, length, st.is_ok(), Clock::now() - t0);

@@ -35,7 +35,8 @@ void LatencyHistogram::record(std::uint64_t ns) noexcept {
 
 HistogramSnapshot LatencyHistogram::snapshot() const noexcept {
   HistogramSnapshot s;
-  for (std::size_t i = 0; i < kLatencyBuckets; ++i) s.buckets[i] = buckets_[i].load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < kLatencyBuckets; ++i)
+    s.buckets[i] = buckets_[i].load(std::memory_order_relaxed);
   s.count = count_.load(std::memory_order_relaxed);
   s.sum_ns = sum_ns_.load(std::memory_order_relaxed);
   return s;

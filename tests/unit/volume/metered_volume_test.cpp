@@ -42,11 +42,14 @@ class TinyVolume final : public BlockVolume {
     co_return fail ? Status::error(Errc::io_error, "injected") : Status::ok();
   }
   Task<Status> trim(std::uint64_t off, std::uint64_t len) override { return zero(off, len); }
-  Task<Status> write_zeroes(std::uint64_t off, std::uint64_t len, bool, bool) override { return zero(off, len); }
+  Task<Status> write_zeroes(std::uint64_t off, std::uint64_t len, bool, bool) override {
+    return zero(off, len);
+  }
   Result<std::vector<Extent>> block_status(std::uint64_t off, std::uint64_t len) const override {
     return std::vector<Extent>{{off, len, true, false}};
   }
-  Result<std::vector<Extent>> changed_since(const std::string& snap, std::uint64_t, std::uint64_t) const override {
+  Result<std::vector<Extent>> changed_since(const std::string& snap, std::uint64_t,
+                                            std::uint64_t) const override {
     return Status::error(Errc::not_found, "no snapshot {}", snap);
   }
   bool fail = false;
@@ -74,11 +77,11 @@ std::uint64_t total(const HistogramSnapshot& h) {
 
 TEST(VolumeStats, BucketBoundsAreInclusive) {
   VolumeStats s;
-  s.record(IoOp::read, 512, true, 50us);    // exactly the first bound
-  s.record(IoOp::read, 512, true, 51us);    // the second bucket
-  s.record(IoOp::read, 512, true, 10s);     // exactly the last bound
-  s.record(IoOp::read, 512, true, 11s);     // +Inf
-  s.record(IoOp::write, 0, true, 0ns);      // fastest possible
+  s.record(IoOp::read, 512, true, 50us);  // exactly the first bound
+  s.record(IoOp::read, 512, true, 51us);  // the second bucket
+  s.record(IoOp::read, 512, true, 10s);   // exactly the last bound
+  s.record(IoOp::read, 512, true, 11s);   // +Inf
+  s.record(IoOp::write, 0, true, 0ns);    // fastest possible
   const auto snap = s.snapshot();
   const auto& r = snap.latency[*latency_index(IoOp::read)];
   EXPECT_EQ(r.buckets[0], 1u);

@@ -24,8 +24,8 @@ inline constexpr std::array<IoOp, 3> kTimedOps = {IoOp::read, IoOp::write, IoOp:
 // Upper bounds of the latency buckets, 50 µs to 10 s (Prometheus `le`); one more bucket counts
 // what is slower than the last bound (+Inf).
 inline constexpr std::array<std::uint64_t, 17> kLatencyBoundsNs = {
-    50'000,      100'000,     250'000,       500'000,       1'000'000,     2'500'000,
-    5'000'000,   10'000'000,  25'000'000,    50'000'000,    100'000'000,   250'000'000,
+    50'000,      100'000,       250'000,       500'000,       1'000'000,     2'500'000,
+    5'000'000,   10'000'000,    25'000'000,    50'000'000,    100'000'000,   250'000'000,
     500'000'000, 1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
 inline constexpr std::size_t kLatencyBuckets = kLatencyBoundsNs.size() + 1;
 
