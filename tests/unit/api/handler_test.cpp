@@ -1,0 +1,339 @@
+// api::Handler against the in-memory backend: routing, authentication, field errors, the Errc ->
+// HTTP mapping, waiting (201 vs 202) and the JSON shapes of docs/api.md.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "duplex/api/handler.h"
+#include "memory_backend.h"
+
+using namespace duplex;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kToken = "s3cret-token";
+
+class HandlerTest : public ::testing::Test {
+ protected:
+  test::MemoryBackend backend;
+  api::Handler handler{backend, api::HandlerOptions{kToken}};
+
+  api::Response call(std::string method, std::string path, std::string body = {},
+                     std::map<std::string, std::string> query = {},
+                     std::string auth = std::string("Bearer ") + kToken) {
+    api::Request r{std::move(method), std::move(path), std::move(query), std::move(auth), std::move(body)};
+    return handler.handle(r);
+  }
+  static json parse(const api::Response& r) { return json::parse(r.body); }
+  // The error's code and field, checked against the status.
+  static void expect_error(const api::Response& r, int status, const std::string& code,
+                           const std::string& field = {}) {
+    EXPECT_EQ(r.status, status) << r.body;
+    const json j = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.body;
+    EXPECT_EQ(j["error"]["code"], code) << r.body;
+    EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
+    if (!field.empty()) {
+      EXPECT_EQ(j["error"].value("field", ""), field) << r.body;
+      EXPECT_NE(j["error"]["message"].get<std::string>().find(field), std::string::npos) << r.body;
+    }
+  }
+};
+
+}  // namespace
+
+TEST_F(HandlerTest, TokenRequiredExceptHealthAndMetrics) {
+  auto r = call("GET", "/v1/volumes", {}, {}, "");
+  expect_error(r, 401, "unauthorized");
+  EXPECT_EQ(r.headers.at(0).first, "WWW-Authenticate");
+  expect_error(call("GET", "/v1/volumes", {}, {}, "Bearer wrong-token!"), 401, "unauthorized");
+  expect_error(call("GET", "/v1/volumes", {}, {}, "Bearer s3cret-toke"), 401, "unauthorized");
+  expect_error(call("GET", "/v1/volumes", {}, {}, "Bearer s3cret-token2"), 401, "unauthorized");
+  expect_error(call("GET", "/v1/volumes", {}, {}, "Basic s3cret-token"), 401, "unauthorized");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"x","size":4096})", {}, ""), 401, "unauthorized");
+  EXPECT_EQ(call("GET", "/v1/volumes", {}, {}, "bearer s3cret-token").status,
+            200);  // the scheme is case-blind
+
+  r = call("GET", "/v1/health", {}, {}, "");
+  ASSERT_EQ(r.status, 200);
+  const json h = parse(r);
+  EXPECT_EQ(h["node"], "n1");
+  EXPECT_EQ(h["site"], "a");
+  EXPECT_EQ(h["status"], "ok");
+  EXPECT_EQ(h["etcd"], true);
+  EXPECT_EQ(h["lease"], true);
+  r = call("GET", "/metrics", {}, {}, "");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_EQ(r.body, backend.metrics_text);
+}
+
+TEST_F(HandlerTest, NoConfiguredTokenRefusesEverything) {
+  api::Handler open{backend, api::HandlerOptions{}};
+  api::Request r{"GET", "/v1/volumes", {}, "Bearer ", {}};
+  EXPECT_EQ(open.handle(r).status, 401);
+  r.path = "/v1/health";
+  EXPECT_EQ(open.handle(r).status, 200);
+}
+
+TEST_F(HandlerTest, UnknownRoutesAndMethods) {
+  expect_error(call("GET", "/v1/nope"), 404, "not_found");
+  expect_error(call("GET", "/v2/volumes"), 404, "not_found");
+  expect_error(call("GET", "/v1/volumes/"), 404, "not_found");
+  expect_error(call("GET", ""), 404, "not_found");
+  expect_error(call("GET", "v1/volumes"), 404, "not_found");
+  expect_error(call("GET", "/v1/volumes/x/snapshots/s/extra"), 404, "not_found");
+  auto r = call("DELETE", "/v1/volumes");
+  expect_error(r, 405, "method_not_allowed");
+  ASSERT_EQ(r.headers.size(), 1u);
+  EXPECT_EQ(r.headers[0].first, "Allow");
+  EXPECT_EQ(r.headers[0].second, "GET, POST");
+  expect_error(call("POST", "/v1/health"), 405, "method_not_allowed");
+  expect_error(call("GET", "/v1/volumes/x/snapshots/s"), 405, "method_not_allowed");
+  expect_error(call("BREW", "/v1/volumes/x"), 405, "method_not_allowed");
+}
+
+TEST_F(HandlerTest, CreateShowListAndDuplicate) {
+  auto r = call("POST", "/v1/volumes", R"({"name":"demo","size":"1GiB","preferred_site":"a"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  json v = parse(r);
+  EXPECT_EQ(v["name"], "demo");
+  EXPECT_EQ(v["size"], 1073741824u);
+  EXPECT_EQ(v["state"], "ready");
+  EXPECT_EQ(v["preferred_site"], "a");
+  for (const char* k : {"uuid", "generation", "replicas_wanted", "pool", "clone_of", "created", "reason",
+                        "replicas", "snapshots", "export", "paths"})
+    EXPECT_TRUE(v.contains(k)) << k;
+  EXPECT_EQ(v["export"]["iqn"], "iqn.2026-11.io.duplex:demo");
+
+  expect_error(call("POST", "/v1/volumes", R"({"name":"demo","size":4096})"), 409, "exists");
+
+  r = call("GET", "/v1/volumes/demo");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(parse(r)["size"], 1073741824u);
+  r = call("GET", "/v1/volumes");
+  ASSERT_EQ(r.status, 200);
+  ASSERT_EQ(parse(r).size(), 1u);
+  expect_error(call("GET", "/v1/volumes/other"), 404, "not_found");
+  expect_error(call("GET", "/v1/volumes/bad$name"), 404, "not_found");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"big","size":"1T","replicas":3})"), 507, "no_space");
+}
+
+TEST_F(HandlerTest, FieldErrorsNameTheField) {
+  expect_error(call("POST", "/v1/volumes", "{not json"), 400, "invalid");
+  expect_error(call("POST", "/v1/volumes", "[1,2]"), 400, "invalid");
+  expect_error(call("POST", "/v1/volumes", ""), 400, "invalid");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":4096,"colour":"red"})"), 400, "invalid",
+               "colour");
+  expect_error(call("POST", "/v1/volumes", R"({"size":4096})"), 400, "invalid", "name");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"-v","size":4096})"), 400, "invalid", "name");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v/x","size":4096})"), 400, "invalid", "name");
+  expect_error(call("POST", "/v1/volumes", R"({"name":7,"size":4096})"), 400, "invalid", "name");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v"})"), 400, "invalid", "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":"10 GiB"})"), 400, "invalid", "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":"10XB"})"), 400, "invalid", "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":-4096})"), 400, "invalid", "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":4096.5})"), 400, "invalid", "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":0})"), 400, "invalid", "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":1000})"), 400, "invalid", "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":"99999999999999999999"})"), 400, "invalid",
+               "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":"20000000P"})"), 400, "invalid", "size");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":4096,"replicas":0})"), 400, "invalid",
+               "replicas");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":4096,"replicas":"2"})"), 400, "invalid",
+               "replicas");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":4096,"clone_of":"v"})"), 400, "invalid",
+               "clone_of");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":4096,"pool":"a b"})"), 400, "invalid",
+               "pool");
+  expect_error(
+      call("POST", "/v1/volumes", R"({"name":"v","size":4096,"preferred_site":""})", {{"wait", "maybe"}}),
+      400, "invalid", "wait");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":4096})", {{"timeout", "-1"}}), 400,
+               "invalid", "timeout");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"v","size":4096})", {{"timeout", "1e3x"}}), 400,
+               "invalid", "timeout");
+  expect_error(call("GET", "/v1/volumes", {}, {{"verbose", "1"}}), 400, "invalid", "verbose");
+  // Nothing was created by any of these.
+  EXPECT_EQ(parse(call("GET", "/v1/volumes")).size(), 0u);
+}
+
+TEST_F(HandlerTest, SizeStrings) {
+  EXPECT_EQ(*api::parse_size("4096"), 4096u);
+  EXPECT_EQ(*api::parse_size("10GiB"), 10ULL << 30);
+  EXPECT_EQ(*api::parse_size("512MiB"), 512ULL << 20);
+  EXPECT_EQ(*api::parse_size("512M"), 512ULL << 20);
+  EXPECT_EQ(*api::parse_size("1T"), 1ULL << 40);
+  EXPECT_EQ(*api::parse_size("1TB"), 1ULL << 40);
+  EXPECT_EQ(*api::parse_size("4k"), 4096u);
+  EXPECT_EQ(*api::parse_size("2P"), 2ULL << 50);
+  EXPECT_EQ(*api::parse_size("4096B"), 4096u);
+  EXPECT_EQ(*api::parse_size("16383P"), 16383ULL << 50);
+  for (const char* bad :
+       {"", "G", "1.5G", "1GiBB", "1 G", "-1", "1Gi B", "16384P", "18446744073709551616", "1Y"})
+    EXPECT_FALSE(api::parse_size(bad)) << bad;
+  auto r = call("POST", "/v1/volumes", R"({"name":"s","size":"512MiB"})");
+  ASSERT_EQ(r.status, 201);
+  EXPECT_EQ(parse(r)["size"], 512u << 20);
+}
+
+TEST_F(HandlerTest, GrowNeverShrinks) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"g","size":"1GiB"})").status, 201);
+  expect_error(call("PATCH", "/v1/volumes/g", R"({"size":"512MiB"})"), 400, "invalid", "size");
+  expect_error(call("PATCH", "/v1/volumes/g", R"({})"), 400, "invalid", "size");
+  expect_error(call("PATCH", "/v1/volumes/g", R"({"size":"2GiB","name":"x"})"), 400, "invalid", "name");
+  expect_error(call("PATCH", "/v1/volumes/nope", R"({"size":"2GiB"})"), 404, "not_found");
+  auto r = call("PATCH", "/v1/volumes/g", R"({"size":"2GiB"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse(r)["size"], 2ULL << 30);
+  const auto gen = parse(r)["generation"].get<std::int64_t>();
+  expect_error(call("PATCH", "/v1/volumes/g", json{{"size", "3GiB"}, {"generation", gen - 1}}.dump()), 409,
+               "conflict");
+  EXPECT_EQ(call("PATCH", "/v1/volumes/g", json{{"size", "3GiB"}, {"generation", gen}}.dump()).status, 200);
+}
+
+TEST_F(HandlerTest, WaitAndTimeoutGive202) {
+  backend.apply = false;  // no node applies anything
+  auto r = call("POST", "/v1/volumes", R"({"name":"p","size":"1MiB"})", {{"timeout", "0.2"}});
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(parse(r)["state"], "creating");
+  EXPECT_EQ(parse(r)["replicas"][0]["state"], "creating");
+  backend.apply = true;
+  r = call("POST", "/v1/volumes", R"({"name":"q","size":"1MiB"})", {{"wait", "false"}});
+  EXPECT_EQ(r.status, 202);
+  r = call("DELETE", "/v1/volumes/q", {}, {{"wait", "0"}});
+  EXPECT_EQ(r.status, 202);
+  EXPECT_EQ(parse(r)["state"], "deleting");
+}
+
+TEST_F(HandlerTest, DeleteLifecycle) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"d","size":"1MiB"})").status, 201);
+  ASSERT_EQ(call("POST", "/v1/volumes/d/snapshots", R"({"name":"s1"})").status, 201);
+  auto r = call("DELETE", "/v1/volumes/d");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(parse(r), (json{{"deleted", "d"}}));
+  expect_error(call("GET", "/v1/volumes/d"), 404, "not_found");
+  expect_error(call("GET", "/v1/volumes/d/snapshots"), 404, "not_found");
+  expect_error(call("DELETE", "/v1/volumes/d"), 404, "not_found");
+}
+
+TEST_F(HandlerTest, Snapshots) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"v","size":"1MiB"})").status, 201);
+  auto r = call("POST", "/v1/volumes/v/snapshots", R"({"name":"s1"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(parse(r)["volume"], "v");
+  EXPECT_EQ(parse(r)["name"], "s1");
+  EXPECT_EQ(parse(r)["state"], "ready");
+  expect_error(call("POST", "/v1/volumes/v/snapshots", R"({"name":"s1"})"), 409, "exists");
+  expect_error(call("POST", "/v1/volumes/v/snapshots", R"({"name":"a@b"})"), 400, "invalid", "name");
+  expect_error(call("POST", "/v1/volumes/v/snapshots", R"({"snap":"s2"})"), 400, "invalid", "snap");
+  expect_error(call("POST", "/v1/volumes/nope/snapshots", R"({"name":"s1"})"), 404, "not_found");
+  r = call("GET", "/v1/volumes/v/snapshots");
+  ASSERT_EQ(r.status, 200);
+  ASSERT_EQ(parse(r).size(), 1u);
+  // A clone from the snapshot takes its size unless a larger one is given.
+  r = call("POST", "/v1/volumes", R"({"name":"c","clone_of":"v@s1"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(parse(r)["size"], 1u << 20);
+  EXPECT_EQ(parse(r)["clone_of"], "v@s1");
+  expect_error(call("POST", "/v1/volumes", R"({"name":"c2","clone_of":"v@nope"})"), 404, "not_found");
+  r = call("DELETE", "/v1/volumes/v/snapshots/s1");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(parse(r), (json{{"deleted", "v@s1"}}));
+  expect_error(call("DELETE", "/v1/volumes/v/snapshots/s1"), 404, "not_found");
+  expect_error(call("DELETE", "/v1/volumes/v/snapshots/..bad"), 404, "not_found");
+}
+
+TEST_F(HandlerTest, ExportAndAcl) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"e","size":"1MiB"})").status, 201);
+  auto r = call("GET", "/v1/volumes/e/export");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(parse(r), (json{{"volume", "e"},
+                            {"nbd", true},
+                            {"iscsi", true},
+                            {"iqn", "iqn.2026-11.io.duplex:e"},
+                            {"default_access", "read-write"},
+                            {"acl", json::object()}}));
+  r = call("PUT", "/v1/volumes/e/export", R"({"nbd":false,"default_access":"none"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse(r)["nbd"], false);
+  EXPECT_EQ(parse(r)["iscsi"], true);
+  EXPECT_EQ(parse(r)["default_access"], "none");
+  expect_error(call("PUT", "/v1/volumes/e/export", R"({"nbd":"yes"})"), 400, "invalid", "nbd");
+  expect_error(call("PUT", "/v1/volumes/e/export", R"({"default_access":"rw"})"), 400, "invalid",
+               "default_access");
+
+  const std::string host = "/v1/volumes/e/export/acl/iqn.1994-05.com.redhat:host1";
+  r = call("PUT", host, R"({"access":"read-only"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse(r)["acl"], (json{{"iqn.1994-05.com.redhat:host1", "read-only"}}));
+  expect_error(call("PUT", host, R"({})"), 400, "invalid", "access");
+  expect_error(call("PUT", host, R"({"access":"all"})"), 400, "invalid", "access");
+  expect_error(call("PUT", "/v1/volumes/e/export/acl/bad\x01name", R"({"access":"none"})"), 400, "invalid",
+               "initiator");
+  r = call("DELETE", host);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse(r)["acl"], json::object());
+  expect_error(call("DELETE", host), 404, "not_found");
+  expect_error(call("GET", "/v1/volumes/none/export"), 404, "not_found");
+}
+
+TEST_F(HandlerTest, BodyLimit) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"b","size":"1MiB"})").status, 201);
+  std::string big = R"({"name":"x","pad":")" + std::string(64 * 1024, 'a') + "\"}";
+  expect_error(call("POST", "/v1/volumes/b/snapshots", big), 413, "too_large");
+}
+
+TEST_F(HandlerTest, StatusNodesPools) {
+  cluster::NodeRecord n;
+  n.name = "n1";
+  n.site = "a";
+  n.address = "127.0.0.11";
+  n.nbd = {"127.0.0.11:10809"};
+  backend.node_list.push_back({n, true});
+  n.name = "n2";
+  n.site = "b";
+  backend.node_list.push_back({n, true});
+  backend.pool_list.push_back(cluster::PoolRecord{"n1", "p0", "u", 1 << 30, 1 << 29, 65536, 1});
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"v","size":"1MiB"})").status, 201);
+
+  auto r = call("GET", "/v1/status");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json s = parse(r);
+  EXPECT_EQ(s["node"]["name"], "n1");
+  EXPECT_EQ(s["cluster"]["nodes"], 2);
+  EXPECT_EQ(s["cluster"]["alive"], 2);
+  EXPECT_EQ(s["cluster"]["volumes"], 1);
+  EXPECT_EQ(s["cluster"]["sites"], (json{"a", "b"}));
+  EXPECT_EQ(s["volumes"][0]["name"], "v");
+  EXPECT_EQ(s["volumes"][0]["replicas"][0]["node"], "n1");
+
+  r = call("GET", "/v1/nodes");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(parse(r).size(), 2u);
+  r = call("GET", "/v1/nodes/n2");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(parse(r)["site"], "b");
+  EXPECT_EQ(parse(r)["nbd"], (json{"127.0.0.11:10809"}));
+  expect_error(call("GET", "/v1/nodes/n3"), 404, "not_found");
+  r = call("GET", "/v1/pools");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(parse(r)[0]["cluster_size"], 65536);
+}
+
+TEST_F(HandlerTest, HostileBytesNeverBreakTheAnswer) {
+  // Invalid UTF-8 in a field that is echoed back: the answer is still valid JSON.
+  auto r = call("POST", "/v1/volumes", std::string("{\"name\":\"\xff\xfe\",\"size\":4096}"));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_FALSE(json::parse(r.body, nullptr, false).is_discarded());
+  r = call("GET", std::string("/v1/volumes/\xc3\x28"));
+  EXPECT_EQ(r.status, 404);
+  EXPECT_FALSE(json::parse(r.body, nullptr, false).is_discarded());
+  r = call("POST", "/v1/volumes", std::string("{\"\xff\":1}"));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_FALSE(json::parse(r.body, nullptr, false).is_discarded());
+  r = call("POST", "/v1/volumes", std::string(1000, '['));
+  EXPECT_EQ(r.status, 400);
+}
