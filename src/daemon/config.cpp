@@ -1,5 +1,6 @@
 #include "duplex/daemon/config.h"
 
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <set>
@@ -338,6 +339,46 @@ bool valid_name(std::string_view s) {
   return true;
 }
 
+// "127.0.0.1:10809" -> "127.0.0.1"; "[::1]:10809" -> "::1".
+std::string host_of(const std::string& endpoint) {
+  const auto colon = endpoint.rfind(':');
+  std::string h = colon == std::string::npos ? endpoint : endpoint.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  return h;
+}
+
+void parse_api(Ctx& c, const toml::table& t, ApiSection& api) {
+  check_keys(c, t, "[api]", {"listen", "token_file", "tls_cert", "tls_key"});
+  if (auto v = get_str(c, t, "listen", "api")) {
+    const auto colon = v->rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == v->size())
+      c.fail("api.listen '{}' must be \"host:port\" like \"127.0.0.11:7480\"", *v);
+    else
+      api.listen = *v;
+  }
+  if (auto v = get_str(c, t, "token_file", "api")) api.token_file = *v;
+  if (auto v = get_str(c, t, "tls_cert", "api")) api.tls_cert = *v;
+  if (auto v = get_str(c, t, "tls_key", "api")) api.tls_key = *v;
+  if (api.tls_cert.empty() != api.tls_key.empty()) c.fail("[api]: tls_cert and tls_key go together");
+  if (api.listen.empty()) return;
+  // No anonymous control plane: a listener without a token would let anyone delete volumes.
+  if (api.token_file.empty()) {
+    c.fail("[api]: token_file is required with listen (a file holding the bearer token)");
+    return;
+  }
+  std::ifstream in(api.token_file);
+  if (!in) {
+    c.fail("api.token_file '{}' cannot be read", api.token_file);
+    return;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string tok = ss.str();
+  while (!tok.empty() && std::isspace(static_cast<unsigned char>(tok.back()))) tok.pop_back();
+  if (tok.empty()) c.fail("api.token_file '{}' is empty", api.token_file);
+  api.token = tok;
+}
+
 }  // namespace
 
 Result<Config> parse_config(std::string_view text, const std::string& source) {
@@ -352,7 +393,7 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
   }
   check_keys(c, root, "the top level",
              {"node", "daemon", "listen", "nbd", "pool", "volume", "export", "memory_export", "tls", "limits",
-              "iscsi", "state_dir", "cluster"});
+              "iscsi", "state_dir", "cluster", "api"});
   if (auto* n = root.get("state_dir")) {
     if (!n->is_string() || n->as_string()->get().empty() || n->as_string()->get().front() != '/')
       c.fail("state_dir must be an absolute path like \"/var/lib/duplex\"{}", where(*n));
@@ -394,7 +435,13 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     }
   }
   if (auto* t = sub_table(c, root, "cluster")) {
-    check_keys(c, *t, "[cluster]", {"etcd", "lease_ttl"});
+    check_keys(c, *t, "[cluster]", {"etcd", "lease_ttl", "address"});
+    if (auto v = get_str(c, *t, "address", "cluster")) {
+      if (v->empty() || v->find_first_of(" /:") != std::string::npos)
+        c.fail("cluster.address '{}' must be a host name or IPv4 address without a port", *v);
+      else
+        cfg.address = *v;
+    }
     if (auto* n = t->get("etcd")) {
       auto add = [&](const toml::node& e) {
         const std::string v = e.is_string() ? e.as_string()->get() : std::string();
@@ -508,6 +555,11 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     cfg.tls = s;
   }
   if (auto* t = sub_table(c, root, "iscsi")) parse_iscsi(c, *t, cfg.iscsi);
+  if (auto* t = sub_table(c, root, "api")) parse_api(c, *t, cfg.api);
+  if (cfg.address.empty()) {
+    const auto& first = !cfg.nbd_listen.empty() ? cfg.nbd_listen : cfg.iscsi.listen;
+    if (!first.empty()) cfg.address = host_of(first.front());
+  }
   if (cfg.nbd_listen.empty() && cfg.iscsi.listen.empty())
     c.fail("no front-end: set listen.nbd (e.g. nbd = \"127.0.0.1:10809\") and/or iscsi.listen");
   if (!c.err.is_ok()) return c.err;

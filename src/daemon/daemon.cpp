@@ -3,7 +3,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <ctime>
 #include <map>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -14,6 +19,7 @@
 #include "duplex/daemon/iscsi_targets.h"
 #include "duplex/daemon/mem_volume.h"
 #include "duplex/daemon/pr_store.h"
+#include "duplex/daemon/reconciler.h"
 #include "duplex/iscsi/portal.h"
 #include "duplex/iscsi/target.h"
 #include "duplex/nbd/server.h"
@@ -41,46 +47,114 @@ struct Entry {
   std::unique_ptr<volume::BlockVolume> vol;
 };
 
-// Built once at startup, read-only afterwards: lookups from any loop need no lock.
+// Built at startup; with [cluster] the reconciler adds and removes entries at runtime, so every
+// lookup takes the lock (entries_ is touched without it only before the front-ends start). A
+// removed entry moves to retired_ and lives until shutdown: a session that opened it keeps a valid
+// BlockVolume, whose I/O fails with not_found once the pool object is gone.
 class Catalogue final : public nbd::ExportCatalogue {
  public:
   std::optional<nbd::ExportInfo> lookup(std::string_view name) const override {
+    std::shared_lock lk(mu_);
     if (name.empty()) name = default_;
     for (const auto& e : entries_)
       if (e.info.name == name) return e.info;
     return std::nullopt;
   }
   std::vector<nbd::ExportInfo> list() const override {
+    std::shared_lock lk(mu_);
     std::vector<nbd::ExportInfo> v;
     v.reserve(entries_.size());
     for (const auto& e : entries_) v.push_back(e.info);
     return v;
   }
   volume::BlockVolume* volume(const std::string& name) override {
+    std::shared_lock lk(mu_);
     for (auto& e : entries_)
       if (e.info.name == name) return e.vol.get();
     return nullptr;
   }
+  Entry* find_locked(const std::string& name) {
+    for (auto& e : entries_)
+      if (e.info.name == name) return &e;
+    return nullptr;
+  }
+  void retire_locked(const std::string& name) {
+    for (auto it = entries_.begin(); it != entries_.end(); ++it)
+      if (it->info.name == name) {
+        retired_.push_back(std::move(*it));
+        entries_.erase(it);
+        return;
+      }
+  }
+  std::size_t size() const {
+    std::shared_lock lk(mu_);
+    return entries_.size();
+  }
+  mutable std::shared_mutex mu_;
   std::vector<Entry> entries_;
+  std::vector<Entry> retired_;
   std::string default_;
 };
 
-// The iSCSI targets, built once at startup (before the portal starts) and read-only afterwards.
+// The iSCSI targets: built at startup, changed at runtime by the reconciler under the lock. A
+// Target is immutable once published (sessions hold pointers to it): a change publishes a new one
+// and retires the old, which stays alive until shutdown.
 class IscsiCatalogue final : public iscsi::TargetCatalogue {
  public:
   const iscsi::Target* find(std::string_view iqn) const override {
+    std::shared_lock lk(mu_);
     for (const auto& t : targets_)
-      if (t.name == iqn) return &t;
+      if (t->name == iqn) return t.get();
     return nullptr;
   }
   std::vector<const iscsi::Target*> targets() const override {
+    std::shared_lock lk(mu_);
     std::vector<const iscsi::Target*> v;
     v.reserve(targets_.size());
-    for (const auto& t : targets_) v.push_back(&t);
+    for (const auto& t : targets_) v.push_back(t.get());
     return v;
   }
-  std::vector<iscsi::Target> targets_;
+  void retire_locked(const std::string& iqn) {
+    for (auto it = targets_.begin(); it != targets_.end(); ++it)
+      if ((*it)->name == iqn) {
+        retired_.push_back(std::move(*it));
+        targets_.erase(it);
+        return;
+      }
+  }
+  std::size_t size() const {
+    std::shared_lock lk(mu_);
+    return targets_.size();
+  }
+  mutable std::shared_mutex mu_;
+  std::vector<std::unique_ptr<iscsi::Target>> targets_;
+  std::vector<std::unique_ptr<iscsi::Target>> retired_;
 };
+
+iscsi::Access iscsi_access(cluster::Access a) {
+  switch (a) {
+    case cluster::Access::none: return iscsi::Access::none;
+    case cluster::Access::read_only: return iscsi::Access::read_only;
+    case cluster::Access::read_write: return iscsi::Access::read_write;
+  }
+  return iscsi::Access::none;
+}
+
+bool same_target(const iscsi::Target& a, const iscsi::Target& b) {
+  if (a.default_access != b.default_access || a.acl != b.acl || a.luns.size() != b.luns.size()) return false;
+  for (std::size_t i = 0; i < a.luns.size(); ++i)
+    if (a.luns[i].lu != b.luns[i].lu) return false;
+  return true;
+}
+
+std::string now_rfc3339() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 std::string_view access_name(iscsi::Access a) {
   switch (a) {
@@ -101,7 +175,18 @@ std::string serial_of(const Uuid& u) {
 
 }  // namespace
 
-struct Daemon::Impl {
+// What apply() found in the pool for one cluster volume (written on the pool's loop, read by the
+// reconciler's thread for publish(): under Impl::applied_mu).
+struct AppliedObjects {
+  int loop = 0;
+  store::Pool* pool = nullptr;
+  std::string pool_name;
+  store::ObjectId id = 0;
+  std::uint64_t size = 0;
+  std::map<std::string, std::pair<store::ObjectId, std::uint64_t>> snapshots;  // name -> id, size
+};
+
+struct Daemon::Impl final : ReconcilerHost {
   Config cfg;
   std::unique_ptr<LoopGroup> loops;
   std::vector<std::unique_ptr<Ring>> rings;  // per loop, null where io_uring is unavailable
@@ -115,6 +200,16 @@ struct Daemon::Impl {
   IscsiCatalogue iscsi_targets;
   std::unique_ptr<iscsi::Portal> portal;
   std::unique_ptr<cluster::NodeAgent> agent;  // [cluster]: this node's liveness key in etcd
+  std::unique_ptr<Reconciler> reconciler;     // [cluster]: applies the volume catalogue here
+  std::atomic<bool> reconciler_stop{false};   // abandons waits on a loop (shutdown runs on loop 0)
+  std::mutex applied_mu;
+  std::map<std::string, AppliedObjects> applied;           // cluster volume -> its objects here
+  std::mutex publish_mu;                                   // one publish/unpublish at a time
+  std::map<std::string, std::set<std::string>> published;  // cluster volume -> export names
+  // export name -> (the volume it serves, the LU), for exports the reconciler published
+  std::map<std::string, std::pair<volume::BlockVolume*, std::unique_ptr<scsi::LogicalUnit>>> dyn_lus;
+  std::map<std::string, Entry> iscsi_only;  // volumes of exports with nbd = false (no NBD entry)
+  std::vector<std::unique_ptr<scsi::LogicalUnit>> retired_lus;
   std::unique_ptr<asio::signal_set> signals;
   bool stopping = false;
   int exit_code = 0;
@@ -362,7 +457,7 @@ struct Daemon::Impl {
                    !t.chap                 ? "none"
                    : t.chap->target_secret ? "mutual"
                                            : "one-way");
-      iscsi_targets.targets_.push_back(std::move(t));
+      iscsi_targets.targets_.push_back(std::make_unique<iscsi::Target>(std::move(t)));
     }
     return Status::ok();
   }
@@ -403,11 +498,339 @@ struct Daemon::Impl {
     return Status::ok();
   }
 
+  // --- ReconcilerHost: called from the reconciler's worker thread ---
+
+  PoolState* pool_named(const std::string& name) {
+    for (auto& ps : pools)
+      if (ps.cfg.name == name) return &ps;
+    return nullptr;
+  }
+
+  // Runs `t` on loop `l` and waits for it from this (non-loop) thread. Shutdown runs on loop 0
+  // and stops the reconciler: the wait is abandoned then (the task still completes on its loop).
+  template <typename T>
+  Result<T> on_loop(int l, Task<Result<T>> t) {
+    struct Shared {
+      std::mutex m;
+      std::condition_variable cv;
+      std::optional<Result<T>> out;
+    };
+    auto sh = std::make_shared<Shared>();
+    auto task = std::make_shared<Task<Result<T>>>(std::move(t));
+    loops->at(l).post([sh, task] {
+      spawn(std::move(*task), [sh](Result<T> r) {
+        std::lock_guard lk(sh->m);
+        sh->out.emplace(std::move(r));
+        sh->cv.notify_all();
+      });
+    });
+    std::unique_lock lk(sh->m);
+    while (!sh->out) {
+      if (reconciler_stop.load()) return Status::error(Errc::shutdown, "duplexd is stopping");
+      sh->cv.wait_for(lk, std::chrono::milliseconds(100));
+    }
+    return std::move(*sh->out);
+  }
+
+  std::vector<std::string> pool_names() override {
+    std::vector<std::string> v;
+    for (const auto& ps : pools) v.push_back(ps.cfg.name);
+    return v;
+  }
+
+  static Task<Result<cluster::PoolRecord>> pool_report_on_loop(store::Pool* p) {
+    const auto info = p->info();
+    cluster::PoolRecord r;
+    r.name = info.name;
+    r.uuid = info.uuid.to_string();
+    r.cluster_size = info.cluster_size;
+    r.size = info.data_clusters * info.cluster_size;
+    r.free = info.free_clusters * info.cluster_size;
+    r.volumes = 0;
+    for (const auto& o : p->list())
+      if (o.kind == store::ObjectKind::volume) ++r.volumes;
+    co_return r;
+  }
+
+  Result<cluster::PoolRecord> pool_report(const std::string& name) override {
+    PoolState* ps = pool_named(name);
+    if (!ps) return Status::error(Errc::not_found, "pool '{}' is not configured here", name);
+    auto r = on_loop(ps->loop, pool_report_on_loop(ps->pool.get()));
+    if (r) r->name = name;  // the configured name is the one the catalogue uses
+    return r;
+  }
+
+  // On the pool's loop: the pool's catalogue is only touched there.
+  static Task<Result<AppliedObjects>> apply_on_loop(store::Pool* p, cluster::VolumeRecord v,
+                                                    std::vector<cluster::SnapshotRecord> snaps) {
+    const auto want = Uuid::parse(v.uuid);
+    if (!want) co_return Status::error(Errc::invalid, "volume {}: uuid '{}' is not a UUID", v.name, v.uuid);
+    AppliedObjects out;
+    auto id = p->find(v.name);
+    if (!id) {
+      if (!v.clone_of.empty()) {
+        auto sid = p->find(v.clone_of);
+        if (!sid)
+          co_return Status::error(Errc::not_found, "volume {}: clone source {} is not in the pool", v.name,
+                                  v.clone_of);
+        id = co_await p->clone(*sid, v.name, *want);
+      } else {
+        id = co_await p->create_volume(v.name, v.size, *want);
+      }
+      if (!id) co_return id.status();
+      spdlog::info("event=reconciler.created volume={} uuid={} size={} clone_of={}", v.name, v.uuid, v.size,
+                   v.clone_of);
+    } else if (p->uuid_of(*id) != *want) {
+      // Same name, another volume (made by hand or by [[volume]]): never serve it as this one.
+      co_return Status::error(Errc::exists,
+                              "volume {}: the pool holds a volume of that name with uuid {}, not {}", v.name,
+                              p->uuid_of(*id).to_string(), v.uuid);
+    }
+    if (p->size_of(*id) < v.size) {
+      DPX_CO_TRY(co_await p->grow(*id, v.size));
+      spdlog::info("event=reconciler.grown volume={} size={}", v.name, v.size);
+    }
+    for (const auto& s : snaps) {
+      const std::string full = v.name + "@" + s.name;
+      auto sid = p->find(full);
+      if (s.state == cluster::SnapshotState::deleting) {
+        if (sid) {
+          DPX_CO_TRY(co_await p->remove(*sid));
+          spdlog::info("event=reconciler.snapshot_deleted snapshot={}", full);
+        }
+      } else if (!sid) {
+        auto r = co_await p->snapshot(*id, s.name);
+        if (!r) co_return r.status();
+        spdlog::info("event=reconciler.snapshot_created snapshot={}", full);
+      }
+    }
+    out.pool = p;
+    out.id = *id;
+    out.size = p->size_of(*id);
+    for (const auto& o : p->list())
+      if (o.kind == store::ObjectKind::snapshot && o.origin == *id) out.snapshots[o.name] = {o.id, o.size};
+    co_return out;
+  }
+
+  Result<AppliedVolume> apply(const cluster::VolumeRecord& v,
+                              const std::vector<cluster::SnapshotRecord>& snaps) override {
+    PoolState* ps = pool_named(v.pool);
+    if (!ps)
+      return Status::error(Errc::not_found, "volume {}: pool '{}' is not configured on this node", v.name,
+                           v.pool);
+    auto r = on_loop(ps->loop, apply_on_loop(ps->pool.get(), v, snaps));
+    if (!r) return r.status();
+    r->loop = ps->loop;
+    r->pool_name = ps->cfg.name;
+    AppliedVolume out;
+    out.size = r->size;
+    for (const auto& [name, obj] : r->snapshots) out.snapshots.push_back(name);
+    // Allocated bytes: a stat walks the object's map, so it runs on the loop too.
+    store::Pool* p = ps->pool.get();
+    const store::ObjectId id = r->id;
+    auto st = on_loop(ps->loop, [](store::Pool* pp, store::ObjectId oid) -> Task<Result<store::ObjectInfo>> {
+      co_return pp->stat(oid);
+    }(p, id));
+    if (st) out.allocated_bytes = st->mapped_bytes;
+    std::lock_guard lk(applied_mu);
+    applied[v.name] = std::move(*r);
+    return out;
+  }
+
+  static Task<Result<bool>> remove_on_loop(store::Pool* p, std::string name) {
+    auto id = p->find(name);
+    if (!id) co_return false;
+    DPX_CO_TRY(co_await p->remove(*id, true));
+    co_return true;
+  }
+
+  Status remove(const std::string& pool, const std::string& volume) override {
+    PoolState* ps = pool_named(pool);
+    if (!ps) return Status::ok();  // nothing of it can be here
+    auto r = on_loop(ps->loop, remove_on_loop(ps->pool.get(), volume));
+    if (!r) return r.status();
+    std::lock_guard lk(applied_mu);
+    applied.erase(volume);
+    return Status::ok();
+  }
+
+  // The LU serving export `name` (one per export, shared by the targets that list it).
+  scsi::LogicalUnit* lu_for(const std::string& name, volume::BlockVolume& vol, const std::string& target) {
+    if (auto it = lus.find(name); it != lus.end()) return it->second.get();
+    if (auto it = dyn_lus.find(name); it != dyn_lus.end()) {
+      if (it->second.first == &vol) return it->second.second.get();
+      retired_lus.push_back(std::move(it->second.second));  // a session may still use it
+      dyn_lus.erase(it);
+    }
+    const auto& ic = cfg.iscsi;
+    scsi::LuConfig lc;
+    lc.serial = serial_of(vol.uuid());
+    lc.block_size = 512;
+    lc.relative_port = 1;
+    lc.tpg_id = ic.tpgt;
+    lc.target_port_name = fmt::format("{},t,0x{:04x}", target, ic.tpgt);
+    lc.port_groups = {scsi::TargetPortGroup{ic.tpgt, scsi::AluaState::active_optimized, false, {1}}};
+    auto lu = std::make_unique<scsi::LogicalUnit>(vol, lc);
+    PrStore prs(cfg.state_dir);
+    if (auto st = restore_pr(prs, name, vol, *lu); !st)
+      spdlog::error("event=pr.restore_failed export={} error=\"{}\"", name, st.to_string());
+    auto* raw = lu.get();
+    dyn_lus.emplace(name, std::make_pair(&vol, std::move(lu)));
+    return raw;
+  }
+
+  void publish(const cluster::VolumeRecord& v, const std::vector<std::string>& /*snapshots*/,
+               const cluster::ExportRecord& ex) override {
+    AppliedObjects a;
+    {
+      std::lock_guard lk(applied_mu);
+      auto it = applied.find(v.name);
+      if (it == applied.end()) return;
+      a = it->second;
+    }
+    std::lock_guard plk(publish_mu);
+    struct Want {
+      store::ObjectId id;
+      std::uint64_t size;
+      bool ro;
+      std::string snap;
+    };
+    std::map<std::string, Want> want;  // export name -> object
+    want[v.name] = {a.id, a.size, false, {}};
+    for (const auto& [s, obj] : a.snapshots) want[v.name + "@" + s] = {obj.first, obj.second, true, s};
+    std::vector<std::string> snap_names;
+    for (const auto& [s, obj] : a.snapshots) snap_names.push_back(s);
+    auto& mine = published[v.name];
+
+    {  // NBD
+      std::unique_lock lk(cat.mu_);
+      for (const auto& name : mine)
+        if (!ex.nbd || !want.count(name)) cat.retire_locked(name);
+      if (ex.nbd) {
+        for (const auto& [name, w] : want) {
+          Entry* e = cat.find_locked(name);
+          auto* lv = e ? dynamic_cast<volume::LocalVolume*>(e->vol.get()) : nullptr;
+          if (e && (!lv || lv->object() != w.id)) {
+            cat.retire_locked(name);  // another object under that name: the old one goes
+            e = nullptr;
+          }
+          if (!e) {
+            Entry ne;
+            ne.info.name = name;
+            ne.info.loop = a.loop;
+            ne.info.read_only = w.ro;
+            ne.vol = std::make_unique<volume::LocalVolume>(*a.pool, w.id, name, w.ro);
+            ne.info.preferred_block = ne.vol->preferred_block_size();
+            cat.entries_.push_back(std::move(ne));
+            e = &cat.entries_.back();
+            spdlog::info("event=nbd.export_added export={} read_only={}", name, w.ro);
+          }
+          e->info.size = w.size;
+          e->info.snapshots = w.ro ? std::vector<std::string>{} : snap_names;
+          e->info.description =
+              fmt::format("{} {} in pool {} (cluster volume {}, generation {})", w.ro ? "snapshot" : "volume",
+                          name, a.pool_name, v.uuid, v.generation);
+        }
+      }
+    }
+    if (portal) {  // iSCSI
+      std::vector<std::unique_ptr<iscsi::Target>> fresh;
+      if (ex.iscsi) {
+        for (const auto& [name, w] : want) {
+          volume::BlockVolume* vol = nullptr;
+          {
+            std::shared_lock lk(cat.mu_);
+            if (Entry* e = cat.find_locked(name)) vol = e->vol.get();
+          }
+          if (!vol) {
+            // NBD is off for it: the volume object is kept here for the LU.
+            auto it = iscsi_only.find(name);
+            auto* lv =
+                it != iscsi_only.end() ? dynamic_cast<volume::LocalVolume*>(it->second.vol.get()) : nullptr;
+            if (!lv || lv->object() != w.id) {
+              if (it != iscsi_only.end()) {
+                std::unique_lock lk(cat.mu_);
+                cat.retired_.push_back(std::move(it->second));
+                iscsi_only.erase(it);
+              }
+              Entry ne;
+              ne.info.name = name;
+              ne.vol = std::make_unique<volume::LocalVolume>(*a.pool, w.id, name, w.ro);
+              it = iscsi_only.emplace(name, std::move(ne)).first;
+            }
+            vol = it->second.vol.get();
+          }
+          auto t = std::make_unique<iscsi::Target>();
+          t->name = auto_target_name(cfg.iscsi.base_iqn, name);
+          t->default_access = w.ro && ex.default_access == cluster::Access::read_write
+                                  ? iscsi::Access::read_only
+                                  : iscsi_access(ex.default_access);
+          for (const auto& [iqn, acc] : ex.acl) {
+            iscsi::Access x = iscsi_access(acc);
+            if (w.ro && x == iscsi::Access::read_write) x = iscsi::Access::read_only;
+            t->acl[iqn] = x;
+          }
+          t->luns.push_back(iscsi::Lun{0, lu_for(name, *vol, t->name), a.loop});
+          t->loop = a.loop;
+          fresh.push_back(std::move(t));
+        }
+      }
+      std::unique_lock lk(iscsi_targets.mu_);
+      std::set<std::string> keep;
+      for (auto& t : fresh) {
+        keep.insert(t->name);
+        const iscsi::Target* cur = nullptr;
+        for (const auto& x : iscsi_targets.targets_)
+          if (x->name == t->name) cur = x.get();
+        if (cur && same_target(*cur, *t)) continue;
+        if (cur) iscsi_targets.retire_locked(t->name);
+        spdlog::info("event=iscsi.target target={} luns=1 default_access={} acl={} chap=none", t->name,
+                     access_name(t->default_access), t->acl.size());
+        iscsi_targets.targets_.push_back(std::move(t));
+      }
+      for (const auto& name : mine) {
+        const std::string iqn = auto_target_name(cfg.iscsi.base_iqn, name);
+        if (!keep.count(iqn)) iscsi_targets.retire_locked(iqn);
+      }
+    }
+    mine.clear();
+    for (const auto& [name, w] : want) mine.insert(name);
+  }
+
+  void unpublish(const std::string& volume) override {
+    std::lock_guard plk(publish_mu);
+    auto it = published.find(volume);
+    std::set<std::string> names;
+    if (it != published.end()) names = it->second;
+    names.insert(volume);  // also what startup exported from the pool under that name
+    {
+      std::unique_lock lk(cat.mu_);
+      for (const auto& n : names) cat.retire_locked(n);
+      // Snapshots exported at startup ("vol@snap") go with their volume.
+      std::vector<std::string> more;
+      for (const auto& e : cat.entries_)
+        if (e.info.name.starts_with(volume + "@")) more.push_back(e.info.name);
+      for (const auto& n : more) {
+        cat.retire_locked(n);
+        names.insert(n);
+      }
+    }
+    if (portal) {
+      std::unique_lock lk(iscsi_targets.mu_);
+      for (const auto& n : names) iscsi_targets.retire_locked(auto_target_name(cfg.iscsi.base_iqn, n));
+    }
+    if (it != published.end()) published.erase(it);
+    spdlog::info("event=export.removed volume={} exports={}", volume, names.size());
+  }
+
   Task<void> shutdown() {
     spdlog::info("event=shutdown phase=begin connections={} iscsi_connections={}",
                  server ? server->connections() : 0, portal ? portal->connections() : 0);
     // First stop claiming: the node's key goes (lease revoked) before the front-ends close. This
-    // blocks loop 0 for at most one etcd call, bounded by its timeout.
+    // blocks loop 0 for at most one etcd call, bounded by its timeout. The reconciler goes first:
+    // nothing new is applied or exported while the node stops.
+    reconciler_stop = true;
+    reconciler.reset();
     agent.reset();
     if (portal) co_await portal->stop();
     if (server) co_await server->stop();
@@ -433,6 +856,8 @@ Daemon::Daemon(Config cfg) : impl_(std::make_unique<Impl>()) { impl_->cfg = std:
 
 Daemon::~Daemon() {
   if (!impl_) return;
+  impl_->reconciler_stop = true;
+  impl_->reconciler.reset();
   impl_->agent.reset();
   if (impl_->loops) {
     impl_->loops->stop_all();
@@ -441,8 +866,13 @@ Daemon::~Daemon() {
   impl_->portal.reset();
   impl_->server.reset();
   impl_->iscsi_targets.targets_.clear();
+  impl_->iscsi_targets.retired_.clear();
   impl_->lus.clear();
+  impl_->dyn_lus.clear();
+  impl_->iscsi_only.clear();
+  impl_->retired_lus.clear();
   impl_->cat.entries_.clear();
+  impl_->cat.retired_.clear();
   impl_->pools.clear();
 }
 
@@ -544,8 +974,16 @@ Status Daemon::start(const StartOptions& opts) {
   if (!I.cfg.etcd.empty()) {
     // The node's liveness key: who we are and where we serve. It exists while the lease lives.
     nlohmann::json info{{"site", I.cfg.site},
+                        {"address", I.cfg.address},
+                        {"api", I.cfg.api.listen.empty()
+                                    ? std::string()
+                                    : fmt::format("{}://{}", I.cfg.api.tls_cert.empty() ? "http" : "https",
+                                                  I.cfg.api.listen)},
                         {"nbd", nbd_eps},
                         {"iscsi", I.portal ? I.portal->endpoints() : std::vector<std::string>{}},
+                        {"base_iqn", I.cfg.iscsi.base_iqn},
+                        {"version", DUPLEX_VERSION_STRING},
+                        {"started", now_rfc3339()},
                         {"pid", ::getpid()}};
     cluster::EtcdOptions eo;
     eo.endpoints = I.cfg.etcd;
@@ -561,14 +999,20 @@ Status Daemon::start(const StartOptions& opts) {
       else
         spdlog::warn("event=cluster.lost node={} reason=\"no lease renewal confirmed within the TTL\"", name);
     });
+    ReconcilerOptions ro;
+    ro.etcd = eo;
+    ro.node = I.cfg.node_name;
+    if (const char* p = std::getenv("DUPLEX_RECONCILE_PERIOD_MS"))
+      ro.period = std::chrono::milliseconds(std::atoi(p));
+    I.reconciler = std::make_unique<Reconciler>(ro, I);
   }
   if (I.portal)
     spdlog::info("event=ready node={} site={} nbd={} exports={} loops={} iscsi={} targets={}",
-                 I.cfg.node_name, I.cfg.site, fmt::join(nbd_eps, ","), I.cat.entries_.size(), n,
-                 fmt::join(I.portal->endpoints(), ","), I.iscsi_targets.targets_.size());
+                 I.cfg.node_name, I.cfg.site, fmt::join(nbd_eps, ","), I.cat.size(), n,
+                 fmt::join(I.portal->endpoints(), ","), I.iscsi_targets.size());
   else
     spdlog::info("event=ready node={} site={} nbd={} exports={} loops={}", I.cfg.node_name, I.cfg.site,
-                 fmt::join(nbd_eps, ","), I.cat.entries_.size(), n);
+                 fmt::join(nbd_eps, ","), I.cat.size(), n);
   return Status::ok();
 }
 
@@ -593,9 +1037,9 @@ int Daemon::run() {
 std::vector<std::string> Daemon::uris() const {
   std::vector<std::string> out;
   const auto eps = impl_->server ? impl_->server->endpoints() : std::vector<std::string>{};
-  if (!eps.empty())
-    for (const auto& e : impl_->cat.entries_)
-      if (!e.info.read_only) out.push_back(fmt::format("nbd://{}/{}", eps[0], e.info.name));
+  if (!eps.empty()) std::shared_lock lk(impl_->cat.mu_);
+  for (const auto& e : impl_->cat.entries_)
+    if (!e.info.read_only) out.push_back(fmt::format("nbd://{}/{}", eps[0], e.info.name));
   if (impl_->portal) {
     const auto ieps = impl_->portal->endpoints();
     if (!ieps.empty())

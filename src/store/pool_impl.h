@@ -56,7 +56,8 @@ class PoolImpl final : public Pool {
   Task<Status> remove(ObjectId id, bool with_snapshots) override;
   Task<Status> grow(ObjectId volume, std::uint64_t new_size) override;
   Task<Result<ObjectId>> snapshot(ObjectId volume, std::string snap_name) override;
-  Task<Result<ObjectId>> clone(ObjectId snapshot, std::string volume_name) override;
+  Task<Result<ObjectId>> clone(ObjectId snapshot, std::string volume_name,
+                               std::optional<Uuid> uuid = std::nullopt) override;
   Task<Status> read(ObjectId id, std::uint64_t offset, std::span<std::byte> buf) override;
   Task<Status> write(ObjectId id, std::uint64_t offset, std::span<const std::byte> buf, bool fua) override;
   Task<Status> write_zeroes(ObjectId id, std::uint64_t offset, std::uint64_t length, bool no_unmap,

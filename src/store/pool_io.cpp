@@ -495,13 +495,13 @@ Task<Result<ObjectId>> PoolImpl::snapshot(ObjectId id, std::string snap_name) {
   co_return sid;
 }
 
-Task<Result<ObjectId>> PoolImpl::clone(ObjectId snap, std::string volume_name) {
+Task<Result<ObjectId>> PoolImpl::clone(ObjectId snap, std::string volume_name, std::optional<Uuid> uuid) {
   DPX_CO_TRY(failed_or_ro());
   const Object* s = cat_.get(snap);
   if (!s || s->kind != ObjectKind::snapshot)
     co_return Status::error(Errc::not_found, "pool {}: clone of unknown snapshot id {}", name_, snap);
   const ObjectId id = cat_.next_id();
-  const Uuid u = Uuid::random();
+  const Uuid u = uuid.value_or(Uuid::random());
   const std::uint64_t epoch = cat_.epoch(), created = now();
   DPX_CO_TRY(cat_.apply_clone(snap, id, epoch, volume_name, u, created));
   cat_.take_id();

@@ -258,6 +258,27 @@ TEST_F(PoolTest, GrowLeavesSnapshotsAndClonesAtTheirSize) {
   expect_check();
 }
 
+// The cluster names a clone's identity (every replica serves the same UUID); it survives a reopen.
+TEST_F(PoolTest, CloneTakesTheUuidItIsGiven) {
+  make();
+  const ObjectId v = volume("v", MiB);
+  write(v, 0, 4096);
+  const ObjectId s = snapshot(v, "s");
+  const Uuid want = Uuid::random();
+  const ObjectId c = must(run(pool->clone(s, "c", want)), "clone");
+  model[c].id = c;
+  model[c].name = "c";
+  model[c].size = MiB;
+  model[c].sectors = model[s].frozen();
+  EXPECT_EQ(pool->uuid_of(c), want);
+  const ObjectId other = clone(s, "d");
+  EXPECT_NE(pool->uuid_of(other), want);
+  EXPECT_FALSE(pool->uuid_of(other).is_nil());
+  reopen_clean();
+  EXPECT_EQ(must(pool->stat(c)).uuid, want);
+  expect_model();
+}
+
 TEST_F(PoolTest, BadNamesAreRefused) {
   make();
   const ObjectId v = volume("v", MiB);

@@ -71,6 +71,13 @@ struct IscsiSection {  // [iscsi]; no listen address = no portal
   std::vector<IscsiTargetConfig> targets;
 };
 
+struct ApiSection {        // [api]: the REST API's listener (served by src/api; parsed and checked here)
+  std::string listen;      // "127.0.0.11:7480"; empty = no API on this node
+  std::string token_file;  // required with listen: the file holding the bearer token
+  std::string token;       // its content, trailing whitespace removed (never logged)
+  std::string tls_cert, tls_key;  // both or neither
+};
+
 struct Config {
   std::string file;
   std::string node_name = "duplex";
@@ -94,6 +101,10 @@ struct Config {
   // [cluster]: etcd members; empty = a standalone node (nothing is registered anywhere).
   std::vector<std::string> etcd;
   std::chrono::milliseconds lease_ttl{10000};
+  // The address other nodes and clients reach this node at (default: the host of the first NBD,
+  // else iSCSI, listen address).
+  std::string address;
+  ApiSection api;
 };
 
 // Parses and validates; every error is one line naming the file, the key and the problem.

@@ -124,7 +124,9 @@ class Pool {
   virtual Task<Status> remove(ObjectId id, bool with_snapshots = false) = 0;
   virtual Task<Status> grow(ObjectId volume, std::uint64_t new_size) = 0;
   virtual Task<Result<ObjectId>> snapshot(ObjectId volume, std::string snap_name) = 0;
-  virtual Task<Result<ObjectId>> clone(ObjectId snapshot, std::string volume_name) = 0;
+  // `uuid`: the identity the cluster gave the clone (every replica serves the same one).
+  virtual Task<Result<ObjectId>> clone(ObjectId snapshot, std::string volume_name,
+                                       std::optional<Uuid> uuid = std::nullopt) = 0;
 
   // --- I/O (any byte offset and length; snapshots are read-only) ---
   virtual Task<Status> read(ObjectId id, std::uint64_t offset, std::span<std::byte> buf) = 0;

@@ -1,0 +1,102 @@
+#pragma once
+// Applies the volume catalogue (cluster::Catalogue, in etcd) to this node's pools: every volume
+// whose replica list names this node is created, grown, snapshotted, exported and deleted here,
+// and the outcome is reported under replicas/<volume>/<node>, followed by settle().
+//
+// Threads. A cluster::Watcher (its own thread) on /duplex/v1/ marks volumes dirty; one worker
+// thread applies them. Pool operations are coroutines on the pool's event loop: the worker hands
+// them to the Host, which posts them there and waits; no event loop ever waits on etcd.
+//
+// One volume, each time it is dirty (a change under volumes/, snapshots/ or exports/ for it, the
+// watcher's reset, or the periodic pass every `period`):
+//
+//   read volumes/V, snapshots/V/*, exports/V
+//     absent, or not placed here --> unpublish V (and its snapshots)
+//     deleting --> unpublish --> remove V with its snapshots from the pool --> report "deleted"
+//     creating/ready --> ensure V (create with the record's uuid, or clone) --> grow to size
+//                    --> snapshots: create "creating"/"ready" ones, remove "deleting" ones
+//                    --> publish V and V@snap with the export record --> report "in-sync"
+//     any step fails --> report "failed" with the error; the next pass retries
+//   --> settle(V)
+//
+// Pools are reported (pools/<node>/<pool>) at start, every `period`, and after every change.
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "duplex/base/status.h"
+#include "duplex/cluster/catalogue.h"
+
+namespace duplex::daemon {
+
+// What applying a volume left in the pool (read on the pool's loop).
+struct AppliedVolume {
+  std::uint64_t size = 0;
+  std::uint64_t allocated_bytes = 0;
+  std::vector<std::string> snapshots;  // snapshot names present in the pool
+};
+
+// The daemon side of the reconciler. Calls come from the worker thread and block.
+class ReconcilerHost {
+ public:
+  virtual ~ReconcilerHost() = default;
+  virtual std::vector<std::string> pool_names() = 0;
+  virtual Result<cluster::PoolRecord> pool_report(const std::string& pool) = 0;
+  // Makes the pool hold the volume as recorded (uuid, size, the snapshots not being deleted) and
+  // removes the snapshots being deleted.
+  virtual Result<AppliedVolume> apply(const cluster::VolumeRecord& v,
+                                      const std::vector<cluster::SnapshotRecord>& s) = 0;
+  // Removes the volume and its snapshots from the pool (absent already: OK).
+  virtual Status remove(const std::string& pool, const std::string& volume) = 0;
+  // Serves the volume (and the listed snapshots, read-only) per the export record.
+  virtual void publish(const cluster::VolumeRecord& v, const std::vector<std::string>& snapshots,
+                       const cluster::ExportRecord& ex) = 0;
+  // Stops serving the volume and its snapshots (objects stay alive for running sessions).
+  virtual void unpublish(const std::string& volume) = 0;
+};
+
+struct ReconcilerOptions {
+  cluster::EtcdOptions etcd;
+  std::string node;
+  std::chrono::milliseconds period{30000};
+};
+
+class Reconciler {
+ public:
+  Reconciler(ReconcilerOptions opts, ReconcilerHost& host);
+  ~Reconciler();  // stops the watcher and the worker (a pool operation in progress is abandoned)
+  Reconciler(const Reconciler&) = delete;
+  Reconciler& operator=(const Reconciler&) = delete;
+
+  // The names of the volumes this node applied successfully in its last pass over each (tests).
+  std::set<std::string> applied() const;
+
+ private:
+  void run();
+  void mark(const std::string& volume);
+  void mark_all();
+  void reconcile(const std::string& volume);
+  void report_pools();
+
+  ReconcilerOptions opts_;
+  ReconcilerHost& host_;
+  cluster::Etcd etcd_;
+  cluster::Catalogue cat_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<std::string> dirty_;
+  bool all_dirty_ = true;
+  bool stop_ = false;
+  std::set<std::string> applied_;
+  std::set<std::string> published_;  // volumes this reconciler published (worker thread only)
+  std::thread worker_;
+  std::unique_ptr<cluster::Watcher> watcher_;
+};
+
+}  // namespace duplex::daemon

@@ -1,0 +1,207 @@
+#include "duplex/daemon/reconciler.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace duplex::daemon {
+
+namespace {
+
+const std::string kVolumes = std::string(cluster::kRoot) + "volumes/";
+const std::string kSnapshots = std::string(cluster::kRoot) + "snapshots/";
+const std::string kExports = std::string(cluster::kRoot) + "exports/";
+
+// The volume a key under volumes/, snapshots/ or exports/ concerns; "" for any other key (our own
+// reports under replicas/ and pools/ must not wake us up again).
+std::string volume_of(const std::string& key) {
+  for (const auto* p : {&kVolumes, &kExports, &kSnapshots}) {
+    if (!key.starts_with(*p)) continue;
+    std::string rest = key.substr(p->size());
+    if (p == &kSnapshots) rest = rest.substr(0, rest.find('/'));
+    return rest;
+  }
+  return {};
+}
+
+}  // namespace
+
+Reconciler::Reconciler(ReconcilerOptions opts, ReconcilerHost& host)
+    : opts_(std::move(opts)), host_(host), etcd_(opts_.etcd), cat_(etcd_) {
+  worker_ = std::thread([this] { run(); });
+  cluster::Watcher::Callbacks cb;
+  cb.on_reset = [this](const std::vector<cluster::Kv>&, std::int64_t) { mark_all(); };
+  cb.on_events = [this](const std::vector<cluster::WatchEvent>& evs, std::int64_t) {
+    for (const auto& e : evs)
+      if (auto v = volume_of(e.kv.key); !v.empty()) mark(v);
+  };
+  cb.on_error = [](const Status& why) {
+    spdlog::warn("event=reconciler.watch_retry error=\"{}\"", why.to_string());
+  };
+  watcher_ = std::make_unique<cluster::Watcher>(opts_.etcd, std::string(cluster::kRoot), std::move(cb));
+}
+
+Reconciler::~Reconciler() {
+  watcher_.reset();
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+std::set<std::string> Reconciler::applied() const {
+  std::lock_guard lk(mu_);
+  return applied_;
+}
+
+void Reconciler::mark(const std::string& volume) {
+  {
+    std::lock_guard lk(mu_);
+    dirty_.insert(volume);
+  }
+  cv_.notify_all();
+}
+
+void Reconciler::mark_all() {
+  {
+    std::lock_guard lk(mu_);
+    all_dirty_ = true;
+  }
+  cv_.notify_all();
+}
+
+void Reconciler::run() {
+  auto next_period = std::chrono::steady_clock::now();
+  for (;;) {
+    std::set<std::string> todo;
+    bool all = false;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait_until(lk, next_period, [&] { return stop_ || all_dirty_ || !dirty_.empty(); });
+      if (stop_) return;
+      if (std::chrono::steady_clock::now() >= next_period) all_dirty_ = true;
+      all = all_dirty_;
+      all_dirty_ = false;
+      todo.swap(dirty_);
+    }
+    if (all) {
+      // The periodic pass: pool reports, then every volume (retries what failed, catches anything
+      // a lost watch event could have hidden).
+      next_period = std::chrono::steady_clock::now() + opts_.period;
+      report_pools();
+      auto vols = cat_.volumes();
+      if (!vols) {
+        spdlog::warn("event=reconciler.read_failed error=\"{}\"", vols.status().to_string());
+        std::lock_guard lk(mu_);
+        // etcd is unreachable: try again soon rather than after a whole period.
+        next_period =
+            std::chrono::steady_clock::now() + std::min(opts_.period, std::chrono::milliseconds(2000));
+        continue;
+      }
+      for (const auto& v : *vols) todo.insert(v.name);
+      for (const auto& v : published_) todo.insert(v);  // gone from the catalogue: unpublish
+    }
+    bool changed = false;
+    for (const auto& v : todo) {
+      {
+        std::lock_guard lk(mu_);
+        if (stop_) return;
+      }
+      reconcile(v);
+      changed = true;
+    }
+    if (changed && !all) report_pools();
+  }
+}
+
+void Reconciler::report_pools() {
+  for (const auto& name : host_.pool_names()) {
+    auto rec = host_.pool_report(name);
+    if (!rec) {
+      spdlog::warn("event=reconciler.pool_report_failed pool={} error=\"{}\"", name,
+                   rec.status().to_string());
+      continue;
+    }
+    rec->node = opts_.node;
+    if (auto st = cat_.report_pool(*rec); !st)
+      spdlog::warn("event=reconciler.pool_report_failed pool={} error=\"{}\"", name, st.to_string());
+  }
+}
+
+void Reconciler::reconcile(const std::string& name) {
+  auto forget = [&] {
+    if (published_.erase(name)) {
+      host_.unpublish(name);
+      spdlog::info("event=reconciler.unpublished volume={}", name);
+    }
+    std::lock_guard lk(mu_);
+    applied_.erase(name);
+  };
+  auto rec = cat_.volume(name);
+  if (!rec) {
+    if (rec.status().code() == Errc::not_found || rec.status().code() == Errc::invalid ||
+        rec.status().code() == Errc::corrupt) {
+      forget();
+    } else {
+      spdlog::warn("event=reconciler.read_failed volume={} error=\"{}\"", name, rec.status().to_string());
+      std::lock_guard lk(mu_);
+      all_dirty_ = true;  // etcd trouble: the periodic pass retries
+    }
+    return;
+  }
+  if (std::find(rec->replicas.begin(), rec->replicas.end(), opts_.node) == rec->replicas.end()) {
+    forget();
+    return;
+  }
+  cluster::ReplicaStatus st;
+  st.volume = name;
+  st.node = opts_.node;
+  st.generation = rec->generation;
+
+  if (rec->state == cluster::VolumeState::deleting) {
+    forget();
+    const Status rm = host_.remove(rec->pool, name);
+    if (rm) {
+      st.state = "deleted";
+      spdlog::info("event=reconciler.deleted volume={} pool={}", name, rec->pool);
+    } else {
+      st.state = "failed";
+      st.error = rm.to_string();
+      spdlog::error("event=reconciler.delete_failed volume={} error=\"{}\"", name, st.error);
+    }
+  } else {
+    auto snaps = cat_.snapshots(name);
+    auto ex = cat_.export_of(name);
+    if (!snaps || !ex) {
+      spdlog::warn("event=reconciler.read_failed volume={} error=\"{}\"", name,
+                   (!snaps ? snaps.status() : ex.status()).to_string());
+      return;
+    }
+    auto applied = host_.apply(*rec, *snaps);
+    if (applied) {
+      st.state = "in-sync";
+      st.size = applied->size;
+      st.allocated_bytes = applied->allocated_bytes;
+      st.snapshots = applied->snapshots;
+      host_.publish(*rec, applied->snapshots, *ex);
+      published_.insert(name);
+      std::lock_guard lk(mu_);
+      applied_.insert(name);
+    } else {
+      st.state = "failed";
+      st.error = applied.status().to_string();
+      spdlog::error("event=reconciler.apply_failed volume={} generation={} error=\"{}\"", name,
+                    rec->generation, st.error);
+    }
+  }
+  if (auto s = cat_.report_replica(st); !s) {
+    spdlog::warn("event=reconciler.report_failed volume={} error=\"{}\"", name, s.to_string());
+    return;
+  }
+  if (auto s = cat_.settle(name); !s)
+    spdlog::warn("event=reconciler.settle_failed volume={} error=\"{}\"", name, s.to_string());
+}
+
+}  // namespace duplex::daemon

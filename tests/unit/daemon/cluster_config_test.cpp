@@ -1,0 +1,77 @@
+// duplexd's [cluster] address and [api] section: defaults, validation naming the key, and the
+// token file (required with listen, never empty).
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "duplex/daemon/config.h"
+
+using namespace duplex;
+using namespace duplex::daemon;
+
+namespace {
+
+std::string error_of(const std::string& text) {
+  auto c = parse_config(text, "f.toml");
+  EXPECT_FALSE(c) << text;
+  return c ? std::string() : c.status().message();
+}
+
+struct TokenFile {
+  std::string path;
+  explicit TokenFile(const std::string& content) {
+    static int n = 0;
+    path = "/tmp/duplex-token-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+    std::ofstream(path) << content;
+  }
+  ~TokenFile() { std::filesystem::remove(path); }
+};
+
+}  // namespace
+
+TEST(ClusterConfig, AddressDefaultsToTheFirstListenHost) {
+  auto c =
+      parse_config("[listen]\nnbd = \"127.0.0.12:10809\"\n[iscsi]\nlisten = [\"127.0.0.13:3260\"]\n", "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->address, "127.0.0.12");
+  c = parse_config("[iscsi]\nlisten = [\"127.0.0.13:3260\"]\n", "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->address, "127.0.0.13");
+  c = parse_config("[listen]\nnbd = \"127.0.0.12:1\"\n[cluster]\naddress = \"127.0.0.20\"\n", "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->address, "127.0.0.20");
+  EXPECT_TRUE(c->api.listen.empty());
+  EXPECT_NE(error_of("[listen]\nnbd = \"127.0.0.12:1\"\n[cluster]\naddress = \"127.0.0.20:99\"\n")
+                .find("cluster.address"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of("[listen]\nnbd = \"127.0.0.12:1\"\n[cluster]\nadress = \"x\"\n").find("unknown key 'adress'"),
+      std::string::npos);
+}
+
+TEST(ClusterConfig, ApiNeedsAReadableNonEmptyToken) {
+  const std::string head = "[listen]\nnbd = \"127.0.0.12:1\"\n[api]\nlisten = \"127.0.0.11:7480\"\n";
+  TokenFile tok("s3cret\n");
+  auto c = parse_config(head + "token_file = \"" + tok.path + "\"\n", "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->api.listen, "127.0.0.11:7480");
+  EXPECT_EQ(c->api.token, "s3cret");
+  EXPECT_EQ(c->api.token_file, tok.path);
+  EXPECT_NE(error_of(head).find("token_file is required"), std::string::npos);
+  EXPECT_NE(error_of(head + "token_file = \"/nonexistent/tok\"\n").find("cannot be read"), std::string::npos);
+  TokenFile empty(" \n");
+  EXPECT_NE(error_of(head + "token_file = \"" + empty.path + "\"\n").find("is empty"), std::string::npos);
+  EXPECT_NE(error_of(head + "token_file = \"" + tok.path + "\"\ntls_cert = \"c.pem\"\n").find("go together"),
+            std::string::npos);
+  c = parse_config(head + "token_file = \"" + tok.path + "\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+                   "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->api.tls_key, "k.pem");
+  EXPECT_NE(error_of("[listen]\nnbd = \"127.0.0.12:1\"\n[api]\nlisten = \"7480\"\n").find("api.listen"),
+            std::string::npos);
+  EXPECT_NE(error_of("[listen]\nnbd = \"127.0.0.12:1\"\n[api]\ntoken = \"x\"\n").find("unknown key 'token'"),
+            std::string::npos);
+}
