@@ -122,7 +122,7 @@ Result<bool> ClusterBackend::poll_until(const std::string& volume, Wait w, Done 
     Result<bool> r = done();
     if (!r || *r) return r;
     const auto now = std::chrono::steady_clock::now();
-    if (now >= deadline) return false;
+    if (now >= deadline || cancelled_.load(std::memory_order_relaxed)) return false;
     std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(opts_.poll, deadline - now));
   }
 }

@@ -187,7 +187,7 @@ Result<std::string> Etcd::call(const std::string& path, const std::string& body)
   if (opts_.endpoints.empty()) return Status::error(Errc::invalid, "etcd: no endpoint configured");
   std::string last_error;
   for (std::size_t n = 0; n < opts_.endpoints.size(); ++n) {
-    const std::size_t i = (preferred_ + n) % opts_.endpoints.size();
+    const std::size_t i = (preferred_.load(std::memory_order_relaxed) + n) % opts_.endpoints.size();
     auto cli = make_client(opts_.endpoints[i], opts_.timeout);
     auto res = cli->Post(path.c_str(), body, "application/json");
     if (!res) {
@@ -195,7 +195,7 @@ Result<std::string> Etcd::call(const std::string& path, const std::string& body)
       continue;
     }
     if (res->status == 200) {
-      preferred_ = i;
+      preferred_.store(i, std::memory_order_relaxed);
       return res->body;
     }
     // A member without a leader or a timed-out proposal: another member may do better.

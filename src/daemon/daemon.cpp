@@ -15,9 +15,12 @@
 #include <asio/signal_set.hpp>
 #include <nlohmann/json.hpp>
 
+#include "duplex/api/cluster_backend.h"
+#include "duplex/api/server.h"
 #include "duplex/cluster/node_agent.h"
 #include "duplex/daemon/iscsi_targets.h"
 #include "duplex/daemon/mem_volume.h"
+#include "duplex/daemon/node_metrics.h"
 #include "duplex/daemon/pr_store.h"
 #include "duplex/daemon/reconciler.h"
 #include "duplex/iscsi/portal.h"
@@ -30,6 +33,7 @@
 #include "duplex/scsi/reservations.h"
 #include "duplex/store/pool.h"
 #include "duplex/volume/local_volume.h"
+#include "duplex/volume/metered_volume.h"
 
 namespace duplex::daemon {
 
@@ -166,6 +170,12 @@ std::string_view access_name(iscsi::Access a) {
 }
 
 // VPD 0x80 serial: the volume UUID as 32 hex digits, identical on every node that serves it.
+// The pool volume behind a served volume (every served volume is wrapped in a MeteredVolume).
+volume::LocalVolume* local_of(volume::BlockVolume* v) {
+  if (auto* m = dynamic_cast<volume::MeteredVolume*>(v)) v = &m->inner();
+  return dynamic_cast<volume::LocalVolume*>(v);
+}
+
 std::string serial_of(const Uuid& u) {
   std::string s;
   for (char ch : u.to_string())
@@ -186,7 +196,7 @@ struct AppliedObjects {
   std::map<std::string, std::pair<store::ObjectId, std::uint64_t>> snapshots;  // name -> id, size
 };
 
-struct Daemon::Impl final : ReconcilerHost {
+struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   Config cfg;
   std::unique_ptr<LoopGroup> loops;
   std::vector<std::unique_ptr<Ring>> rings;  // per loop, null where io_uring is unavailable
@@ -210,9 +220,26 @@ struct Daemon::Impl final : ReconcilerHost {
   std::map<std::string, std::pair<volume::BlockVolume*, std::unique_ptr<scsi::LogicalUnit>>> dyn_lus;
   std::map<std::string, Entry> iscsi_only;  // volumes of exports with nbd = false (no NBD entry)
   std::vector<std::unique_ptr<scsi::LogicalUnit>> retired_lus;
+  // I/O statistics per export name, kept across re-publishing (a grow or an export change
+  // replaces the volume object, not its counters).
+  std::mutex stats_mu;
+  std::map<std::string, std::shared_ptr<volume::VolumeStats>> stats;
+  std::unique_ptr<cluster::Etcd> api_etcd;  // [api]: the API's own etcd client and catalogue
+  std::unique_ptr<cluster::Catalogue> api_catalogue;
+  std::unique_ptr<api::LocalNode> api_node;
+  std::unique_ptr<api::ClusterBackend> api_backend;
+  std::unique_ptr<api::Server> api_server;
+  std::atomic<bool> etcd_answered{false};
   std::unique_ptr<asio::signal_set> signals;
   bool stopping = false;
   int exit_code = 0;
+
+  std::unique_ptr<volume::BlockVolume> metered(const std::string& name, std::unique_ptr<volume::BlockVolume> v) {
+    std::lock_guard lk(stats_mu);
+    auto& st = stats[name];
+    if (!st) st = std::make_shared<volume::VolumeStats>();
+    return std::make_unique<volume::MeteredVolume>(std::move(v), st);
+  }
 
   // Runs a startup task for the pool of loop `l` before the loops run.
   template <typename T>
@@ -344,7 +371,7 @@ struct Daemon::Impl final : ReconcilerHost {
         e.info.description = fmt::format("{} {} in pool {} ({})",
                                          o.kind == store::ObjectKind::snapshot ? "snapshot" : "volume", name,
                                          ps.cfg.name, o.uuid.to_string());
-        e.vol = std::make_unique<volume::LocalVolume>(*ps.pool, o.id, name, e.info.read_only);
+        e.vol = metered(name, std::make_unique<volume::LocalVolume>(*ps.pool, o.id, name, e.info.read_only));
         e.info.preferred_block = e.vol->preferred_block_size();
         DPX_TRY(add(std::move(e), ps.cfg.name));
       }
@@ -355,7 +382,7 @@ struct Daemon::Impl final : ReconcilerHost {
       e.info.size = m.size;
       e.info.loop = 0;
       e.info.description = "in-memory volume (contents are lost when duplexd stops)";
-      e.vol = std::make_unique<MemVolume>(m.name, m.size);
+      e.vol = metered(m.name, std::make_unique<MemVolume>(m.name, m.size));
       DPX_TRY(add(std::move(e), "(memory)"));
     }
     if (!cfg.exports.empty()) {
@@ -368,10 +395,10 @@ struct Daemon::Impl final : ReconcilerHost {
           e.info.read_only = e.info.read_only || x.read_only;
           if (x.read_only && !e.vol->read_only()) {
             // LocalVolume with the forced read-only flag.
-            if (auto* lv = dynamic_cast<volume::LocalVolume*>(e.vol.get())) {
+            if (auto* lv = local_of(e.vol.get())) {
               for (auto& ps : pools)
                 if (ps.cfg.name == owner[e.info.name])
-                  e.vol = std::make_unique<volume::LocalVolume>(*ps.pool, lv->object(), e.info.name, true);
+                  e.vol = metered(e.info.name, std::make_unique<volume::LocalVolume>(*ps.pool, lv->object(), e.info.name, true));
             }
           }
           if (!x.description.empty()) e.info.description = x.description;
@@ -436,7 +463,7 @@ struct Daemon::Impl final : ReconcilerHost {
         lc.port_groups = {scsi::TargetPortGroup{ic.tpgt, scsi::AluaState::active_optimized, false, {1}}};
         auto lu = std::make_unique<scsi::LogicalUnit>(*e->vol, lc);
         // APTPL state lives with pool volumes only: an in-memory export is gone after a restart.
-        if (dynamic_cast<volume::LocalVolume*>(e->vol.get())) DPX_TRY(restore_pr(prs, name, *e->vol, *lu));
+        if (local_of(e->vol.get())) DPX_TRY(restore_pr(prs, name, *e->vol, *lu));
         lus.emplace(name, std::move(lu));
       }
     }
@@ -709,7 +736,7 @@ struct Daemon::Impl final : ReconcilerHost {
       if (ex.nbd) {
         for (const auto& [name, w] : want) {
           Entry* e = cat.find_locked(name);
-          auto* lv = e ? dynamic_cast<volume::LocalVolume*>(e->vol.get()) : nullptr;
+          auto* lv = e ? local_of(e->vol.get()) : nullptr;
           if (e && (!lv || lv->object() != w.id)) {
             cat.retire_locked(name);  // another object under that name: the old one goes
             e = nullptr;
@@ -719,7 +746,7 @@ struct Daemon::Impl final : ReconcilerHost {
             ne.info.name = name;
             ne.info.loop = a.loop;
             ne.info.read_only = w.ro;
-            ne.vol = std::make_unique<volume::LocalVolume>(*a.pool, w.id, name, w.ro);
+            ne.vol = metered(name, std::make_unique<volume::LocalVolume>(*a.pool, w.id, name, w.ro));
             ne.info.preferred_block = ne.vol->preferred_block_size();
             cat.entries_.push_back(std::move(ne));
             e = &cat.entries_.back();
@@ -746,7 +773,7 @@ struct Daemon::Impl final : ReconcilerHost {
             // NBD is off for it: the volume object is kept here for the LU.
             auto it = iscsi_only.find(name);
             auto* lv =
-                it != iscsi_only.end() ? dynamic_cast<volume::LocalVolume*>(it->second.vol.get()) : nullptr;
+                it != iscsi_only.end() ? local_of(it->second.vol.get()) : nullptr;
             if (!lv || lv->object() != w.id) {
               if (it != iscsi_only.end()) {
                 std::unique_lock lk(cat.mu_);
@@ -755,7 +782,7 @@ struct Daemon::Impl final : ReconcilerHost {
               }
               Entry ne;
               ne.info.name = name;
-              ne.vol = std::make_unique<volume::LocalVolume>(*a.pool, w.id, name, w.ro);
+              ne.vol = metered(name, std::make_unique<volume::LocalVolume>(*a.pool, w.id, name, w.ro));
               it = iscsi_only.emplace(name, std::move(ne)).first;
             }
             vol = it->second.vol.get();
@@ -823,12 +850,99 @@ struct Daemon::Impl final : ReconcilerHost {
     spdlog::info("event=export.removed volume={} exports={}", volume, names.size());
   }
 
+  // --- api::LocalNode: what the REST API asks of this node (called on the API's threads) ---
+  std::string name() const override { return cfg.node_name; }
+  std::string site() const override { return cfg.site; }
+  bool lease_ok() const override { return agent && agent->alive(); }
+  bool etcd_ok() const override { return etcd_answered.load(std::memory_order_relaxed); }
+
+  // Volume counters come from this process; replica states and pools from what this node last
+  // reported to etcd (the same numbers `duplexctl volume show` prints), so a scrape never waits
+  // on an event loop. When etcd does not answer, those families are empty and
+  // duplex_node_etcd_ok says why.
+  std::string render_metrics() override {
+    NodeMetricsInput in;
+    in.node = cfg.node_name;
+    in.site = cfg.site;
+    in.lease_ok = lease_ok();
+    std::set<std::string> served;
+    {
+      std::shared_lock lk(cat.mu_);
+      for (const auto& e : cat.entries_) served.insert(e.info.name);
+    }
+    {
+      std::lock_guard lk(publish_mu);
+      for (const auto& [n, e] : iscsi_only) served.insert(n);
+    }
+    {
+      std::lock_guard lk(stats_mu);
+      for (const auto& n : served)
+        if (auto it = stats.find(n); it != stats.end()) in.volumes.emplace_back(n, it->second->snapshot());
+    }
+    bool answered = api_catalogue != nullptr;
+    if (api_catalogue) {
+      auto vols = api_catalogue->volumes();
+      answered = answered && vols.ok();
+      if (vols) {
+        for (const auto& v : *vols) {
+          if (std::find(v.replicas.begin(), v.replicas.end(), cfg.node_name) == v.replicas.end()) continue;
+          auto reps = api_catalogue->replicas(v.name);
+          answered = answered && reps.ok();
+          if (!reps) continue;
+          for (const auto& r : *reps)
+            if (r.node == cfg.node_name) in.replicas.push_back({v.name, r.state, r.dirty_bytes});
+        }
+      }
+      auto ps = api_catalogue->pools();
+      answered = answered && ps.ok();
+      if (ps)
+        for (const auto& p : *ps)
+          if (p.node == cfg.node_name) in.pools.push_back({p.name, p.size, p.free});
+    }
+    etcd_answered.store(answered, std::memory_order_relaxed);
+    in.etcd_ok = answered;
+    in.nbd_connections = server ? server->connections() : 0;
+    in.iscsi_connections = portal ? portal->connections() : 0;
+    return render_node_metrics(in);
+  }
+
+  // [api]: the REST API over the catalogue in etcd, on its own threads.
+  Status start_api() {
+    if (cfg.api.listen.empty()) return Status::ok();
+    if (cfg.etcd.empty())
+      return Status::error(Errc::invalid, "{}: [api] listen needs [cluster] etcd (the API serves the cluster's "
+                                          "catalogue)", cfg.file);
+    cluster::EtcdOptions eo;
+    eo.endpoints = cfg.etcd;
+    api_etcd = std::make_unique<cluster::Etcd>(eo);
+    api_catalogue = std::make_unique<cluster::Catalogue>(*api_etcd);
+    api::ClusterBackendOptions bo;
+    bo.default_base_iqn = cfg.iscsi.base_iqn;
+    api_backend = std::make_unique<api::ClusterBackend>(*api_catalogue, *this, bo);
+    api::ServerOptions so;
+    so.listen = cfg.api.listen;
+    so.token = cfg.api.token;
+    so.tls_cert = cfg.api.tls_cert;
+    so.tls_key = cfg.api.tls_key;
+    api_server = std::make_unique<api::Server>(*api_backend, so);
+    if (auto st = api_server->start(); !st)
+      return Status::error(st.code(), "[api] listen {}: {}", cfg.api.listen, st.message());
+    spdlog::info("event=api.listening endpoint={} tls={}", api_server->endpoint(), api_server->tls());
+    return Status::ok();
+  }
+
+  void stop_api() {
+    if (api_backend) api_backend->cancel_waits();
+    if (api_server) api_server->stop();
+  }
+
   Task<void> shutdown() {
     spdlog::info("event=shutdown phase=begin connections={} iscsi_connections={}",
                  server ? server->connections() : 0, portal ? portal->connections() : 0);
     // First stop claiming: the node's key goes (lease revoked) before the front-ends close. This
     // blocks loop 0 for at most one etcd call, bounded by its timeout. The reconciler goes first:
     // nothing new is applied or exported while the node stops.
+    stop_api();  // no new intent is accepted from here on
     reconciler_stop = true;
     reconciler.reset();
     agent.reset();
@@ -971,6 +1085,7 @@ Status Daemon::start(const StartOptions& opts) {
   ::signal(SIGPIPE, SIG_IGN);
   ::signal(SIGHUP, SIG_IGN);  // a closing terminal must not stop the storage
   const std::vector<std::string> nbd_eps = I.server ? I.server->endpoints() : std::vector<std::string>{};
+  DPX_TRY(I.start_api());
   if (!I.cfg.etcd.empty()) {
     // The node's liveness key: who we are and where we serve. It exists while the lease lives.
     nlohmann::json info{{"site", I.cfg.site},
@@ -978,7 +1093,7 @@ Status Daemon::start(const StartOptions& opts) {
                         {"api", I.cfg.api.listen.empty()
                                     ? std::string()
                                     : fmt::format("{}://{}", I.cfg.api.tls_cert.empty() ? "http" : "https",
-                                                  I.cfg.api.listen)},
+                                                  I.api_server->endpoint())},
                         {"nbd", nbd_eps},
                         {"iscsi", I.portal ? I.portal->endpoints() : std::vector<std::string>{}},
                         {"base_iqn", I.cfg.iscsi.base_iqn},

@@ -14,6 +14,7 @@
 // Conditions: create: state ready; grow and export changes: every replica reports the volume's
 // new generation (and size); delete: the volume record is gone; snapshot create: snapshot ready;
 // snapshot delete: the snapshot record is gone.
+#include <atomic>
 #include <chrono>
 #include <string>
 
@@ -66,6 +67,10 @@ class ClusterBackend final : public Backend {
 
   std::string metrics() override { return node_.render_metrics(); }
 
+  // Ends every wait in progress at its next turn (answered 202, state so far): the node is
+  // stopping and its API threads must finish promptly.
+  void cancel_waits() { cancelled_.store(true, std::memory_order_relaxed); }
+
  private:
   Result<VolumeView> view(const cluster::VolumeRecord& rec, const std::vector<NodeView>& nodes);
   Result<VolumeView> view(const std::string& name);
@@ -77,6 +82,7 @@ class ClusterBackend final : public Backend {
   cluster::Catalogue& cat_;
   LocalNode& node_;
   ClusterBackendOptions opts_;
+  std::atomic<bool> cancelled_{false};
 };
 
 }  // namespace duplex::api

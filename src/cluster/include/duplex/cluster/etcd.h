@@ -115,7 +115,8 @@ class Etcd {
 
  private:
   EtcdOptions opts_;
-  std::size_t preferred_ = 0;  // the endpoint that answered last
+  // The endpoint that answered last; atomic because one client serves several API threads.
+  std::atomic<std::size_t> preferred_{0};
 };
 
 struct WatchEvent {
