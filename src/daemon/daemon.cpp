@@ -561,6 +561,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
 
   std::vector<std::string> pool_names() override {
     std::vector<std::string> v;
+    v.reserve(pools.size());
     for (const auto& ps : pools) v.push_back(ps.cfg.name);
     return v;
   }
@@ -600,9 +601,9 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
         if (!sid)
           co_return Status::error(Errc::not_found, "volume {}: clone source {} is not in the pool", v.name,
                                   v.clone_of);
-        id = co_await p->clone(*sid, v.name, *want);
+        id = co_await p->clone(*sid, v.name, want);
       } else {
-        id = co_await p->create_volume(v.name, v.size, *want);
+        id = co_await p->create_volume(v.name, v.size, want);
       }
       if (!id) co_return id.status();
       spdlog::info("event=reconciler.created volume={} uuid={} size={} clone_of={}", v.name, v.uuid, v.size,
@@ -726,6 +727,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     want[v.name] = {a.id, a.size, false, {}};
     for (const auto& [s, obj] : a.snapshots) want[v.name + "@" + s] = {obj.first, obj.second, true, s};
     std::vector<std::string> snap_names;
+    snap_names.reserve(a.snapshots.size());
     for (const auto& [s, obj] : a.snapshots) snap_names.push_back(s);
     auto& mine = published[v.name];
 

@@ -4,7 +4,8 @@
 # and deletes in its pool and reports under replicas/. Checked with real clients (nbdinfo, nbdsh,
 # iscsi-ls): the report is in-sync and the volume ready; its size, data, growth and snapshot are
 # served over NBD; its iSCSI targets appear; an export record hides it from NBD; a kill -9 and a
-# restart serve it again with its data; a delete removes the export and every key.
+# restart serve it again with its data; a clone of a snapshot is served with the snapshot's data and
+# the catalogue's uuid; snapshot and volume deletes remove the exports and every key.
 #   DUPLEXD=path/to/duplexd CATALOGUE_TOOL=path/to/catalogue-tool tests/system/cluster_volumes.sh
 set -euo pipefail
 DUPLEXD=${DUPLEXD:-duplexd}
@@ -133,6 +134,25 @@ if iscsi-ls -s "iscsi://$HOST:$ISCSI_PORT" 2>&1 | grep -q "io.duplex:v1\b"; then
 if until_size v1 $((128 * MiB)); then ok "nbd=true serves it again"; else bad "v1 not back on NBD"; fi
 if iscsi-ls -s "iscsi://$HOST:$ISCSI_PORT" 2>&1 | grep -q "io.duplex:v1\b"; then bad "default_access=none still shows v1 to an unknown initiator"; else ok "default_access=none hides the target from an unlisted initiator"; fi
 if iscsi-ls -i iqn.2026-11.io.test:allowed -s "iscsi://$HOST:$ISCSI_PORT" 2>&1 | grep -q "io.duplex:v1\b"; then ok "... and the ACL'd initiator sees it"; else bad "the ACL'd initiator does not see v1"; fi
+
+# A clone of the snapshot: placed on the snapshot's node, with the snapshot's data, its own uuid.
+cuuid=$("$TOOL" "$ETCD" create c1 0 v1@s1)
+for _ in $(seq 50); do "$TOOL" "$ETCD" show c1 2>/dev/null | grep -q '"state":"ready"' && break; sleep 0.2; done
+if "$TOOL" "$ETCD" show c1 | grep -q '"state":"ready"'; then ok "clone c1 of v1@s1 is ready"; else bad "c1: $("$TOOL" "$ETCD" show c1 2>&1)"; fi
+if until_size c1 $((128 * MiB)); then ok "c1 is exported"; else bad "no c1 export"; fi
+nbdsh -u "nbd://$HOST:$NBD_PORT/c1" -c "import sys; sys.stdout.buffer.write(h.pread($((3 * MiB)), $MiB))" >"$work/clone"
+if cmp -s "$work/data" "$work/clone"; then ok "the clone holds the snapshot's data"; else bad "clone content differs"; fi
+if iscsi-inq -e 1 -c 128 "iscsi://$HOST:$ISCSI_PORT/iqn.2026-11.io.duplex:c1/0" 2>/dev/null | grep -qi "${cuuid//-/}"; then
+  ok "the clone's VPD serial is the catalogue's uuid"
+else
+  bad "c1's serial is not $cuuid: $(iscsi-inq -e 1 -c 128 "iscsi://$HOST:$ISCSI_PORT/iqn.2026-11.io.duplex:c1/0" 2>&1 | tr '\n' ' ')"
+fi
+"$TOOL" "$ETCD" delete c1
+if until_size c1 none; then ok "c1 deleted"; else bad "c1 still exported"; fi
+"$TOOL" "$ETCD" delete-snapshot v1 s1
+if until_size v1@s1 none; then ok "snapshot delete removes v1@s1"; else bad "v1@s1 still exported"; fi
+for _ in $(seq 50); do [ -z "$(ectl get /duplex/v1/snapshots/v1/s1 --print-value-only)" ] && break; sleep 0.2; done
+if [ -z "$(ectl get /duplex/v1/snapshots/v1/s1 --print-value-only)" ]; then ok "... and its key once the replica no longer lists it"; else bad "snapshots/v1/s1 left"; fi
 
 kill -KILL "$dpid"
 wait "$dpid" 2>/dev/null || true
