@@ -30,7 +30,13 @@ Request to_request(const httplib::Request& r) {
   Request out;
   out.method = r.method;
   out.path = r.path;
-  for (const auto& [k, v] : r.params) out.query.emplace(k, v);  // emplace keeps the first value
+  // The query comes from the URL only: cpp-httplib also merges a form-encoded body into params,
+  // and a JSON body sent as a form (curl -d) must be read as the body, not as query keys.
+  if (const auto q = r.target.find('?'); q != std::string::npos) {
+    httplib::Params params;
+    httplib::detail::parse_query_text(r.target.substr(q + 1), params);
+    for (const auto& [k, v] : params) out.query.emplace(k, v);  // emplace keeps the first value
+  }
   out.authorization = r.get_header_value("Authorization");
   out.body = r.body;
   return out;

@@ -229,12 +229,16 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   std::unique_ptr<api::LocalNode> api_node;
   std::unique_ptr<api::ClusterBackend> api_backend;
   std::unique_ptr<api::Server> api_server;
+  // Volumes and exports this node's configuration (or command line) declares: with [cluster],
+  // the only pool objects served before the reconciler has read the catalogue.
+  std::set<std::string> declared;
   std::atomic<bool> etcd_answered{false};
   std::unique_ptr<asio::signal_set> signals;
   bool stopping = false;
   int exit_code = 0;
 
-  std::unique_ptr<volume::BlockVolume> metered(const std::string& name, std::unique_ptr<volume::BlockVolume> v) {
+  std::unique_ptr<volume::BlockVolume> metered(const std::string& name,
+                                               std::unique_ptr<volume::BlockVolume> v) {
     std::lock_guard lk(stats_mu);
     auto& st = stats[name];
     if (!st) st = std::make_shared<volume::VolumeStats>();
@@ -362,6 +366,14 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
           if (s.kind == store::ObjectKind::snapshot && s.origin == vol_id &&
               (o.kind == store::ObjectKind::volume || s.epoch < o.epoch))
             snaps.push_back(s.name);
+        // With [cluster], the catalogue's volumes are published by the reconciler only, with their
+        // export records (access, ACLs) read first: serving them here, before those records are
+        // known, would let any initiator write to a volume its ACL makes read-only. The node
+        // serves at startup only what its own configuration declares.
+        if (!cfg.etcd.empty()) {
+          const std::string vol = o.kind == store::ObjectKind::snapshot ? by_id.at(o.origin)->name : o.name;
+          if (!declared.count(vol) && !declared.count(name)) continue;
+        }
         Entry e;
         e.info.name = name;
         e.info.size = o.size;
@@ -398,7 +410,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
             if (auto* lv = local_of(e.vol.get())) {
               for (auto& ps : pools)
                 if (ps.cfg.name == owner[e.info.name])
-                  e.vol = metered(e.info.name, std::make_unique<volume::LocalVolume>(*ps.pool, lv->object(), e.info.name, true));
+                  e.vol = metered(e.info.name, std::make_unique<volume::LocalVolume>(*ps.pool, lv->object(),
+                                                                                     e.info.name, true));
             }
           }
           if (!x.description.empty()) e.info.description = x.description;
@@ -774,8 +787,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
           if (!vol) {
             // NBD is off for it: the volume object is kept here for the LU.
             auto it = iscsi_only.find(name);
-            auto* lv =
-                it != iscsi_only.end() ? local_of(it->second.vol.get()) : nullptr;
+            auto* lv = it != iscsi_only.end() ? local_of(it->second.vol.get()) : nullptr;
             if (!lv || lv->object() != w.id) {
               if (it != iscsi_only.end()) {
                 std::unique_lock lk(cat.mu_);
@@ -856,7 +868,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   std::string name() const override { return cfg.node_name; }
   std::string site() const override { return cfg.site; }
   bool lease_ok() const override { return agent && agent->alive(); }
-  bool etcd_ok() const override { return etcd_answered.load(std::memory_order_relaxed); }
+  // A renewed lease means etcd answered within the TTL; otherwise the last scrape's reads tell.
+  bool etcd_ok() const override { return lease_ok() || etcd_answered.load(std::memory_order_relaxed); }
 
   // Volume counters come from this process; replica states and pools from what this node last
   // reported to etcd (the same numbers `duplexctl volume show` prints), so a scrape never waits
@@ -884,19 +897,19 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     bool answered = api_catalogue != nullptr;
     if (api_catalogue) {
       auto vols = api_catalogue->volumes();
-      answered = answered && vols.ok();
+      answered = answered && static_cast<bool>(vols);
       if (vols) {
         for (const auto& v : *vols) {
           if (std::find(v.replicas.begin(), v.replicas.end(), cfg.node_name) == v.replicas.end()) continue;
           auto reps = api_catalogue->replicas(v.name);
-          answered = answered && reps.ok();
+          answered = answered && static_cast<bool>(reps);
           if (!reps) continue;
           for (const auto& r : *reps)
             if (r.node == cfg.node_name) in.replicas.push_back({v.name, r.state, r.dirty_bytes});
         }
       }
       auto ps = api_catalogue->pools();
-      answered = answered && ps.ok();
+      answered = answered && static_cast<bool>(ps);
       if (ps)
         for (const auto& p : *ps)
           if (p.node == cfg.node_name) in.pools.push_back({p.name, p.size, p.free});
@@ -912,8 +925,10 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   Status start_api() {
     if (cfg.api.listen.empty()) return Status::ok();
     if (cfg.etcd.empty())
-      return Status::error(Errc::invalid, "{}: [api] listen needs [cluster] etcd (the API serves the cluster's "
-                                          "catalogue)", cfg.file);
+      return Status::error(Errc::invalid,
+                           "{}: [api] listen needs [cluster] etcd (the API serves the cluster's "
+                           "catalogue)",
+                           cfg.file);
     cluster::EtcdOptions eo;
     eo.endpoints = cfg.etcd;
     api_etcd = std::make_unique<cluster::Etcd>(eo);
@@ -929,7 +944,6 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     api_server = std::make_unique<api::Server>(*api_backend, so);
     if (auto st = api_server->start(); !st)
       return Status::error(st.code(), "[api] listen {}: {}", cfg.api.listen, st.message());
-    spdlog::info("event=api.listening endpoint={} tls={}", api_server->endpoint(), api_server->tls());
     return Status::ok();
   }
 
@@ -1038,6 +1052,10 @@ Status Daemon::start(const StartOptions& opts) {
     DPX_TRY(I.ensure_volume(v));
   }
   for (const auto& full : opts.snapshots) DPX_TRY(I.ensure_snapshot(full));
+  for (const auto& v : I.cfg.volumes) I.declared.insert(v.name);
+  for (const auto& v : opts.extra_volumes) I.declared.insert(v.name);
+  for (const auto& x : I.cfg.exports) I.declared.insert(x.name);
+  for (const auto& full : opts.snapshots) I.declared.insert(full.substr(0, full.find('@')));
   DPX_TRY(I.build_catalogue());
   DPX_TRY(I.build_iscsi());
 
