@@ -93,7 +93,7 @@ Status show(const Globals& g, const std::string& path, std::string (*human)(cons
 
 // A change: sends it, waits for a 202 to be applied, prints the final state.
 Status change(const Globals& g, std::string_view method, const std::string& path, const json* body,
-              WaitFor wait, const std::function<std::string(const json&)>& human) {
+              const WaitFor& wait, const std::function<std::string(const json&)>& human) {
   DPX_TRY(endpoint_ok(g));
   ApiClient api = client(g);
   auto r = api.call(method, path, body);

@@ -1,6 +1,7 @@
 #include "duplex/cli/demo.h"
 
 #include <arpa/inet.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -173,6 +174,7 @@ Status wait_etcd(const Plan& p, double timeout_s) {
   ApiClient etcd(Endpoint{{p.etcd_url}, ""}, std::chrono::seconds(2));
   const auto deadline = Clock::now() + std::chrono::milliseconds(static_cast<long>(timeout_s * 1000));
   while (Clock::now() < deadline) {
+    if (g_interrupted != 0) return Status::error(Errc::shutdown, "interrupted");
     DPX_TRY(check_alive(p.etcd.pid, "etcd", p.dir + "/etcd.log"));
     auto r = etcd.request("GET", "/health");
     if (r && r->status == 200 && str(r->body, "health") == "true") return Status::ok();
@@ -187,6 +189,7 @@ Status wait_nodes(const Plan& p, double timeout_s) {
   ProgressLine line;
   std::string waiting;
   while (Clock::now() < deadline) {
+    if (g_interrupted != 0) return Status::error(Errc::shutdown, "interrupted");
     waiting.clear();
     for (const auto& n : p.nodes) {
       DPX_TRY(check_alive(n.pid, n.name, n.log));
@@ -211,11 +214,11 @@ Status wait_nodes(const Plan& p, double timeout_s) {
         waiting = "/v1/nodes";
       }
       if (waiting.empty()) {
-        line.show(fmt::format("nodes: all {} up", p.nodes.size()));
+        line.show(fmt::format("nodes: all {} up", p.nodes.size()), "up");
         return Status::ok();
       }
     }
-    line.show("waiting for nodes: " + waiting);
+    line.show("waiting for nodes: " + waiting, waiting);
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   return Status::error(Errc::unavailable, "nodes not up after {}: {} (see {}/nK.log)",
@@ -368,27 +371,31 @@ Result<std::string> ensure_token(const std::string& dir) {
 
 }  // namespace
 
-int demo_up(const DemoOptions& o) {
+namespace {
+
+Status failed(const std::string& line) { return {Errc::unavailable, line}; }
+
+Status up(const DemoOptions& o) {
   Plan p;
   p.dir = absolute_dir(o.dir);
-  if (o.nodes < 1 || o.nodes > 16) return fail("--nodes: give 1 to 16 nodes");
+  if (o.nodes < 1 || o.nodes > 16) return failed("--nodes: give 1 to 16 nodes");
   auto size = parse_size(o.size);
   if (!size || *size == 0)
-    return fail("--size: " + (size ? std::string("must be more than 0") : size.status().message()));
+    return failed("--size: " + (size ? std::string("must be more than 0") : size.status().message()));
   auto pool_size = parse_size(o.pool_size);
   if (!pool_size || *pool_size < *size) {
-    return fail("--pool-size: " +
-                (pool_size ? "must be at least --size (" + o.size + ")" : pool_size.status().message()));
+    return failed("--pool-size: " +
+                  (pool_size ? "must be at least --size (" + o.size + ")" : pool_size.status().message()));
   }
   if (o.etcd_port == 0 || o.etcd_port > 65534)
-    return fail("--etcd-port: 1..65534 (the peer port is the next one)");
+    return failed("--etcd-port: 1..65534 (the peer port is the next one)");
 
   std::error_code ec;
   fs::create_directories(p.dir, ec);
-  if (ec) return fail(fmt::format("cannot create {}: {}", p.dir, ec.message()));
+  if (ec) return failed(fmt::format("cannot create {}: {}", p.dir, ec.message()));
   for (const auto& proc : recorded(p.dir)) {
     if (is_running(proc)) {
-      return fail(fmt::format(
+      return failed(fmt::format(
           "the demo in {} is already running ({} pid {}); stop it with: duplexctl demo down --dir {}", p.dir,
           proc.name, proc.pid, p.dir));
     }
@@ -398,23 +405,23 @@ int demo_up(const DemoOptions& o) {
   const std::string self = self_dir();
   p.duplexd = find_program("duplexd", {env_duplexd != nullptr ? env_duplexd : "", self + "/../daemon/duplexd",
                                        self + "/duplexd", self + "/../sbin/duplexd"});
-  if (p.duplexd.empty()) return fail("duplexd not found: set DUPLEXD=/path/to/duplexd or put it in PATH");
+  if (p.duplexd.empty()) return failed("duplexd not found: set DUPLEXD=/path/to/duplexd or put it in PATH");
   const char* env_etcd = std::getenv("ETCD");
   p.etcd_bin = find_program("etcd", {env_etcd != nullptr ? env_etcd : "", "/usr/bin/etcd"});
   if (p.etcd_bin.empty())
-    return fail("etcd not found (Debian package etcd-server): set ETCD=/path/to/etcd or install it");
+    return failed("etcd not found (Debian package etcd-server): set ETCD=/path/to/etcd or install it");
 
   // Ports: refuse at once, rather than have a daemon fail (or worse, talk to someone else's etcd).
   p.etcd_url = fmt::format("http://127.0.0.1:{}", o.etcd_port);
   for (unsigned port : {o.etcd_port, o.etcd_port + 1}) {
     if (!port_free("127.0.0.1", port)) {
-      return fail(
+      return failed(
           fmt::format("127.0.0.1:{} is in use (another demo or etcd?); choose another --etcd-port", port));
     }
   }
   for (unsigned k = 1; k <= o.nodes; ++k) {
     auto addr = address_plus(o.base_address, k - 1);
-    if (!addr) return fail(addr.status().message());
+    if (!addr) return failed(addr.status().message());
     NodePlan n;
     n.name = fmt::format("n{}", k);
     n.site = (k % 2 == 1) ? "a" : "b";
@@ -425,14 +432,14 @@ int demo_up(const DemoOptions& o) {
     n.argv = {p.duplexd, "--config", n.config};
     for (unsigned port : {kNbdPort, kIscsiPort, kApiPort}) {
       if (!port_free(n.address, port)) {
-        return fail(
+        return failed(
             fmt::format("{}:{} is in use (another demo?); choose another --base-address", n.address, port));
       }
     }
     p.nodes.push_back(std::move(n));
   }
   auto token = ensure_token(p.dir);
-  if (!token) return fail(token.status().message());
+  if (!token) return failed(token.status().message());
   p.token = *token;
 
   Starter starter(p);
@@ -449,40 +456,55 @@ int demo_up(const DemoOptions& o) {
              "--advertise-client-urls", p.etcd_url, "--listen-peer-urls", peer,
              "--initial-advertise-peer-urls", peer, "--initial-cluster", "demo=" + peer}};
   auto etcd_pid = spawn_detached(p.etcd.argv, p.dir + "/etcd.log");
-  if (!etcd_pid) return fail(etcd_pid.status().message());
+  if (!etcd_pid) return failed(etcd_pid.status().message());
   p.etcd.pid = *etcd_pid;
-  if (Status s = write_pids(p); !s) return fail(s.message());
-  if (Status s = wait_etcd(p, remaining()); !s) return fail(s.message());
+  if (Status s = write_pids(p); !s) return failed(s.message());
+  if (Status s = wait_etcd(p, remaining()); !s) return failed(s.message());
 
   for (auto& n : p.nodes) {
     fs::create_directories(n.state_dir, ec);
-    if (ec) return fail(fmt::format("cannot create {}: {}", n.state_dir, ec.message()));
+    if (ec) return failed(fmt::format("cannot create {}: {}", n.state_dir, ec.message()));
     if (Status s = write_file_atomic(n.config, node_config(p, n, o.pool_size, o.lease_ttl)); !s)
-      return fail(s.message());
+      return failed(s.message());
     say(fmt::format("starting {} (site {}) on {}: {} --config {}", n.name, n.site, n.address, p.duplexd,
                     n.config));
     auto pid = spawn_detached(n.argv, n.log);
-    if (!pid) return fail(pid.status().message());
+    if (!pid) return failed(pid.status().message());
     n.pid = *pid;
-    if (Status s = write_pids(p); !s) return fail(s.message());
+    if (Status s = write_pids(p); !s) return failed(s.message());
   }
-  if (Status s = wait_nodes(p, remaining()); !s) return fail(s.message());
+  if (Status s = wait_nodes(p, remaining()); !s) return failed(s.message());
 
   say(fmt::format("creating volume demo ({})", format_size(*size)));
   std::string note;
   auto volume = create_volume(p, *size, remaining(), note);
-  if (!volume) return fail(volume.status().message());
+  if (!volume) return failed(volume.status().message());
   if (!note.empty()) say(note);
 
   json ep = endpoints_json(p, *volume);
   if (Status s = write_file_atomic(endpoints_path(p.dir), ep.dump(2) + "\n", 0600); !s)
-    return fail(s.message());
+    return failed(s.message());
   starter.commit();
   if (o.json) {
     std::printf("%s\n", ep.dump(2).c_str());
   } else {
     print_connect(p, ep, *volume, note);
   }
+  return Status::ok();
+}
+
+}  // namespace
+
+int demo_up(const DemoOptions& o) {
+  // Ctrl-C while starting: stop what was started (the daemons are in their own sessions and do
+  // not see it) instead of leaving half a cluster.
+  struct sigaction sa{};
+  sa.sa_handler = [](int) { g_interrupted = 1; };
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  // Reported after everything started was stopped, so the reason is the last line.
+  Status s = up(o);
+  if (!s) return fail(s.message());
   return 0;
 }
 

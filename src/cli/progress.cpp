@@ -12,18 +12,20 @@
 
 namespace duplex::cli {
 
+volatile std::sig_atomic_t g_interrupted = 0;
+
 ProgressLine::ProgressLine() : tty_(::isatty(STDERR_FILENO) == 1) {}
 ProgressLine::~ProgressLine() { finish(); }
 
-void ProgressLine::show(const std::string& text) {
+void ProgressLine::show(const std::string& text, const std::string& key) {
   if (tty_) {
     std::fprintf(stderr, "\r\033[K%s", text.c_str());
     open_ = true;
-  } else if (text != last_) {
+  } else if (key != last_key_) {
     std::fprintf(stderr, "%s\n", text.c_str());
   }
   std::fflush(stderr);
-  last_ = text;
+  last_key_ = key;
 }
 
 void ProgressLine::finish() {
@@ -53,11 +55,12 @@ Result<json> wait_for(const ApiClient& api, const WaitFor& w, double timeout_s) 
   ProgressLine line;
   std::string state = "waiting";
   for (;;) {
+    if (g_interrupted != 0) return Status::error(Errc::shutdown, "interrupted while waiting for {}", w.what);
     auto r = api.request("GET", w.path);
     if (!r) return r.status();
     const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     if (w.until_gone && r->status == 404) {
-      line.show(fmt::format("{}: gone ({})", w.what, format_seconds(elapsed)));
+      line.show(fmt::format("{}: gone ({})", w.what, format_seconds(elapsed)), "gone");
       return json(nullptr);
     }
     if (r->status < 200 || r->status > 299) {
@@ -66,10 +69,10 @@ Result<json> wait_for(const ApiClient& api, const WaitFor& w, double timeout_s) 
     } else if (w.until_gone) {
       state = str(r->body, "state", "deleting");
     } else if (w.done(r->body, state)) {
-      line.show(fmt::format("{}: {} ({})", w.what, state, format_seconds(elapsed)));
+      line.show(fmt::format("{}: {} ({})", w.what, state, format_seconds(elapsed)), state);
       return r->body;
     }
-    line.show(fmt::format("{}: {} ({})", w.what, state, format_seconds(elapsed)));
+    line.show(fmt::format("{}: {} ({})", w.what, state, format_seconds(elapsed)), state);
     if (elapsed >= timeout_s) {
       return Status::error(Errc::busy, "timed out after {} waiting for {} (state: {}); it may still complete",
                            format_seconds(elapsed), w.what, state);

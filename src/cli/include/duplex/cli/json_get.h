@@ -3,6 +3,7 @@
 // so a reply from a newer or older duplexd never throws out of the renderer.
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -23,7 +24,7 @@ inline const json& member(const json& j, const std::string& key) {
 }
 inline std::string str(const json& j, const std::string& key, std::string def = "") {
   const json* f = field(j, key);
-  return f != nullptr && f->is_string() ? f->get<std::string>() : def;
+  return f != nullptr && f->is_string() ? f->get<std::string>() : std::move(def);
 }
 inline std::uint64_t u64(const json& j, const std::string& key, std::uint64_t def = 0) {
   const json* f = field(j, key);

@@ -9,6 +9,7 @@
 //
 // While polling, stderr shows one progress line: rewritten in place on a terminal
 // ("volume demo: creating, resync 40%, 3.2s"), one plain line per change of state otherwise.
+#include <csignal>
 #include <functional>
 #include <string>
 
@@ -19,19 +20,24 @@
 
 namespace duplex::cli {
 
+// Set by a SIGINT/SIGTERM handler (demo up installs one); every wait loop gives up when it is set.
+extern volatile std::sig_atomic_t g_interrupted;
+
 class ProgressLine {
  public:
   ProgressLine();
   ~ProgressLine();
   ProgressLine(const ProgressLine&) = delete;
   ProgressLine& operator=(const ProgressLine&) = delete;
-  void show(const std::string& text);
+  // `text` is the whole line; `key` what must change for a new plain line when stderr is not a
+  // terminal (the state, not the elapsed time).
+  void show(const std::string& text, const std::string& key);
   void finish();  // ends the line on a terminal
 
  private:
   bool tty_;
   bool open_ = false;
-  std::string last_;
+  std::string last_key_;
 };
 
 struct WaitFor {
