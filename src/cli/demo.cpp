@@ -166,8 +166,9 @@ class Starter {
 Status check_alive(pid_t pid, const std::string& name, const std::string& log) {
   std::string how = reap(pid);
   if (how.empty()) return Status::ok();
-  return Status::error(Errc::unavailable, "{} stopped ({}); the end of {}:\n{}", name, how, log,
-                       tail_file(log, 5));
+  std::string tail = tail_file(log, 5);
+  while (!tail.empty() && tail.back() == '\n') tail.pop_back();
+  return Status::error(Errc::unavailable, "{} stopped ({}); the end of {}:\n{}", name, how, log, tail);
 }
 
 Status wait_etcd(const Plan& p, double timeout_s) {
