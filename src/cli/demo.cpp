@@ -1,8 +1,8 @@
 #include "duplex/cli/demo.h"
 
 #include <arpa/inet.h>
-#include <signal.h>
 #include <sys/stat.h>
+#include <csignal>
 
 #include <chrono>
 #include <cstdio>

@@ -3,10 +3,10 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <csignal>
 
 #include <algorithm>
 #include <cerrno>
@@ -192,7 +192,7 @@ std::string find_program(const std::string& name, const std::vector<std::string>
   std::string dir;
   while (std::getline(ss, dir, ':')) {
     if (dir.empty()) continue;
-    const std::string p = dir + "/" + name;
+    const std::string p = (fs::path(dir) / name).string();
     if (executable(p)) return fs::absolute(p).lexically_normal().string();
   }
   return "";

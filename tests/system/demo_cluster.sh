@@ -177,7 +177,7 @@ NEW_PID=$!
 pids+=("$NEW_PID")
 up=0
 for _ in $(seq 300); do
-  if curl -fsS "$OWNER_API/v1/health" >/dev/null 2>&1 &&
+  if "$DUPLEXCTL" --dir "$DIR" --api "$OWNER_API" node show "$OWNER" >/dev/null 2>&1 &&
     ctl --json volume show demo 2>/dev/null | $PY -c "import json,sys; v=json.load(sys.stdin); assert v['state']=='ready' and any(p['node']=='$OWNER' for p in v['paths'])" 2>/dev/null; then
     up=1; break
   fi
