@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -53,8 +54,9 @@ Status endpoint_ok(const Globals& g) {
 }
 
 std::string seg(const std::string& s) { return escape_segment(s); }
+// The API waits at most an hour per call (docs/api.md); a longer --timeout is spent polling.
 std::string timeout_query(const Globals& g) {
-  return fmt::format("?timeout={}", static_cast<long>(g.timeout));
+  return fmt::format("?timeout={}", static_cast<long>(std::min(g.timeout, 3600.0)));
 }
 
 // Splits "vol@snap"; a usage error (exit 2) when either side is missing.
