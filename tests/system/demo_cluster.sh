@@ -111,7 +111,7 @@ mode=$(stat -c %a "$DIR/token")
 [ "$mode" = 600 ] && ok "token file is 0600" || bad "token file mode $mode"
 
 "$DUPLEXCTL" demo up --dir "$DIR" --base-address $BASE --etcd-port "$ETCD_PORT" >/dev/null 2>"$work/again.err" && rc=0 || rc=$?
-if [ $rc -eq 1 ] && grep -q "already running" "$work/again.err"; then ok "a second demo up on the running DIR: exit 1, 'already running'"
+if [ "$rc" -eq 1 ] && grep -q "already running" "$work/again.err"; then ok "a second demo up on the running DIR: exit 1, 'already running'"
 else bad "second demo up: exit $rc: $(cat "$work/again.err")"; fi
 check "demo status: everything running" "$DUPLEXCTL" demo status --dir "$DIR"
 
@@ -155,15 +155,15 @@ check "snapshot list t1: s1 gone" sh -c "'$DUPLEXCTL' --dir '$DIR' --json snapsh
 check "volume delete t1 --yes" ctl volume delete t1 --yes
 
 ctl volume show t1 >"$work/nf.out" 2>"$work/nf.err" && rc=0 || rc=$?
-if [ $rc -eq 1 ] && [ "$(wc -l <"$work/nf.err")" -eq 1 ] && grep -q "^duplexctl: .*t1.*(404 not_found)$" "$work/nf.err"; then
+if [ "$rc" -eq 1 ] && [ "$(wc -l <"$work/nf.err")" -eq 1 ] && grep -q "^duplexctl: .*t1.*(404 not_found)$" "$work/nf.err"; then
   ok "unknown volume: exit 1, one line: $(cat "$work/nf.err")"
 else bad "unknown volume: exit $rc, stderr: $(cat "$work/nf.err")"; fi
 ctl volume create t2 >/dev/null 2>&1 && rc=0 || rc=$?
-[ $rc -eq 2 ] && ok "missing --size: exit 2" || bad "missing --size: exit $rc"
+[ "$rc" -eq 2 ] && ok "missing --size: exit 2" || bad "missing --size: exit $rc"
 ctl volume frobnicate >/dev/null 2>&1 && rc=0 || rc=$?
-[ $rc -eq 2 ] && ok "unknown command: exit 2" || bad "unknown command: exit $rc"
+[ "$rc" -eq 2 ] && ok "unknown command: exit 2" || bad "unknown command: exit $rc"
 "$DUPLEXCTL" --api http://127.0.0.1:1 volume list >/dev/null 2>"$work/unreach.err" && rc=0 || rc=$?
-[ $rc -eq 1 ] && [ "$(wc -l <"$work/unreach.err")" -eq 1 ] && ok "unreachable API: exit 1, one line" || bad "unreachable API: exit $rc"
+[ "$rc" -eq 1 ] && [ "$(wc -l <"$work/unreach.err")" -eq 1 ] && ok "unreachable API: exit 1, one line" || bad "unreachable API: exit $rc"
 
 # --- kill -9 the owner, restart it with endpoints.json's argv: the data is still there ---------------
 OWNER_PID=$(ep "[n for n in d['nodes'] if n['name'] == d['owner']][0]['pid']")
@@ -183,14 +183,14 @@ for _ in $(seq 300); do
   fi
   sleep 0.1
 done
-[ $up -eq 1 ] && ok "restarted $OWNER with the restart argv: healthy, serving demo again" || bad "restarted $OWNER is not serving demo"
+[ "$up" -eq 1 ] && ok "restarted $OWNER with the restart argv: healthy, serving demo again" || bad "restarted $OWNER is not serving demo"
 check "NBD read after the restart" nbd_get "$OWNER_NBD" $((8 * MiB + 512)) $((4 * MiB)) "$work/back2.nbd"
 check "data survived kill -9 and restart" cmp "$work/pattern" "$work/back2.nbd"
 
 # --- demo down: every pid gone ---------------------------------------------------------------------
 check "demo down" "$DUPLEXCTL" demo down --dir "$DIR"
 alive=""
-for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && [ "$(cat /proc/"$p"/stat 2>/dev/null | awk '{print $3}')" != Z ] && alive+=" $p"; done
+for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && [ "$(awk '{print $3}' /proc/"$p"/stat 2>/dev/null)" != Z ] && alive+=" $p"; done
 wait "$NEW_PID" 2>/dev/null || true
 [ -z "$alive" ] && ok "every pid is gone after demo down (${#pids[@]} processes)" || bad "still running after demo down:$alive"
 [ -d "$DIR/n1" ] && [ -f "$DIR/token" ] && ok "demo down keeps the data" || bad "demo down removed data"
