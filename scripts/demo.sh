@@ -1,118 +1,80 @@
 #!/usr/bin/env bash
-# The main job, for a person trying Duplex: install, build, then run one duplexd in the foreground
-# serving a thin-provisioned demo volume over NBD and iSCSI, and print how to connect.
+# The main job, for a person trying Duplex: install, build, then start the demo cluster — a local etcd
+# and two duplexd nodes (sites a and b, on 127.0.0.11 and 127.0.0.12) serving the volume "demo" over
+# NBD and iSCSI with a REST API — print how to connect, and stay in the foreground until Ctrl-C, which
+# stops the cluster (`duplexctl demo down`). Data stays in DIR; the next run reuses it.
 #
-#   scripts/demo.sh [--dir DIR]        (as root on Debian 12; default DIR /var/tmp/duplex-demo)
+#   scripts/demo.sh [--dir DIR] [--nodes N] [--detach]   (as root on Debian 12; DIR /var/tmp/duplex-demo)
 #
+#   --detach   start the cluster and return; stop it later with
+#              build/src/cli/duplexctl demo down --dir DIR
 # Environment: DUPLEX_SKIP_APT=1 (skip apt when all packages are installed), DUPLEX_DEMO_DIR,
-# DUPLEX_DEMO_LISTEN (NBD, default 127.0.0.1:10809), DUPLEX_DEMO_ISCSI_LISTEN (default
-# 127.0.0.1:3260; empty: no iSCSI portal), DUPLEX_DEMO_SIZE (volume size, default 20GiB).
-# Stop it with Ctrl-C. Data stays in DIR; remove DIR to start over.
-#
-# The target shape (DESIGN.md "Quick start"): `duplexctl demo up --dir DIR` with etcd and two
-# mirrored nodes writing DIR/endpoints.json. Until duplexctl exists, this script runs one node.
+# DUPLEX_DEMO_SIZE (volume size, default 1GiB), DUPLEX_DEMO_NODES (default 2).
+# Remove DIR (or `duplexctl demo down --dir DIR --purge`) to start over.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR="${DUPLEX_DEMO_DIR:-/var/tmp/duplex-demo}"
+NODES="${DUPLEX_DEMO_NODES:-2}"
+SIZE="${DUPLEX_DEMO_SIZE:-1GiB}"
+detach=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) DIR="${2:?--dir needs a value}"; shift ;;
     --dir=*) DIR="${1#*=}" ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --nodes) NODES="${2:?--nodes needs a value}"; shift ;;
+    --nodes=*) NODES="${1#*=}" ;;
+    --detach) detach=1 ;;
+    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-LISTEN="${DUPLEX_DEMO_LISTEN:-127.0.0.1:10809}"
-ISCSI_LISTEN="${DUPLEX_DEMO_ISCSI_LISTEN-127.0.0.1:3260}"
-SIZE="${DUPLEX_DEMO_SIZE:-20GiB}"
 
 say() { printf '[demo] %s\n' "$*"; }
 
 say "installing dependencies (scripts/install-deps.sh)"
 "$ROOT/scripts/install-deps.sh"
-say "building duplexd (scripts/build.sh --target duplexd -> build/)"
-"$ROOT/scripts/build.sh" --dir build --target duplexd
+say "building duplexd and duplexctl (scripts/build.sh -> build/)"
+"$ROOT/scripts/build.sh" --dir build --target duplexd --target duplexctl
 
-DUPLEXD="$ROOT/build/src/daemon/duplexd"
-if [[ ! -x "$DUPLEXD" ]]; then
-  say "the daemon is not built yet: $DUPLEXD does not exist."
-  say "Duplex is under construction (see README.md, 'Status'); the build and the tests do run:"
-  say "  scripts/test-all.sh"
-  exit 1
+DUPLEXCTL="$ROOT/build/src/cli/duplexctl"
+export DUPLEXD="$ROOT/build/src/daemon/duplexd"
+for bin in "$DUPLEXCTL" "$DUPLEXD"; do
+  [[ -x "$bin" ]] || { say "$bin was not built; see the build output above"; exit 1; }
+done
+
+# Exits 1 with one line when the demo in DIR already runs, or when anything fails (then it has
+# already stopped what it started).
+"$DUPLEXCTL" demo up --dir "$DIR" --nodes "$NODES" --size "$SIZE"
+
+if [[ $detach == 1 ]]; then
+  say "the demo cluster keeps running; stop it with: $DUPLEXCTL demo down --dir $DIR"
+  exit 0
 fi
 
-mkdir -p "$DIR"
-CONFIG="$DIR/duplexd.toml"
-POOL="$DIR/pool0.pool"
-
-# ---------------------------------------------------------------------------------------------------
-# The demo node's configuration. The TOML format belongs to src/daemon (docs/daemon.md); keep this
-# block in step with it. Everything the demo needs is here: the pool file, the config,
-# the volume name and the URI printed below.
-POOL_SIZE=64GiB            # a sparse file: uses disk space only as data is written
-VOLUME=demo
-IQN=iqn.2026-11.io.duplex:$VOLUME   # the automatic target name of the volume (docs/daemon.md)
-ISCSI_TOML=""
-[[ -n "$ISCSI_LISTEN" ]] && ISCSI_TOML="\"$ISCSI_LISTEN\""
-# The pool is a sparse file of POOL_SIZE in DIR: duplexd creates and formats it on its first start
-# (create_size) and opens it on later starts. Do not pre-create it: an existing file must be a pool.
-cat >"$CONFIG" <<TOML
-# Written by scripts/demo.sh: one duplexd node serving the thin volume "$VOLUME" over NBD and iSCSI.
-state_dir = "$DIR/state"
-
-[node]
-name = "n1"
-site = "a"
-
-[daemon]
-log_level = "info"
-
-[listen]
-nbd = "$LISTEN"
-
-[nbd]
-default_export = "$VOLUME"
-
-[[pool]]
-name = "pool0"
-path = "$POOL"
-create_size = "$POOL_SIZE"
-
-[[volume]]
-pool = "pool0"
-name = "$VOLUME"
-size = "$SIZE"
-
-[iscsi]
-listen = [$ISCSI_TOML]
-TOML
-URI="nbd://$LISTEN/$VOLUME"
-ISCSI_URI="iscsi://$ISCSI_LISTEN/$IQN/0"
-# ---------------------------------------------------------------------------------------------------
-
-cat <<MSG
-
-[demo] duplexd is starting in the foreground (Ctrl-C stops it).
-[demo]   volume:  $VOLUME ($SIZE, thin) in pool $POOL
-[demo]   config:  $CONFIG
-[demo]   NBD URI: $URI
-[demo] Try, from another shell:
-[demo]   nbdinfo $URI
-[demo]   qemu-img info $URI
-[demo]   qemu-io -f raw -c 'write -P 0xab 0 1M' -c 'read -P 0xab 0 1M' $URI
-[demo]   fio --name=demo --ioengine=nbd --uri=$URI --rw=randrw --bs=4k --size=256M --runtime=10 --time_based
-MSG
-if [[ -n "$ISCSI_LISTEN" ]]; then
-  cat <<MSG
-[demo]   iSCSI URI: $ISCSI_URI (target $IQN, LUN 0, portal $ISCSI_LISTEN)
-[demo]   iscsi-ls -s iscsi://$ISCSI_LISTEN
-[demo]   iscsi-inq $ISCSI_URI
-[demo]   qemu-io -f raw -c 'read -P 0xab 0 1M' $ISCSI_URI
-[demo]   iscsiadm -m discovery -t st -p $ISCSI_LISTEN   (open-iscsi, on a host with the kernel initiator)
-MSG
-fi
-echo
-"$DUPLEXD" --config "$CONFIG" --check-config
-exec "$DUPLEXD" --config "$CONFIG"
+stopping=0
+stop() {
+  [[ $stopping == 1 ]] && return
+  stopping=1
+  echo
+  say "stopping the demo cluster (data stays in $DIR)"
+  "$DUPLEXCTL" demo down --dir "$DIR" || true
+}
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
+say "running in the foreground: Ctrl-C stops the cluster. From another shell, try the commands above."
+# Watch the processes: a node that stopped by itself is worth saying, not hiding (said once per change).
+healthy=1
+while sleep 10; do
+  if "$DUPLEXCTL" demo status --dir "$DIR" >/dev/null 2>&1; then
+    [[ $healthy == 0 ]] && say "everything is running again"
+    healthy=1
+  else
+    if [[ $healthy == 1 ]]; then
+      say "something in the demo stopped or is unhealthy (logs: $DIR/*.log):"
+      "$DUPLEXCTL" demo status --dir "$DIR" || true
+    fi
+    healthy=0
+  fi
+done

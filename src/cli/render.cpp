@@ -1,0 +1,232 @@
+#include "duplex/cli/render.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "duplex/cli/json_get.h"
+#include "duplex/cli/units.h"
+
+namespace duplex::cli {
+
+std::string Table::str() const {
+  std::vector<size_t> width(header_.size(), 0);
+  auto measure = [&](const std::vector<std::string>& row) {
+    for (size_t i = 0; i < row.size() && i < width.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  };
+  measure(header_);
+  for (const auto& r : rows_) measure(r);
+  std::string out;
+  auto line = [&](const std::vector<std::string>& row) {
+    std::string l;
+    for (size_t i = 0; i < width.size(); ++i) {
+      const std::string cell = i < row.size() ? row[i] : "";
+      l += cell;
+      if (i + 1 < width.size()) l += std::string(width[i] - cell.size() + 2, ' ');
+    }
+    while (!l.empty() && l.back() == ' ') l.pop_back();
+    out += l + "\n";
+  };
+  line(header_);
+  for (const auto& r : rows_) line(r);
+  return out;
+}
+
+namespace {
+
+std::string yes_no(bool b) { return b ? "yes" : "no"; }
+std::string or_dash(const std::string& s) { return s.empty() ? "-" : s; }
+std::string percent(double fraction) {
+  return fmt::format("{:.0f}%", std::clamp(fraction, 0.0, 1.0) * 100.0);
+}
+
+void kv(std::string& out, const std::string& key, const std::string& value) {
+  out += fmt::format("{:<16}{}\n", key + ":", value);
+}
+
+}  // namespace
+
+std::string replica_summary(const json& v) {
+  const json& reps = list(v, "replicas");
+  size_t in_sync = 0;
+  for (const auto& r : reps) {
+    if (str(r, "state") == "in-sync") ++in_sync;
+  }
+  const std::uint64_t wanted = u64(v, "replicas_wanted", reps.size());
+  return fmt::format("{}/{} in-sync", in_sync, wanted);
+}
+
+std::string volume_owner(const json& v) {
+  std::string owner = str(v, "owner");
+  if (!owner.empty()) return owner;
+  const json& reps = list(v, "replicas");
+  for (const auto& r : reps) {
+    if (str(r, "state") == "in-sync" && flag(r, "alive", true)) return str(r, "node");
+  }
+  return reps.empty() ? "" : str(reps[0], "node");
+}
+
+std::string render_status(const json& s) {
+  std::string out;
+  const json& node = object(s, "node");
+  const json& cluster = object(s, "cluster");
+  kv(out, "node", fmt::format("{} (site {})", str(node, "name"), str(node, "site")));
+  kv(out, "nodes", fmt::format("{} alive of {}", u64(cluster, "alive"), u64(cluster, "nodes")));
+  std::string sites;
+  for (const auto& site : list(cluster, "sites")) {
+    if (!site.is_string()) continue;
+    sites += (sites.empty() ? "" : ", ") + site.get<std::string>();
+  }
+  kv(out, "sites", or_dash(sites));
+  kv(out, "volumes", fmt::format("{}", u64(cluster, "volumes")));
+  const json& vols = list(s, "volumes");
+  if (!vols.empty()) {
+    Table t({"VOLUME", "STATE", "REPLICAS"});
+    for (const auto& v : vols) {
+      std::string reps;
+      for (const auto& r : list(v, "replicas")) {
+        reps += fmt::format("{}{}={}", reps.empty() ? "" : " ", str(r, "node"), str(r, "state"));
+      }
+      t.add({str(v, "name"), str(v, "state"), or_dash(reps)});
+    }
+    out += "\n" + t.str();
+  }
+  return out;
+}
+
+std::string render_nodes(const json& nodes) {
+  Table t({"NAME", "SITE", "ADDRESS", "ALIVE", "API", "NBD", "ISCSI", "VERSION"});
+  if (nodes.is_array()) {
+    for (const auto& n : nodes) {
+      t.add({str(n, "name"), str(n, "site"), or_dash(str(n, "address")), yes_no(flag(n, "alive")),
+             or_dash(str(n, "api")), or_dash(joined(n, "nbd")), or_dash(joined(n, "iscsi")),
+             or_dash(str(n, "version"))});
+    }
+  }
+  return t.str();
+}
+
+std::string render_node(const json& n) {
+  std::string out;
+  kv(out, "name", str(n, "name"));
+  kv(out, "site", str(n, "site"));
+  kv(out, "address", or_dash(str(n, "address")));
+  kv(out, "alive", yes_no(flag(n, "alive")));
+  kv(out, "pid", u64(n, "pid") != 0 ? fmt::format("{}", u64(n, "pid")) : "-");
+  kv(out, "api", or_dash(str(n, "api")));
+  kv(out, "nbd", or_dash(joined(n, "nbd")));
+  kv(out, "iscsi", or_dash(joined(n, "iscsi")));
+  kv(out, "base iqn", or_dash(str(n, "base_iqn")));
+  kv(out, "version", or_dash(str(n, "version")));
+  kv(out, "started", or_dash(str(n, "started")));
+  return out;
+}
+
+std::string render_pools(const json& pools) {
+  Table t({"NODE", "POOL", "SIZE", "FREE", "USED", "CLUSTER", "VOLUMES"});
+  if (pools.is_array()) {
+    for (const auto& p : pools) {
+      const std::uint64_t size = u64(p, "size");
+      const std::uint64_t free = u64(p, "free");
+      const double used = size == 0 ? 0.0 : 1.0 - static_cast<double>(free) / static_cast<double>(size);
+      t.add({str(p, "node"), str(p, "name"), format_size(size), format_size(free), percent(used),
+             format_size(u64(p, "cluster_size")), fmt::format("{}", u64(p, "volumes"))});
+    }
+  }
+  return t.str();
+}
+
+std::string render_volumes(const json& volumes) {
+  Table t({"NAME", "SIZE", "STATE", "REPLICAS", "SITE", "OWNER", "GENERATION", "CLONE OF"});
+  if (volumes.is_array()) {
+    for (const auto& v : volumes) {
+      t.add({str(v, "name"), format_size(u64(v, "size")), str(v, "state"), replica_summary(v),
+             or_dash(str(v, "preferred_site")), or_dash(volume_owner(v)),
+             fmt::format("{}", u64(v, "generation")), or_dash(str(v, "clone_of"))});
+    }
+  }
+  return t.str();
+}
+
+std::string render_volume(const json& v) {
+  std::string out;
+  kv(out, "volume", str(v, "name"));
+  kv(out, "uuid", or_dash(str(v, "uuid")));
+  kv(out, "size", fmt::format("{} ({} bytes)", format_size(u64(v, "size")), u64(v, "size")));
+  kv(out, "state", str(v, "state"));
+  if (!str(v, "reason").empty()) kv(out, "reason", str(v, "reason"));
+  kv(out, "generation", fmt::format("{}", u64(v, "generation")));
+  kv(out, "replicas", replica_summary(v));
+  kv(out, "preferred site", or_dash(str(v, "preferred_site")));
+  kv(out, "owner", or_dash(volume_owner(v)));
+  kv(out, "pool", or_dash(str(v, "pool")));
+  if (!str(v, "clone_of").empty()) kv(out, "clone of", str(v, "clone_of"));
+  kv(out, "created", or_dash(str(v, "created")));
+
+  Table reps({"NODE", "SITE", "ALIVE", "STATE", "GENERATION", "ALLOCATED", "DIRTY", "RESYNC", "ERROR"});
+  for (const auto& r : list(v, "replicas")) {
+    reps.add({str(r, "node"), str(r, "site"), yes_no(flag(r, "alive")), str(r, "state"),
+              fmt::format("{}", u64(r, "generation")), format_size(u64(r, "allocated_bytes")),
+              format_size(u64(r, "dirty_bytes")), percent(num(r, "resync_progress", 1.0)),
+              or_dash(str(r, "error"))});
+  }
+  out += "\nreplicas:\n" + reps.str();
+
+  const json& snaps = list(v, "snapshots");
+  out += "\nsnapshots:";
+  out += snaps.empty() ? " none\n" : "\n" + render_snapshots(snaps);
+
+  const json& exp = object(v, "export");
+  if (!exp.empty()) {
+    out += fmt::format("\nexport:         nbd {}, iscsi {}, default access {}, {} ACL entries\n",
+                       flag(exp, "nbd") ? "on" : "off", flag(exp, "iscsi") ? "on" : "off",
+                       or_dash(str(exp, "default_access")), object(exp, "acl").size());
+  }
+  const json& paths = list(v, "paths");
+  out += "\npaths:";
+  if (paths.empty()) {
+    out += " none (no in-sync replica on a live node)\n";
+  } else {
+    Table t({"NODE", "NBD", "ISCSI"});
+    for (const auto& p : paths) t.add({str(p, "node"), or_dash(str(p, "nbd")), or_dash(str(p, "iscsi"))});
+    out += "\n" + t.str();
+  }
+  return out;
+}
+
+std::string render_snapshots(const json& snaps) {
+  Table t({"SNAPSHOT", "STATE", "CREATED", "NBD"});
+  if (snaps.is_array()) {
+    for (const auto& s : snaps) {
+      t.add({fmt::format("{}@{}", str(s, "volume"), str(s, "name")), str(s, "state"),
+             or_dash(str(s, "created")), or_dash(str(s, "nbd"))});
+    }
+  }
+  return t.str();
+}
+
+std::string render_export(const json& e) {
+  std::string out;
+  kv(out, "volume", str(e, "volume"));
+  kv(out, "nbd", flag(e, "nbd") ? "on" : "off");
+  kv(out, "iscsi", flag(e, "iscsi") ? "on" : "off");
+  kv(out, "iqn", or_dash(str(e, "iqn")));
+  kv(out, "default access", or_dash(str(e, "default_access")));
+  out += "\n" + render_acl(e);
+  return out;
+}
+
+std::string render_acl(const json& e) {
+  const json& acl = object(e, "acl");
+  if (acl.empty()) {
+    return fmt::format("no ACL entries: every initiator gets the default access ({})\n",
+                       or_dash(str(e, "default_access")));
+  }
+  Table t({"INITIATOR", "ACCESS"});
+  for (const auto& [initiator, access] : acl.items()) {
+    t.add({initiator, access.is_string() ? access.get<std::string>() : access.dump()});
+  }
+  return t.str();
+}
+
+}  // namespace duplex::cli

@@ -1,0 +1,234 @@
+// duplexctl's pieces without a cluster: sizes, tables, error lines, endpoint resolution, the HTTP
+// client and the 202 wait loop against a real HTTP server on loopback, and detached processes.
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include "duplex/cli/client.h"
+#include "duplex/cli/endpoints.h"
+#include "duplex/cli/process.h"
+#include "duplex/cli/progress.h"
+#include "duplex/cli/render.h"
+#include "duplex/cli/units.h"
+
+namespace duplex::cli {
+namespace {
+
+using nlohmann::json;
+
+TEST(CliUnits, ParsesSizes) {
+  EXPECT_EQ(*parse_size("4096"), 4096u);
+  EXPECT_EQ(*parse_size("10GiB"), 10ull << 30);
+  EXPECT_EQ(*parse_size("512m"), 512ull << 20);
+  EXPECT_EQ(*parse_size("1T"), 1ull << 40);
+  EXPECT_EQ(*parse_size("1.5GiB"), 3ull << 29);
+  EXPECT_EQ(*parse_size("2GB"), 2000000000u);
+  for (const char* bad : {"", "GiB", "1Q", "1.2.3G", "0.3B", "-1G", "99999999PiB"}) {
+    auto r = parse_size(bad);
+    EXPECT_FALSE(r) << bad;
+    if (!r) {
+      EXPECT_EQ(r.status().code(), Errc::invalid);
+    }
+  }
+}
+
+TEST(CliUnits, FormatsSizes) {
+  EXPECT_EQ(format_size(0), "0 B");
+  EXPECT_EQ(format_size(1023), "1023 B");
+  EXPECT_EQ(format_size(1ull << 30), "1 GiB");
+  EXPECT_EQ(format_size(3ull << 29), "1.5 GiB");
+  EXPECT_EQ(format_size(20ull << 30), "20 GiB");
+  EXPECT_EQ(format_size(512ull << 20), "512 MiB");
+}
+
+TEST(CliRender, TableAlignsColumns) {
+  Table t({"NAME", "SIZE"});
+  t.add({"demo", "1 GiB"});
+  t.add({"a-much-longer-name", "20 GiB"});
+  EXPECT_EQ(t.str(), "NAME                SIZE\ndemo                1 GiB\na-much-longer-name  20 GiB\n");
+}
+
+const json kVolume = json::parse(R"({"name": "demo", "uuid": "u", "size": 1073741824, "state": "ready",
+  "generation": 3, "replicas_wanted": 2, "preferred_site": "a", "pool": "p0", "clone_of": "",
+  "replicas": [{"node": "n1", "site": "a", "alive": true, "state": "in-sync", "generation": 3,
+                "allocated_bytes": 65536, "dirty_bytes": 0, "resync_progress": 1.0, "error": ""},
+               {"node": "n2", "site": "b", "alive": true, "state": "resyncing", "generation": 2,
+                "allocated_bytes": 0, "dirty_bytes": 1048576, "resync_progress": 0.4, "error": ""}],
+  "snapshots": [{"volume": "demo", "name": "s1", "state": "ready", "created": "t",
+                 "nbd": "nbd://127.0.0.11:10809/demo@s1"}],
+  "export": {"volume": "demo", "nbd": true, "iscsi": true, "default_access": "read-write", "acl": {}},
+  "paths": [{"node": "n1", "nbd": "nbd://127.0.0.11:10809/demo",
+             "iscsi": "iscsi://127.0.0.11:3260/iqn.2026-11.io.duplex:demo/0"}]})");
+
+TEST(CliRender, VolumeShowsReplicasSnapshotsAndPaths) {
+  const std::string out = render_volume(kVolume);
+  EXPECT_NE(out.find("1/2 in-sync"), std::string::npos) << out;
+  EXPECT_NE(out.find("owner:          n1"), std::string::npos) << out;
+  EXPECT_NE(out.find("resyncing"), std::string::npos) << out;
+  EXPECT_NE(out.find("40%"), std::string::npos) << out;
+  EXPECT_NE(out.find("1 MiB"), std::string::npos) << out;  // n2's dirty bytes
+  EXPECT_NE(out.find("demo@s1"), std::string::npos) << out;
+  EXPECT_NE(out.find("nbd://127.0.0.11:10809/demo"), std::string::npos) << out;
+  std::string state;
+  // A resync is not part of a create or grow: the change is applied, the state line shows it.
+  EXPECT_TRUE(volume_applied(kVolume, 0, state));
+  EXPECT_EQ(state, "ready, resync 40%");
+  EXPECT_FALSE(volume_applied(kVolume, 2ull << 30, state));  // a grow to 2 GiB not there yet
+  EXPECT_EQ(state, "ready, resync 40%, growing");
+}
+
+TEST(CliRender, WrongTypesDoNotThrow) {
+  const json odd = json::parse(R"({"name": 7, "size": "big", "replicas": {"x": 1}, "paths": "none"})");
+  EXPECT_NO_THROW(render_volume(odd));
+  EXPECT_NO_THROW(render_volumes(json::array({odd, 3, "x"})));
+  EXPECT_NO_THROW(render_nodes(json("not a list")));
+  EXPECT_NO_THROW(render_status(json(nullptr)));
+}
+
+TEST(CliClient, ErrorLineNamesMessageStatusAndCode) {
+  Reply r;
+  r.status = 404;
+  r.body = json::parse(R"({"error": {"code": "not_found", "message": "volume 'x' does not exist"}})");
+  Status s = api_error(r);
+  EXPECT_EQ(s.code(), Errc::not_found);
+  EXPECT_EQ(s.message(), "volume 'x' does not exist (404 not_found)");
+  Reply html;
+  html.status = 502;
+  html.text = "<html>\nbad gateway</html>";
+  EXPECT_EQ(api_error(html).message(), "<html> bad gateway</html> (HTTP 502)");
+  EXPECT_EQ(escape_segment("iqn.1994-05.com.redhat:h1"), "iqn.1994-05.com.redhat%3Ah1");
+}
+
+// A real HTTP server on loopback standing in for one node's API.
+class FakeApi {
+ public:
+  FakeApi() {
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ~FakeApi() {
+    server_.stop();
+    thread_.join();
+  }
+  FakeApi(const FakeApi&) = delete;
+  FakeApi& operator=(const FakeApi&) = delete;
+  httplib::Server& server() { return server_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+TEST(CliClient, SendsTokenSkipsUnreachableNodesAndWaitsFor202) {
+  FakeApi api;
+  std::atomic<int> polls{0};
+  std::string auth;
+  api.server().Post("/v1/volumes", [&](const httplib::Request& req, httplib::Response& res) {
+    auth = req.get_header_value("Authorization");
+    json body = json::parse(req.body);
+    res.status = 202;
+    res.set_content(json{{"name", body["name"]}, {"state", "creating"}}.dump(), "application/json");
+  });
+  api.server().Get("/v1/volumes/v1", [&](const httplib::Request&, httplib::Response& res) {
+    const int n = ++polls;
+    json v = {{"name", "v1"},
+              {"size", 4096},
+              {"state", n < 3 ? "creating" : "ready"},
+              {"replicas", json::array({{{"node", "n1"}, {"state", n < 3 ? "creating" : "in-sync"}}})}};
+    res.set_content(v.dump(), "application/json");
+  });
+  // The first node listed is not there: the client goes on to the next.
+  ApiClient client(Endpoint{{"http://127.0.0.1:1", api.url()}, "s3cret"}, std::chrono::seconds(5));
+  json body = {{"name", "v1"}, {"size", 4096}};
+  auto r = client.call("POST", "/v1/volumes", &body);
+  ASSERT_TRUE(r) << r.status().to_string();
+  EXPECT_EQ(r->status, 202);
+  EXPECT_EQ(r->from, api.url());
+  EXPECT_EQ(auth, "Bearer s3cret");
+  WaitFor w{"volume 'v1'", "/v1/volumes/v1", false,
+            [](const json& v, std::string& state) { return volume_applied(v, 0, state); }};
+  auto done = wait_for(client, w, 10);
+  ASSERT_TRUE(done) << done.status().to_string();
+  EXPECT_EQ((*done)["state"], "ready");
+  EXPECT_GE(polls.load(), 3);
+
+  // A wait that never completes ends with a timeout, not a hang.
+  WaitFor never{"volume 'v1'", "/v1/volumes/v1", false, [](const json&, std::string& state) {
+                  state = "stuck";
+                  return false;
+                }};
+  auto timed_out = wait_for(client, never, 1);
+  ASSERT_FALSE(timed_out);
+  EXPECT_NE(timed_out.status().message().find("timed out"), std::string::npos);
+}
+
+TEST(CliClient, NoNodeReachableIsOneClearError) {
+  ApiClient client(Endpoint{{"http://127.0.0.1:1"}, ""}, std::chrono::seconds(1));
+  auto r = client.get("/v1/volumes");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), Errc::unavailable);
+  EXPECT_NE(r.status().message().find("http://127.0.0.1:1"), std::string::npos);
+}
+
+TEST(CliEndpoints, DirGivesApisAndTokenAndFlagsWin) {
+  const std::string dir = testing::TempDir() + "duplexctl-endpoints-" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  ASSERT_TRUE(write_file_atomic(dir + "/endpoints.json",
+                                R"({"token": "t1", "nodes": [{"api": "http://127.0.0.11:7480"},
+                                    {"api": "http://127.0.0.12:7480"}]})"));
+  Globals g;
+  g.dir = dir;
+  auto ep = resolve_endpoint(g);
+  ASSERT_TRUE(ep);
+  EXPECT_EQ(ep->apis, (std::vector<std::string>{"http://127.0.0.11:7480", "http://127.0.0.12:7480"}));
+  EXPECT_EQ(ep->token, "t1");
+  g.api = "http://127.0.0.99:7480";
+  g.token = "t2";
+  ep = resolve_endpoint(g);
+  ASSERT_TRUE(ep);
+  EXPECT_EQ(ep->apis, std::vector<std::string>{"http://127.0.0.99:7480"});
+  EXPECT_EQ(ep->token, "t2");
+  g.dir = dir + "/missing";
+  EXPECT_FALSE(resolve_endpoint(g));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CliProcess, SpawnsDetachedAndStopsByPidAndArgv) {
+  const std::string log = testing::TempDir() + "duplexctl-proc-" + std::to_string(::getpid()) + ".log";
+  const std::vector<std::string> argv = {"/bin/sleep", "300.25"};
+  auto pid = spawn_detached(argv, log);
+  ASSERT_TRUE(pid) << pid.status().to_string();
+  EXPECT_TRUE(running_as(*pid, argv));
+  EXPECT_FALSE(running_as(*pid, {"/bin/sleep", "1"}));  // same pid, other argv: not ours
+  EXPECT_EQ(::getsid(*pid), *pid);                      // its own session
+  auto found = find_by_argv(argv);
+  EXPECT_NE(std::find(found.begin(), found.end(), *pid), found.end());
+  auto report = stop_processes({{"sleeper", *pid, argv}}, std::chrono::seconds(5));
+  ASSERT_EQ(report.size(), 1u);
+  EXPECT_EQ(report[0], "sleeper: stopped (pid " + std::to_string(*pid) + ")");
+  EXPECT_FALSE(running_as(*pid, argv));
+
+  auto missing = spawn_detached({"/nonexistent/duplexd"}, log);
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.status().message().find("No such file"), std::string::npos);
+  std::filesystem::remove(log);
+}
+
+TEST(CliProcess, PortFreeSeesAListener) {
+  httplib::Server s;
+  const int port = s.bind_to_any_port("127.0.0.1");
+  EXPECT_FALSE(port_free("127.0.0.1", static_cast<unsigned>(port)));
+  s.stop();
+}
+
+}  // namespace
+}  // namespace duplex::cli
