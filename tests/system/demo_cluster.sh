@@ -119,10 +119,34 @@ check "demo status: everything running" "$DUPLEXCTL" demo status --dir "$DIR"
 OWNER=$(ep "d['owner']")
 OWNER_NBD=$(ep "[n for n in d['nodes'] if n['name'] == d['owner']][0]['nbd']")
 OWNER_ISCSI=$(ep "[n for n in d['nodes'] if n['name'] == d['owner']][0]['iscsi']")
+OWNER_API=$(ep "[n for n in d['nodes'] if n['name'] == d['owner']][0]['api']")
+# One sample of the owner's /metrics: metric NAME with exactly these LABELS (0 when absent).
+metric() {
+  ctl --api "$OWNER_API" metrics 2>/dev/null | $PY -c '
+import sys
+want = sys.argv[1]
+v = 0
+for line in sys.stdin:
+    if line.startswith(want + " "):
+        v = float(line.split()[-1])
+print(int(v))' "$1"
+}
+w0=$(metric 'duplex_volume_bytes_total{volume="demo",op="write"}')
+ops0=$(metric 'duplex_volume_ops_total{volume="demo",op="write"}')
 head -c $((4 * MiB)) /dev/urandom >"$work/pattern"
 check "NBD write of 4 MiB at 8 MiB + 512 through the owner $OWNER" nbd_put "$OWNER_NBD" $((8 * MiB + 512)) "$work/pattern"
 check "NBD read back" nbd_get "$OWNER_NBD" $((8 * MiB + 512)) $((4 * MiB)) "$work/back.nbd"
 check "NBD read = written" cmp "$work/pattern" "$work/back.nbd"
+w1=$(metric 'duplex_volume_bytes_total{volume="demo",op="write"}')
+ops1=$(metric 'duplex_volume_ops_total{volume="demo",op="write"}')
+r1=$(metric 'duplex_volume_bytes_total{volume="demo",op="read"}')
+wc1=$(metric 'duplex_volume_latency_seconds_count{volume="demo",op="write"}')
+if [ $((w1 - w0)) -ge $((4 * MiB)) ] && [ "$ops1" -gt "$ops0" ] && [ "$r1" -ge $((4 * MiB)) ] && [ "$wc1" -ge "$((ops1 - ops0))" ]; then
+  ok "/metrics counters moved: write bytes +$((w1 - w0)), write ops +$((ops1 - ops0)), read bytes $r1"
+else bad "/metrics counters did not move as expected: write bytes $w0 -> $w1, ops $ops0 -> $ops1, read $r1, latency count $wc1"; fi
+[ "$(metric "duplex_replica_state{volume=\"demo\",node=\"$OWNER\",state=\"in-sync\"}")" = 1 ] &&
+  ok "/metrics: the owner's replica of demo is in-sync" || bad "/metrics: replica state of demo is not in-sync"
+[ "$(metric "duplex_node_lease_ok{node=\"$OWNER\"}")" = 1 ] && ok "/metrics: node lease ok" || bad "/metrics: lease not ok"
 portal=${OWNER_ISCSI#iscsi://}; portal=${portal%%/*}
 iqn=${OWNER_ISCSI#iscsi://*/}; iqn=${iqn%/0}
 check "iscsi-inq on the owner's LUN" iscsi-inq "$OWNER_ISCSI"
