@@ -480,7 +480,7 @@ Status up(const DemoOptions& o) {
   std::string note;
   auto volume = create_volume(p, *size, remaining(), note);
   if (!volume) return failed(volume.status().message());
-  if (!note.empty()) say(note);
+  if (!note.empty() && o.json) say(note);  // otherwise it is part of the printed summary
 
   json ep = endpoints_json(p, *volume);
   if (Status s = write_file_atomic(endpoints_path(p.dir), ep.dump(2) + "\n", 0600); !s)
