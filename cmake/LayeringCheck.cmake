@@ -45,6 +45,10 @@ if(DUPLEX_TESTS)
   duplex_layering_probe(scsi_includes_iscsi LAYER scsi HEADER duplex/iscsi/pdu.h EXPECT FAIL)
   duplex_layering_probe(nbd_includes_iscsi LAYER nbd HEADER duplex/iscsi/pdu.h EXPECT FAIL)
   duplex_layering_probe(nbd_includes_daemon LAYER nbd HEADER duplex/daemon/config.h EXPECT FAIL)
+  # The API sits on the cluster layer and under the daemon; nothing below it sees it.
+  duplex_layering_probe(cluster_includes_api LAYER cluster HEADER duplex/api/handler.h EXPECT FAIL)
+  duplex_layering_probe(api_includes_daemon LAYER api HEADER duplex/daemon/config.h EXPECT FAIL)
+  duplex_layering_probe(api_includes_cluster LAYER api HEADER duplex/cluster/catalogue.h EXPECT PASS)
   # Positive controls: a layer sees its own headers and those of the layers below it.
   duplex_layering_probe(base_includes_base LAYER base HEADER duplex/base/status.h EXPECT PASS)
   duplex_layering_probe(store_includes_reactor LAYER store HEADER duplex/reactor/block_device.h EXPECT PASS)
