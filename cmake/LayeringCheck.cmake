@@ -48,6 +48,10 @@ if(DUPLEX_TESTS)
   # duplexctl is a pure HTTP client: it sees neither the cluster code nor the daemon.
   duplex_layering_probe(cli_includes_cluster LAYER cli HEADER duplex/cluster/etcd.h EXPECT FAIL)
   duplex_layering_probe(cli_includes_daemon LAYER cli HEADER duplex/daemon/config.h EXPECT FAIL)
+  # The API sits on the cluster layer and under the daemon; nothing below it sees it.
+  duplex_layering_probe(cluster_includes_api LAYER cluster HEADER duplex/api/handler.h EXPECT FAIL)
+  duplex_layering_probe(api_includes_daemon LAYER api HEADER duplex/daemon/config.h EXPECT FAIL)
+  duplex_layering_probe(api_includes_cluster LAYER api HEADER duplex/cluster/catalogue.h EXPECT PASS)
   # Positive controls: a layer sees its own headers and those of the layers below it.
   duplex_layering_probe(base_includes_base LAYER base HEADER duplex/base/status.h EXPECT PASS)
   duplex_layering_probe(store_includes_reactor LAYER store HEADER duplex/reactor/block_device.h EXPECT PASS)

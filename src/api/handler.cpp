@@ -492,7 +492,8 @@ Response Handler::dispatch(const Request& req) const {
   if (route->pattern.front() == "metrics")
     return Response{200, "text/plain; version=0.0.4; charset=utf-8", backend_.metrics(), {}};
 
-  Query q = parse_query(req, opts_);
+  Query q;
+  if (!open) q = parse_query(req, opts_);  // a health probe's query is its own business
   if (q.fault) return fault_response(*q.fault);
   // Names in the path that cannot be valid cannot exist either.
   if (segs.size() >= 3 && (segs[1] == "volumes" || segs[1] == "nodes") && !cluster::valid_name(segs[2]))

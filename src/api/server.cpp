@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <charconv>
+#include <chrono>
 
 namespace duplex::api {
 
@@ -100,6 +101,14 @@ Status Server::start() {
   }
   endpoint_ = fmt::format("{}:{}", host.find(':') != std::string::npos ? "[" + host + "]" : host, bound);
   thread_ = std::thread([this] { http_->listen_after_bind(); });
+  // httplib's stop() does nothing until the listening loop has started; wait for it so that a
+  // stop() right after start() cannot leave the thread blocked in accept() forever.
+  for (int i = 0; i < 5000 && !http_->is_running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!http_->is_running()) {
+    stop();
+    return Status::error(Errc::unavailable, "api: the listener on {} did not start", endpoint_);
+  }
   spdlog::info("event=api.listening endpoint={} tls={}", endpoint_, tls());
   return Status::ok();
 }

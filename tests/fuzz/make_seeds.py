@@ -114,4 +114,48 @@ sessions = {
 for k, v in sessions.items():
     for b0 in (0x01, 0x00):
         write(ss, f"{k}-{b0:02x}", bytes([b0]) + v)
+# fuzz_api_request: method byte (index into GET POST PUT PATCH DELETE HEAD OPTIONS ""; bit 7 set =
+# no node applies changes), then path, query, Authorization and body separated by NUL bytes.
+ar = os.path.join(here, "corpus", "fuzz_api_request")
+M = {"GET": 0, "POST": 1, "PUT": 2, "PATCH": 3, "DELETE": 4, "HEAD": 5}
+AUTH = b"Bearer fuzz"
+
+
+def api(method, path, body=b"", query=b"", auth=AUTH, pending=False):
+    return bytes([M[method] | (0x80 if pending else 0)]) + path + b"\0" + query + b"\0" + auth + b"\0" + body
+
+
+requests = {
+    "health": api("GET", b"/v1/health", auth=b""),
+    "metrics": api("GET", b"/metrics", auth=b""),
+    "status": api("GET", b"/v1/status"),
+    "nodes": api("GET", b"/v1/nodes"),
+    "node": api("GET", b"/v1/nodes/n1"),
+    "pools": api("GET", b"/v1/pools"),
+    "volumes": api("GET", b"/v1/volumes"),
+    "volume": api("GET", b"/v1/volumes/vol"),
+    "create": api("POST", b"/v1/volumes", b'{"name":"v2","size":"10GiB","replicas":1,"preferred_site":"a","pool":"p0"}'),
+    "create_pending": api("POST", b"/v1/volumes", b'{"name":"v2","size":4096}', b"wait=true&timeout=5", pending=True),
+    "create_nowait": api("POST", b"/v1/volumes", b'{"name":"v2","size":"512MiB"}', b"wait=false"),
+    "clone": api("POST", b"/v1/volumes", b'{"name":"c","clone_of":"vol@s1","size":"2MiB"}'),
+    "create_bad": api("POST", b"/v1/volumes", b'{"name":"-x","size":"1.5G","extra":[1,{"a":null}]}'),
+    "grow": api("PATCH", b"/v1/volumes/vol", b'{"size":"2MiB","generation":1}'),
+    "shrink": api("PATCH", b"/v1/volumes/vol", b'{"size":4096}'),
+    "delete": api("DELETE", b"/v1/volumes/vol", query=b"timeout=1"),
+    "snapshots": api("GET", b"/v1/volumes/vol/snapshots"),
+    "snapshot": api("POST", b"/v1/volumes/vol/snapshots", b'{"name":"s2"}'),
+    "snapshot_delete": api("DELETE", b"/v1/volumes/vol/snapshots/s1"),
+    "export": api("GET", b"/v1/volumes/vol/export"),
+    "export_put": api("PUT", b"/v1/volumes/vol/export", b'{"nbd":false,"iscsi":true,"default_access":"read-only"}'),
+    "acl_put": api("PUT", b"/v1/volumes/vol/export/acl/iqn.1994-05.com.redhat:host1", b'{"access":"none"}'),
+    "acl_delete": api("DELETE", b"/v1/volumes/vol/export/acl/iqn.1994-05.com.redhat:host1"),
+    "no_token": api("GET", b"/v1/volumes", auth=b""),
+    "wrong_token": api("GET", b"/v1/volumes", auth=b"Bearer fuzy"),
+    "unknown_route": api("GET", b"/v1/volumes/vol/nope/x"),
+    "bad_method": api("PUT", b"/v1/volumes"),
+    "bad_json": api("POST", b"/v1/volumes", b'{"name":"x","size":'),
+    "utf8": api("POST", b"/v1/volumes/vol/snapshots", b'{"name":"\xff\xfe"}'),
+}
+for k, v in requests.items():
+    write(ar, k, v)
 print("seeds written")

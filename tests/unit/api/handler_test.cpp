@@ -63,6 +63,7 @@ TEST_F(HandlerTest, TokenRequiredExceptHealthAndMetrics) {
   EXPECT_EQ(h["status"], "ok");
   EXPECT_EQ(h["etcd"], true);
   EXPECT_EQ(h["lease"], true);
+  EXPECT_EQ(call("GET", "/v1/health", {}, {{"probe", "lb"}}, "").status, 200);  // its query is ignored
   r = call("GET", "/metrics", {}, {}, "");
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
