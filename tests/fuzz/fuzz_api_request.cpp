@@ -32,7 +32,8 @@ std::map<std::string, std::string> parse_query(std::string_view q) {
     const auto amp = q.find('&');
     const std::string_view kv = q.substr(0, amp);
     const auto eq = kv.find('=');
-    out.emplace(std::string(kv.substr(0, eq)), eq == std::string_view::npos ? "" : std::string(kv.substr(eq + 1)));
+    out.emplace(std::string(kv.substr(0, eq)),
+                eq == std::string_view::npos ? "" : std::string(kv.substr(eq + 1)));
     q.remove_prefix(amp == std::string_view::npos ? q.size() : amp + 1);
   }
   return out;
@@ -61,14 +62,25 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   test::MemoryBackend backend;
   backend.apply = (data[0] & 0x80) == 0;
   api::Handler setup(backend, api::HandlerOptions{"fuzz"});
-  (void)setup.handle(api::Request{"POST", "/v1/volumes", {}, "Bearer fuzz", R"({"name":"vol","size":"1MiB"})"});
-  (void)setup.handle(api::Request{"POST", "/v1/volumes/vol/snapshots", {}, "Bearer fuzz", R"({"name":"s1"})"});
+  (void)setup.handle(
+      api::Request{"POST", "/v1/volumes", {}, "Bearer fuzz", R"({"name":"vol","size":"1MiB"})"});
+  (void)setup.handle(
+      api::Request{"POST", "/v1/volumes/vol/snapshots", {}, "Bearer fuzz", R"({"name":"s1"})"});
 
   api::Handler handler(backend, api::HandlerOptions{"fuzz"});
   const api::Response r = handler.handle(req);
   switch (r.status) {
-    case 200: case 201: case 202: case 400: case 401: case 404: case 405: case 409: case 413: case 503: case 507:
-      break;
+    case 200:
+    case 201:
+    case 202:
+    case 400:
+    case 401:
+    case 404:
+    case 405:
+    case 409:
+    case 413:
+    case 503:
+    case 507: break;
     default: fail("status outside the contract", r);
   }
   if (r.content_type == "application/json") {

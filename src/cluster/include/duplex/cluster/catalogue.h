@@ -76,8 +76,8 @@ struct VolumeRecord {
   std::int64_t generation = 1;
   std::string clone_of;  // "vol@snap" when the volume was made as a clone
   VolumeState state = VolumeState::creating;
-  std::string created;  // RFC 3339 UTC
-  std::string reason;   // why the last change was made (shown by `volume show`)
+  std::string created;            // RFC 3339 UTC
+  std::string reason;             // why the last change was made (shown by `volume show`)
   std::int64_t mod_revision = 0;  // from etcd, not stored: the basis of the next compare-and-swap
 };
 
@@ -97,12 +97,12 @@ struct SnapshotRecord {
 struct ReplicaStatus {
   std::string volume;
   std::string node;
-  std::string state;  // "creating" | "in-sync" | "outdated" | "resyncing" | "failed" | "deleted"
+  std::string state;            // "creating" | "in-sync" | "outdated" | "resyncing" | "failed" | "deleted"
   std::int64_t generation = 0;  // the volume generation the node has applied
   std::uint64_t size = 0;
   std::uint64_t allocated_bytes = 0;
   std::uint64_t dirty_bytes = 0;
-  double resync_progress = 1.0;  // 0..1
+  double resync_progress = 1.0;        // 0..1
   std::vector<std::string> snapshots;  // snapshot names present in the node's pool
   std::string error;                   // the last apply that failed, "" if none
   std::string updated;
@@ -118,15 +118,15 @@ struct ExportRecord {
   std::string volume;
   bool nbd = true;
   bool iscsi = true;
-  Access default_access = Access::read_write;   // initiators not in `acl`
-  std::map<std::string, Access> acl;            // initiator IQN -> access
+  Access default_access = Access::read_write;  // initiators not in `acl`
+  std::map<std::string, Access> acl;           // initiator IQN -> access
   std::int64_t mod_revision = 0;
 };
 
 struct VolumeSpec {
-  std::string name;  // [A-Za-z0-9][A-Za-z0-9._-]{0,62}
-  std::uint64_t size = 0;  // > 0, multiple of 4096
-  unsigned replicas = 1;   // 1 or 2 (2 needs two sites, or two nodes)
+  std::string name;            // [A-Za-z0-9][A-Za-z0-9._-]{0,62}
+  std::uint64_t size = 0;      // > 0, multiple of 4096
+  unsigned replicas = 1;       // 1 or 2 (2 needs two sites, or two nodes)
   std::string preferred_site;  // "" = the site of the first live node with room
   std::string pool;            // "" = each chosen node's first pool with room
   std::string clone_of;        // "vol@snap": placed on the snapshot's replicas
