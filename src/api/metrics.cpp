@@ -110,6 +110,7 @@ void render_volume_stats(MetricsWriter& w,
   w.family("duplex_volume_latency_seconds", MetricsWriter::Type::histogram,
            "Time from the volume receiving an operation to its completion.");
   std::vector<double> bounds;
+  bounds.reserve(volume::kLatencyBoundsNs.size());
   for (auto ns : volume::kLatencyBoundsNs) bounds.push_back(static_cast<double>(ns) / 1e9);
   for (const auto& [name, s] : volumes) {
     for (IoOp op : volume::kTimedOps) {

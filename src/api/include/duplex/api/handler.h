@@ -31,7 +31,7 @@ struct HandlerOptions {
   // Bearer token every route but /v1/health and /metrics requires. Empty: no token was
   // configured, and those routes answer 401 (fail closed).
   std::string token;
-  std::size_t max_body = 64 * 1024;
+  std::size_t max_body = std::size_t{64} * 1024;
   std::chrono::seconds default_timeout{30};
   std::chrono::seconds max_timeout{3600};
 };
