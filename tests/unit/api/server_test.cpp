@@ -1,6 +1,10 @@
 // api::Server: a real HTTP round trip with httplib::Client on 127.0.0.1, port 0.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -96,4 +100,32 @@ TEST(ApiServer, StartErrorsAreStatuses) {
   EXPECT_EQ(e.start().code(), Errc::invalid);
   api::Server f(backend, api::ServerOptions{"127.0.0.1:0", "t", "/nonexistent/cert.pem", "", 1});
   EXPECT_EQ(f.start().code(), Errc::invalid);
+}
+
+// HTTPS with tls_cert/tls_key (Debian's cpp-httplib is built with CPPHTTPLIB_OPENSSL_SUPPORT): a
+// self-signed certificate made by the openssl tool for 127.0.0.1.
+TEST(ApiServer, HttpsWithACertificate) {
+  char tmpl[] = "/tmp/duplex-api-tls-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string cert = dir + "/cert.pem", key = dir + "/key.pem";
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout " +
+                          key + " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl could not make a test certificate";
+  test::MemoryBackend backend;
+  api::Server server(backend, api::ServerOptions{"127.0.0.1:0", "tok", cert, key, 1});
+  ASSERT_TRUE(server.start());
+  EXPECT_TRUE(server.tls());
+  httplib::SSLClient c("127.0.0.1", std::stoi(server.endpoint().substr(server.endpoint().rfind(':') + 1)));
+  c.enable_server_certificate_verification(false);
+  auto r = c.Get("/v1/volumes", httplib::Headers{{"Authorization", "Bearer tok"}});
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "[]\n");
+  // Plain HTTP to the HTTPS port gets no answer.
+  httplib::Client plain("http://" + server.endpoint());
+  plain.set_read_timeout(2, 0);
+  auto p = plain.Get("/v1/health");
+  EXPECT_TRUE(!p || p->status != 200);
+  server.stop();
+  std::filesystem::remove_all(dir);
 }
