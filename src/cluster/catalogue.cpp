@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <ctime>
 #include <set>
+#include <type_traits>
 
 #include "duplex/base/uuid.h"
 
@@ -28,15 +29,6 @@ std::string snapshot_key(const std::string& v, const std::string& s) { return sn
 std::string replica_prefix(const std::string& v) { return kReplicas + v + "/"; }
 std::string replica_key(const std::string& v, const std::string& n) { return replica_prefix(v) + n; }
 std::string export_key(const std::string& v) { return kExports + v; }
-
-std::string now_rfc3339() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // Field readers that never throw: a field of the wrong type reads as absent (unknown or malformed
 // fields must not take the catalogue down; the whole value is rejected only when it is not JSON).
@@ -321,6 +313,15 @@ std::optional<Access> access_from(std::string_view s) {
   return std::nullopt;
 }
 
+std::string now_rfc3339() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 bool valid_name(std::string_view s) {
   if (s.empty() || s.size() > 63) return false;
   auto alnum = [](char c) {
@@ -333,32 +334,23 @@ bool valid_name(std::string_view s) {
 
 // --- reads ---
 
-Result<std::vector<NodeRecord>> Catalogue::nodes() {
-  auto r = etcd_.get_prefix(kNodes);
+// Every readable record under `prefix`; unreadable ones are skipped (parse logs why).
+template <typename Parse>
+auto read_prefix(Etcd& etcd, const std::string& prefix, Parse parse)
+    -> Result<std::vector<typename std::invoke_result_t<Parse, const Kv&>::value_type>> {
+  auto r = etcd.get_prefix(prefix);
   if (!r) return r.status();
-  std::vector<NodeRecord> out;
+  std::vector<typename std::invoke_result_t<Parse, const Kv&>::value_type> out;
   for (const auto& kv : r->kvs)
-    if (auto n = parse_node(kv)) out.push_back(std::move(*n));
+    if (auto x = parse(kv)) out.push_back(std::move(*x));
   return out;
 }
 
-Result<std::vector<PoolRecord>> Catalogue::pools() {
-  auto r = etcd_.get_prefix(kPools);
-  if (!r) return r.status();
-  std::vector<PoolRecord> out;
-  for (const auto& kv : r->kvs)
-    if (auto p = parse_pool(kv)) out.push_back(std::move(*p));
-  return out;
-}
+Result<std::vector<NodeRecord>> Catalogue::nodes() { return read_prefix(etcd_, kNodes, parse_node); }
 
-Result<std::vector<VolumeRecord>> Catalogue::volumes() {
-  auto r = etcd_.get_prefix(kVolumes);
-  if (!r) return r.status();
-  std::vector<VolumeRecord> out;
-  for (const auto& kv : r->kvs)
-    if (auto v = parse_volume(kv)) out.push_back(std::move(*v));
-  return out;
-}
+Result<std::vector<PoolRecord>> Catalogue::pools() { return read_prefix(etcd_, kPools, parse_pool); }
+
+Result<std::vector<VolumeRecord>> Catalogue::volumes() { return read_prefix(etcd_, kVolumes, parse_volume); }
 
 Result<VolumeRecord> Catalogue::volume(const std::string& name) {
   DPX_TRY(check_name("name", name));
@@ -372,22 +364,12 @@ Result<VolumeRecord> Catalogue::volume(const std::string& name) {
 
 Result<std::vector<SnapshotRecord>> Catalogue::snapshots(const std::string& volume) {
   DPX_TRY(check_name("volume", volume));
-  auto r = etcd_.get_prefix(snapshot_prefix(volume));
-  if (!r) return r.status();
-  std::vector<SnapshotRecord> out;
-  for (const auto& kv : r->kvs)
-    if (auto s = parse_snapshot(kv)) out.push_back(std::move(*s));
-  return out;
+  return read_prefix(etcd_, snapshot_prefix(volume), parse_snapshot);
 }
 
 Result<std::vector<ReplicaStatus>> Catalogue::replicas(const std::string& volume) {
   DPX_TRY(check_name("volume", volume));
-  auto r = etcd_.get_prefix(replica_prefix(volume));
-  if (!r) return r.status();
-  std::vector<ReplicaStatus> out;
-  for (const auto& kv : r->kvs)
-    if (auto s = parse_replica(kv)) out.push_back(std::move(*s));
-  return out;
+  return read_prefix(etcd_, replica_prefix(volume), parse_replica);
 }
 
 Result<ExportRecord> Catalogue::export_of(const std::string& volume) {

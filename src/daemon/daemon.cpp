@@ -151,15 +151,6 @@ bool same_target(const iscsi::Target& a, const iscsi::Target& b) {
   return true;
 }
 
-std::string now_rfc3339() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string_view access_name(iscsi::Access a) {
   switch (a) {
     case iscsi::Access::none: return "none";
@@ -1118,7 +1109,7 @@ Status Daemon::start(const StartOptions& opts) {
                         {"iscsi", I.portal ? I.portal->endpoints() : std::vector<std::string>{}},
                         {"base_iqn", I.cfg.iscsi.base_iqn},
                         {"version", DUPLEX_VERSION_STRING},
-                        {"started", now_rfc3339()},
+                        {"started", cluster::now_rfc3339()},
                         {"pid", ::getpid()}};
     cluster::EtcdOptions eo;
     eo.endpoints = I.cfg.etcd;

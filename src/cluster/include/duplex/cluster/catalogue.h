@@ -174,4 +174,7 @@ class Catalogue {
 // Names: volumes, snapshots, nodes, pools.
 bool valid_name(std::string_view s);
 
+// The current time as the catalogue stores it (RFC 3339, UTC, seconds): "2026-11-24T10:00:00Z".
+std::string now_rfc3339();
+
 }  // namespace duplex::cluster
