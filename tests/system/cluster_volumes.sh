@@ -156,7 +156,18 @@ if [ -z "$(ectl get /duplex/v1/snapshots/v1/s1 --print-value-only)" ]; then ok "
 
 kill -KILL "$dpid"
 wait "$dpid" 2>/dev/null || true
+# Fail closed: restarted while etcd does not answer (frozen), the node must not serve the
+# catalogue's volumes at all, since it cannot know their current access and ACLs.
+etcd_pid=${pids[0]}
+kill -STOP "$etcd_pid"
 start
+if grep -q "event=ready" "$work/duplexd.log" && [ "$(size_of v1 || echo none)" = none ] &&
+  ! iscsi-ls "iscsi://$HOST:$ISCSI_PORT" 2>/dev/null | grep -q ':v1'; then
+  ok "restarted without etcd: v1 is not served (fail closed) over NBD or iSCSI"
+else
+  bad "restarted without etcd, v1 is served before its export record was read"
+fi
+kill -CONT "$etcd_pid"
 if until_size v1 $((128 * MiB)); then ok "after kill -9 and restart v1 is served again"; else bad "v1 not served after restart"; fi
 nbdsh -u "nbd://$HOST:$NBD_PORT/v1" -c "import sys; sys.stdout.buffer.write(h.pread($((3 * MiB)), $MiB))" >"$work/back2" 2>/dev/null || true
 head -c 4096 /dev/zero | tr '\0' '\356' >"$work/ee"
