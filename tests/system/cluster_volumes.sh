@@ -4,7 +4,8 @@
 # and deletes in its pool and reports under replicas/. Checked with real clients (nbdinfo, nbdsh,
 # iscsi-ls): the report is in-sync and the volume ready; its size, data, growth and snapshot are
 # served over NBD; its iSCSI targets appear; an export record hides it from NBD; a kill -9 and a
-# restart serve it again with its data; a clone of a snapshot is served with the snapshot's data and
+# restart serve it again with its data; with etcd frozen past the node's lease, no volume can be
+# created but NBD and iSCSI I/O on v1 go on (issue 6: no quorum stops decisions, not I/O); a clone of a snapshot is served with the snapshot's data and
 # the catalogue's uuid; snapshot and volume deletes remove the exports and every key.
 #   DUPLEXD=path/to/duplexd CATALOGUE_TOOL=path/to/catalogue-tool tests/system/cluster_volumes.sh
 set -euo pipefail
@@ -177,6 +178,44 @@ if [ "$(ectl get /duplex/v1/volumes/v1 --print-value-only | /usr/bin/python3 -c 
   ok "same uuid"
 else
   bad "uuid changed"
+fi
+
+# etcd without quorum (frozen: it neither answers nor refuses) stops decisions, not I/O that needs
+# none. The freeze outlasts the node's lease (3 s), so the node also declares itself lost; its
+# sessions, and new ones, still read and write v1, while a new volume cannot be decided.
+nbdsh -u "nbd://$HOST:$NBD_PORT/v1" -c "h.pwrite(b'\\x11' * 8192, $((8 * MiB))); h.flush()"
+kill -STOP "$etcd_pid"
+frozen_at=$SECONDS
+if timeout 20 "$TOOL" "$ETCD" create v9 $((64 * MiB)) >/dev/null 2>&1; then
+  bad "a volume was created while etcd answered nothing"
+else
+  ok "no quorum: creating a volume does not complete"
+fi
+while [ $((SECONDS - frozen_at)) -lt 5 ]; do sleep 0.5; done
+if grep -q "event=cluster.lost node=n1" "$work/duplexd.log"; then ok "the node declared its lease lost"; else bad "no cluster.lost in the log"; fi
+if nbdsh -u "nbd://$HOST:$NBD_PORT/v1" -c "
+import sys
+h.pwrite(b'\\x22' * 65536, $((9 * MiB)), nbd.CMD_FLAG_FUA)
+h.pwrite(b'\\x33' * 4096, $((8 * MiB)) + 4096)
+h.flush()
+a = h.pread(8192, $((8 * MiB)))
+b = h.pread(65536, $((9 * MiB)))
+sys.exit(0 if a == b'\\x11' * 4096 + b'\\x33' * 4096 and b == b'\\x22' * 65536 else 1)
+" 2>"$work/nbd-frozen.err"; then
+  ok "etcd frozen past the lease: new NBD sessions write, flush and read v1"
+else
+  bad "I/O on v1 failed while etcd was frozen: $(cat "$work/nbd-frozen.err")"
+fi
+if iscsi-inq -i iqn.2026-11.io.test:allowed "iscsi://$HOST:$ISCSI_PORT/iqn.2026-11.io.duplex:v1/0" >/dev/null 2>&1; then
+  ok "... and the iSCSI target still logs in the allowed initiator and answers INQUIRY"
+else
+  bad "iSCSI v1 did not answer while etcd was frozen"
+fi
+kill -CONT "$etcd_pid"
+if nbdsh -u "nbd://$HOST:$NBD_PORT/v1" -c "import sys; sys.exit(0 if h.pread(4096, $((8 * MiB)) + 4096) == b'\\x33' * 4096 else 1)"; then
+  ok "after etcd thaws the writes made without it are there"
+else
+  bad "writes made while etcd was frozen are gone"
 fi
 
 "$TOOL" "$ETCD" delete v1
