@@ -5,8 +5,8 @@
 # iscsi-ls): the report is in-sync and the volume ready; its size, data, growth and snapshot are
 # served over NBD; its iSCSI targets appear; an export record hides it from NBD; a kill -9 and a
 # restart serve it again with its data; with etcd frozen past the node's lease, no volume can be
-# created but NBD and iSCSI I/O on v1 go on (issue 6: no quorum stops decisions, not I/O); a clone of a snapshot is served with the snapshot's data and
-# the catalogue's uuid; snapshot and volume deletes remove the exports and every key.
+# created but NBD and iSCSI I/O on v1 go on (no quorum stops decisions, not I/O); a clone of a
+# snapshot is served with the snapshot's data and the catalogue's uuid; snapshot and volume deletes remove the exports and every key.
 #   DUPLEXD=path/to/duplexd CATALOGUE_TOOL=path/to/catalogue-tool tests/system/cluster_volumes.sh
 set -euo pipefail
 DUPLEXD=${DUPLEXD:-duplexd}
