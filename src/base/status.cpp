@@ -19,6 +19,7 @@ std::string_view errc_name(Errc c) {
     case Errc::shutdown: return "shutdown";
     case Errc::unavailable: return "unavailable";
     case Errc::conflict: return "conflict";
+    case Errc::timeout: return "timeout";
   }
   return "unknown";
 }

@@ -30,6 +30,7 @@ enum class Errc : std::uint8_t {
   shutdown,     // the service is stopping
   unavailable,  // a remote service (etcd, a peer) cannot be reached or has no quorum
   conflict,     // lost a compare-and-swap: someone changed the record first; re-read and retry
+  timeout,      // a peer did not answer within its bound (the mirror link then declares it down)
 };
 
 std::string_view errc_name(Errc c);
