@@ -1,0 +1,319 @@
+#include "duplex/mirror/channel.h"
+
+#include <array>
+#include <optional>
+#include <string_view>
+
+#include <fmt/format.h>
+#include <asio/connect.hpp>
+
+namespace duplex::mirror {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Task<Status> ready(Status s) { co_return s; }
+
+// The reply type of a request type; nullopt for one-way messages and for replies themselves.
+std::optional<wire::Type> reply_type(wire::Type t) {
+  switch (t) {
+    case wire::Type::hello: return wire::Type::hello_reply;
+    case wire::Type::ping: return wire::Type::pong;
+    case wire::Type::write: return wire::Type::write_reply;
+    case wire::Type::replicate: return wire::Type::replicate_reply;
+    case wire::Type::read: return wire::Type::read_reply;
+    case wire::Type::flush: return wire::Type::flush_reply;
+    case wire::Type::resync_data: return wire::Type::resync_reply;
+    default: return std::nullopt;
+  }
+}
+
+std::uint64_t clock_ns(Clock::time_point t) {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+}
+
+}  // namespace
+
+// One outstanding call(). Shared with its timer's handler, which may run after the call returned.
+struct Channel::Pending {
+  explicit Pending(asio::io_context& ctx) : timer(ctx) {}
+  asio::steady_timer timer;
+  std::uint64_t id = 0;
+  wire::Type type = wire::Type::ping;
+  std::coroutine_handle<> waiter;
+  std::optional<Result<Message>> result;
+
+  struct Awaiter {
+    Pending* p;
+    bool await_ready() const noexcept { return p->result.has_value(); }
+    void await_suspend(std::coroutine_handle<> h) { p->waiter = h; }
+    Result<Message> await_resume() { return std::move(*p->result); }
+  };
+};
+
+std::shared_ptr<Channel> Channel::make(EventLoop& loop, std::unique_ptr<TcpStream> s, ChannelOptions o) {
+  return std::shared_ptr<Channel>(new Channel(loop, std::move(s), o));
+}
+
+Channel::Channel(EventLoop& loop, std::unique_ptr<TcpStream> s, ChannelOptions o)
+    : loop_(loop),
+      stream_(std::move(s)),
+      opts_(o),
+      peer_(stream_->peer()),
+      ping_timer_(loop.context()),
+      last_heard_(Clock::now()) {}
+
+Channel::~Channel() = default;
+
+void Channel::start(Handler h, DownHandler d) {
+  if (started_) return;
+  started_ = true;
+  handler_ = std::move(h);
+  down_ = std::move(d);
+  last_heard_ = Clock::now();
+  spawn(read_loop(shared_from_this()));
+  spawn(ping_loop(shared_from_this()));
+}
+
+Status Channel::down_status() const {
+  return Status::error(Errc::unavailable, "mirror link to {} is down: {}", peer_, why_.to_string());
+}
+
+void Channel::close(Status why) {
+  if (!up_) return;
+  up_ = false;
+  why_ = why.is_ok() ? Status::error(Errc::shutdown, "mirror link to {} closed", peer_) : std::move(why);
+  stream_->close();
+  ping_timer_.cancel();
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [id, p] : pending) complete(p, down_status());
+  // Drop the handlers: they may hold the engine, which holds this channel.
+  handler_ = nullptr;
+  auto down = std::move(down_);
+  down_ = nullptr;
+  if (down) down(why_);
+}
+
+void Channel::complete(const std::shared_ptr<Pending>& p, Result<Message> r) {
+  if (p->result) return;
+  p->result.emplace(std::move(r));
+  pending_.erase(p->id);
+  p->timer.cancel();
+  // Resumed from the loop, not from here: the caller of complete() (the reader, close(), maybe
+  // inside a handler) must not run the awaiting coroutine's continuation on its own stack.
+  if (p->waiter) loop_.post([h = p->waiter] { h.resume(); });
+}
+
+Task<Status> Channel::write_message(wire::Header h, std::span<const std::byte> payload) {
+  auto self = shared_from_this();
+  if (payload.size() > wire::kMaxPayload)
+    co_return Status::error(Errc::invalid, "mirror link to {}: {} payload of {} bytes exceeds {}", peer_,
+                            wire::type_name(h.type), payload.size(), wire::kMaxPayload);
+  h.payload_len = static_cast<std::uint32_t>(payload.size());
+  h.payload_crc = wire::payload_crc(payload);
+  std::array<std::byte, wire::kHeaderSize> hb;
+  wire::encode(h, hb);
+  co_await write_mu_.lock();
+  if (!up_) {
+    write_mu_.unlock();
+    co_return down_status();
+  }
+  const std::array<asio::const_buffer, 2> bufs{asio::buffer(hb.data(), hb.size()),
+                                               asio::buffer(payload.data(), payload.size())};
+  Status st = co_await stream_->write_all(std::span(bufs.data(), payload.empty() ? 1 : 2));
+  write_mu_.unlock();
+  if (!st) {
+    close(st);
+    co_return down_status();
+  }
+  co_return Status::ok();
+}
+
+Task<Result<Message>> Channel::call(wire::Header h, std::span<const std::byte> payload,
+                                    std::chrono::milliseconds timeout) {
+  auto self = shared_from_this();
+  if (!up_) co_return down_status();
+  auto p = std::make_shared<Pending>(loop_.context());
+  p->id = next_id_++;
+  p->type = h.type;
+  h.request_id = p->id;
+  pending_.emplace(p->id, p);
+  // The timer runs from before the send: a peer that stopped reading blocks the send too.
+  p->timer.expires_after(timeout);
+  p->timer.async_wait([self, p, timeout](std::error_code ec) {
+    if (ec || p->result) return;
+    Status st = Status::error(Errc::timeout, "mirror link to {}: no reply to {} #{} within {} ms",
+                              self->peer_, wire::type_name(p->type), p->id, timeout.count());
+    self->complete(p, st);
+    self->close(std::move(st));
+  });
+  Status st = co_await write_message(h, payload);
+  if (!st) complete(p, std::move(st));
+  co_return co_await Pending::Awaiter{p.get()};
+}
+
+Task<Status> Channel::reply(const wire::Header& request, wire::Header h, std::span<const std::byte> payload) {
+  // Not a coroutine: `request` is read here, before returning, never across a suspension.
+  const auto t = reply_type(request.type);
+  if (!t)
+    return ready(Status::error(Errc::invalid, "mirror link to {}: a {} is not answered", peer_,
+                               wire::type_name(request.type)));
+  h.type = *t;
+  h.request_id = request.request_id;
+  if (h.volume.is_nil()) h.volume = request.volume;
+  return write_message(h, payload);
+}
+
+Task<Status> Channel::send(wire::Header h, std::span<const std::byte> payload) {
+  return write_message(h, payload);
+}
+
+Task<void> Channel::shutdown(Status why) {
+  auto self = shared_from_this();
+  if (!up_) co_return;
+  if (why.is_ok()) why = Status::error(Errc::shutdown, "mirror link to {} closed", peer_);
+  const std::string text = why.to_string();
+  asio::steady_timer bound(loop_.context(), opts_.timeout);
+  bound.async_wait([self, why](std::error_code ec) {
+    if (!ec) self->close(why);
+  });
+  wire::Header h;
+  h.type = wire::Type::close;
+  (void)co_await write_message(h, std::as_bytes(std::span(text)));
+  bound.cancel();
+  close(std::move(why));
+}
+
+Task<void> Channel::dispatch(Handler h, std::shared_ptr<Channel> self, Message m) {
+  // `h` is this frame's own copy: the handler coroutine refers to the callable it was made from,
+  // which must outlive it even if close() drops handler_ meanwhile.
+  co_await h(self, std::move(m));
+}
+
+Task<void> Channel::send_pong(std::shared_ptr<Channel> self, std::uint64_t echo) {
+  wire::Header h;
+  h.type = wire::Type::pong;
+  h.offset = echo;
+  (void)co_await self->write_message(h, {});
+}
+
+Task<void> Channel::send_ping(std::shared_ptr<Channel> self) {
+  wire::Header h;
+  h.type = wire::Type::ping;
+  h.offset = clock_ns(Clock::now());
+  (void)co_await self->write_message(h, {});
+  self->ping_in_flight_ = false;
+}
+
+Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
+  Channel& c = *self;
+  std::array<std::byte, wire::kHeaderSize> hb;
+  while (c.up_) {
+    Status st = co_await c.stream_->read_exact(hb.data(), hb.size());
+    if (!st) {
+      c.close(std::move(st));
+      break;
+    }
+    auto h = wire::decode(hb);
+    if (!h) {
+      c.close(Status(h.status().code(), fmt::format("from {}: {}", c.peer_, h.status().message())));
+      break;
+    }
+    Message m{*h, {}};
+    if (h->payload_len > 0) {
+      m.payload.resize(h->payload_len);
+      st = co_await c.stream_->read_exact(m.payload.data(), m.payload.size());
+      if (!st) {
+        c.close(std::move(st));
+        break;
+      }
+    }
+    st = wire::check_payload(m.header, m.payload);
+    if (!st) {
+      c.close(Status(st.code(), fmt::format("from {}: {}", c.peer_, st.message())));
+      break;
+    }
+    if (!c.up_) break;
+    const auto now = Clock::now();
+    c.last_heard_ = now;
+    const auto type = m.header.type;
+    if (type == wire::Type::ping) {
+      spawn(send_pong(self, m.header.offset));
+    } else if (type == wire::Type::pong) {
+      // Only our own pings are echoed; a time from the future is not one of them.
+      const Clock::time_point sent{std::chrono::nanoseconds(m.header.offset)};
+      if (sent > c.last_pong_for_ && sent <= now) c.last_pong_for_ = sent;
+    } else if (type == wire::Type::close) {
+      const std::string_view reason(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
+      c.close(Status::error(Errc::shutdown, "{} closed the mirror link: {}", c.peer_, reason));
+    } else if (wire::is_reply(type)) {
+      // No match: the reply to a call that already failed (and then the channel is down).
+      auto it = c.pending_.find(m.header.request_id);
+      if (it != c.pending_.end()) {
+        auto p = it->second;
+        c.complete(p, std::move(m));
+      }
+    } else if (c.handler_) {
+      spawn(dispatch(c.handler_, self, std::move(m)));
+    }
+  }
+}
+
+Task<void> Channel::ping_loop(std::shared_ptr<Channel> self) {
+  Channel& c = *self;
+  while (c.up_) {
+    c.ping_timer_.expires_after(c.opts_.ping_interval);
+    (void)co_await asio_op_void([&](auto h) { c.ping_timer_.async_wait(std::move(h)); });
+    if (!c.up_) break;
+    const auto silent = Clock::now() - c.last_heard_;
+    if (silent >= c.opts_.timeout) {
+      c.close(Status::error(Errc::timeout, "mirror link to {}: nothing heard for {} ms", c.peer_,
+                            std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()));
+      break;
+    }
+    // One ping at a time: a peer that stopped reading must not pile up pings behind a full socket.
+    if (!c.ping_in_flight_) {
+      c.ping_in_flight_ = true;
+      spawn(send_ping(self));
+    }
+  }
+}
+
+Task<Result<std::unique_ptr<TcpStream>>> connect_tcp(EventLoop* loop, std::string host, std::uint16_t port,
+                                                     std::chrono::milliseconds timeout) {
+  std::string bare = host;
+  if (bare.size() >= 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
+  std::error_code ec;
+  const auto addr = asio::ip::make_address(bare, ec);
+  if (ec) co_return Status::error(Errc::invalid, "mirror peer address '{}' is not an IP address", host);
+  const asio::ip::tcp::endpoint ep(addr, port);
+  // Shared with the timer's handler, which may run after this coroutine has finished.
+  struct State {
+    explicit State(asio::io_context& ctx) : sock(ctx), timer(ctx) {}
+    asio::ip::tcp::socket sock;
+    asio::steady_timer timer;
+    bool timed_out = false;
+  };
+  auto st = std::make_shared<State>(loop->context());
+  st->timer.expires_after(timeout);
+  st->timer.async_wait([st](std::error_code e) {
+    if (e) return;
+    st->timed_out = true;
+    std::error_code ignore;
+    st->sock.close(ignore);
+  });
+  ec = co_await asio_op_void([&](auto h) { st->sock.async_connect(ep, std::move(h)); });
+  st->timer.cancel();
+  if (st->timed_out)
+    co_return Status::error(Errc::timeout, "cannot connect to mirror peer {}:{}: no answer within {} ms",
+                            host, port, timeout.count());
+  if (ec)
+    co_return Status::error(Errc::unavailable, "cannot connect to mirror peer {}:{}: {}", host, port,
+                            ec.message());
+  co_return std::make_unique<TcpStream>(std::move(st->sock));
+}
+
+}  // namespace duplex::mirror
