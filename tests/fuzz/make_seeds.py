@@ -158,4 +158,45 @@ requests = {
 }
 for k, v in requests.items():
     write(ar, k, v)
+
+# fuzz_mirror_wire: byte 0 even = parse the messages, odd = feed them to a Channel; then a stream
+# of mirror link messages (96-byte header, big-endian, CRC32C over bytes 0..91; see wire.h).
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+assert crc32c(b"123456789") == 0xE3069283
+VOL = bytes(range(16))
+
+
+def mlink(t, payload=b"", op=0, flags=0, status=0, rid=0, gen=1, seq=0, off=0, length=0):
+    pcrc = crc32c(payload) if payload else 0
+    h = struct.pack(">IHHBBHiQ16sQQQQII12x", 0x44584D4C, 1, t, op, flags, 0, status, rid, VOL, gen, seq, off,
+                    length, len(payload), pcrc)
+    assert len(h) == 92
+    return h + struct.pack(">I", crc32c(h)) + payload
+
+
+mw = os.path.join(here, "corpus", "fuzz_mirror_wire")
+links = {
+    "hello": mlink(1, b'{"node":"a","volume":"00010203-0405-0607-0809-0a0b0c0d0e0f","generation":1}', rid=1),
+    "ping_pong": mlink(3, off=123456789) + mlink(4, off=123456789),
+    "write": mlink(5, b"W" * 4096, op=1, flags=1, rid=2, off=8192, length=4096),
+    "replicate": mlink(7, b"R" * 512, op=1, rid=3, seq=77, off=0, length=512)
+    + mlink(7, op=2, flags=2, rid=4, seq=78, off=1 << 20, length=1 << 20) + mlink(7, op=3, rid=5, seq=79, length=4096),
+    "read_flush": mlink(9, rid=6, off=4096, length=4096) + mlink(11, rid=7),
+    "replies": mlink(6, rid=1, status=0) + mlink(8, rid=2, status=8) + mlink(10, b"D" * 64, rid=3),
+    "resync": mlink(13, b"S" * 8192, op=1, rid=8, off=4 << 20, length=8192),
+    "state_close": mlink(15, b'{"members":["a"],"generation":2}') + mlink(16, b"leaving"),
+    "bad_crc": mlink(5, b"abc", op=1, rid=9)[:-1] + b"x",
+    "truncated": mlink(5, b"Z" * 1000, op=1, rid=10)[:500],
+}
+for k, v in links.items():
+    for b0 in (0x00, 0x01):
+        write(mw, f"{k}-{b0:02x}", bytes([b0]) + v)
 print("seeds written")
