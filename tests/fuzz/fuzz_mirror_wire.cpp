@@ -56,8 +56,9 @@ void through_channel(std::span<const std::byte> in) {
     EventLoop loop(0);
     asio::ip::tcp::socket s(loop.context());
     s.assign(asio::ip::tcp::v4(), fds[0]);
-    auto ch = Channel::make(loop, std::make_unique<TcpStream>(std::move(s)),
-                            ChannelOptions{.ping_interval = std::chrono::hours(1), .timeout = std::chrono::hours(2)});
+    auto ch = Channel::make(
+        loop, std::make_unique<TcpStream>(std::move(s)),
+        ChannelOptions{.ping_interval = std::chrono::hours(1), .timeout = std::chrono::hours(2)});
     bool down = false;
     ch->start(answer, [&down](Status why) {
       if (why.is_ok()) std::abort();

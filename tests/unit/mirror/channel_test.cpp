@@ -45,6 +45,14 @@ class ChannelTest : public ::testing::Test {
     return c;
   }
 
+  // Starts ch; its DownHandler is skipped once the test body is over (it may refer to the body's
+  // locals, and TearDown closes every channel).
+  void start(const std::shared_ptr<Channel>& ch, Channel::Handler h, Channel::DownHandler d) {
+    ch->start(std::move(h), [this, d = std::move(d)](Status why) {
+      if (!tearing_down_) d(std::move(why));
+    });
+  }
+
   template <typename T>
   T run(Task<T> t) {
     return sync_wait(std::move(t), [this] { ctx().run_one_for(100ms); });
@@ -58,6 +66,7 @@ class ChannelTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    tearing_down_ = true;
     for (auto& w : channels_)
       if (auto c = w.lock()) c->close(Status::error(Errc::shutdown, "test over"));
     guard_.reset();
@@ -71,6 +80,7 @@ class ChannelTest : public ::testing::Test {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard_{ctx().get_executor()};
   tcp::acceptor acceptor_;
   std::vector<std::weak_ptr<Channel>> channels_;
+  bool tearing_down_ = false;
 };
 
 // Answers every write with write_reply: seq = the request's offset, payload = the data reversed.
@@ -85,8 +95,8 @@ TEST_F(ChannelTest, CallAndReplyRoundTrip) {
   auto [a_sock, b_sock] = socket_pair();
   auto a = channel(std::move(a_sock)), b = channel(std::move(b_sock));
   int a_down = 0, b_down = 0;
-  a->start([](auto, Message) -> Task<void> { co_return; }, [&](Status) { ++a_down; });
-  b->start(echo_reversed, [&](Status) { ++b_down; });
+  start(a, [](auto, Message) -> Task<void> { co_return; }, [&](Status) { ++a_down; });
+  start(b, echo_reversed, [&](Status) { ++b_down; });
   wire::Header h;
   h.type = wire::Type::write;
   h.op = wire::Op::write;
@@ -107,8 +117,9 @@ TEST_F(ChannelTest, CallAndReplyRoundTrip) {
   std::optional<Message> got;
   auto [c_sock, d_sock] = socket_pair();
   auto c = channel(std::move(c_sock)), d = channel(std::move(d_sock));
-  c->start([](auto, Message) -> Task<void> { co_return; }, [](Status) {});
-  d->start(
+  start(c, [](auto, Message) -> Task<void> { co_return; }, [](Status) {});
+  start(
+      d,
       [&](std::shared_ptr<Channel> ch, Message m) -> Task<void> {
         Status st = co_await ch->reply(m.header, {}, {});
         EXPECT_EQ(st.code(), Errc::invalid);
@@ -128,10 +139,11 @@ TEST_F(ChannelTest, CallAndReplyRoundTrip) {
 TEST_F(ChannelTest, TwoHundredConcurrentCallsAnsweredOutOfOrderAreMatched) {
   auto [a_sock, b_sock] = socket_pair();
   auto a = channel(std::move(a_sock)), b = channel(std::move(b_sock));
-  a->start([](auto, Message) -> Task<void> { co_return; }, [](Status) {});
+  start(a, [](auto, Message) -> Task<void> { co_return; }, [](Status) {});
   EventLoop* loop = &loop_;
   int max_in_flight = 0, in_flight = 0;
-  b->start(
+  start(
+      b,
       [loop, &max_in_flight, &in_flight](std::shared_ptr<Channel> ch, Message m) -> Task<void> {
         max_in_flight = std::max(max_in_flight, ++in_flight);
         // Later requests tend to be answered first: the delay falls with the offset, mod 7.
@@ -171,8 +183,8 @@ TEST_F(ChannelTest, UnansweredCallTimesOutAndTakesTheChannelDown) {
   auto a = channel(std::move(a_sock)), b = channel(std::move(b_sock));
   std::vector<Status> a_down;
   bool b_down = false;
-  a->start([](auto, Message) -> Task<void> { co_return; }, [&](Status s) { a_down.push_back(s); });
-  b->start([](auto, Message) -> Task<void> { co_return; }, [&](Status) { b_down = true; });
+  start(a, [](auto, Message) -> Task<void> { co_return; }, [&](Status s) { a_down.push_back(s); });
+  start(b, [](auto, Message) -> Task<void> { co_return; }, [&](Status) { b_down = true; });
   wire::Header h;
   h.type = wire::Type::flush;
   const auto t0 = Clock::now();
@@ -199,15 +211,17 @@ TEST_F(ChannelTest, PeerClosingFailsPendingCallsAtOnceAndRunsDownHandlerOnce) {
   int a_down = 0, b_down = 0;
   Status a_why;
   std::weak_ptr<Channel> wa = a;
-  a->start([](auto, Message) -> Task<void> { co_return; },
-           [&, wa](Status s) {
-             ++a_down;
-             a_why = s;
-             // close() from inside the DownHandler is a no-op, not a second run.
-             if (auto c = wa.lock()) c->close(Status::error(Errc::shutdown, "again"));
-           });
+  start(
+      a, [](auto, Message) -> Task<void> { co_return; },
+      [&, wa](Status s) {
+        ++a_down;
+        a_why = s;
+        // close() from inside the DownHandler is a no-op, not a second run.
+        if (auto c = wa.lock()) c->close(Status::error(Errc::shutdown, "again"));
+      });
   int received = 0;
-  b->start(
+  start(
+      b,
       [&received](std::shared_ptr<Channel> ch, Message) -> Task<void> {
         // The third request closes the link from inside a handler; none is answered.
         if (++received == 3) ch->close(Status::error(Errc::shutdown, "peer leaving"));
@@ -240,8 +254,8 @@ TEST_F(ChannelTest, OrderlyShutdownTellsThePeerWhy) {
   auto [a_sock, b_sock] = socket_pair();
   auto a = channel(std::move(a_sock)), b = channel(std::move(b_sock));
   std::optional<Status> b_why;
-  a->start([](auto, Message) -> Task<void> { co_return; }, [](Status) {});
-  b->start([](auto, Message) -> Task<void> { co_return; }, [&](Status s) { b_why = s; });
+  start(a, [](auto, Message) -> Task<void> { co_return; }, [](Status) {});
+  start(b, [](auto, Message) -> Task<void> { co_return; }, [&](Status s) { b_why = s; });
   run(a->shutdown(Status::error(Errc::conflict, "lost the in-sync CAS")));
   EXPECT_FALSE(a->up());
   ASSERT_TRUE(run_until([&] { return b_why.has_value(); }));
@@ -253,8 +267,8 @@ TEST_F(ChannelTest, HeartbeatsKeepAnIdleLinkUpAndReportThePongTime) {
   auto [a_sock, b_sock] = socket_pair();
   const ChannelOptions o{.ping_interval = 20ms, .timeout = 150ms};
   auto a = channel(std::move(a_sock), o), b = channel(std::move(b_sock), o);
-  a->start([](auto, Message) -> Task<void> { co_return; }, [](Status) {});
-  b->start([](auto, Message) -> Task<void> { co_return; }, [](Status) {});
+  start(a, [](auto, Message) -> Task<void> { co_return; }, [](Status) {});
+  start(b, [](auto, Message) -> Task<void> { co_return; }, [](Status) {});
   const auto t0 = Clock::now();
   // Idle for several timeouts: only pings and pongs cross.
   EXPECT_FALSE(run_until([&] { return !a->up() || !b->up(); }, 600ms));
@@ -272,11 +286,12 @@ TEST_F(ChannelTest, SilentPeerIsDeclaredDownWithinTimeoutPlusPingInterval) {
   std::optional<Status> why;
   Clock::time_point down_at;
   const auto t0 = Clock::now();
-  a->start([](auto, Message) -> Task<void> { co_return; },
-           [&](Status s) {
-             why = s;
-             down_at = Clock::now();
-           });
+  start(
+      a, [](auto, Message) -> Task<void> { co_return; },
+      [&](Status s) {
+        why = s;
+        down_at = Clock::now();
+      });
   ASSERT_TRUE(run_until([&] { return why.has_value(); }));
   EXPECT_EQ(why->code(), Errc::timeout) << why->to_string();
   EXPECT_NE(why->message().find("nothing heard"), std::string::npos);
@@ -289,7 +304,7 @@ TEST_F(ChannelTest, PeerThatStopsReadingCannotStallCalls) {
   // send, and must still fail by its timeout.
   auto [a_sock, silent] = socket_pair();
   auto a = channel(std::move(a_sock), ChannelOptions{.ping_interval = 1000ms, .timeout = 10000ms});
-  a->start([](auto, Message) -> Task<void> { co_return; }, [](Status) {});
+  start(a, [](auto, Message) -> Task<void> { co_return; }, [](Status) {});
   std::vector<std::byte> big(wire::kMaxPayload);
   wire::Header h;
   h.type = wire::Type::replicate;
@@ -324,7 +339,8 @@ TEST_P(ChannelGarbageTest, CorruptBytesOnTheWireTakeTheChannelDown) {
   auto a = channel(std::move(a_sock));
   std::optional<Status> why;
   bool handled = false;
-  a->start(
+  start(
+      a,
       [&handled](auto, Message) -> Task<void> {
         handled = true;
         co_return;

@@ -46,7 +46,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
   // the reader. An inbound `close` is not delivered: it takes the channel down with its reason.
   using Handler = std::function<Task<void>(std::shared_ptr<Channel>, Message)>;
   // Called once when the channel goes down (peer closed, I/O error, protocol error, bad CRC,
-  // timeout, or close()). Every pending call() completes with an error at that moment.
+  // timeout, or close()). Every pending call() completes with an error at that moment (their
+  // coroutines resume from the loop afterwards). It runs synchronously inside whatever found the
+  // failure, including a close() called by the engine itself, so it must not assume a fresh stack.
   using DownHandler = std::function<void(Status why)>;
 
   static std::shared_ptr<Channel> make(EventLoop& loop, std::unique_ptr<TcpStream> s, ChannelOptions o);
