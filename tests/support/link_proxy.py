@@ -103,8 +103,8 @@ class Proxy:
                 return
             entry[1] = up_writer
             await asyncio.gather(self.pump(reader, up_writer), self.pump(up_reader, writer))
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass  # cancelled: the proxy is stopping (asyncio would log a cancelled handler task)
         finally:
             self.conns.pop(key, None)
             for w in entry:
@@ -147,7 +147,7 @@ class Proxy:
                     break
                 writer.write((self.command(line.decode(errors="replace")) + "\n").encode())
                 await writer.drain()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:
             writer.close()

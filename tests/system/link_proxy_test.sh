@@ -46,9 +46,9 @@ for _ in $(seq 100); do grep -q ready "$work/proxy.log" && break; sleep 0.05; do
 grep -q ready "$work/proxy.log" || { echo "FAIL - proxy did not start"; cat "$work/proxy.log"; exit 1; }
 
 fails=0
-$PY - "$HOST" "$LISTEN_PORT" "$CONTROL_PORT" <<'PYEOF' || fails=$((fails + 1))
-import socket, sys, time
-host, port, cport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+$PY - "$HOST" "$LISTEN_PORT" "$CONTROL_PORT" "$proxy_pid" <<'PYEOF' || fails=$((fails + 1))
+import os, signal, socket, sys, time
+host, port, cport, proxy_pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 fails = 0
 def ok(cond, what):
     global fails
@@ -114,13 +114,23 @@ ok(command("heal") == "ok", "heal after cut accepted")
 e = connect()
 ok(echo(e, b"back") == b"back", "heal after cut: new connections forward")
 ok(command("bogus").startswith("error"), "an unknown command is an error")
-for s in (a, b, c, e):
+for s in (a, b, c):
     s.close()
+# SIGTERM with a forwarded connection (e) and the control connection open: both are closed.
+os.kill(proxy_pid, signal.SIGTERM)
+e.settimeout(5.0)
+try:
+    r = e.recv(16)
+except ConnectionResetError:
+    r = "reset"
+except socket.timeout:
+    r = "timeout"
+ok(r in ("reset", b""), f"SIGTERM: an open connection is closed ({r!r})")
+e.close()
 ctl.close()
 sys.exit(1 if fails else 0)
 PYEOF
 
-kill -TERM "$proxy_pid"
 rc=0
 for _ in $(seq 100); do kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.05; done
 if kill -0 "$proxy_pid" 2>/dev/null; then
@@ -128,8 +138,8 @@ if kill -0 "$proxy_pid" 2>/dev/null; then
   fails=$((fails + 1))
 else
   wait "$proxy_pid" || rc=$?
-  if [ "$rc" -eq 0 ]; then echo "ok - proxy exits 0 on SIGTERM"; else
-    echo "FAIL - proxy exit status $rc on SIGTERM"
+  if [ "$rc" -eq 0 ] && ! grep -q Traceback "$work/proxy.log"; then echo "ok - proxy exits 0 on SIGTERM"; else
+    echo "FAIL - proxy exit status $rc on SIGTERM, or a traceback in its log"
     cat "$work/proxy.log"
     fails=$((fails + 1))
   fi
