@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <coroutine>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -496,6 +498,129 @@ TEST(ReplicaMeta, ResizeKeepsBits) {
   EXPECT_TRUE(m->is_dirty(grown - 1, 1));
   EXPECT_EQ(run(m->resize(grown * 2)).code(), Errc::no_space);
   EXPECT_EQ(run(m->resize(grown / 2)).code(), Errc::invalid);
+}
+
+// A device whose every operation suspends until the test lets it go: concurrent callers of
+// ReplicaMeta interleave at each I/O, as on io_uring.
+class SlowDisk final : public BlockDevice {
+ public:
+  explicit SlowDisk(FakeDisk* d) : d_(d) {}
+  std::uint64_t size() const override { return d_->size(); }
+  const std::string& name() const override { return d_->name(); }
+  Task<Status> read(std::uint64_t off, std::span<std::byte> buf) override {
+    co_await Defer{this};
+    co_return co_await d_->read(off, buf);
+  }
+  Task<Status> write(std::uint64_t off, std::span<const std::byte> buf) override {
+    co_await Defer{this};
+    co_return co_await d_->write(off, buf);
+  }
+  Task<Status> flush() override {
+    co_await Defer{this};
+    co_return co_await d_->flush();
+  }
+  Task<Status> discard(std::uint64_t off, std::uint64_t len) override {
+    co_await Defer{this};
+    co_return co_await d_->discard(off, len);
+  }
+  // Completes the oldest pending operation; false when none is pending.
+  bool step() {
+    if (q_.empty()) return false;
+    auto h = q_.front();
+    q_.pop_front();
+    h.resume();
+    return true;
+  }
+  void drain() {
+    while (step()) {
+    }
+  }
+
+ private:
+  struct Defer {
+    SlowDisk* s;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) { s->q_.push_back(h); }
+    void await_resume() const noexcept {}
+  };
+  FakeDisk* d_;
+  std::deque<std::coroutine_handle<>> q_;
+};
+
+// What survives a power cut right now: the hot extents of the durable activity log.
+std::vector<std::pair<std::uint64_t, std::uint64_t>> durable_hot(const FakeDisk& disk) {
+  FakeDisk copy = disk.durable_copy();
+  auto m = must(run(ReplicaMeta::open(&copy)));
+  return m->hot_ranges();
+}
+
+bool covers(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges, std::uint64_t off) {
+  for (auto [o, l] : ranges)
+    if (off >= o && off - o < l) return true;
+  return false;
+}
+
+TEST(ReplicaMeta, ConcurrentBeginWritesReturnOnlyOnceTheLogIsDurable) {
+  MetaRecord rec = make_rec(64 * kMiB);
+  MetaOptions o;
+  o.al_capacity = 2;
+  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o));
+  SlowDisk slow(&disk);
+  auto m = must(sync_wait(ReplicaMeta::create(&slow, rec, o), [&] { ASSERT_TRUE(slow.step()); }));
+
+  int done = 0;
+  auto check_durable = [&](std::uint64_t off) {
+    return [&, off](Status st) {
+      ASSERT_TRUE(st) << st.to_string();
+      EXPECT_TRUE(covers(durable_hot(disk), off))
+          << "begin_write(" << off << ") returned before its extent was durable";
+      ++done;
+    };
+  };
+  spawn(m->begin_write(0, 4096), check_durable(0));
+  spawn(m->begin_write(8192, 4096), check_durable(8192));  // same extent: must wait, not trust RAM
+  EXPECT_EQ(done, 0);
+  slow.drain();
+  EXPECT_EQ(done, 2);
+  spawn(m->begin_write(100, 1), check_durable(100));  // hot now: inline, no I/O
+  EXPECT_EQ(done, 3);
+
+  // Eviction in flight: 0 and 4M are hot; 8M evicts 0. A writer to 0 meanwhile waits for it.
+  spawn(m->begin_write(4 * kMiB, 1), check_durable(4 * kMiB));
+  slow.drain();
+  m->mark_dirty(0, 4096);  // RAM only, covered by extent 0 in the log
+  spawn(m->begin_write(8 * kMiB, 1), check_durable(8 * kMiB));
+  ASSERT_TRUE(slow.step());  // the evicted extent's bitmap block is being written
+  spawn(m->begin_write(0, 1), check_durable(0));
+  EXPECT_EQ(done, 4);
+  slow.drain();
+  EXPECT_EQ(done, 6);
+  disk.power_loss(PowerLoss::DropAll);
+  auto after = must(run(ReplicaMeta::open(&disk)));
+  EXPECT_TRUE(after->is_dirty(0, 1));
+}
+
+TEST(ReplicaMeta, BitSetWhilePersistIsInFlightStaysUnsaved) {
+  MetaRecord rec = make_rec(64 * kMiB);
+  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity));
+  SlowDisk slow(&disk);
+  auto m = must(sync_wait(ReplicaMeta::create(&slow, rec), [&] { ASSERT_TRUE(slow.step()); }));
+  m->mark_dirty(0, 4096);
+  bool persisted = false;
+  spawn(m->persist(), [&](Status st) {
+    ASSERT_TRUE(st);
+    persisted = true;
+  });
+  m->mark_dirty(8192, 4096);  // after the block was encoded, before it is written
+  slow.drain();
+  ASSERT_TRUE(persisted);
+  EXPECT_EQ(m->unsaved_bitmap_blocks(), 1u);
+  FakeDisk copy = disk.durable_copy();
+  auto o = must(run(ReplicaMeta::open(&copy)));
+  EXPECT_TRUE(o->is_dirty(0, 1));
+  EXPECT_FALSE(o->is_dirty(8192, 1));
+  ASSERT_TRUE(sync_wait(m->persist(), [&] { ASSERT_TRUE(slow.step()); }));
+  EXPECT_EQ(m->unsaved_bitmap_blocks(), 0u);
 }
 
 TEST(ReplicaMeta, MetaFileOnDisk) {
