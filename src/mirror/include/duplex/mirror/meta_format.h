@@ -10,6 +10,7 @@
 //                                      extents; the valid block with the highest seq wins
 //   [bitmap_offset, ...)               dirty bitmap, 4 KiB blocks of kBitmapBitsPerBlock bits each
 //                                      (a block that fails its CRC reads as all dirty)
+#include <cstddef>
 #include <cstdint>
 
 #include "duplex/base/endian.h"
@@ -55,6 +56,10 @@ struct RecordBlock {
   le32 crc;  // CRC32C of bytes [0, 4092)
 };
 static_assert(sizeof(RecordBlock) == kBlock);
+static_assert(offsetof(RecordBlock, volume_uuid) == 24 && offsetof(RecordBlock, state) == 52 &&
+              offsetof(RecordBlock, generation) == 56 && offsetof(RecordBlock, bitmap_offset) == 88 &&
+              offsetof(RecordBlock, node) == 104 && offsetof(RecordBlock, peer) == 168 &&
+              offsetof(RecordBlock, crc) == 4092);
 
 struct AlHeader {
   le32 magic;
