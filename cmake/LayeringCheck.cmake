@@ -52,6 +52,11 @@ if(DUPLEX_TESTS)
   duplex_layering_probe(cluster_includes_api LAYER cluster HEADER duplex/api/handler.h EXPECT FAIL)
   duplex_layering_probe(api_includes_daemon LAYER api HEADER duplex/daemon/config.h EXPECT FAIL)
   duplex_layering_probe(api_includes_cluster LAYER api HEADER duplex/cluster/catalogue.h EXPECT PASS)
+  # The mirror sits on the volume layer, beside the cluster layer and under the front-ends.
+  duplex_layering_probe(mirror_includes_cluster LAYER mirror HEADER duplex/cluster/etcd.h EXPECT FAIL)
+  duplex_layering_probe(mirror_includes_nbd LAYER mirror HEADER duplex/nbd/proto.h EXPECT FAIL)
+  duplex_layering_probe(volume_includes_mirror LAYER volume HEADER duplex/mirror/replica_meta.h EXPECT FAIL)
+  duplex_layering_probe(mirror_includes_volume LAYER mirror HEADER duplex/volume/block_volume.h EXPECT PASS)
   # Positive controls: a layer sees its own headers and those of the layers below it.
   duplex_layering_probe(base_includes_base LAYER base HEADER duplex/base/status.h EXPECT PASS)
   duplex_layering_probe(store_includes_reactor LAYER store HEADER duplex/reactor/block_device.h EXPECT PASS)

@@ -1,0 +1,161 @@
+#pragma once
+// A replica's persistent mirror metadata: identity, the generation it last held as an in-sync
+// member, its state, the per-peer dirty bitmap and the activity log (format: meta_format.h,
+// docs/mirror-formats.md).
+//
+// The invariant it keeps: every region that may differ between the two replicas is dirty in the
+// durable bitmap, or lies in an extent of the durable activity log (marked dirty at open after a
+// crash), or is dirty in RAM in an extent that is still hot.
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "duplex/base/async.h"
+#include "duplex/base/status.h"
+#include "duplex/base/task.h"
+#include "duplex/base/uuid.h"
+#include "duplex/reactor/block_device.h"
+
+namespace duplex::mirror {
+
+enum class ReplicaState : std::uint8_t {
+  in_sync = 1,       // holds every acknowledged write of `generation`
+  outdated = 2,      // consistent but missed writes (left the in-sync set); never serves
+  inconsistent = 3,  // a resync target mid-copy: not even consistent; never serves, never a source
+};
+std::string_view to_string(ReplicaState s);  // "in-sync" | "outdated" | "inconsistent"
+
+struct MetaRecord {
+  Uuid volume;                       // lineage: a replica of another volume is refused
+  std::uint64_t size = 0;            // volume size in bytes
+  std::uint32_t granularity = 4096;  // bytes per bitmap bit (power of two, 4 KiB..1 MiB)
+  std::uint64_t generation = 0;      // the in-sync generation this replica last held as a member
+  ReplicaState state = ReplicaState::in_sync;
+  std::string node;                 // this node's name (at most 63 bytes)
+  std::string peer;                 // the other replica's node name (at most 63 bytes)
+  bool bitmap_complete = true;      // false: the bitmap cannot be trusted -> full resync
+  bool clean = false;               // set by close(); cleared by open() (crash detection)
+  std::uint64_t resync_cursor = 0;  // resync target: bytes below this are copied (resume point)
+};
+
+struct MetaOptions {
+  std::uint32_t al_extent = 4u << 20;  // activity-log extent size
+  std::uint32_t al_capacity = 512;     // hot extents kept (<= what fits in one AL block: 1016)
+  std::uint32_t al_blocks = 8;         // ring length
+};
+
+// A replica's metadata on one BlockDevice, used from one event loop.
+//
+// Dirty tracking for the peer (what the peer may lack):
+// - mark_dirty(range) sets bits in RAM (the peer is absent, or a write to it failed).
+// - Before any local data write, the engine calls `co_await begin_write(range)`: if an extent of
+//   the range is not hot, the activity log is updated durably (block write + flush) before it
+//   returns; if it is hot, it returns at once without I/O (the hot path costs nothing).
+//   When the log is full the least recently used extent is evicted - but only after the bitmap
+//   blocks covering it are durable (persist them first if they have unsaved bits).
+//   An extent is evicted only after al_capacity - 1 other extents became hot since its last
+//   begin_write: a data write (and its mark_dirty) must not stay in flight that long.
+// - After a crash (open() finds clean == false), every extent in the activity log is marked
+//   dirty in the bitmap (and persisted): writes in flight at the crash may have reached one
+//   replica only.
+// - persist() writes the changed bitmap blocks + flush (the engine calls it lazily, e.g. every
+//   few seconds and on close).
+// Ranges round outwards to the granularity for mark_dirty and is_dirty, and INWARDS for
+// clear_dirty (a partly resynced bit stays dirty), except that a range reaching the volume's end
+// covers the last, partial bit.
+// Metadata I/O (update, the cold path of begin_write, persist, ...) is serialised internally; a
+// failed operation leaves the durable state as it was or as asked, never torn, and can be retried.
+class ReplicaMeta {
+ public:
+  // Formats the device for a new replica (size must fit: see required_bytes()).
+  static Task<Result<std::unique_ptr<ReplicaMeta>>> create(BlockDevice* dev, MetaRecord rec,
+                                                           MetaOptions o = {});
+  // Opens, validates (wrong magic/version/CRC in both slots -> error naming the file and the
+  // structure), and applies crash recovery (above). Sets clean=false durably before returning.
+  static Task<Result<std::unique_ptr<ReplicaMeta>>> open(BlockDevice* dev);
+  static std::uint64_t required_bytes(std::uint64_t volume_size, std::uint32_t granularity,
+                                      MetaOptions o = {});
+
+  ReplicaMeta(const ReplicaMeta&) = delete;
+  ReplicaMeta& operator=(const ReplicaMeta&) = delete;
+  ~ReplicaMeta();
+
+  const MetaRecord& record() const { return rec_; }
+  const MetaOptions& options() const { return opts_; }
+  // True when open() found the previous user did not close() (its AL extents are now dirty).
+  bool recovered_from_crash() const { return recovered_; }
+
+  // Durably replaces the record (next slot, flush). The engine calls it on every generation or
+  // state change BEFORE acting on it. volume, size and granularity cannot change here (resize()).
+  Task<Status> update(MetaRecord r);
+
+  Task<Status> begin_write(std::uint64_t offset, std::uint64_t length);
+  void mark_dirty(std::uint64_t offset, std::uint64_t length);
+  void clear_dirty(std::uint64_t offset, std::uint64_t length);     // after a region is resynced
+  void mark_all_dirty();                                            // full resync (RAM; persist())
+  bool is_dirty(std::uint64_t offset, std::uint64_t length) const;  // any bit in the range
+  std::uint64_t dirty_bytes() const;  // set bits x granularity, the last bit cut at the volume end
+  // The next run of dirty bits at or after `from` (coalesced, at most max_len bytes), or nullopt.
+  std::optional<std::pair<std::uint64_t, std::uint64_t>> next_dirty(std::uint64_t from,
+                                                                    std::uint64_t max_len) const;
+  // The activity log's extents as byte ranges (sent to the peer on reconnect), ascending.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> hot_ranges() const;
+  // Empties the activity log durably (both replicas in sync and quiet, e.g. on clean close).
+  // Persists the bitmap first: the log no longer covers its RAM-only bits afterwards.
+  Task<Status> clear_activity_log();
+  Task<Status> persist();
+  // Grows the bitmap for a grown volume (the device must be large enough: re-create otherwise).
+  // The new region starts clean. Shrinking is refused.
+  Task<Status> resize(std::uint64_t new_size);
+  // persist(), empty the activity log, set clean=true durably.
+  Task<Status> close();
+
+  // Bitmap blocks with bits not yet durable (for tests and metrics).
+  std::uint64_t unsaved_bitmap_blocks() const;
+
+ private:
+  ReplicaMeta(BlockDevice* dev, MetaRecord rec, MetaOptions o);
+
+  std::uint64_t bits() const { return (rec_.size + rec_.granularity - 1) / rec_.granularity; }
+  void set_bits(std::uint64_t first, std::uint64_t end);  // [first, end)
+  void clear_bits(std::uint64_t first, std::uint64_t end);
+  bool test_bit(std::uint64_t b) const;
+  void touch_block_range(std::uint64_t first_bit, std::uint64_t end_bit);
+
+  Status bad(Errc c, std::string_view what) const;
+  Task<Status> write_record(MetaRecord r);                              // under io_
+  Task<Status> write_bitmap_blocks(std::vector<std::uint64_t> blocks);  // under io_; + flush
+  Task<Status> persist_locked();
+  Task<Status> write_al(std::vector<std::uint32_t> extents);  // under io_; + flush
+  Task<Status> load_bitmap();
+  Task<Status> load_al();
+
+  BlockDevice* dev_;
+  MetaRecord rec_;
+  MetaOptions opts_;
+  std::uint64_t record_seq_ = 0;
+  int record_slot_ = 0;  // the slot holding rec_ (the next update writes the other)
+  std::uint64_t bitmap_blocks_ = 0;
+  std::vector<std::uint64_t> words_;  // the bitmap, LSB first
+  std::vector<bool> unsaved_;         // per bitmap block: changed since written
+  std::uint64_t set_count_ = 0;
+  // Hot extents, least recently used first; only extents durable in the AL are here.
+  std::list<std::uint32_t> lru_;
+  std::unordered_map<std::uint32_t, std::list<std::uint32_t>::iterator> hot_;
+  std::uint64_t al_seq_ = 0;  // seq of the newest durable AL block
+  bool recovered_ = false;
+  AsyncMutex io_;
+};
+
+// Opens (or, with create, creates: the file must not exist) a metadata file of at least `size`
+// bytes with plain pread/pwrite/fdatasync; an existing smaller file is grown (for resize()).
+// A created file's directory entry is made durable.
+Task<Result<std::unique_ptr<BlockDevice>>> open_meta_file(std::string path, std::uint64_t size, bool create);
+
+}  // namespace duplex::mirror
