@@ -1,0 +1,41 @@
+#include "duplex/mirror/hello.h"
+
+#include <nlohmann/json.hpp>
+
+namespace duplex::mirror {
+
+std::string encode_hello(const Hello& h) {
+  nlohmann::json j{{"volume", h.volume.to_string()}, {"size", h.size},       {"node", h.node},
+                   {"generation", h.generation},      {"state", h.state},     {"clean", h.clean},
+                   {"catch_up", h.catch_up}};
+  auto hot = nlohmann::json::array();
+  for (const auto& [o, l] : h.hot) hot.push_back({o, l});
+  j["hot"] = std::move(hot);
+  return j.dump();
+}
+
+Result<Hello> decode_hello(std::string_view text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Status::error(Errc::invalid, "hello: not a JSON object");
+  Hello h;
+  try {
+    auto u = Uuid::parse(j.at("volume").get<std::string>());
+    if (!u) return Status::error(Errc::invalid, "hello: bad volume uuid");
+    h.volume = *u;
+    h.size = j.at("size").get<std::uint64_t>();
+    h.node = j.at("node").get<std::string>();
+    h.generation = j.at("generation").get<std::uint64_t>();
+    h.state = j.at("state").get<std::string>();
+    h.clean = j.value("clean", false);
+    h.catch_up = j.value("catch_up", false);
+    for (const auto& r : j.value("hot", nlohmann::json::array())) {
+      if (!r.is_array() || r.size() != 2) return Status::error(Errc::invalid, "hello: bad hot range");
+      h.hot.emplace_back(r[0].get<std::uint64_t>(), r[1].get<std::uint64_t>());
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Status::error(Errc::invalid, "hello: {}", e.what());
+  }
+  return h;
+}
+
+}  // namespace duplex::mirror

@@ -1,0 +1,29 @@
+#pragma once
+// The `hello` / `hello_reply` payload: what each replica tells the other when the link comes up
+// (JSON text inside a checksummed wire message; docs/mirror-formats.md). Lineage is checked on
+// it: a replica of another volume, or of another size, is refused (P8).
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "duplex/base/status.h"
+#include "duplex/base/uuid.h"
+
+namespace duplex::mirror {
+
+struct Hello {
+  Uuid volume;
+  std::uint64_t size = 0;
+  std::string node;
+  std::uint64_t generation = 0;  // the generation this replica last held as a member
+  std::string state;             // ReplicaState text
+  bool clean = true;             // false: it crashed; its activity log below may differ
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> hot;  // activity-log ranges
+  bool catch_up = false;         // sent by the owner: "I will resync you; forward your reads"
+};
+
+std::string encode_hello(const Hello& h);
+Result<Hello> decode_hello(std::string_view text);
+
+}  // namespace duplex::mirror

@@ -1,0 +1,175 @@
+#pragma once
+// A mirrored volume on one node: the BlockVolume the front-ends serve, over this node's replica
+// (a LocalVolume), its metadata (ReplicaMeta), the link to the peer (Channel) and the arbiter
+// (the in-sync set in etcd). docs/mirror.md argues the design; in short:
+//
+// - The owner (first member of the in-sync set) orders every write under a RangeLock and applies
+//   it locally and on the peer before the ack; the other node forwards its writes to the owner.
+// - Reads are local on an in-sync member that holds a read lease (a ping answered by the peer
+//   within `lease`); otherwise they are forwarded to the peer, or fail.
+// - A peer that cannot be reached leaves the set only by Arbiter::change (compare-and-swap),
+//   before any write it missed is acknowledged; the non-preferred node waits `tiebreak_delay`
+//   first; without a quorum writes stay frozen up to `freeze_timeout`, then fail.
+// - A returning peer that is not a member is resynced by the owner (dirty bitmap + both activity
+//   logs) under the range lock, then added back by compare-and-swap.
+//
+// Life of the volume on this node (the replica's side of docs/mirror.md "A replica's life"):
+//
+//   start(): read the set --member, meta in-sync--> serving (reads need the peer or a decision)
+//                        --not a member-----------> outdated: forwards everything to the owner
+//   link up (hello both ways, same uuid and size):
+//     owner: peer member and nothing dirty --> peer in step
+//            otherwise --> resync (peer "catching up": gets every write, its reads forwarded)
+//                      --> bitmap empty: lock everything, CAS add peer, state{caught up}
+//     other: waits for replicate / resync_data / state messages
+//   link down or replicate failed: peer member? --> CAS remove it (freeze meanwhile)
+//
+// Threading: everything runs on the loop that owns the local replica's pool.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "duplex/base/async.h"
+#include "duplex/mirror/arbiter.h"
+#include "duplex/mirror/channel.h"
+#include "duplex/mirror/hello.h"
+#include "duplex/mirror/range_lock.h"
+#include "duplex/mirror/replica_meta.h"
+#include "duplex/reactor/event_loop.h"
+#include "duplex/volume/block_volume.h"
+
+namespace duplex::mirror {
+
+struct MirrorOptions {
+  std::string node;  // this node's name
+  std::string peer;  // the other replica's node
+  bool dial = false;  // this side opens the link (the daemon: the node whose name sorts first)
+  // The metadata was recovered after a crash: writes in flight then (the activity log) may be on
+  // one replica only, so the owner copies them on the next link.
+  bool crashed = false;
+  ChannelOptions link;
+  std::chrono::milliseconds replicate_timeout{3000};
+  std::chrono::milliseconds freeze_timeout{30000};
+  std::chrono::milliseconds tiebreak_delay{3000};
+  std::chrono::milliseconds lease{2000};
+  std::chrono::milliseconds connect_retry{500};
+  std::chrono::milliseconds persist_period{2000};
+  std::uint64_t resync_chunk = 1u << 20;
+  std::uint64_t resync_rate_max = 0;  // bytes/s, 0 = as fast as the disk and link go
+};
+
+// Where the peer's mirror port is (from its node record); nullopt while unknown.
+struct PeerAddress {
+  std::string host;
+  std::uint16_t port = 0;
+};
+using PeerLocator = std::function<std::optional<PeerAddress>()>;
+
+struct MirrorStatus {
+  std::string state;  // "in-sync" | "outdated" | "inconsistent" | "resyncing" (owner's view of the peer)
+  std::string role;   // "owner" | "peer" | ""
+  std::uint64_t generation = 0;
+  std::vector<std::string> members;
+  bool link_up = false;
+  std::uint64_t dirty_bytes = 0;
+  std::uint64_t resync_total = 0, resync_done = 0;
+  double resync_rate = 0;  // bytes/s
+  std::string last_event;
+};
+
+class MirrorVolume final : public volume::BlockVolume, public std::enable_shared_from_this<MirrorVolume> {
+ public:
+  MirrorVolume(EventLoop* loop, std::unique_ptr<volume::BlockVolume> local, std::unique_ptr<ReplicaMeta> meta,
+               std::shared_ptr<Arbiter> arbiter, PeerLocator locate, MirrorOptions o);
+  ~MirrorVolume() override;
+
+  // Reads the in-sync set and starts the connector / persister. On the volume's loop.
+  Task<Status> start();
+  // An accepted connection whose first message (`hello`) names this volume. On the volume's loop.
+  void accept(std::unique_ptr<TcpStream> s, Message hello);
+  // Closes the link (the connector dials again); for operators and tests.
+  void disconnect(const std::string& why);
+  // Stops the link and the background tasks, persists the metadata (clean close).
+  Task<Status> stop();
+
+  MirrorStatus status() const;
+  const MirrorOptions& options() const { return o_; }
+
+  // --- BlockVolume ---
+  const std::string& name() const override { return local_->name(); }
+  Uuid uuid() const override { return local_->uuid(); }
+  std::uint64_t size() const override { return local_->size(); }
+  bool read_only() const override { return false; }
+  std::uint32_t preferred_block_size() const override { return local_->preferred_block_size(); }
+  Task<Status> read(std::uint64_t offset, std::span<std::byte> buf) override;
+  Task<Status> write(std::uint64_t offset, std::span<const std::byte> buf, bool fua) override;
+  Task<Status> flush() override;
+  Task<Status> trim(std::uint64_t offset, std::uint64_t length) override;
+  Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) override;
+  Result<std::vector<volume::Extent>> block_status(std::uint64_t offset, std::uint64_t length) const override;
+  Result<std::vector<volume::Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
+                                                    std::uint64_t length) const override;
+
+ private:
+  enum class PeerMode { absent, catching_up, in_step };
+  struct Op {
+    wire::Op op = wire::Op::write;
+    std::uint64_t offset = 0, length = 0;
+    std::span<const std::byte> data;
+    std::uint8_t flags = 0;
+  };
+
+  bool is_owner() const { return set_.owner == o_.node && set_.has(o_.node); }
+  bool member() const { return set_.has(o_.node); }
+  bool peer_member() const { return set_.has(o_.peer); }
+  bool link_up() const;
+  bool may_read_locally() const;
+  wire::Header header(wire::Type t) const;
+
+  Task<Status> mutate(Op op);
+  Task<Status> owner_mutate(Op op);
+  Task<Status> apply_local(Op op);
+  Task<Status> forward(Op op);
+  Task<Status> forward_read(std::uint64_t offset, std::span<std::byte> buf);
+  Task<Status> peer_lost(std::string reason);
+  Task<Status> decide(std::string reason);  // peer_lost's body, under decide_
+  Task<Status> wait_for_link(std::chrono::milliseconds limit);
+
+  Task<void> handle(std::shared_ptr<Channel> ch, Message m);
+  void attach(std::shared_ptr<Channel> ch, const Hello& peer);
+  void link_down(Channel* ch, const Status& why);
+  Hello my_hello() const;
+  Task<void> connector();
+  Task<void> persister();
+  Task<void> resync(std::shared_ptr<Channel> ch);
+  Task<Status> adopt(InSyncSet s, const std::string& why);
+  void event(std::string what);
+
+  EventLoop* loop_;
+  std::unique_ptr<volume::BlockVolume> local_;
+  std::unique_ptr<ReplicaMeta> meta_;
+  std::shared_ptr<Arbiter> arbiter_;
+  PeerLocator locate_;
+  MirrorOptions o_;
+
+  InSyncSet set_;
+  RangeLock lock_;
+  AsyncMutex decide_;
+  std::shared_ptr<Channel> chan_;
+  PeerMode peer_mode_ = PeerMode::absent;
+  bool peer_caught_up_ = true;  // non-owner: false while the owner resyncs us (reads forwarded)
+  std::chrono::steady_clock::time_point lease_until_{};
+  bool stopping_ = false;
+  int background_ = 0;
+  WaitQueue background_done_;
+  WaitQueue link_changed_;
+  std::uint64_t seq_ = 0;
+  std::uint64_t resync_total_ = 0, resync_done_ = 0;
+  double resync_rate_ = 0;
+  std::string last_event_;
+};
+
+}  // namespace duplex::mirror

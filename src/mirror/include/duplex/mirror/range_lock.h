@@ -1,0 +1,67 @@
+#pragma once
+// Byte-range locks for coroutines of one event loop: the owner's write ordering (docs/mirror.md).
+// A write holds its range exclusively from before its local write and its replicate message until
+// both replicas have applied it; reads and resync chunks take the same lock, so two overlapping
+// operations are never in flight at once and every replica applies them in grant order.
+//
+// Grants are FIFO among overlapping requests: a request waits for every earlier overlapping
+// request that conflicts, granted or still waiting, so a stream of readers cannot starve a writer
+// and two overlapping writes are granted in arrival order.
+#include <coroutine>
+#include <cstdint>
+#include <list>
+#include <utility>
+
+#include "duplex/base/task.h"
+
+namespace duplex::mirror {
+
+class RangeLock {
+  struct Entry {
+    std::uint64_t begin = 0, end = 0;  // [begin, end)
+    bool exclusive = false;
+    bool granted = false;
+    std::coroutine_handle<> waiter;
+  };
+
+ public:
+  class Guard {
+   public:
+    Guard() = default;
+    Guard(RangeLock* l, std::list<Entry>::iterator it) : lock_(l), it_(it) {}
+    Guard(Guard&& o) noexcept : lock_(std::exchange(o.lock_, nullptr)), it_(o.it_) {}
+    Guard& operator=(Guard&& o) noexcept {
+      if (this != &o) {
+        release();
+        lock_ = std::exchange(o.lock_, nullptr);
+        it_ = o.it_;
+      }
+      return *this;
+    }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+    ~Guard() { release(); }
+    void release() {
+      if (lock_) std::exchange(lock_, nullptr)->release(it_);
+    }
+    bool held() const { return lock_ != nullptr; }
+
+   private:
+    RangeLock* lock_ = nullptr;
+    std::list<Entry>::iterator it_;
+  };
+
+  // Waits until [offset, offset+length) is granted (length 0 locks nothing and returns at once).
+  Task<Guard> lock(std::uint64_t offset, std::uint64_t length, bool exclusive);
+  // Ranges currently held or waited for (tests, status).
+  std::size_t entries() const { return entries_.size(); }
+
+ private:
+  struct Awaiter;
+  bool can_grant(std::list<Entry>::iterator it) const;
+  void release(std::list<Entry>::iterator it);
+
+  std::list<Entry> entries_;  // arrival order
+};
+
+}  // namespace duplex::mirror

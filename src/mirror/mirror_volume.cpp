@@ -1,0 +1,719 @@
+#include "duplex/mirror/mirror_volume.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace duplex::mirror {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+std::span<const std::byte> as_bytes(const std::string& s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+std::string_view as_text(const std::vector<std::byte>& v) {
+  return {reinterpret_cast<const char*>(v.data()), v.size()};
+}
+Status reply_status(const Message& m) {
+  if (m.header.status == 0) return Status::ok();
+  return Status::error(static_cast<Errc>(m.header.status), "peer answered {}",
+                       errc_name(static_cast<Errc>(m.header.status)));
+}
+// The owner's `state` notice: the set it acts on (it made or read it in etcd) and why.
+std::string state_notice(const InSyncSet& set, const std::string& note) {
+  nlohmann::json j{{"generation", set.generation}, {"members", set.members}, {"owner", set.owner}, {"note", note}};
+  return j.dump();
+}
+std::optional<InSyncSet> parse_notice(std::string_view text, std::string* note) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("generation") || !j["generation"].is_number_unsigned() ||
+      !j.contains("members") || !j["members"].is_array() || !j.contains("owner") || !j["owner"].is_string())
+    return std::nullopt;
+  InSyncSet s;
+  s.generation = j["generation"].get<std::uint64_t>();
+  for (const auto& m : j["members"]) {
+    if (!m.is_string()) return std::nullopt;
+    s.members.push_back(m.get<std::string>());
+  }
+  s.owner = j["owner"].get<std::string>();
+  if (j.contains("note") && j["note"].is_string()) *note = j["note"].get<std::string>();
+  return s;
+}
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+}  // namespace
+
+MirrorVolume::MirrorVolume(EventLoop* loop, std::unique_ptr<volume::BlockVolume> local,
+                           std::unique_ptr<ReplicaMeta> meta, std::shared_ptr<Arbiter> arbiter, PeerLocator locate,
+                           MirrorOptions o)
+    : loop_(loop),
+      local_(std::move(local)),
+      meta_(std::move(meta)),
+      arbiter_(std::move(arbiter)),
+      locate_(std::move(locate)),
+      o_(std::move(o)) {}
+
+MirrorVolume::~MirrorVolume() = default;
+
+void MirrorVolume::event(std::string what) {
+  spdlog::info("event=mirror.{} volume={} node={} generation={}", what, local_->name(), o_.node, set_.generation);
+  last_event_ = std::move(what);
+}
+
+wire::Header MirrorVolume::header(wire::Type t) const {
+  wire::Header h;
+  h.type = t;
+  h.volume = local_->uuid();
+  h.generation = set_.generation;
+  return h;
+}
+
+bool MirrorVolume::link_up() const { return chan_ && chan_->up(); }
+
+// Local reads need: our replica in the set and current, and either the peer outside the set
+// (only a CAS could bring it back) or a read lease (the peer answered a ping within `lease`), so
+// that a peer which removed us by CAS cannot have acknowledged a write we would not show.
+bool MirrorVolume::may_read_locally() const {
+  if (!member() || meta_->record().state != ReplicaState::in_sync) return false;
+  if (!is_owner() && !peer_caught_up_) return false;
+  if (!peer_member()) return true;
+  return Clock::now() < lease_until_ || (link_up() && Clock::now() < chan_->last_pong_for() + o_.lease);
+}
+
+Task<Status> MirrorVolume::start() {
+  auto s = co_await arbiter_->read();
+  if (!s.is_ok()) co_return s.status();
+  auto st = co_await adopt(*s, "start");
+  if (!st.is_ok()) co_return st;
+  auto self = shared_from_this();
+  if (o_.dial) {
+    ++background_;
+    spawn(connector(), [self] {
+      if (--self->background_ == 0) self->background_done_.notify_all();
+    });
+  }
+  ++background_;
+  spawn(persister(), [self] {
+    if (--self->background_ == 0) self->background_done_.notify_all();
+  });
+  co_return Status::ok();
+}
+
+// Makes `s` the set this node acts on and brings the replica's persistent state in line: a
+// member that is current records the generation; a node outside the set is outdated (it never
+// serves its own data again until resynced).
+Task<Status> MirrorVolume::adopt(InSyncSet s, const std::string& why) {
+  set_ = std::move(s);
+  MetaRecord r = meta_->record();
+  if (set_.has(o_.node)) {
+    if (r.state == ReplicaState::in_sync && r.generation != set_.generation) {
+      // A member can only have fallen behind the set's generation through changes it took part
+      // in (its own CAS) or that kept it in: record the new generation.
+      r.generation = set_.generation;
+      if (auto st = co_await meta_->update(r); !st.is_ok()) co_return st;
+    }
+  } else if (r.state == ReplicaState::in_sync) {
+    r.state = ReplicaState::outdated;
+    if (auto st = co_await meta_->update(r); !st.is_ok()) co_return st;
+    spdlog::warn("event=mirror.outdated volume={} node={} generation={} members={} reason=\"{}\"", local_->name(), o_.node,
+                 set_.generation, join(set_.members), why);
+  }
+  event(fmt::format("set generation={} members={} owner={} ({})", set_.generation, join(set_.members), set_.owner, why));
+  co_return Status::ok();
+}
+
+// --- the write path -----------------------------------------------------------------------------
+
+Task<Status> MirrorVolume::write(std::uint64_t offset, std::span<const std::byte> buf, bool fua) {
+  co_return co_await mutate(Op{wire::Op::write, offset, buf.size(), buf, fua ? wire::kFlagFua : std::uint8_t{0}});
+}
+Task<Status> MirrorVolume::trim(std::uint64_t offset, std::uint64_t length) {
+  co_return co_await mutate(Op{wire::Op::trim, offset, length, {}, 0});
+}
+Task<Status> MirrorVolume::write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) {
+  std::uint8_t f = 0;
+  if (no_unmap) f |= wire::kFlagNoUnmap;
+  if (fua) f |= wire::kFlagFua;
+  co_return co_await mutate(Op{wire::Op::write_zeroes, offset, length, {}, f});
+}
+
+Task<Status> MirrorVolume::mutate(Op op) {
+  if (op.offset > size() || op.length > size() - op.offset)
+    co_return Status::error(Errc::out_of_range, "{}+{} beyond {}", op.offset, op.length, size());
+  if (stopping_) co_return Status::error(Errc::shutdown, "volume {} is stopping", name());
+  // The owner can change under us (a resync completes and the preferred node takes over); a
+  // write that meets a node that no longer orders it ("busy") is routed again.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (is_owner()) {
+      Status st = co_await owner_mutate(op);
+      if (st.code() != Errc::busy) co_return st;
+      continue;
+    }
+    if (!link_up()) break;
+    Status st = co_await forward(op);
+    if (st.code() == Errc::busy) {
+      co_await sleep_for(loop_, milliseconds(10));
+      continue;
+    }
+    if (st.is_ok() || st.code() != Errc::unavailable) co_return st;
+    break;
+  }
+  if (is_owner()) co_return Status::error(Errc::io_error, "volume {}: ownership kept changing", name());
+  // The owner cannot be reached. A member may take over, by CAS, and then order the write itself.
+  if (!member()) co_return Status::error(Errc::io_error, "volume {}: this replica is not in sync and the owner is unreachable", name());
+  if (auto st = co_await peer_lost(fmt::format("owner {} unreachable", o_.peer)); !st.is_ok()) co_return st;
+  if (!is_owner()) co_return Status::error(Errc::io_error, "volume {}: no in-sync replica can order the write", name());
+  co_return co_await owner_mutate(op);
+}
+
+Task<Status> MirrorVolume::apply_local(Op op) {
+  if (auto st = co_await meta_->begin_write(op.offset, op.length); !st.is_ok()) co_return st;
+  const bool fua = (op.flags & wire::kFlagFua) != 0;
+  switch (op.op) {
+    case wire::Op::write:
+      co_return co_await local_->write(op.offset, op.data, fua);
+    case wire::Op::write_zeroes:
+      co_return co_await local_->write_zeroes(op.offset, op.length, (op.flags & wire::kFlagNoUnmap) != 0, fua);
+    case wire::Op::trim:
+      co_return co_await local_->trim(op.offset, op.length);
+    default:
+      co_return Status::error(Errc::invalid, "unknown operation");
+  }
+}
+
+// The owner's write (docs/mirror.md "State diagram of one write").
+Task<Status> MirrorVolume::owner_mutate(Op op) {
+  auto guard = co_await lock_.lock(op.offset, op.length, true);
+  if (!is_owner()) co_return Status::error(Errc::busy, "{} no longer orders writes of {}", o_.node, name());
+  std::shared_ptr<Channel> ch = (peer_mode_ != PeerMode::absent && link_up()) ? chan_ : nullptr;
+  Status local_st, remote_st = Status::error(Errc::unavailable, "no link to {}", o_.peer);
+  std::vector<Task<Status>> both;
+  both.push_back([](MirrorVolume* self, Op o, Status* out) -> Task<Status> {
+    *out = co_await self->apply_local(o);
+    co_return Status::ok();
+  }(this, op, &local_st));
+  if (ch) {
+    both.push_back([](MirrorVolume* self, std::shared_ptr<Channel> c, Op o, Status* out) -> Task<Status> {
+      wire::Header h = self->header(wire::Type::replicate);
+      h.op = o.op;
+      h.flags = o.flags;
+      h.seq = ++self->seq_;
+      h.offset = o.offset;
+      h.length = o.length;
+      auto r = co_await c->call(h, o.data, self->o_.replicate_timeout);
+      *out = r.is_ok() ? reply_status(*r) : r.status();
+      co_return Status::ok();
+    }(this, ch, op, &remote_st));
+  }
+  (void)co_await when_all(std::move(both));
+  if (!local_st.is_ok()) {
+    // The local disk failed: this replica can no longer be trusted for the range. Until the
+    // disk-failure path (leave the set, forward to the peer) exists, the write fails.
+    spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node, local_st.message());
+    co_return local_st;
+  }
+  if (!remote_st.is_ok()) {
+    if (peer_member()) {
+      if (auto st = co_await peer_lost(fmt::format("replicate to {} failed: {}", o_.peer, remote_st.message()));
+          !st.is_ok())
+        co_return st;
+    } else if (ch && peer_mode_ == PeerMode::catching_up) {
+      ch->close(Status::error(Errc::io_error, "replicate during resync failed: {}", remote_st.message()));
+    }
+    meta_->mark_dirty(op.offset, op.length);
+  }
+  co_return Status::ok();
+}
+
+Task<Status> MirrorVolume::forward(Op op) {
+  wire::Header h = header(wire::Type::write);
+  h.op = op.op;
+  h.flags = op.flags;
+  h.offset = op.offset;
+  h.length = op.length;
+  auto ch = chan_;
+  auto r = co_await ch->call(h, op.data, o_.replicate_timeout + o_.freeze_timeout);
+  if (!r.is_ok()) co_return Status::error(Errc::unavailable, "forward to {}: {}", o_.peer, r.status().message());
+  co_return reply_status(*r);
+}
+
+// Freeze before decide: the caller holds its write (unacknowledged) while this removes the peer
+// from the in-sync set by compare-and-swap, or finds that it cannot.
+Task<Status> MirrorVolume::peer_lost(std::string reason) {
+  co_await decide_.lock();
+  Status st = co_await decide(std::move(reason));
+  decide_.unlock();
+  co_return st;
+}
+
+Task<Status> MirrorVolume::decide(std::string reason) {
+  if (!peer_member() && member()) co_return Status::ok();  // decided meanwhile
+  if (!member()) co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
+  const auto frozen = Clock::now();
+  spdlog::warn("event=mirror.freeze volume={} node={} generation={} reason=\"{}\"", name(), o_.node, set_.generation,
+               reason);
+  if (!is_owner()) co_await sleep_for(loop_, o_.tiebreak_delay);  // the preferred site wins a tie
+  while (true) {
+    if (stopping_) co_return Status::error(Errc::shutdown, "stopping");
+    std::vector<std::string> alone{o_.node};
+    auto r = co_await arbiter_->change(set_.generation, std::move(alone), fmt::format("{}: {}", o_.node, reason));
+    if (r.is_ok()) {
+      // The peer may still serve reads until its lease lapses: it was renewed at the latest
+      // when we last heard from it.
+      auto heard = chan_ ? chan_->last_heard() : frozen;
+      if (chan_) chan_->close(Status::error(Errc::unavailable, "removed from the in-sync set"));
+      peer_mode_ = PeerMode::absent;
+      auto st = co_await adopt(*r, reason);
+      if (!st.is_ok()) co_return st;
+      spdlog::warn("event=mirror.peer_removed volume={} node={} peer={} generation={} reason=\"{}\"", name(), o_.node,
+                   o_.peer, set_.generation, reason);
+      const auto lease_end = std::max(heard, frozen) + o_.lease;
+      if (Clock::now() < lease_end) co_await sleep_for(loop_, lease_end - Clock::now());
+      co_return Status::ok();
+    }
+    if (r.status().code() == Errc::conflict) {
+      auto now = co_await arbiter_->read();
+      if (now.is_ok()) {
+        auto st = co_await adopt(*now, "lost the compare-and-swap: " + reason);
+        if (!st.is_ok()) co_return st;
+        if (member() && !peer_member()) co_return Status::ok();
+        if (!member()) {
+          spdlog::warn("event=mirror.fenced volume={} node={} generation={} members={}", name(), o_.node, set_.generation,
+                       join(set_.members));
+          co_return Status::error(Errc::io_error, "volume {}: the peer removed this replica from the in-sync set",
+                                  name());
+        }
+        continue;  // the set changed otherwise (both still members): decide again on it
+      }
+    }
+    if (Clock::now() - frozen > o_.freeze_timeout) {
+      spdlog::error("event=mirror.freeze_timeout volume={} node={} reason=\"no decision within {} ms: {}\"", name(),
+                    o_.node, o_.freeze_timeout.count(), r.status().message());
+      co_return Status::error(Errc::io_error, "volume {}: peer unreachable and no quorum to decide ({})", name(),
+                              r.status().message());
+    }
+    co_await sleep_for(loop_, milliseconds(250));
+  }
+}
+
+// --- reads and flush ----------------------------------------------------------------------------
+
+Task<Status> MirrorVolume::wait_for_link(milliseconds limit) {
+  const auto until = Clock::now() + limit;
+  while (!link_up() && Clock::now() < until && !stopping_) co_await sleep_for(loop_, milliseconds(20));
+  co_return link_up() ? Status::ok() : Status::error(Errc::unavailable, "no link to {}", o_.peer);
+}
+
+Task<Status> MirrorVolume::read(std::uint64_t offset, std::span<std::byte> buf) {
+  if (offset > size() || buf.size() > size() - offset)
+    co_return Status::error(Errc::out_of_range, "{}+{} beyond {}", offset, buf.size(), size());
+  if (member() && peer_member() && !link_up() && Clock::now() >= lease_until_) {
+    // A member without its peer and without a lease must either see the link come back or
+    // remove the peer before it may answer from its own disk.
+    if (!(co_await wait_for_link(o_.link.timeout)).is_ok()) {
+      if (auto st = co_await peer_lost(fmt::format("{} unreachable (read)", o_.peer)); !st.is_ok()) co_return st;
+    }
+  }
+  if (may_read_locally()) {
+    RangeLock::Guard g;
+    if (is_owner()) g = co_await lock_.lock(offset, buf.size(), false);
+    co_return co_await local_->read(offset, buf);
+  }
+  co_return co_await forward_read(offset, buf);
+}
+
+Task<Status> MirrorVolume::forward_read(std::uint64_t offset, std::span<std::byte> buf) {
+  if (!link_up()) co_return Status::error(Errc::io_error, "volume {}: this replica may not serve reads and the peer is unreachable", name());
+  auto ch = chan_;
+  wire::Header h = header(wire::Type::read);
+  h.offset = offset;
+  h.length = buf.size();
+  auto r = co_await ch->call(h, {}, o_.replicate_timeout);
+  if (!r.is_ok()) co_return Status::error(Errc::io_error, "read from {}: {}", o_.peer, r.status().message());
+  if (auto st = reply_status(*r); !st.is_ok()) co_return st;
+  if (r->payload.size() != buf.size()) co_return Status::error(Errc::io_error, "read from {}: short reply", o_.peer);
+  std::memcpy(buf.data(), r->payload.data(), buf.size());
+  co_return Status::ok();
+}
+
+Task<Status> MirrorVolume::flush() {
+  Status local_st = co_await local_->flush();
+  if (!local_st.is_ok()) co_return local_st;
+  if (peer_mode_ == PeerMode::absent || !link_up()) {
+    if (peer_member() && member()) {
+      if (auto st = co_await peer_lost(fmt::format("{} unreachable (flush)", o_.peer)); !st.is_ok()) co_return st;
+    } else if (!member() && !link_up()) {
+      co_return Status::error(Errc::io_error, "volume {}: not in sync and the peer is unreachable", name());
+    }
+    co_return Status::ok();
+  }
+  auto ch = chan_;
+  auto r = co_await ch->call(header(wire::Type::flush), {}, o_.replicate_timeout);
+  Status st = r.is_ok() ? reply_status(*r) : r.status();
+  if (!st.is_ok() && peer_member() && member())
+    co_return co_await peer_lost(fmt::format("flush on {} failed: {}", o_.peer, st.message()));
+  co_return st.is_ok() || !peer_member() ? Status::ok() : st;
+}
+
+Result<std::vector<volume::Extent>> MirrorVolume::block_status(std::uint64_t offset, std::uint64_t length) const {
+  if (may_read_locally()) return local_->block_status(offset, length);
+  // Without a current local replica the only safe answer is "data, not known to be zero".
+  return std::vector<volume::Extent>{volume::Extent{offset, length, true, false}};
+}
+
+Result<std::vector<volume::Extent>> MirrorVolume::changed_since(const std::string& snapshot, std::uint64_t offset,
+                                                                std::uint64_t length) const {
+  if (!may_read_locally()) return Status::error(Errc::unavailable, "volume {}: replica not in sync", name());
+  return local_->changed_since(snapshot, offset, length);
+}
+
+// --- the link -----------------------------------------------------------------------------------
+
+Hello MirrorVolume::my_hello() const {
+  const auto& r = meta_->record();
+  Hello h;
+  h.volume = local_->uuid();
+  h.size = size();
+  h.node = o_.node;
+  h.generation = r.generation;
+  h.state = std::string(to_string(r.state));
+  h.clean = !o_.crashed;
+  h.hot = meta_->hot_ranges();
+  return h;
+}
+
+Task<void> MirrorVolume::connector() {
+  auto self = shared_from_this();
+  while (!stopping_) {
+    if (!link_up()) {
+      auto addr = locate_ ? locate_() : std::nullopt;
+      if (addr) {
+        auto s = co_await connect_tcp(loop_, addr->host, addr->port, o_.link.timeout);
+        if (s.is_ok()) {
+          auto ch = Channel::make(*loop_, std::move(*s), o_.link);
+          std::weak_ptr<MirrorVolume> weak = self;
+          Channel* raw = ch.get();
+          ch->start(
+              [weak](std::shared_ptr<Channel> c, Message m) -> Task<void> {
+                if (auto v = weak.lock()) co_await v->handle(std::move(c), std::move(m));
+              },
+              [weak, raw](Status why) {
+                if (auto v = weak.lock()) v->link_down(raw, why);
+              });
+          Hello mine = my_hello();
+          // The owner always asks the peer to forward its reads until its `state` notice: only
+          // after comparing both hellos does it know whether a resync comes first.
+          mine.catch_up = is_owner();
+          const std::string text = encode_hello(mine);
+          auto r = co_await ch->call(header(wire::Type::hello), as_bytes(text), o_.link.timeout);
+          if (!r.is_ok() || r->header.status != 0) {
+            spdlog::warn("event=mirror.link_refused volume={} node={} peer={} reason=\"{}\"", name(), o_.node, o_.peer,
+                         r.is_ok() ? std::string(as_text(r->payload)) : r.status().message());
+            ch->close(Status::error(Errc::invalid, "hello refused"));
+          } else if (auto peer = decode_hello(as_text(r->payload)); !peer.is_ok()) {
+            ch->close(peer.status());
+          } else if (peer->volume != local_->uuid() || peer->size != size()) {
+            spdlog::error("event=mirror.lineage_refused volume={} node={} peer={} reason=\"peer replica is {} size {}\"",
+                          name(), o_.node, o_.peer, peer->volume.to_string(), peer->size);
+            ch->close(Status::error(Errc::invalid, "replica of another volume"));
+          } else {
+            attach(ch, *peer);
+          }
+        }
+      }
+    }
+    co_await sleep_for(loop_, o_.connect_retry);
+  }
+}
+
+void MirrorVolume::accept(std::unique_ptr<TcpStream> s, Message hello) {
+  auto self = shared_from_this();
+  auto ch = Channel::make(*loop_, std::move(s), o_.link);
+  std::weak_ptr<MirrorVolume> weak = self;
+  Channel* raw = ch.get();
+  ch->start(
+      [weak](std::shared_ptr<Channel> c, Message m) -> Task<void> {
+        if (auto v = weak.lock()) co_await v->handle(std::move(c), std::move(m));
+      },
+      [weak, raw](Status why) {
+        if (auto v = weak.lock()) v->link_down(raw, why);
+      });
+  spawn([](std::shared_ptr<MirrorVolume> v, std::shared_ptr<Channel> c, Message m) -> Task<void> {
+    co_await v->handle(std::move(c), std::move(m));
+  }(self, ch, std::move(hello)));
+}
+
+void MirrorVolume::attach(std::shared_ptr<Channel> ch, const Hello& peer) {
+  if (chan_ && chan_ != ch) chan_->close(Status::error(Errc::conflict, "replaced by a new link"));
+  chan_ = std::move(ch);
+  link_changed_.notify_all();
+  spdlog::info("event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
+               o_.node, o_.peer, peer.generation, peer.state, peer.clean);
+  if (!is_owner()) {
+    peer_caught_up_ = !peer.catch_up;
+    return;
+  }
+  // Owner: what may differ is what we wrote without the peer (bitmap), plus what either side
+  // may have had in flight at a crash (both activity logs).
+  // Our own activity log went into our bitmap when the metadata was recovered (ReplicaMeta::open).
+  if (!peer.clean)
+    for (const auto& [o, l] : peer.hot) meta_->mark_dirty(o, l);
+  // A bitmap we cannot trust, or a peer that is not a finished replica (new, or interrupted
+  // mid-resync with a cursor we do not track here): copy everything. Never guess.
+  if (!meta_->record().bitmap_complete || meta_->record().peer != o_.peer ||
+      (peer.state != "in-sync" && peer.state != "outdated"))
+    meta_->mark_all_dirty();
+  if (peer_member() && meta_->dirty_bytes() == 0) {
+    peer_mode_ = PeerMode::in_step;
+    o_.crashed = false;
+    event("peer in step");
+    spawn([](std::shared_ptr<Channel> c, wire::Header h, std::string text) -> Task<void> {
+      (void)co_await c->send(h, as_bytes(text));
+    }(chan_, header(wire::Type::state), state_notice(set_, "in step")));
+    return;
+  }
+  peer_mode_ = PeerMode::catching_up;
+  auto self = shared_from_this();
+  ++background_;
+  spawn(resync(chan_), [self] {
+    if (--self->background_ == 0) self->background_done_.notify_all();
+  });
+}
+
+void MirrorVolume::link_down(Channel* ch, const Status& why) {
+  if (chan_.get() != ch) return;
+  lease_until_ = chan_->last_pong_for() + o_.lease;
+  chan_.reset();
+  peer_mode_ = PeerMode::absent;
+  link_changed_.notify_all();
+  spdlog::warn("event=mirror.link_down volume={} node={} peer={} reason=\"{}\"", name(), o_.node, o_.peer,
+               why.message());
+}
+
+// Inbound messages from the peer. Each runs as its own coroutine (the channel spawns them).
+Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
+  const wire::Header& h = m.header;
+  if (h.volume != local_->uuid()) {
+    ch->close(Status::error(Errc::invalid, "message for volume {} on the link of {}", h.volume.to_string(), name()));
+    co_return;
+  }
+  wire::Header rep;
+  switch (h.type) {
+    case wire::Type::hello: {
+      auto peer = decode_hello(as_text(m.payload));
+      Status refuse;
+      if (!peer.is_ok())
+        refuse = peer.status();
+      else if (peer->volume != local_->uuid() || peer->size != size())
+        refuse = Status::error(Errc::invalid, "replica of another volume or size ({} {})", peer->volume.to_string(),
+                               peer->size);
+      else if (peer->node != o_.peer)
+        refuse = Status::error(Errc::invalid, "node {} holds no replica of {} here", peer->node, name());
+      if (!refuse.is_ok()) {
+        spdlog::error("event=mirror.lineage_refused volume={} node={} reason=\"{}\"", name(), o_.node, refuse.message());
+        rep.type = wire::Type::hello_reply;
+        rep.status = static_cast<std::int32_t>(refuse.code());
+        (void)co_await ch->reply(h, rep, as_bytes(refuse.message()));
+        ch->close(refuse);
+        co_return;
+      }
+      Hello mine = my_hello();
+      mine.catch_up = is_owner();
+      rep = header(wire::Type::hello_reply);
+      const std::string text = encode_hello(mine);
+      if ((co_await ch->reply(h, rep, as_bytes(text))).is_ok()) attach(ch, *peer);
+      co_return;
+    }
+    case wire::Type::replicate:
+    case wire::Type::resync_data: {
+      Op op{h.op, h.offset, h.length, m.payload, h.flags};
+      if (h.op == wire::Op::write && m.payload.size() != h.length) {
+        ch->close(Status::error(Errc::invalid, "payload length {} for a write of {}", m.payload.size(), h.length));
+        co_return;
+      }
+      Status st = Status::error(Errc::out_of_range, "beyond the volume");
+      if (op.offset <= size() && op.length <= size() - op.offset) st = co_await apply_local(op);
+      rep.type = h.type == wire::Type::replicate ? wire::Type::replicate_reply : wire::Type::resync_reply;
+      rep.status = static_cast<std::int32_t>(st.code());
+      (void)co_await ch->reply(h, rep, {});
+      co_return;
+    }
+    case wire::Type::write: {
+      Status st;
+      if (!is_owner())
+        st = Status::error(Errc::busy, "{} does not order writes of {}", o_.node, name());
+      else
+        st = co_await mutate(Op{h.op, h.offset, h.length, m.payload, h.flags});
+      rep.type = wire::Type::write_reply;
+      rep.status = static_cast<std::int32_t>(st.code());
+      (void)co_await ch->reply(h, rep, {});
+      co_return;
+    }
+    case wire::Type::read: {
+      std::vector<std::byte> buf;
+      Status st;
+      if (h.offset > size() || h.length > size() - h.offset || h.length > wire::kMaxPayload) {
+        st = Status::error(Errc::out_of_range, "read beyond the volume");
+      } else if (!may_read_locally()) {
+        st = Status::error(Errc::unavailable, "{} may not serve reads of {}", o_.node, name());
+      } else {
+        buf.resize(h.length);
+        RangeLock::Guard g;
+        if (is_owner()) g = co_await lock_.lock(h.offset, h.length, false);
+        st = co_await local_->read(h.offset, buf);
+      }
+      rep.type = wire::Type::read_reply;
+      rep.status = static_cast<std::int32_t>(st.code());
+      if (!st.is_ok()) buf.clear();
+      (void)co_await ch->reply(h, rep, buf);
+      co_return;
+    }
+    case wire::Type::flush: {
+      Status st = co_await local_->flush();
+      rep.type = wire::Type::flush_reply;
+      rep.status = static_cast<std::int32_t>(st.code());
+      (void)co_await ch->reply(h, rep, {});
+      co_return;
+    }
+    case wire::Type::state: {
+      // The owner's notice: we are in step (after a resync, as a member of the new set).
+      std::string note;
+      auto set = parse_notice(as_text(m.payload), &note);
+      if (!set || is_owner()) {
+        ch->close(Status::error(Errc::invalid, "bad state notice"));
+        co_return;
+      }
+      if (set->generation < set_.generation) co_return;  // older than what we know
+      if (set->has(o_.node)) {
+        MetaRecord r = meta_->record();
+        r.state = ReplicaState::in_sync;
+        r.generation = set->generation;
+        if (!(co_await meta_->update(r)).is_ok()) co_return;
+        meta_->clear_dirty(0, size());
+        o_.crashed = false;
+      }
+      (void)co_await adopt(*set, "owner's notice: " + note);
+      peer_caught_up_ = set->has(o_.node);
+      co_return;
+    }
+    case wire::Type::close:
+      ch->close(Status::error(Errc::shutdown, "peer closed: {}", as_text(m.payload)));
+      co_return;
+    default:
+      ch->close(Status::error(Errc::invalid, "unexpected message type {}", static_cast<int>(h.type)));
+      co_return;
+  }
+}
+
+// --- resync -------------------------------------------------------------------------------------
+
+// Copies every dirty region to the peer under the range lock, then adds the peer to the set.
+Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
+  resync_total_ = meta_->dirty_bytes();
+  resync_done_ = 0;
+  const auto t0 = Clock::now();
+  event(fmt::format("resync_start peer={} bytes={}", o_.peer, resync_total_));
+  std::vector<std::byte> buf;
+  std::uint64_t pos = 0;
+  while (!stopping_ && ch->up() && chan_ == ch) {
+    auto next = meta_->next_dirty(pos, o_.resync_chunk);
+    if (!next) {
+      if (pos == 0) break;
+      pos = 0;  // writes that failed to reach the peer may have dirtied regions behind us
+      continue;
+    }
+    auto [off, len] = *next;
+    auto g = co_await lock_.lock(off, len, true);
+    buf.resize(len);
+    Status st = co_await local_->read(off, buf);
+    if (st.is_ok()) {
+      wire::Header h = header(wire::Type::resync_data);
+      h.op = wire::Op::write;
+      h.offset = off;
+      h.length = len;
+      auto r = co_await ch->call(h, buf, o_.replicate_timeout);
+      st = r.is_ok() ? reply_status(*r) : r.status();
+    }
+    if (!st.is_ok()) {
+      spdlog::warn("event=mirror.resync_interrupted volume={} node={} peer={} at={} reason=\"{}\"", name(), o_.node,
+                   o_.peer, off, st.message());
+      ch->close(st);
+      co_return;
+    }
+    meta_->clear_dirty(off, len);
+    resync_done_ += len;
+    pos = off + len;
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    resync_rate_ = secs > 0 ? static_cast<double>(resync_done_) / secs : 0;
+    if (o_.resync_rate_max > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_max)) {
+      g.release();
+      co_await sleep_for(loop_, milliseconds(static_cast<long>(1000.0 * static_cast<double>(len) /
+                                                               static_cast<double>(o_.resync_rate_max))));
+    }
+  }
+  if (stopping_ || !ch->up() || chan_ != ch) co_return;
+  // Nothing dirty: with every write held off, make the peer a member again.
+  auto all = co_await lock_.lock(0, size(), true);
+  if (meta_->dirty_bytes() != 0 || !ch->up()) co_return;  // the connector's next link retries
+  if (!peer_member()) {
+    std::vector<std::string> members = {o_.node, o_.peer};
+    auto r = co_await arbiter_->change(set_.generation, members, fmt::format("{}: resync of {} complete", o_.node, o_.peer));
+    if (!r.is_ok()) {
+      spdlog::warn("event=mirror.rejoin_failed volume={} node={} peer={} reason=\"{}\"", name(), o_.node, o_.peer,
+                   r.status().message());
+      ch->close(r.status());
+      co_return;
+    }
+    (void)co_await adopt(*r, "resync complete");
+  }
+  (void)co_await meta_->persist();
+  peer_mode_ = PeerMode::in_step;
+  o_.crashed = false;
+  (void)co_await ch->send(header(wire::Type::state), as_bytes(state_notice(set_, "resync complete")));
+  event(fmt::format("resync_done peer={} bytes={}", o_.peer, resync_done_));
+}
+
+Task<void> MirrorVolume::persister() {
+  while (!stopping_) {
+    co_await sleep_for(loop_, o_.persist_period);
+    if (auto st = co_await meta_->persist(); !st.is_ok())
+      spdlog::error("event=mirror.persist_failed volume={} error=\"{}\"", name(), st.message());
+  }
+}
+
+void MirrorVolume::disconnect(const std::string& why) {
+  if (chan_) chan_->close(Status::error(Errc::shutdown, "{}", why));
+}
+
+Task<Status> MirrorVolume::stop() {
+  stopping_ = true;
+  if (chan_) chan_->close(Status::error(Errc::shutdown, "stopping"));
+  while (background_ > 0) co_await background_done_.wait();
+  co_return co_await meta_->close();
+}
+
+MirrorStatus MirrorVolume::status() const {
+  MirrorStatus s;
+  const auto& r = meta_->record();
+  s.state = std::string(to_string(r.state));
+  if (is_owner() && peer_mode_ == PeerMode::catching_up) s.state = "resyncing";
+  s.role = is_owner() ? "owner" : (member() ? "peer" : "");
+  s.generation = set_.generation;
+  s.members = set_.members;
+  s.link_up = link_up();
+  s.dirty_bytes = meta_->dirty_bytes();
+  s.resync_total = resync_total_;
+  s.resync_done = resync_done_;
+  s.resync_rate = resync_rate_;
+  s.last_event = last_event_;
+  return s;
+}
+
+}  // namespace duplex::mirror

@@ -1,0 +1,282 @@
+// Two MirrorVolumes (nodes n1 and n2) in one process, each over its own pool on a fake disk,
+// linked over loopback TCP, arbitrated by an in-memory compare-and-swap set (the daemon's real
+// arbiter is etcd: the system tests use it). What is checked is the contract of docs/mirror.md:
+// writes through either node are on both replicas before the ack, in one order; a lost link
+// removes the peer by CAS before the next ack and the loser fences itself; without a decision no
+// write is acknowledged; the returning replica gets exactly the dirty regions back.
+#include <gtest/gtest.h>
+
+#include <asio/ip/tcp.hpp>
+#include <cstring>
+#include <random>
+
+#include "duplex/mirror/mirror_volume.h"
+#include "duplex/mirror/wire.h"
+#include "duplex/reactor/listen.h"
+#include "duplex/store/pool.h"
+#include "duplex/volume/local_volume.h"
+#include "fake_disk.h"
+
+namespace duplex::mirror {
+namespace {
+
+using std::chrono::milliseconds;
+using test::FakeDisk;
+constexpr std::uint64_t kSize = 16u << 20;
+
+// The in-sync set with etcd's semantics: a change applies only on the expected generation; the
+// owner is the first member in placement order; `available = false` is a lost quorum.
+class MemArbiter final : public Arbiter {
+ public:
+  explicit MemArbiter(std::vector<std::string> placement) : placement_(std::move(placement)) {
+    set_.generation = 1;
+    set_.members = placement_;
+    set_.owner = placement_.front();
+  }
+  Task<Result<InSyncSet>> read() override {
+    if (!available) co_return Status::error(Errc::unavailable, "no quorum (test)");
+    co_return set_;
+  }
+  Task<Result<InSyncSet>> change(std::uint64_t expected, std::vector<std::string> members,
+                                 std::string reason) override {
+    if (!available) co_return Status::error(Errc::unavailable, "no quorum (test)");
+    if (expected != set_.generation) co_return Status::error(Errc::conflict, "generation is {}", set_.generation);
+    set_.generation++;
+    set_.members.clear();
+    for (const auto& p : placement_)
+      if (std::find(members.begin(), members.end(), p) != members.end()) set_.members.push_back(p);
+    set_.owner = set_.members.front();
+    reasons.push_back(std::move(reason));
+    co_return set_;
+  }
+  InSyncSet set() const { return set_; }
+  bool available = true;
+  std::vector<std::string> reasons;
+
+ private:
+  std::vector<std::string> placement_;
+  InSyncSet set_;
+};
+
+struct Node {
+  std::string name;
+  std::unique_ptr<FakeDisk> disk;
+  std::unique_ptr<FakeDisk> meta_disk;
+  std::unique_ptr<store::Pool> pool;
+  store::ObjectId id = 0;
+  std::shared_ptr<MirrorVolume> vol;
+};
+
+class MirrorTest : public ::testing::Test {
+ protected:
+  EventLoop loop{0};
+  std::shared_ptr<MemArbiter> arb = std::make_shared<MemArbiter>(std::vector<std::string>{"n1", "n2"});
+  Node n[2];
+  std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
+  std::uint16_t port = 0;
+  bool cut = false;  // the listener refuses connections (link cut)
+  Uuid uuid = *Uuid::parse("7f1f3a52-1c4e-4d0a-9a57-0c2f7d1e5b11");
+
+  template <typename F>
+  void run(F body) {
+    bool done = false;
+    spawn(body(), [&] {
+      done = true;
+      loop.stop();
+    });
+    if (!done) loop.run();
+    ASSERT_TRUE(done);
+  }
+
+  Task<void> accept_loop() {
+    while (acceptor && acceptor->is_open()) {
+      asio::ip::tcp::socket sock(loop.context());
+      auto ec = co_await asio_op_void([this, &sock](auto h) { acceptor->async_accept(sock, std::move(h)); });
+      if (ec) co_return;
+      auto s = std::make_unique<TcpStream>(std::move(sock));
+      if (cut) continue;  // dropped: the dialer sees the connection close
+      std::array<std::byte, wire::kHeaderSize> hb{};
+      if (!(co_await s->read_exact(hb.data(), hb.size())).is_ok()) continue;
+      auto h = wire::decode(std::span<const std::byte, wire::kHeaderSize>(hb));
+      if (!h.is_ok()) continue;
+      Message m{*h, std::vector<std::byte>(h->payload_len)};
+      if (!(co_await s->read_exact(m.payload.data(), m.payload.size())).is_ok()) continue;
+      n[1].vol->accept(std::move(s), std::move(m));
+    }
+  }
+
+  MirrorOptions options(int i) {
+    MirrorOptions o;
+    o.node = i == 0 ? "n1" : "n2";
+    o.peer = i == 0 ? "n2" : "n1";
+    o.dial = i == 0;
+    o.link.ping_interval = milliseconds(50);
+    o.link.timeout = milliseconds(400);
+    o.replicate_timeout = milliseconds(400);
+    o.freeze_timeout = milliseconds(800);
+    o.tiebreak_delay = milliseconds(300);
+    o.lease = milliseconds(200);
+    o.connect_retry = milliseconds(50);
+    o.persist_period = milliseconds(200);
+    o.resync_chunk = 256 * 1024;
+    return o;
+  }
+
+  Task<void> make_node(int i) {
+    Node& x = n[i];
+    x.name = i == 0 ? "n1" : "n2";
+    x.disk = std::make_unique<FakeDisk>(64u << 20, x.name + "-pool");
+    auto pool = co_await store::Pool::create(*x.disk, store::PoolOptions{x.name, 64 * 1024, 0});
+    EXPECT_TRUE(pool.is_ok()) << pool.status().message();
+    x.pool = std::move(*pool);
+    auto id = co_await x.pool->create_volume("v", kSize, uuid);
+    EXPECT_TRUE(id.is_ok());
+    x.id = *id;
+    MetaRecord rec;
+    rec.volume = uuid;
+    rec.size = kSize;
+    rec.generation = 1;
+    rec.node = x.name;
+    rec.peer = i == 0 ? "n2" : "n1";
+    x.meta_disk = std::make_unique<FakeDisk>(ReplicaMeta::required_bytes(kSize, 4096), x.name + "-meta");
+    auto meta = co_await ReplicaMeta::create(x.meta_disk.get(), rec);
+    EXPECT_TRUE(meta.is_ok()) << meta.status().message();
+    auto local = std::make_unique<volume::LocalVolume>(*x.pool, x.id, "v");
+    PeerLocator locate;
+    if (i == 0) locate = [this]() -> std::optional<PeerAddress> { return PeerAddress{"127.0.0.1", port}; };
+    x.vol = std::make_shared<MirrorVolume>(&loop, std::move(local), std::move(*meta), arb, locate, options(i));
+  }
+
+  void SetUp() override {
+    auto a = listen_on(loop.context(), "127.0.0.1:0", "mirror test");
+    ASSERT_TRUE(a.is_ok());
+    acceptor = std::move(*a);
+    port = acceptor->local_endpoint().port();
+    run([this]() -> Task<void> {
+      co_await make_node(0);
+      co_await make_node(1);
+      EXPECT_TRUE((co_await n[1].vol->start()).is_ok());
+      EXPECT_TRUE((co_await n[0].vol->start()).is_ok());
+    });
+    spawn(accept_loop());
+  }
+  void TearDown() override {
+    run([this]() -> Task<void> {
+      for (auto& x : n)
+        if (x.vol) (void)co_await x.vol->stop();
+    });
+    acceptor->close();
+    // Let the accept loop and closed channels finish on the loop.
+    run([this]() -> Task<void> { co_await sleep_for(&loop, milliseconds(50)); });
+  }
+
+  Task<bool> wait_until(std::function<bool()> cond, milliseconds limit = milliseconds(5000)) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!cond()) {
+      if (std::chrono::steady_clock::now() > until) co_return false;
+      co_await sleep_for(&loop, milliseconds(10));
+    }
+    co_return true;
+  }
+  Task<std::vector<std::byte>> replica(int i, std::uint64_t off, std::uint64_t len) {
+    std::vector<std::byte> b(len);
+    EXPECT_TRUE((co_await n[i].pool->read(n[i].id, off, b)).is_ok());
+    co_return b;
+  }
+  static std::vector<std::byte> pattern(std::uint64_t len, int seed) {
+    std::vector<std::byte> b(len);
+    for (std::uint64_t i = 0; i < len; ++i) b[i] = static_cast<std::byte>((i * 7 + static_cast<unsigned>(seed)) & 0xff);
+    return b;
+  }
+};
+
+TEST_F(MirrorTest, WritesThroughEitherNodeReachBothReplicasBeforeTheAck) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto a = pattern(64 * 1024, 1), b = pattern(8192, 2);
+    EXPECT_TRUE((co_await n[0].vol->write(0, a, false)).is_ok());
+    EXPECT_TRUE((co_await n[1].vol->write(1u << 20, b, true)).is_ok());  // forwarded to the owner
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_EQ(co_await replica(i, 0, a.size()), a) << "replica " << i;
+      EXPECT_EQ(co_await replica(i, 1u << 20, b.size()), b) << "replica " << i;
+    }
+    std::vector<std::byte> back(8192);
+    EXPECT_TRUE((co_await n[1].vol->read(1u << 20, back)).is_ok());
+    EXPECT_EQ(back, b);
+    EXPECT_TRUE((co_await n[1].vol->flush()).is_ok());
+    EXPECT_TRUE((co_await n[0].vol->write_zeroes(0, 4096, false, false)).is_ok());
+    EXPECT_EQ(co_await replica(1, 0, 4096), std::vector<std::byte>(4096));
+    EXPECT_EQ(arb->set().generation, 1u) << "no decision while both are up";
+  });
+}
+
+TEST_F(MirrorTest, OverlappingWritesThroughBothNodesLeaveIdenticalReplicas) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    // 400 writes to 16 overlapping 8 KiB slots in the first 64 KiB, half through each node, all in
+    // flight at once.
+    std::vector<Task<Status>> ws;
+    std::vector<std::vector<std::byte>> bufs;
+    std::mt19937 rng(7);
+    for (int k = 0; k < 400; ++k) bufs.push_back(pattern(8192, k));
+    for (int k = 0; k < 400; ++k) {
+      const std::uint64_t off = (rng() % 16) * 4096;
+      ws.push_back(n[k % 2].vol->write(off, bufs[static_cast<std::size_t>(k)], false));
+    }
+    EXPECT_TRUE((co_await when_all(std::move(ws))).is_ok());
+    EXPECT_EQ(co_await replica(0, 0, 128 * 1024), co_await replica(1, 0, 128 * 1024));
+  });
+}
+
+TEST_F(MirrorTest, LinkCutOwnerRemovesPeerByCasAndPeerFencesThenResyncCopiesOnlyDirty) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto base = pattern(1u << 20, 3);
+    EXPECT_TRUE((co_await n[0].vol->write(0, base, false)).is_ok());
+    cut = true;
+    n[0].vol->disconnect("test: link cut");
+    // The owner's next write: freeze, CAS {n1}, ack.
+    auto a = pattern(65536, 4);
+    EXPECT_TRUE((co_await n[0].vol->write(4u << 20, a, false)).is_ok());
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+    EXPECT_EQ(arb->set().generation, 2u);
+    // n2 cannot reach the owner: it tries its own CAS after the tie-break delay, loses, fences.
+    auto b = pattern(4096, 5);
+    EXPECT_FALSE((co_await n[1].vol->write(8u << 20, b, false)).is_ok());
+    std::vector<std::byte> back(4096);
+    EXPECT_FALSE((co_await n[1].vol->read(4u << 20, back)).is_ok()) << "an outdated replica never serves";
+    EXPECT_EQ(n[1].vol->status().state, "outdated");
+    EXPECT_EQ(co_await replica(1, 8u << 20, 4096), std::vector<std::byte>(4096)) << "the fenced write changed nothing";
+    EXPECT_EQ(n[0].vol->status().dirty_bytes, 65536u);
+    // Heal: n1 dials again, resyncs 64 KiB, adds n2 back.
+    cut = false;
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_EQ(arb->set().generation, 3u);
+    EXPECT_EQ(n[0].vol->status().resync_done, 65536u) << "only the dirty region is copied";
+    EXPECT_EQ(co_await replica(1, 4u << 20, a.size()), a);
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().state == "in-sync"; }));
+    EXPECT_TRUE((co_await n[1].vol->read(4u << 20, back)).is_ok());
+    EXPECT_TRUE((co_await n[1].vol->write(8u << 20, b, false)).is_ok());
+    EXPECT_EQ(co_await replica(0, 8u << 20, 4096), b);
+  });
+}
+
+TEST_F(MirrorTest, WithoutQuorumAndWithoutPeerNoWriteIsAcknowledged) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up; }));
+    cut = true;
+    arb->available = false;
+    n[0].vol->disconnect("test: isolated");
+    auto a = pattern(4096, 6);
+    const auto t0 = std::chrono::steady_clock::now();
+    Status st = co_await n[0].vol->write(0, a, false);
+    EXPECT_FALSE(st.is_ok());
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, milliseconds(800)) << "frozen for freeze_timeout first";
+    EXPECT_EQ(arb->set().generation, 1u);
+    arb->available = true;
+    cut = false;
+  });
+}
+
+}  // namespace
+}  // namespace duplex::mirror
