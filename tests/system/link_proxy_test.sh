@@ -34,10 +34,13 @@ async def echo(r, w):
     w.close()
 async def main():
     s = await asyncio.start_server(echo, sys.argv[1], int(sys.argv[2]))
+    print("ready", flush=True)
     await s.serve_forever()
 asyncio.run(main())
 PYEOF
 pids+=($!)
+for _ in $(seq 100); do grep -q ready "$work/echo.log" && break; sleep 0.05; done
+grep -q ready "$work/echo.log" || { echo "FAIL - echo server did not start"; cat "$work/echo.log"; exit 1; }
 $PY "$PROXY" --listen "$HOST:$LISTEN_PORT" --target "$HOST:$ECHO_PORT" --control "$HOST:$CONTROL_PORT" \
   >"$work/proxy.log" 2>&1 &
 proxy_pid=$!
