@@ -259,6 +259,7 @@ Task<Status> ReplicaMeta::update(MetaRecord r) {
     co_return bad(Errc::invalid, "update cannot change the volume, its size or the granularity");
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   co_return co_await write_record(std::move(r));
 }
 
@@ -335,6 +336,7 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
   if (touch_all_hot()) co_return Status::ok();
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   if (touch_all_hot()) co_return Status::ok();  // another writer made them hot meanwhile
 
   std::vector<std::uint32_t> cold;
@@ -393,6 +395,7 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> ReplicaMeta::hot_ranges() c
 Task<Status> ReplicaMeta::clear_activity_log() {
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   lru_.clear();  // first: concurrent writers wait for the new log
   hot_.clear();
   DPX_CO_TRY(co_await persist_locked());
@@ -402,13 +405,16 @@ Task<Status> ReplicaMeta::clear_activity_log() {
 Task<Status> ReplicaMeta::close() {
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   lru_.clear();
   hot_.clear();
   DPX_CO_TRY(co_await persist_locked());
   DPX_CO_TRY(co_await write_al({}));
   MetaRecord r = rec_;
   r.clean = true;
-  co_return co_await write_record(std::move(r));
+  DPX_CO_TRY(co_await write_record(std::move(r)));
+  closed_ = true;  // a later log update would not be replayed: the record says clean
+  co_return Status::ok();
 }
 
 }  // namespace duplex::mirror

@@ -213,6 +213,10 @@ TEST(ReplicaMeta, CrashMarksActivityLogDirtyCleanCloseDoesNot) {
   EXPECT_FALSE(m->recovered_from_crash());
   EXPECT_EQ(m->dirty_bytes(), 0u);
   EXPECT_TRUE(m->hot_ranges().empty());
+  // After close() the record says clean: a log update then would never be replayed.
+  ASSERT_TRUE(run(m->close()));
+  EXPECT_EQ(run(m->begin_write(0, 4096)).code(), Errc::shutdown);
+  EXPECT_EQ(run(m->persist()).code(), Errc::shutdown);
 }
 
 TEST(ReplicaMeta, ActivityLogSurvivesRingWrap) {

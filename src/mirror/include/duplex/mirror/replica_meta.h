@@ -113,7 +113,8 @@ class ReplicaMeta {
   // Grows the bitmap for a grown volume (the device must be large enough: re-create otherwise).
   // The new region starts clean. Shrinking is refused.
   Task<Status> resize(std::uint64_t new_size);
-  // persist(), empty the activity log, set clean=true durably.
+  // persist(), empty the activity log, set clean=true durably. Afterwards every metadata
+  // operation fails with Errc::shutdown (the RAM-only calls still work but are never persisted).
   Task<Status> close();
 
   // Bitmap blocks with bits not yet durable (for tests and metrics).
@@ -150,6 +151,7 @@ class ReplicaMeta {
   std::unordered_map<std::uint32_t, std::list<std::uint32_t>::iterator> hot_;
   std::uint64_t al_seq_ = 0;  // seq of the newest durable AL block
   bool recovered_ = false;
+  bool closed_ = false;
   AsyncMutex io_;
 };
 
