@@ -350,11 +350,22 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
   // Evict from the LRU end. They leave the hot set first, so a concurrent begin_write on them
   // waits for this update instead of trusting the log that is about to drop them.
   std::vector<std::uint32_t> evicted;
-  while (hot_.size() + cold.size() > opts_.al_capacity) {
-    const std::uint32_t e = lru_.front();
-    lru_.pop_front();
+  for (auto it = lru_.begin(); it != lru_.end() && hot_.size() + cold.size() > opts_.al_capacity;) {
+    const std::uint32_t e = *it;
+    if (pins_.contains(e)) {  // a pinned write is in flight there: it stays covered
+      ++it;
+      continue;
+    }
+    it = lru_.erase(it);
     hot_.erase(e);
     evicted.push_back(e);
+  }
+  // Everything left is pinned: the log grows past its capacity while it fits in a block.
+  if (hot_.size() + cold.size() > format::kAlMaxExtents) {
+    for (auto e = evicted.rbegin(); e != evicted.rend(); ++e)  // back, in order: still durable
+      hot_.emplace(*e, lru_.insert(lru_.begin(), *e));
+    co_return bad(Errc::busy,
+                  fmt::format("activity log full: {} extents pinned by writes in flight", pins_.size()));
   }
   if (!evicted.empty()) {
     // The log stops covering these extents: their RAM-only dirty bits must be durable first.
@@ -375,6 +386,25 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
   DPX_CO_TRY(co_await write_al(std::move(next)));
   for (std::uint32_t e : cold) hot_.emplace(e, lru_.insert(lru_.end(), e));
   co_return Status::ok();
+}
+
+Task<Result<ReplicaMeta::WritePin>> ReplicaMeta::pin_write(std::uint64_t offset, std::uint64_t length) {
+  DPX_CO_TRY(co_await begin_write(offset, length));
+  // No suspension between the log update and the pin: nothing can evict the extents meanwhile.
+  if (length == 0) co_return WritePin{};
+  const auto e0 = static_cast<std::uint32_t>(offset / opts_.al_extent);
+  const auto e1 = static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent);
+  for (std::uint32_t e = e0; e <= e1; ++e) ++pins_[e];
+  co_return WritePin(this, e0, e1);
+}
+
+void ReplicaMeta::WritePin::release() {
+  if (!m_) return;
+  for (std::uint32_t e = e0_; e <= e1_; ++e) {
+    auto it = m_->pins_.find(e);
+    if (--it->second == 0) m_->pins_.erase(it);
+  }
+  m_ = nullptr;
 }
 
 std::vector<std::pair<std::uint64_t, std::uint64_t>> ReplicaMeta::hot_ranges() const {
