@@ -159,7 +159,6 @@ class ReplicaMeta {
   void set_bits(std::uint64_t first, std::uint64_t end);  // [first, end)
   void clear_bits(std::uint64_t first, std::uint64_t end);
   bool test_bit(std::uint64_t b) const;
-  void touch_block_range(std::uint64_t first_bit, std::uint64_t end_bit);
 
   Status bad(Errc c, std::string_view what) const;
   Task<Status> write_record(MetaRecord r);                              // under io_
