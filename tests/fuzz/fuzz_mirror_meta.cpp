@@ -57,11 +57,14 @@ void fix_crcs(test::FakeDisk& disk, const MetaOptions& o) {
   }
 }
 
+// Writes in flight (pinned extents), released by op 8 or at the end of a phase.
+std::vector<ReplicaMeta::WritePin> pins;
+
 // Applies one workload op; returns false to stop.
 bool step(Input& in, ReplicaMeta& m) {
   if (in.n == 0) return false;
   const std::uint64_t size = m.record().size;
-  const std::uint8_t op = in.byte() % 8;
+  const std::uint8_t op = in.byte() % 10;
   const std::uint64_t off = in.u64(4) * 4096 % size + in.byte();
   const std::uint64_t len = in.u64(3) * 512 + 1;
   switch (op) {
@@ -85,6 +88,15 @@ bool step(Input& in, ReplicaMeta& m) {
       break;
     }
     case 6: (void)sync_wait(m.clear_activity_log()); break;
+    case 7:
+      if (off < size) {
+        auto p = sync_wait(m.pin_write(off, std::min(len, size - off)));
+        if (p) pins.push_back(std::move(*p));
+      }
+      break;
+    case 8:
+      if (!pins.empty()) pins.erase(pins.begin() + static_cast<std::ptrdiff_t>(len % pins.size()));
+      break;
     default: return false;
   }
   if (m.dirty_bytes() > size) std::abort();
@@ -121,6 +133,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!m) std::abort();
     for (int i = 0; i < 16 && step(in, **m); ++i) {
     }
+    pins.clear();
   }
   disk.power_loss(test::PowerLoss::RandomSubset, in.byte());
   for (int mutations = in.byte() % 16; mutations > 0; --mutations) {
@@ -138,6 +151,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (len == 0 || off + len > r.size) std::abort();
   while (step(in, **m)) {
   }
+  pins.clear();
   const auto before = dirty_runs(**m);
   if (!sync_wait((*m)->close())) return 0;
   m->reset();
