@@ -210,12 +210,14 @@ Task<Status> ReplicaMeta::persist_locked() {
 Task<Status> ReplicaMeta::persist() {
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   co_return co_await persist_locked();
 }
 
 Task<Status> ReplicaMeta::resize(std::uint64_t new_size) {
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   if (new_size < rec_.size)
     co_return bad(Errc::invalid, fmt::format("cannot shrink from {} to {} bytes", rec_.size, new_size));
   if (new_size == rec_.size) co_return Status::ok();

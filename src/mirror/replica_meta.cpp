@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <ranges>
 
 #include "duplex/base/crc32c.h"
 #include "duplex/mirror/meta_format.h"
@@ -187,16 +188,17 @@ Task<Result<std::unique_ptr<ReplicaMeta>>> ReplicaMeta::create(BlockDevice* dev,
 }
 
 Task<Result<std::unique_ptr<ReplicaMeta>>> ReplicaMeta::open(BlockDevice* dev) {
-  if (dev->size() < 2 * f::kBlock)
+  if (dev->size() < 2 * std::uint64_t{f::kBlock})
     co_return Status::error(Errc::invalid, "{}: not a mirror metadata file ({} bytes)", dev->name(),
                             dev->size());
-  std::vector<std::byte> buf(2 * f::kBlock);
+  std::vector<std::byte> buf(2 * std::size_t{f::kBlock});
   DPX_CO_TRY(co_await dev->read(0, buf));
   std::optional<Decoded> best;
   int best_slot = 0;
   std::pair<Errc, std::string> why[2];
   for (int s = 0; s < 2; ++s) {
-    auto d = decode_record(std::span<const std::byte>(buf).subspan(s * f::kBlock, f::kBlock));
+    auto d = decode_record(
+        std::span<const std::byte>(buf).subspan(static_cast<std::size_t>(s) * f::kBlock, f::kBlock));
     if (auto* bad = std::get_if<1>(&d)) {
       why[s] = std::move(*bad);
       continue;
@@ -259,6 +261,7 @@ Task<Status> ReplicaMeta::update(MetaRecord r) {
     co_return bad(Errc::invalid, "update cannot change the volume, its size or the granularity");
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   co_return co_await write_record(std::move(r));
 }
 
@@ -286,7 +289,7 @@ Task<Status> ReplicaMeta::load_al() {
   const auto* h = reinterpret_cast<const f::AlHeader*>(best);
   const std::uint64_t extents = (rec_.size - 1) / opts_.al_extent + 1;
   for (std::uint32_t i = 0; i < h->count; ++i) {
-    const std::uint32_t e = load_le<std::uint32_t>(best + sizeof(f::AlHeader) + 4 * i);
+    const std::uint32_t e = load_le<std::uint32_t>(best + sizeof(f::AlHeader) + 4 * std::size_t{i});
     if (e >= extents || hot_.contains(e))
       co_return bad(Errc::corrupt,
                     fmt::format("activity log block seq {}: extent {} invalid or repeated", best_seq, e));
@@ -335,6 +338,7 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
   if (touch_all_hot()) co_return Status::ok();
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   if (touch_all_hot()) co_return Status::ok();  // another writer made them hot meanwhile
 
   std::vector<std::uint32_t> cold;
@@ -348,11 +352,22 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
   // Evict from the LRU end. They leave the hot set first, so a concurrent begin_write on them
   // waits for this update instead of trusting the log that is about to drop them.
   std::vector<std::uint32_t> evicted;
-  while (hot_.size() + cold.size() > opts_.al_capacity) {
-    const std::uint32_t e = lru_.front();
-    lru_.pop_front();
+  for (auto it = lru_.begin(); it != lru_.end() && hot_.size() + cold.size() > opts_.al_capacity;) {
+    const std::uint32_t e = *it;
+    if (pins_.contains(e)) {  // a pinned write is in flight there: it stays covered
+      ++it;
+      continue;
+    }
+    it = lru_.erase(it);
     hot_.erase(e);
     evicted.push_back(e);
+  }
+  // Everything left is pinned: the log grows past its capacity while it fits in a block.
+  if (hot_.size() + cold.size() > format::kAlMaxExtents) {
+    for (std::uint32_t e : std::views::reverse(evicted))  // back, in order: still durable
+      hot_.emplace(e, lru_.insert(lru_.begin(), e));
+    co_return bad(Errc::busy,
+                  fmt::format("activity log full: {} extents pinned by writes in flight", pins_.size()));
   }
   if (!evicted.empty()) {
     // The log stops covering these extents: their RAM-only dirty bits must be durable first.
@@ -375,6 +390,25 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
   co_return Status::ok();
 }
 
+Task<Result<ReplicaMeta::WritePin>> ReplicaMeta::pin_write(std::uint64_t offset, std::uint64_t length) {
+  DPX_CO_TRY(co_await begin_write(offset, length));
+  // No suspension between the log update and the pin: nothing can evict the extents meanwhile.
+  if (length == 0) co_return WritePin{};
+  const auto e0 = static_cast<std::uint32_t>(offset / opts_.al_extent);
+  const auto e1 = static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent);
+  for (std::uint32_t e = e0; e <= e1; ++e) ++pins_[e];
+  co_return WritePin(this, e0, e1);
+}
+
+void ReplicaMeta::WritePin::release() {
+  if (!m_) return;
+  for (std::uint32_t e = e0_; e <= e1_; ++e) {
+    auto it = m_->pins_.find(e);
+    if (--it->second == 0) m_->pins_.erase(it);
+  }
+  m_ = nullptr;
+}
+
 std::vector<std::pair<std::uint64_t, std::uint64_t>> ReplicaMeta::hot_ranges() const {
   std::vector<std::uint32_t> ext(lru_.begin(), lru_.end());
   std::sort(ext.begin(), ext.end());
@@ -393,6 +427,7 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> ReplicaMeta::hot_ranges() c
 Task<Status> ReplicaMeta::clear_activity_log() {
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   lru_.clear();  // first: concurrent writers wait for the new log
   hot_.clear();
   DPX_CO_TRY(co_await persist_locked());
@@ -402,13 +437,16 @@ Task<Status> ReplicaMeta::clear_activity_log() {
 Task<Status> ReplicaMeta::close() {
   co_await io_.lock();
   Unlock u{&io_};
+  if (closed_) co_return bad(Errc::shutdown, "used after close()");
   lru_.clear();
   hot_.clear();
   DPX_CO_TRY(co_await persist_locked());
   DPX_CO_TRY(co_await write_al({}));
   MetaRecord r = rec_;
   r.clean = true;
-  co_return co_await write_record(std::move(r));
+  DPX_CO_TRY(co_await write_record(std::move(r)));
+  closed_ = true;  // a later log update would not be replayed: the record says clean
+  co_return Status::ok();
 }
 
 }  // namespace duplex::mirror

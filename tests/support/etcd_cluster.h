@@ -87,6 +87,22 @@ class EtcdCluster {
   // SIGSTOP: the member hangs (connections stay open, nothing answers), like a frozen host.
   void freeze(int i) { ::kill(members_[static_cast<std::size_t>(i)].pid, SIGSTOP); }
 
+  // The index of the member that is raft leader now, or -1 if none answers with one. Tests that
+  // must not trigger an election (killing "any one member") kill a follower.
+  int leader() const {
+    for (int i = 0; i < size(); ++i) {
+      if (members_[static_cast<std::size_t>(i)].pid <= 0) continue;
+      httplib::Client c(endpoint(i));
+      c.set_connection_timeout(0, 200000);
+      c.set_read_timeout(1, 0);
+      auto r = c.Post("/v3/maintenance/status", "{}", "application/json");
+      if (!r || r->status != 200) continue;
+      const std::string me = field(r->body, "member_id"), lead = field(r->body, "leader");
+      if (!me.empty() && me == lead) return i;
+    }
+    return -1;
+  }
+
   bool wait_healthy(int i, std::chrono::seconds limit = std::chrono::seconds(20)) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -106,6 +122,14 @@ class EtcdCluster {
     int client_port = 0, peer_port = 0;
     pid_t pid = -1;
   };
+  // A string field of the JSON gateway's answer (uint64 ids come as strings).
+  static std::string field(const std::string& body, const std::string& name) {
+    const std::string key = "\"" + name + "\":\"";
+    const auto at = body.find(key);
+    if (at == std::string::npos) return {};
+    const auto end = body.find('"', at + key.size());
+    return end == std::string::npos ? std::string{} : body.substr(at + key.size(), end - at - key.size());
+  }
   static int free_port() {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};

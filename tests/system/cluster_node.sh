@@ -10,28 +10,11 @@
 set -euo pipefail
 DUPLEXD=${DUPLEXD:-duplexd}
 HOST=127.0.0.17
-free_port() { /usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('$HOST', 0)); print(s.getsockname()[1])"; }
-ETCD_PORT=$(free_port)
-PEER_PORT=$(free_port)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+work_dir duplex-cluster
 NBD_PORT=$(free_port)
-work=$(mktemp -d /var/tmp/duplex-cluster.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok - $*"; }
-bad() { echo "FAIL - $*"; fails=$((fails + 1)); }
-
-ETCD=http://$HOST:$ETCD_PORT
-etcd --name c1 --data-dir "$work/etcd" --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
-  --listen-peer-urls "http://$HOST:$PEER_PORT" --initial-advertise-peer-urls "http://$HOST:$PEER_PORT" \
-  --initial-cluster "c1=http://$HOST:$PEER_PORT" >"$work/etcd.log" 2>&1 &
-etcd_pid=$!
-pids+=("$etcd_pid")
+start_etcd
 healthy() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD" --command-timeout=1s endpoint health >/dev/null 2>&1; }
 for _ in $(seq 100); do healthy && break; sleep 0.1; done
 healthy || { echo "FAIL - etcd did not start"; tail "$work/etcd.log"; exit 1; }

@@ -12,28 +12,12 @@ set -euo pipefail
 DUPLEXD=${DUPLEXD:-duplexd}
 TOOL=${CATALOGUE_TOOL:-catalogue-tool}
 HOST=127.0.0.18
-free_port() { /usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('$HOST', 0)); print(s.getsockname()[1])"; }
-ETCD_PORT=$(free_port)
-PEER_PORT=$(free_port)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+work_dir duplex-cvol
 NBD_PORT=$(free_port)
 ISCSI_PORT=$(free_port)
-work=$(mktemp -d /var/tmp/duplex-cvol.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok - $*"; }
-bad() { echo "FAIL - $*"; fails=$((fails + 1)); }
-
-ETCD=http://$HOST:$ETCD_PORT
-etcd --name c1 --data-dir "$work/etcd" --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
-  --listen-peer-urls "http://$HOST:$PEER_PORT" --initial-advertise-peer-urls "http://$HOST:$PEER_PORT" \
-  --initial-cluster "c1=http://$HOST:$PEER_PORT" >"$work/etcd.log" 2>&1 &
-pids+=("$!")
+start_etcd
 ectl() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD" --command-timeout=2s "$@"; }
 for _ in $(seq 100); do ectl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
 ectl endpoint health >/dev/null 2>&1 || { echo "FAIL - etcd did not start"; tail "$work/etcd.log"; exit 1; }
@@ -159,7 +143,6 @@ kill -KILL "$dpid"
 wait "$dpid" 2>/dev/null || true
 # Fail closed: restarted while etcd does not answer (frozen), the node must not serve the
 # catalogue's volumes at all, since it cannot know their current access and ACLs.
-etcd_pid=${pids[0]}
 kill -STOP "$etcd_pid"
 start
 if grep -q "event=ready" "$work/duplexd.log" && [ "$(size_of v1 || echo none)" = none ] &&

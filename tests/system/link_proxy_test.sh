@@ -9,18 +9,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 PROXY=$here/../support/link_proxy.py
 PY=/usr/bin/python3
 HOST=127.0.0.71
-free_port() { $PY -c "import socket; s=socket.socket(); s.bind(('$HOST', 0)); print(s.getsockname()[1])"; }
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+work_dir duplex-link-proxy
 ECHO_PORT=$(free_port)
 LISTEN_PORT=$(free_port)
 CONTROL_PORT=$(free_port)
-work=$(mktemp -d /var/tmp/duplex-link-proxy.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 $PY - "$HOST" "$ECHO_PORT" >"$work/echo.log" 2>&1 <<'PYEOF' &
 import asyncio, sys
@@ -34,10 +28,13 @@ async def echo(r, w):
     w.close()
 async def main():
     s = await asyncio.start_server(echo, sys.argv[1], int(sys.argv[2]))
+    print("ready", flush=True)
     await s.serve_forever()
 asyncio.run(main())
 PYEOF
 pids+=($!)
+for _ in $(seq 100); do grep -q ready "$work/echo.log" && break; sleep 0.05; done
+grep -q ready "$work/echo.log" || { echo "FAIL - echo server did not start"; cat "$work/echo.log"; exit 1; }
 $PY "$PROXY" --listen "$HOST:$LISTEN_PORT" --target "$HOST:$ECHO_PORT" --control "$HOST:$CONTROL_PORT" \
   >"$work/proxy.log" 2>&1 &
 proxy_pid=$!

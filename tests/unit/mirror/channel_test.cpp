@@ -324,6 +324,49 @@ TEST_F(ChannelTest, PeerThatStopsReadingCannotStallCalls) {
   EXPECT_EQ(a->down_reason().code(), Errc::timeout) << a->down_reason().to_string();
 }
 
+TEST_F(ChannelTest, PingIsAnsweredWithItsTimeAndAStrayReplyIsIgnored) {
+  auto [a_sock, raw] = socket_pair();
+  auto a = channel(std::move(a_sock), ChannelOptions{.ping_interval = 10000ms, .timeout = 20000ms});
+  bool down = false;
+  start(a, [](auto, Message) -> Task<void> { co_return; }, [&](Status) { down = true; });
+  const auto send = [&raw](wire::Header h) {
+    std::array<std::byte, wire::kHeaderSize> hb;
+    wire::encode(h, hb);
+    asio::write(raw, asio::buffer(hb.data(), hb.size()));
+  };
+  wire::Header stray;
+  stray.type = wire::Type::replicate_reply;
+  stray.request_id = 999;
+  send(stray);
+  wire::Header ping;
+  ping.type = wire::Type::ping;
+  ping.offset = 0x1122334455667788ULL;
+  send(ping);
+  // The pong comes back from the loop: run it while the raw side waits for 96 bytes.
+  std::array<std::byte, wire::kHeaderSize> got;
+  std::size_t have = 0;
+  raw.non_blocking(true);
+  ASSERT_TRUE(run_until([&] {
+    std::error_code ec;
+    have += raw.read_some(asio::buffer(got.data() + have, got.size() - have), ec);
+    return have == got.size();
+  }));
+  auto pong = wire::decode(got);
+  ASSERT_TRUE(pong.is_ok()) << pong.status().to_string();
+  EXPECT_EQ(pong->type, wire::Type::pong);
+  EXPECT_EQ(pong->offset, ping.offset);
+  EXPECT_TRUE(a->up());
+  EXPECT_FALSE(down);
+  // A pong from "the future" (not one of ours) does not move the lease time.
+  wire::Header forged;
+  forged.type = wire::Type::pong;
+  forged.offset = ~0ULL;
+  send(forged);
+  const auto before = a->last_heard();
+  ASSERT_TRUE(run_until([&] { return a->last_heard() != before; }));
+  EXPECT_EQ(a->last_pong_for(), Clock::time_point{});
+}
+
 // Raw bytes from a plain socket: a valid ping header, then one kind of damage.
 struct Garbage {
   const char* name;

@@ -59,8 +59,9 @@ struct MetaOptions {
 //   returns; if it is hot, it returns at once without I/O (the hot path costs nothing).
 //   When the log is full the least recently used extent is evicted - but only after the bitmap
 //   blocks covering it are durable (persist them first if they have unsaved bits).
-//   An extent is evicted only after al_capacity - 1 other extents became hot since its last
-//   begin_write: a data write (and its mark_dirty) must not stay in flight that long.
+//   With bare begin_write, an extent is evicted once al_capacity - 1 other extents became hot
+//   since its last begin_write, even with a write still in flight there (a stalled peer): use
+//   pin_write() to keep an extent in the log until its write, and any mark_dirty for it, is done.
 // - After a crash (open() finds clean == false), every extent in the activity log is marked
 //   dirty in the bitmap (and persisted): writes in flight at the crash may have reached one
 //   replica only.
@@ -96,6 +97,37 @@ class ReplicaMeta {
   Task<Status> update(MetaRecord r);
 
   Task<Status> begin_write(std::uint64_t offset, std::uint64_t length);
+
+  // begin_write() + a pin on the range's extents until the WritePin is released or destroyed:
+  // a pinned extent is never evicted, so a write in flight (and the mark_dirty that may follow
+  // its failure on the peer) stays covered by the log however long it takes. Evictions skip
+  // pinned extents; if every extent is pinned the log grows past al_capacity up to one block's
+  // worth (1016) and then begin_write fails with Errc::busy. Prefer this to bare begin_write; a
+  // pin must not outlive its ReplicaMeta.
+  class WritePin {
+   public:
+    WritePin() = default;
+    WritePin(WritePin&& o) noexcept : m_(std::exchange(o.m_, nullptr)), e0_(o.e0_), e1_(o.e1_) {}
+    WritePin& operator=(WritePin&& o) noexcept {
+      if (this != &o) {
+        release();
+        m_ = std::exchange(o.m_, nullptr);
+        e0_ = o.e0_;
+        e1_ = o.e1_;
+      }
+      return *this;
+    }
+    ~WritePin() { release(); }
+    void release();
+
+   private:
+    friend class ReplicaMeta;
+    WritePin(ReplicaMeta* m, std::uint32_t e0, std::uint32_t e1) : m_(m), e0_(e0), e1_(e1) {}
+    ReplicaMeta* m_ = nullptr;
+    std::uint32_t e0_ = 0, e1_ = 0;
+  };
+  Task<Result<WritePin>> pin_write(std::uint64_t offset, std::uint64_t length);
+
   void mark_dirty(std::uint64_t offset, std::uint64_t length);
   void clear_dirty(std::uint64_t offset, std::uint64_t length);     // after a region is resynced
   void mark_all_dirty();                                            // full resync (RAM; persist())
@@ -113,7 +145,8 @@ class ReplicaMeta {
   // Grows the bitmap for a grown volume (the device must be large enough: re-create otherwise).
   // The new region starts clean. Shrinking is refused.
   Task<Status> resize(std::uint64_t new_size);
-  // persist(), empty the activity log, set clean=true durably.
+  // persist(), empty the activity log, set clean=true durably. Afterwards every metadata
+  // operation fails with Errc::shutdown (the RAM-only calls still work but are never persisted).
   Task<Status> close();
 
   // Bitmap blocks with bits not yet durable (for tests and metrics).
@@ -126,7 +159,6 @@ class ReplicaMeta {
   void set_bits(std::uint64_t first, std::uint64_t end);  // [first, end)
   void clear_bits(std::uint64_t first, std::uint64_t end);
   bool test_bit(std::uint64_t b) const;
-  void touch_block_range(std::uint64_t first_bit, std::uint64_t end_bit);
 
   Status bad(Errc c, std::string_view what) const;
   Task<Status> write_record(MetaRecord r);                              // under io_
@@ -150,6 +182,8 @@ class ReplicaMeta {
   std::unordered_map<std::uint32_t, std::list<std::uint32_t>::iterator> hot_;
   std::uint64_t al_seq_ = 0;  // seq of the newest durable AL block
   bool recovered_ = false;
+  bool closed_ = false;
+  std::unordered_map<std::uint32_t, std::uint32_t> pins_;  // extent -> writes in flight
   AsyncMutex io_;
 };
 
