@@ -36,6 +36,17 @@ Result<VolumeView> ClusterBackend::view(const cluster::VolumeRecord& rec,
   if (!snaps) return snaps.status();
   auto exp = cat_.export_of(rec.name);
   if (!exp) return exp.status();
+  auto set = cat_.insync(rec.name);
+  if (set) {
+    v.insync = std::move(*set);
+  } else if (set.status().code() != Errc::not_found) {
+    return set.status();
+  }
+  auto ds = cat_.decisions(rec.name);
+  if (!ds) return ds.status();
+  const std::size_t skip = ds->size() > kDecisionsShown ? ds->size() - kDecisionsShown : 0;
+  v.decisions.assign(std::make_move_iterator(ds->begin() + static_cast<std::ptrdiff_t>(skip)),
+                     std::make_move_iterator(ds->end()));
 
   auto find_node = [&](const std::string& name) -> const NodeView* {
     for (const auto& n : nodes) {
@@ -55,7 +66,10 @@ Result<VolumeView> ClusterBackend::view(const cluster::VolumeRecord& rec,
     for (const auto& s : *reports) {
       if (s.node == name) r.report = s;
     }
-    if (r.alive && r.report && r.report->state == "in-sync") {
+    // Only members of the in-sync set serve data: a replica the set left out may miss writes.
+    const bool member = !v.insync || std::find(v.insync->members.begin(), v.insync->members.end(), name) !=
+                                         v.insync->members.end();
+    if (member && r.alive && r.report && r.report->state == "in-sync") {
       const NodeView* n = find_node(name);
       PathView p{name, {}, {}};
       if (exp->nbd && !n->rec.nbd.empty()) p.nbd = fmt::format("nbd://{}/{}", n->rec.nbd.front(), rec.name);

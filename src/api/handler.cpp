@@ -1,6 +1,8 @@
 #include "duplex/api/handler.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include <charconv>
 #include <cmath>
@@ -40,7 +42,7 @@ Response error_response(const Status& st) {
   if (st.code() == Errc::invalid || st.code() == Errc::unsupported) {
     const std::string_view m = st.message();
     for (std::string_view f : {"name", "size", "replicas", "preferred_site", "pool", "clone_of", "generation",
-                               "nbd", "iscsi", "default_access", "access", "acl"}) {
+                               "nbd", "iscsi", "default_access", "access", "acl", "members"}) {
       if (m.size() > f.size() && m.substr(0, f.size()) == f && m[f.size()] == ':') field = f;
     }
   }
@@ -146,6 +148,7 @@ const std::vector<Route>& routes() {
       {{"v1", "volumes", "{}", "snapshots"}, {"GET", "POST"}},
       {{"v1", "volumes", "{}", "snapshots", "{}"}, {"DELETE"}},
       {{"v1", "volumes", "{}", "export"}, {"GET", "PUT"}},
+      {{"v1", "volumes", "{}", "promote"}, {"POST"}},
       {{"v1", "volumes", "{}", "export", "acl", "{}"}, {"PUT", "DELETE"}},
   };
   return r;
@@ -398,7 +401,95 @@ class Call {
     return set_export(rec, cur->rec.mod_revision);
   }
 
+  // The operator's override for a rolling failure (the member that held the latest writes is gone
+  // for good): `node` becomes the only member of the in-sync set. Whatever only the other members
+  // acknowledged is lost, so the request must say it accepts that; the refusal says what it is.
+  Response promote() {
+    BodyReader body(req_.body, {"node", "accept_data_loss", "reason"});
+    const auto node = body.string("node", true);
+    if (node && !cluster::valid_name(*node))
+      body.fail("node", fmt::format("field \"node\": {} is not a valid node name", quote(*node)));
+    const auto accept = body.boolean("accept_data_loss", false);
+    const auto why = body.string("reason", false);
+    if (!body.ok()) return fault_response(body.fault());
+    const std::string vol = name(2);
+    auto cur = b_.volume(vol);
+    if (!cur) return error_response(cur.status());
+    const auto rep = std::find_if(cur->replicas.begin(), cur->replicas.end(),
+                                  [&](const ReplicaView& r) { return r.node == *node; });
+    if (rep == cur->replicas.end())
+      return error_response(Errc::invalid,
+                            fmt::format("field \"node\": {} holds no replica of volume {} (replicas: {})",
+                                        quote(*node), vol, fmt::join(cur->rec.replicas, ", ")),
+                            "node");
+    if (!cur->insync)
+      return error_response(
+          Errc::conflict,
+          fmt::format("volume {} has no in-sync set to change (it predates the mirror)", vol));
+    const cluster::InSyncRecord& set = *cur->insync;
+    const bool member = std::find(set.members.begin(), set.members.end(), *node) != set.members.end();
+    if (member && set.members.size() == 1)
+      return error_response(Errc::conflict,
+                            fmt::format("{} is already the only member of volume {}'s in-sync set "
+                                        "(generation {}): nothing to promote",
+                                        *node, vol, set.generation));
+    if (!rep->report)
+      return error_response(Errc::conflict,
+                            fmt::format("{} has not reported its replica of {}: what it holds is unknown, "
+                                        "so it cannot be promoted",
+                                        *node, vol));
+    const std::string& state = rep->report->state;
+    if (state == "failed" || state == "inconsistent")
+      return error_response(Errc::conflict,
+                            fmt::format("{}'s replica of {} is {}: an {} replica is never promoted{}", *node,
+                                        vol, state, state == "failed" ? "unreadable" : "inconsistent",
+                                        rep->report->error.empty() ? "" : " (" + rep->report->error + ")"));
+    const std::vector<std::string> may_lose = what_promote_loses(set, *node, rep->report->generation, member);
+    const std::string lost = fmt::format("{}", fmt::join(may_lose, "; "));
+    if (!accept.value_or(false))
+      return error_response(
+          Errc::invalid,
+          fmt::format("promoting {} makes it the only member of volume {}'s in-sync set (now generation {}, "
+                      "members {}); may be lost: {}. Repeat with \"accept_data_loss\": true to accept that",
+                      *node, vol, set.generation, fmt::join(set.members, " "), lost),
+          "accept_data_loss");
+    const std::string reason =
+        why && !why->empty() ? "promote: " + *why : fmt::format("promote: {} made the only member", *node);
+    auto r = b_.change_insync(set, {*node}, "api", reason, may_lose);
+    if (!r) return error_response(r.status());
+    spdlog::warn("event=api.promote volume={} node={} generation={} may_lose=\"{}\" reason=\"{}\"", vol,
+                 *node, r->generation, lost, reason);
+    auto after = b_.volume(vol);
+    if (!after) return json_response(200, json{{"insync", to_json(*r)}, {"may_lose", may_lose}});
+    json out = to_json(*after);
+    out["may_lose"] = may_lose;
+    return json_response(200, out);
+  }
+
  private:
+  // What making `node` the only member can lose: the writes the other members acknowledged that
+  // `node` may lack. A member holds every acknowledged write; a replica out of the set holds those
+  // up to the generation it last reported.
+  static std::vector<std::string> what_promote_loses(const cluster::InSyncRecord& set,
+                                                     const std::string& node, std::int64_t reported,
+                                                     bool member) {
+    std::vector<std::string> out;
+    for (const auto& m : set.members) {
+      if (m == node) continue;
+      if (member)
+        out.push_back(
+            fmt::format("writes {} had not yet applied on {} (none acknowledged: {} is a member "
+                        "at generation {})",
+                        m, node, node, set.generation));
+      else
+        out.push_back(
+            fmt::format("writes acknowledged by {} after generation {} (the set is at generation {}; "
+                        "{} last reported generation {})",
+                        m, reported, set.generation, node, reported));
+    }
+    return out;
+  }
+
   // A volume name from the path: one that cannot be valid cannot exist either.
   std::string name(std::size_t i) const { return std::string(segs_[i]); }
 
@@ -515,6 +606,7 @@ Response Handler::dispatch(const Request& req) const {
       return m == "PATCH" ? c.grow_volume() : c.delete_volume();
     case 4:
       if (segs[3] == "snapshots") return m == "GET" ? c.snapshots() : c.create_snapshot();
+      if (segs[3] == "promote") return c.promote();
       return m == "GET" ? c.export_of() : c.put_export();
     case 5: return c.delete_snapshot();
     default: return m == "PUT" ? c.put_acl() : c.delete_acl();

@@ -1,5 +1,7 @@
 #include "json_shapes.h"
 
+#include <algorithm>
+
 namespace duplex::api {
 
 using nlohmann::json;
@@ -56,7 +58,17 @@ json to_json(const VolumeView& v) {
       j["dirty_bytes"] = s.dirty_bytes;
       j["resync_progress"] = s.resync_progress;
       j["error"] = s.error;
+      j["role"] = s.role;
+      j["resync_rate"] = s.resync_rate;
+      j["resync_eta_seconds"] = s.resync_eta_seconds;
+      j["resync_bytes_total"] = s.resync_bytes_total;
+      j["resync_bytes_done"] = s.resync_bytes_done;
+      j["verify_mismatches"] = s.verify_mismatches;
+      j["last_event"] = s.last_event;
     }
+    if (v.insync)
+      j["member"] =
+          std::find(v.insync->members.begin(), v.insync->members.end(), rep.node) != v.insync->members.end();
     replicas.push_back(std::move(j));
   }
   json snapshots = json::array();
@@ -68,6 +80,8 @@ json to_json(const VolumeView& v) {
     if (!p.iscsi.empty()) j["iscsi"] = p.iscsi;
     paths.push_back(std::move(j));
   }
+  json decisions = json::array();
+  for (const auto& d : v.decisions) decisions.push_back(to_json(d));
   return json{{"name", r.name},
               {"uuid", r.uuid},
               {"size", r.size},
@@ -82,7 +96,19 @@ json to_json(const VolumeView& v) {
               {"replicas", std::move(replicas)},
               {"snapshots", std::move(snapshots)},
               {"export", to_json(v.exp)},
-              {"paths", std::move(paths)}};
+              {"paths", std::move(paths)},
+              {"insync", v.insync ? to_json(*v.insync) : json(nullptr)},
+              {"decisions", std::move(decisions)}};
+}
+
+json to_json(const cluster::InSyncRecord& s) {
+  return json{{"generation", s.generation}, {"members", s.members}, {"owner", s.owner},
+              {"decided_by", s.decided_by}, {"reason", s.reason},   {"at", s.at}};
+}
+
+json to_json(const cluster::Decision& d) {
+  return json{{"generation", d.generation}, {"members", d.members}, {"decided_by", d.decided_by},
+              {"reason", d.reason},         {"at", d.at},           {"may_lose", d.may_lose}};
 }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n"; }

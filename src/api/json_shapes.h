@@ -11,6 +11,8 @@ nlohmann::json to_json(const cluster::PoolRecord& p);
 nlohmann::json to_json(const VolumeView& v);
 nlohmann::json to_json(const SnapshotView& s);
 nlohmann::json to_json(const ExportView& e);
+nlohmann::json to_json(const cluster::InSyncRecord& s);
+nlohmann::json to_json(const cluster::Decision& d);
 // The replica state shown for a replica: its report's, or "creating"/"unknown" before one exists.
 std::string replica_state(const ReplicaView& r, cluster::VolumeState volume_state);
 

@@ -35,6 +35,8 @@ struct Opts {
   std::string site;
   std::string pool;
   bool yes = false;
+  bool accept_data_loss = false;
+  std::string reason;
   std::string nbd;
   std::string iscsi;
   std::string default_access;
@@ -138,7 +140,7 @@ WaitFor gone_wait(const std::string& what, const std::string& path) { return {wh
 bool on_off(const std::string& s) { return s == "on"; }
 
 void add_volume(CLI::App& app, const Globals& g, Action& action, const std::shared_ptr<Opts>& o) {
-  auto* vol = app.add_subcommand("volume", "Volumes: list, show, create, grow, delete, clone");
+  auto* vol = app.add_subcommand("volume", "Volumes: list, show, create, grow, delete, clone, promote");
   vol->require_subcommand(1);
 
   auto* ls = vol->add_subcommand("list", "List every volume");
@@ -153,8 +155,9 @@ void add_volume(CLI::App& app, const Globals& g, Action& action, const std::shar
   auto* cr = vol->add_subcommand("create", "Create a volume");
   cr->add_option("volume", o->volume, "Volume name")->required();
   cr->add_option("--size", o->size, "Size, e.g. 10GiB")->required()->check(size_check());
-  cr->add_option("--replicas", o->replicas, "Replicas (1-3; default: the cluster's, 2)")
-      ->check(CLI::Range(1, 3));
+  cr->add_option("--replicas", o->replicas,
+                 "Replicas: 1, or 2 for a synchronous mirror on two sites (default 1)")
+      ->check(CLI::Range(1, 2));
   cr->add_option("--site", o->site, "Preferred site (its node orders writes)");
   cr->add_option("--pool", o->pool, "Pool name");
   cr->callback([&g, &action, o] {
@@ -212,6 +215,30 @@ void add_volume(CLI::App& app, const Globals& g, Action& action, const std::shar
       return change(g, "DELETE", path + timeout_query(g), nullptr,
                     gone_wait("volume '" + o->volume + "'", path),
                     [o](const json&) { return fmt::format("volume {} deleted\n", o->volume); });
+    };
+  });
+
+  auto* pr = vol->add_subcommand(
+      "promote", "Make NODE the only member of the volume's in-sync set (rolling failure override)");
+  pr->add_option("volume", o->volume, "Volume name")->required();
+  pr->add_option("--node", o->node, "The node whose replica will serve alone")->required();
+  pr->add_flag("--accept-data-loss", o->accept_data_loss,
+               "Accept losing what only the other members acknowledged (without it the API says what)");
+  pr->add_option("--reason", o->reason, "Why (kept in the volume's decision log)");
+  pr->callback([&g, &action, o] {
+    // Without the flag the request still goes: the API's refusal says exactly what would be lost.
+    json body = {{"node", o->node}, {"accept_data_loss", o->accept_data_loss}};
+    if (!o->reason.empty()) body["reason"] = o->reason;
+    action = [&g, o, body] {
+      return change(g, "POST", "/v1/volumes/" + seg(o->volume) + "/promote", &body, {}, [](const json& v) {
+        const json& set = object(v, "insync");
+        std::string out =
+            fmt::format("volume {}: in-sync set generation {}, members {}, owner {}\n", str(v, "name"),
+                        u64(set, "generation"), joined(set, "members"), str(set, "owner"));
+        for (const auto& l : list(v, "may_lose"))
+          if (l.is_string()) out += "may have lost: " + l.get<std::string>() + "\n";
+        return out;
+      });
     };
   });
 

@@ -28,6 +28,13 @@ void ProgressLine::show(const std::string& text, const std::string& key) {
   last_key_ = key;
 }
 
+std::string progress_bar(double fraction, int width) {
+  const double f = std::clamp(fraction, 0.0, 1.0);
+  const int filled = static_cast<int>(f * width);
+  return fmt::format("[{}{}] {:.0f}%", std::string(static_cast<std::size_t>(filled), '#'),
+                     std::string(static_cast<std::size_t>(width - filled), '.'), f * 100.0);
+}
+
 void ProgressLine::finish() {
   if (tty_ && open_) std::fputc('\n', stderr);
   open_ = false;

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "duplex/cli/json_get.h"
+#include "duplex/cli/progress.h"
 #include "duplex/cli/units.h"
 
 namespace duplex::cli {
@@ -40,6 +41,16 @@ std::string percent(double fraction) {
   return fmt::format("{:.0f}%", std::clamp(fraction, 0.0, 1.0) * 100.0);
 }
 
+// A string array as "n1 n2".
+std::string words(const json& j, const std::string& key) {
+  std::string out;
+  for (const auto& e : list(j, key)) {
+    if (!e.is_string()) continue;
+    out += (out.empty() ? "" : " ") + e.get<std::string>();
+  }
+  return out;
+}
+
 void kv(std::string& out, const std::string& key, const std::string& value) {
   out += fmt::format("{:<16}{}\n", key + ":", value);
 }
@@ -57,7 +68,10 @@ std::string replica_summary(const json& v) {
 }
 
 std::string volume_owner(const json& v) {
-  std::string owner = str(v, "owner");
+  // The in-sync set names the member that orders writes; older answers have no set.
+  std::string owner = str(object(v, "insync"), "owner");
+  if (!owner.empty()) return owner;
+  owner = str(v, "owner");
   if (!owner.empty()) return owner;
   const json& reps = list(v, "replicas");
   for (const auto& r : reps) {
@@ -163,14 +177,61 @@ std::string render_volume(const json& v) {
   if (!str(v, "clone_of").empty()) kv(out, "clone of", str(v, "clone_of"));
   kv(out, "created", or_dash(str(v, "created")));
 
-  Table reps({"NODE", "SITE", "ALIVE", "STATE", "GENERATION", "ALLOCATED", "DIRTY", "RESYNC", "ERROR"});
-  for (const auto& r : list(v, "replicas")) {
-    reps.add({str(r, "node"), str(r, "site"), yes_no(flag(r, "alive")), str(r, "state"),
-              fmt::format("{}", u64(r, "generation")), format_size(u64(r, "allocated_bytes")),
-              format_size(u64(r, "dirty_bytes")), percent(num(r, "resync_progress", 1.0)),
-              or_dash(str(r, "error"))});
+  const json& set = object(v, "insync");
+  const json& members = list(set, "members");
+  auto is_member = [&](const std::string& node) {
+    return std::any_of(members.begin(), members.end(), [&](const json& m) { return m == node; });
+  };
+  if (!set.empty()) {
+    out += fmt::format("\nin-sync set: generation {}, members {}, owner {}\n", u64(set, "generation"),
+                       or_dash(words(set, "members")), or_dash(str(set, "owner")));
+    out += fmt::format("  decided by {} at {}: {}\n", or_dash(str(set, "decided_by")),
+                       or_dash(str(set, "at")), or_dash(str(set, "reason")));
   }
-  out += "\nreplicas:\n" + reps.str();
+
+  Table reps({"NODE", "SITE", "ALIVE", "ROLE", "IN SET", "STATE", "GENERATION", "ALLOCATED", "DIRTY",
+              "VERIFY", "ERROR"});
+  std::string resyncs, events;
+  for (const auto& r : list(v, "replicas")) {
+    const std::string node = str(r, "node");
+    reps.add(
+        {node, or_dash(str(r, "site")), yes_no(flag(r, "alive")), or_dash(str(r, "role")),
+         set.empty() ? "-" : yes_no(is_member(node)), str(r, "state"),
+         fmt::format("{}", u64(r, "generation")), format_size(u64(r, "allocated_bytes")),
+         format_size(u64(r, "dirty_bytes")),
+         u64(r, "verify_mismatches") == 0 ? "ok" : fmt::format("{} mismatches", u64(r, "verify_mismatches")),
+         or_dash(str(r, "error"))});
+    const double progress = num(r, "resync_progress", 1.0);
+    if (str(r, "state") == "resyncing" || progress < 1.0) {
+      const std::uint64_t total = u64(r, "resync_bytes_total");
+      const double rate = num(r, "resync_rate", 0.0);
+      const double eta = num(r, "resync_eta_seconds", -1.0);
+      std::string line = fmt::format("  {} resync {}", node, progress_bar(progress));
+      if (total != 0)
+        line += fmt::format(" {} of {}", format_size(u64(r, "resync_bytes_done")), format_size(total));
+      line +=
+          rate > 0 ? fmt::format(", {}/s", format_size(static_cast<std::uint64_t>(rate))) : ", rate unknown";
+      line += eta >= 0 ? fmt::format(", ETA {}", format_seconds(eta)) : ", ETA unknown";
+      resyncs += line + "\n";
+    }
+    if (!str(r, "last_event").empty()) events += fmt::format("  {}: {}\n", node, str(r, "last_event"));
+  }
+  out += "\nreplicas:\n" + reps.str() + resyncs + events;
+
+  const json& decisions = list(v, "decisions");
+  if (!decisions.empty()) {
+    out += "\ndecisions (last 5):\n";
+    Table t({"GENERATION", "MEMBERS", "BY", "AT", "REASON"});
+    const std::size_t from = decisions.size() > 5 ? decisions.size() - 5 : 0;
+    for (std::size_t i = from; i < decisions.size(); ++i) {
+      const json& d = decisions[i];
+      std::string reason = or_dash(str(d, "reason"));
+      if (!list(d, "may_lose").empty()) reason += " (may lose: " + joined(d, "may_lose") + ")";
+      t.add({fmt::format("{}", u64(d, "generation")), or_dash(words(d, "members")),
+             or_dash(str(d, "decided_by")), or_dash(str(d, "at")), reason});
+    }
+    out += t.str();
+  }
 
   const json& snaps = list(v, "snapshots");
   out += "\nsnapshots:";
@@ -185,7 +246,7 @@ std::string render_volume(const json& v) {
   const json& paths = list(v, "paths");
   out += "\npaths:";
   if (paths.empty()) {
-    out += " none (no in-sync replica on a live node)\n";
+    out += " none (no in-sync member on a live node)\n";
   } else {
     Table t({"NODE", "NBD", "ISCSI"});
     for (const auto& p : paths) t.add({str(p, "node"), or_dash(str(p, "nbd")), or_dash(str(p, "iscsi"))});

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -22,6 +23,8 @@ const std::string kVolumes = std::string(kRoot) + "volumes/";
 const std::string kSnapshots = std::string(kRoot) + "snapshots/";
 const std::string kReplicas = std::string(kRoot) + "replicas/";
 const std::string kExports = std::string(kRoot) + "exports/";
+const std::string kInSync = std::string(kRoot) + "insync/";
+const std::string kDecisions = std::string(kRoot) + "decisions/";
 
 std::string volume_key(const std::string& v) { return kVolumes + v; }
 std::string snapshot_prefix(const std::string& v) { return kSnapshots + v + "/"; }
@@ -29,6 +32,12 @@ std::string snapshot_key(const std::string& v, const std::string& s) { return sn
 std::string replica_prefix(const std::string& v) { return kReplicas + v + "/"; }
 std::string replica_key(const std::string& v, const std::string& n) { return replica_prefix(v) + n; }
 std::string export_key(const std::string& v) { return kExports + v; }
+std::string insync_key(const std::string& v) { return kInSync + v; }
+std::string decision_prefix(const std::string& v) { return kDecisions + v + "/"; }
+// Zero-padded so that etcd's byte order of the keys is the generations' order.
+std::string decision_key(const std::string& v, std::int64_t generation) {
+  return fmt::format("{}{:020d}", decision_prefix(v), generation);
+}
 
 // Field readers that never throw: a field of the wrong type reads as absent (unknown or malformed
 // fields must not take the catalogue down; the whole value is rejected only when it is not JSON).
@@ -207,6 +216,13 @@ std::optional<ReplicaStatus> parse_replica(const Kv& kv) {
   r.snapshots = strings(*j, "snapshots");
   r.error = str(*j, "error");
   r.updated = str(*j, "updated");
+  r.role = str(*j, "role");
+  r.resync_rate = num<double>(*j, "resync_rate", 0);
+  r.resync_eta_seconds = num<double>(*j, "resync_eta_seconds", -1);
+  r.resync_bytes_total = num<std::uint64_t>(*j, "resync_bytes_total", 0);
+  r.resync_bytes_done = num<std::uint64_t>(*j, "resync_bytes_done", 0);
+  r.verify_mismatches = num<std::uint64_t>(*j, "verify_mismatches", 0);
+  r.last_event = str(*j, "last_event");
   r.mod_revision = kv.mod_revision;
   return r;
 }
@@ -220,7 +236,73 @@ json to_json(const ReplicaStatus& r) {
           {"resync_progress", r.resync_progress},
           {"snapshots", r.snapshots},
           {"error", r.error},
-          {"updated", r.updated.empty() ? now_rfc3339() : r.updated}};
+          {"updated", r.updated.empty() ? now_rfc3339() : r.updated},
+          {"role", r.role},
+          {"resync_rate", r.resync_rate},
+          {"resync_eta_seconds", r.resync_eta_seconds},
+          {"resync_bytes_total", r.resync_bytes_total},
+          {"resync_bytes_done", r.resync_bytes_done},
+          {"verify_mismatches", r.verify_mismatches},
+          {"last_event", r.last_event}};
+}
+
+// An in-sync record without members or uuid decides nothing: it is skipped like any unreadable
+// value (insync() then answers corrupt, and no compare-and-swap can be based on it by mistake).
+std::optional<InSyncRecord> parse_insync(const Kv& kv) {
+  auto j = object_of(kv);
+  if (!j) return std::nullopt;
+  InSyncRecord r;
+  r.volume = tail(kv.key, kInSync);
+  r.uuid = str(*j, "uuid");
+  r.generation = num<std::int64_t>(*j, "generation", 0);
+  r.members = strings(*j, "members");
+  r.owner = str(*j, "owner");
+  r.decided_by = str(*j, "decided_by");
+  r.reason = str(*j, "reason");
+  r.at = str(*j, "at");
+  r.mod_revision = kv.mod_revision;
+  if (r.uuid.empty() || r.members.empty() || r.generation < 1) {
+    spdlog::warn("event=catalogue.skip key={} reason=\"uuid, members or generation missing\"", kv.key);
+    return std::nullopt;
+  }
+  return r;
+}
+
+json to_json(const InSyncRecord& r) {
+  return {{"uuid", r.uuid},   {"generation", r.generation}, {"members", r.members},
+          {"owner", r.owner}, {"decided_by", r.decided_by}, {"reason", r.reason},
+          {"at", r.at}};
+}
+
+std::optional<Decision> parse_decision(const Kv& kv) {
+  auto j = object_of(kv);
+  if (!j) return std::nullopt;
+  Decision d;
+  d.generation = num<std::int64_t>(*j, "generation", 0);
+  d.members = strings(*j, "members");
+  d.decided_by = str(*j, "decided_by");
+  d.reason = str(*j, "reason");
+  d.at = str(*j, "at");
+  d.may_lose = strings(*j, "may_lose");
+  return d;
+}
+
+json to_json(const Decision& d) {
+  return {{"generation", d.generation}, {"members", d.members}, {"decided_by", d.decided_by},
+          {"reason", d.reason},         {"at", d.at},           {"may_lose", d.may_lose}};
+}
+
+Decision decision_of(const InSyncRecord& r, std::vector<std::string> may_lose) {
+  return Decision{r.generation, r.members, r.decided_by, r.reason, r.at, std::move(may_lose)};
+}
+
+// The members in placement order; the owner is the first of them (the preferred site's node).
+std::vector<std::string> in_placement_order(const std::vector<std::string>& replicas,
+                                            const std::vector<std::string>& members) {
+  std::vector<std::string> out;
+  for (const auto& n : replicas)
+    if (std::find(members.begin(), members.end(), n) != members.end()) out.push_back(n);
+  return out;
 }
 
 std::optional<ExportRecord> parse_export(const Kv& kv) {
@@ -268,6 +350,78 @@ Status lost(const std::string& what) {
 bool valid_initiator(std::string_view s) {
   if (s.empty() || s.size() > 223) return false;
   return std::all_of(s.begin(), s.end(), [](char c) { return c > ' ' && c < 0x7f; });
+}
+
+struct Candidate {
+  const PoolRecord* pool;
+  std::string site;
+};
+
+struct Placement {
+  std::vector<std::string> nodes;  // placement order: the preferred site's node first
+  std::string pool;
+  std::string note;  // why the placement is weaker than asked ("" when it is not)
+};
+
+// The pool with the most free bytes among `cands` that `fits`, or nullptr.
+template <typename Fits>
+const Candidate* roomiest(const std::vector<Candidate>& cands, Fits fits) {
+  const Candidate* best = nullptr;
+  for (const auto& c : cands)
+    if (fits(c) && (!best || c.pool->free > best->pool->free)) best = &c;
+  return best;
+}
+
+// One replica: the roomiest pool (in the preferred site when one is named). Two: the roomiest
+// pool of the preferred site first, then the roomiest pool of the same name in another site (a
+// site loss must not take both); only when no other site has room, another node of the same site,
+// with a note. Every candidate here is live and has free bytes.
+Result<Placement> place(const std::vector<Candidate>& cands, unsigned replicas, const std::string& site) {
+  auto in_site = [&](const Candidate& c) { return site.empty() || c.site == site; };
+  if (replicas == 1) {
+    const Candidate* best = roomiest(cands, in_site);
+    if (!best) return Status::error(Errc::no_space, "every candidate pool is full (0 bytes free)");
+    return Placement{{best->pool->node}, best->pool->name, {}};
+  }
+  std::set<std::string> names;
+  for (const auto& c : cands) names.insert(c.pool->name);
+  std::optional<Placement> chosen;
+  bool chosen_cross = false;
+  std::uint64_t chosen_room = 0;
+  for (const auto& name : names) {
+    const Candidate* first =
+        roomiest(cands, [&](const Candidate& c) { return c.pool->name == name && in_site(c); });
+    if (!first) continue;
+    bool cross = true;
+    const Candidate* second =
+        roomiest(cands, [&](const Candidate& c) { return c.pool->name == name && c.site != first->site; });
+    if (!second) {
+      cross = false;
+      second = roomiest(cands, [&](const Candidate& c) {
+        return c.pool->name == name && c.pool->node != first->pool->node;
+      });
+    }
+    if (!second) continue;
+    const std::uint64_t room = std::min(first->pool->free, second->pool->free);
+    if (chosen && (chosen_cross > cross || (chosen_cross == cross && chosen_room >= room))) continue;
+    Placement p{{first->pool->node, second->pool->node}, name, {}};
+    if (!cross)
+      p.note = fmt::format("both replicas in site '{}': no other site has a live node with room in pool '{}'",
+                           first->site, name);
+    chosen = std::move(p);
+    chosen_cross = cross;
+    chosen_room = room;
+  }
+  if (!chosen) {
+    std::vector<std::string> seen;
+    for (const auto& c : cands) seen.push_back(fmt::format("{}/{}", c.pool->node, c.pool->name));
+    return Status::error(Errc::no_space,
+                         "replicas: 2 needs two live nodes with room in a pool of the same name{}; "
+                         "candidates: {}",
+                         site.empty() ? std::string{} : fmt::format(" (the first in site '{}')", site),
+                         seen.empty() ? std::string("none") : fmt::format("{}", fmt::join(seen, ", ")));
+  }
+  return *chosen;
 }
 
 }  // namespace
@@ -385,14 +539,29 @@ Result<ExportRecord> Catalogue::export_of(const std::string& volume) {
   return d;
 }
 
+Result<InSyncRecord> Catalogue::insync(const std::string& volume) {
+  DPX_TRY(check_name("volume", volume));
+  auto r = etcd_.get(insync_key(volume));
+  if (!r) return r.status();
+  if (r->kvs.empty()) return Status::error(Errc::not_found, "volume '{}' has no in-sync record", volume);
+  auto rec = parse_insync(r->kvs[0]);
+  if (!rec)
+    return Status::error(Errc::corrupt, "volume '{}': its in-sync record cannot be read (see the log)",
+                         volume);
+  return *rec;
+}
+
+Result<std::vector<Decision>> Catalogue::decisions(const std::string& volume) {
+  DPX_TRY(check_name("volume", volume));
+  return read_prefix(etcd_, decision_prefix(volume), parse_decision);
+}
+
 // --- intents ---
 
 Result<VolumeRecord> Catalogue::create_volume(const VolumeSpec& spec) {
   DPX_TRY(check_name("name", spec.name));
-  if (spec.replicas == 2)
-    return Status::error(Errc::unsupported,
-                         "replicas: 2 is not accepted yet: synchronous mirroring is not implemented yet");
-  if (spec.replicas != 1) return Status::error(Errc::invalid, "replicas: must be 1 (got {})", spec.replicas);
+  if (spec.replicas != 1 && spec.replicas != 2)
+    return Status::error(Errc::invalid, "replicas: must be 1 or 2 (got {})", spec.replicas);
   if (!spec.pool.empty()) DPX_TRY(check_name("pool", spec.pool));
   if (!spec.preferred_site.empty()) DPX_TRY(check_name("preferred_site", spec.preferred_site));
 
@@ -450,18 +619,17 @@ Result<VolumeRecord> Catalogue::create_volume(const VolumeSpec& spec) {
     for (const auto& n : *live) by_name[n.name] = &n;
     if (by_name.empty())
       return Status::error(Errc::no_space, "no live node: no duplexd is registered in etcd");
-    const PoolRecord* best = nullptr;
+    std::vector<Candidate> candidates;
     bool any_pool = false, any_site = spec.preferred_site.empty();
     for (const auto& p : *pools_r) {
       auto n = by_name.find(p.node);
       if (n == by_name.end()) continue;  // the node is down: its report is stale
       if (!spec.pool.empty() && p.name != spec.pool) continue;
       any_pool = true;
-      if (!spec.preferred_site.empty() && n->second->site != spec.preferred_site) continue;
-      any_site = true;
+      if (spec.preferred_site.empty() || n->second->site == spec.preferred_site) any_site = true;
       // Thin provisioning allows overcommit, but a full pool cannot take a single new cluster.
       if (p.free == 0) continue;
-      if (!best || p.free > best->free) best = &p;
+      candidates.push_back(Candidate{&p, n->second->site});
     }
     if (!any_pool)
       return Status::error(Errc::no_space, "no live node reports a pool{}",
@@ -469,12 +637,32 @@ Result<VolumeRecord> Catalogue::create_volume(const VolumeSpec& spec) {
     if (!any_site)
       return Status::error(Errc::no_space, "preferred_site: no live node with a pool in site '{}'",
                            spec.preferred_site);
-    if (!best) return Status::error(Errc::no_space, "every candidate pool is full (0 bytes free)");
-    rec.replicas = {best->node};
-    rec.pool = best->name;
+    auto placed = place(candidates, spec.replicas, spec.preferred_site);
+    if (!placed) return placed.status();
+    rec.replicas = placed->nodes;
+    rec.pool = placed->pool;
+    if (!placed->note.empty())
+      rec.reason = rec.reason.empty() ? placed->note : rec.reason + "; " + placed->note;
   }
+  // A clone has its source's replicas whatever `replicas` asked: it shares the snapshot's clusters.
+  rec.replicas_wanted = static_cast<unsigned>(rec.replicas.size());
 
-  auto t = etcd_.txn(cmp, {TxnOp::put(volume_key(rec.name), to_json(rec).dump())});
+  // The in-sync set starts as every replica: an empty replica is in sync with an empty one, and
+  // a clone's replicas hold the same snapshot.
+  InSyncRecord set;
+  set.volume = rec.name;
+  set.uuid = rec.uuid;
+  set.generation = 1;
+  set.members = rec.replicas;
+  set.owner = rec.replicas.front();
+  set.decided_by = "api";
+  set.reason = "created";
+  set.at = rec.created;
+  std::vector<TxnOp> ops{TxnOp::put(volume_key(rec.name), to_json(rec).dump()),
+                         TxnOp::put(insync_key(rec.name), to_json(set).dump()),
+                         TxnOp::put(decision_key(rec.name, 1), to_json(decision_of(set, {})).dump())};
+
+  auto t = etcd_.txn(cmp, ops);
   if (!t) return t.status();
   if (!t->succeeded) {
     auto now = etcd_.get(volume_key(rec.name));
@@ -482,8 +670,8 @@ Result<VolumeRecord> Catalogue::create_volume(const VolumeSpec& spec) {
     return lost(fmt::format("clone source '{}'", spec.clone_of));
   }
   rec.mod_revision = t->revision;
-  spdlog::info("event=catalogue.volume.create volume={} size={} node={} pool={} clone_of={}", rec.name,
-               rec.size, rec.replicas.empty() ? "" : rec.replicas[0], rec.pool, rec.clone_of);
+  spdlog::info("event=catalogue.volume.create volume={} size={} nodes={} pool={} clone_of={}", rec.name,
+               rec.size, fmt::join(rec.replicas, ","), rec.pool, rec.clone_of);
   return rec;
 }
 
@@ -628,6 +816,75 @@ Result<ExportRecord> Catalogue::set_export(const ExportRecord& in, std::int64_t 
   return out;
 }
 
+Result<InSyncRecord> Catalogue::change_insync(const InSyncRecord& expected, std::vector<std::string> members,
+                                              const std::string& decided_by, const std::string& reason,
+                                              std::vector<std::string> may_lose) {
+  const std::string& name = expected.volume;
+  DPX_TRY(check_name("volume", name));
+  if (members.empty())
+    return Status::error(Errc::invalid, "members: the in-sync set of '{}' cannot be empty", name);
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    DPX_TRY(check_name("members", members[i]));
+    if (std::find(members.begin(), members.begin() + static_cast<std::ptrdiff_t>(i), members[i]) !=
+        members.begin() + static_cast<std::ptrdiff_t>(i))
+      return Status::error(Errc::invalid, "members: '{}' is named twice", members[i]);
+  }
+  const std::string ikey = insync_key(name), vkey = volume_key(name);
+  // The volume's record is compared too, so that "exists, same uuid, not deleting" holds when the
+  // set changes; a grow or export change meanwhile is no reason to fail: read it again.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto rec = volume(name);
+    if (!rec) return rec.status();
+    if (rec->state == VolumeState::deleting)
+      return Status::error(Errc::invalid, "volume '{}' is being deleted", name);
+    if (!expected.uuid.empty() && expected.uuid != rec->uuid)
+      return Status::error(Errc::conflict,
+                           "volume '{}' is now uuid {}, not {} (deleted and created again): re-read", name,
+                           rec->uuid, expected.uuid);
+    for (const auto& m : members)
+      if (std::find(rec->replicas.begin(), rec->replicas.end(), m) == rec->replicas.end())
+        return Status::error(Errc::invalid, "members: '{}' holds no replica of '{}' (replicas: {})", m, name,
+                             fmt::join(rec->replicas, ", "));
+    InSyncRecord next;
+    next.volume = name;
+    next.uuid = rec->uuid;
+    next.generation = expected.generation + 1;
+    next.members = in_placement_order(rec->replicas, members);
+    next.owner = next.members.front();
+    next.decided_by = decided_by;
+    next.reason = reason;
+    next.at = now_rfc3339();
+    std::vector<TxnOp> ops{
+        TxnOp::put(ikey, to_json(next).dump()),
+        TxnOp::put(decision_key(name, next.generation), to_json(decision_of(next, may_lose)).dump())};
+    // Generations are consecutive, so dropping the one kDecisionsKept back keeps the last 100.
+    if (next.generation > kDecisionsKept)
+      ops.push_back(TxnOp::del(decision_key(name, next.generation - kDecisionsKept)));
+    auto t = etcd_.txn({Compare::unchanged_since(ikey, expected.mod_revision),
+                        Compare::unchanged_since(vkey, rec->mod_revision)},
+                       ops, {TxnOp::get(ikey)});
+    if (!t) return t.status();
+    if (t->succeeded) {
+      next.mod_revision = t->revision;
+      spdlog::info(
+          "event=catalogue.insync.change volume={} generation={} members={} owner={} decided_by={} "
+          "reason=\"{}\"",
+          name, next.generation, fmt::join(next.members, ","), next.owner, decided_by, reason);
+      return next;
+    }
+    const std::vector<Kv> now = t->ranges.empty() ? std::vector<Kv>{} : t->ranges[0];
+    const std::int64_t now_rev = now.empty() ? 0 : now[0].mod_revision;
+    if (now_rev != expected.mod_revision) {
+      auto cur = now.empty() ? std::nullopt : parse_insync(now[0]);
+      return Status::error(
+          Errc::conflict,
+          "the in-sync set of '{}' changed meanwhile (now generation {}): re-read and re-decide", name,
+          cur ? cur->generation : 0);
+    }
+  }
+  return lost(fmt::format("volume '{}'", name));
+}
+
 // --- reports ---
 
 Status Catalogue::report_pool(const PoolRecord& rec) {
@@ -674,7 +931,8 @@ Status Catalogue::settle(const std::string& name) {
     }
     auto d = etcd_.txn({Compare::unchanged_since(vkey, rec->mod_revision)},
                        {TxnOp::del(vkey), TxnOp::del(snapshot_prefix(name), true),
-                        TxnOp::del(export_key(name)), TxnOp::del(replica_prefix(name), true)});
+                        TxnOp::del(export_key(name)), TxnOp::del(replica_prefix(name), true),
+                        TxnOp::del(insync_key(name)), TxnOp::del(decision_prefix(name), true)});
     if (!d) return d.status();
     if (d->succeeded) spdlog::info("event=catalogue.volume.deleted volume={}", name);
     return Status::ok();  // a lost compare: someone else moved it on; their change triggers the next settle

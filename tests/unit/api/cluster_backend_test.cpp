@@ -216,9 +216,11 @@ TEST_F(ClusterApi, FullLifecycleWithANodeApplying) {
 }
 
 TEST_F(ClusterApi, CatalogueErrorsMapToHttp) {
+  // One live node: a mirror has nowhere to put its second replica.
   auto r = call("POST", "/v1/volumes", R"({"name":"m","size":"1GiB","replicas":2})");
-  EXPECT_EQ(r.status, 400) << r.body;
-  EXPECT_EQ(parse(r)["error"]["field"], "replicas");
+  EXPECT_EQ(r.status, 507) << r.body;
+  EXPECT_EQ(parse(r)["error"]["code"], "no_space");
+  EXPECT_NE(parse(r)["error"]["message"].get<std::string>().find("replicas"), std::string::npos);
   r = call("POST", "/v1/volumes", R"({"name":"m","size":"1GiB","preferred_site":"elsewhere"})");
   EXPECT_EQ(r.status, 507) << r.body;
   EXPECT_EQ(parse(r)["error"]["code"], "no_space");
@@ -250,4 +252,81 @@ TEST_F(ClusterApi, CatalogueErrorsMapToHttp) {
   EXPECT_EQ(parse(r)["error"]["code"], "unavailable");
   r = call("POST", "/v1/volumes", R"({"name":"x","size":"1GiB"})");
   EXPECT_EQ(r.status, 503) << r.body;
+}
+
+TEST_F(ClusterApi, MirroredVolumeShowsItsSetAndPromoteChangesItInEtcd) {
+  ASSERT_TRUE(client.put(std::string(cluster::kRoot) + "nodes/n2",
+                         R"({"site":"b","address":"127.0.0.12","nbd":["127.0.0.12:10809"],"pid":43})"));
+  cluster::PoolRecord p;
+  p.node = "n2";
+  p.name = "p0";
+  p.uuid = "u2";
+  p.size = 100ULL << 30;
+  p.free = 40ULL << 30;
+  ASSERT_TRUE(cat.report_pool(p));
+  auto r = call("POST", "/v1/volumes", R"({"name":"m","size":"1GiB","replicas":2})", {{"wait", "false"}});
+  ASSERT_EQ(r.status, 202) << r.body;
+  json j = parse(r);
+  EXPECT_EQ(j["replicas_wanted"], 2);
+  EXPECT_EQ(j["insync"]["generation"], 1);
+  EXPECT_EQ(j["insync"]["members"], (json{"n1", "n2"}));
+  EXPECT_EQ(j["insync"]["owner"], "n1");
+  ASSERT_EQ(j["decisions"].size(), 1u);
+  EXPECT_EQ(j["decisions"][0]["reason"], "created");
+
+  auto report = [&](const std::string& node, const std::string& state, std::int64_t gen) {
+    cluster::ReplicaStatus st;
+    st.volume = "m";
+    st.node = node;
+    st.state = state;
+    st.generation = gen;
+    st.size = 1ULL << 30;
+    st.role = node == "n1" ? "owner" : "peer";
+    ASSERT_TRUE(cat.report_replica(st));
+  };
+  report("n1", "in-sync", 1);
+  report("n2", "in-sync", 1);
+  j = parse(call("GET", "/v1/volumes/m"));
+  EXPECT_EQ(j["paths"].size(), 2u);
+  EXPECT_EQ(j["replicas"][0]["role"], "owner");
+  EXPECT_EQ(j["replicas"][1]["member"], true);
+  // n1 removes n2 (n2 still claims in-sync in its stale report: it no longer gets a path), then n1
+  // is lost too: a rolling failure that only the operator can end.
+  auto set = cat.insync("m");
+  ASSERT_TRUE(set);
+  ASSERT_TRUE(cat.change_insync(*set, {"n1"}, "n1", "peer n2 lost: link timeout"));
+  j = parse(call("GET", "/v1/volumes/m"));
+  ASSERT_EQ(j["paths"].size(), 1u);
+  EXPECT_EQ(j["paths"][0]["node"], "n1");
+  EXPECT_EQ(j["replicas"][1]["member"], false);
+  report("n1", "failed", 1);
+  report("n2", "outdated", 1);
+
+  r = call("POST", "/v1/volumes/m/promote", R"({"node":"n2"})");
+  ASSERT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(parse(r)["error"]["field"], "accept_data_loss");
+  EXPECT_NE(
+      parse(r)["error"]["message"].get<std::string>().find("writes acknowledged by n1 after generation 1"),
+      std::string::npos)
+      << r.body;
+  EXPECT_EQ(cat.insync("m")->generation, 2);
+  r = call("POST", "/v1/volumes/m/promote",
+           R"({"node":"n2","accept_data_loss":true,"reason":"site a lost"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto now = cat.insync("m");
+  ASSERT_TRUE(now);
+  EXPECT_EQ(now->generation, 3);
+  EXPECT_EQ(now->members, std::vector<std::string>{"n2"});
+  EXPECT_EQ(now->owner, "n2");
+  EXPECT_EQ(now->decided_by, "api");
+  auto ds = cat.decisions("m");
+  ASSERT_TRUE(ds);
+  ASSERT_EQ(ds->size(), 3u);
+  ASSERT_EQ(ds->back().may_lose.size(), 1u);
+  EXPECT_NE(ds->back().may_lose[0].find("writes acknowledged by n1 after generation 1"), std::string::npos);
+  j = parse(r);
+  EXPECT_EQ(j["insync"]["members"], (json{"n2"}));
+  EXPECT_EQ(j["decisions"].size(), 3u);
+  r = call("POST", "/v1/volumes/m/promote", R"({"node":"n2","accept_data_loss":true})");
+  EXPECT_EQ(r.status, 409) << r.body;
 }

@@ -338,3 +338,140 @@ TEST_F(HandlerTest, HostileBytesNeverBreakTheAnswer) {
   r = call("POST", "/v1/volumes", std::string(1000, '['));
   EXPECT_EQ(r.status, 400);
 }
+
+namespace {
+
+// A mirrored volume whose replicas reported as the nodes would.
+cluster::ReplicaStatus report(const std::string& node, const std::string& state, std::int64_t generation) {
+  cluster::ReplicaStatus s;
+  s.volume = "m";
+  s.node = node;
+  s.state = state;
+  s.generation = generation;
+  return s;
+}
+
+}  // namespace
+
+TEST_F(HandlerTest, VolumeShowsTheInSyncSetTheMirrorFieldsAndTheDecisions) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"m","size":4096,"replicas":2})").status, 201);
+  auto& v = backend.stored("m");
+  auto r1 = report("n1", "in-sync", 3);
+  r1.role = "owner";
+  r1.last_event = "peer n2 back: resync started";
+  v.replicas[0].report = r1;
+  auto r2 = report("n2", "resyncing", 3);
+  r2.role = "peer";
+  r2.resync_rate = 1048576;
+  r2.resync_eta_seconds = 30;
+  r2.resync_bytes_total = 4 << 20;
+  r2.resync_bytes_done = 1 << 20;
+  r2.verify_mismatches = 2;
+  v.replicas[1].report = r2;
+  ASSERT_TRUE(backend.change_insync(*v.insync, {"n1"}, "n1", "peer n2 lost", {}));
+  const auto r = call("GET", "/v1/volumes/m");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = parse(r);
+  EXPECT_EQ(j["insync"]["generation"], 2);
+  EXPECT_EQ(j["insync"]["members"], json::array({"n1"}));
+  EXPECT_EQ(j["insync"]["owner"], "n1");
+  EXPECT_EQ(j["insync"]["decided_by"], "n1");
+  EXPECT_EQ(j["insync"]["reason"], "peer n2 lost");
+  EXPECT_TRUE(j["insync"].contains("at"));
+  const json& reps = j["replicas"];
+  ASSERT_EQ(reps.size(), 2u);
+  EXPECT_EQ(reps[0]["role"], "owner");
+  EXPECT_EQ(reps[0]["member"], true);
+  EXPECT_EQ(reps[0]["last_event"], "peer n2 back: resync started");
+  EXPECT_EQ(reps[1]["member"], false);
+  EXPECT_EQ(reps[1]["state"], "resyncing");
+  EXPECT_EQ(reps[1]["resync_rate"], 1048576.0);
+  EXPECT_EQ(reps[1]["resync_eta_seconds"], 30.0);
+  EXPECT_EQ(reps[1]["resync_bytes_total"], 4u << 20);
+  EXPECT_EQ(reps[1]["resync_bytes_done"], 1u << 20);
+  EXPECT_EQ(reps[1]["verify_mismatches"], 2);
+  ASSERT_EQ(j["decisions"].size(), 2u);
+  EXPECT_EQ(j["decisions"][0]["generation"], 1);
+  EXPECT_EQ(j["decisions"][0]["reason"], "created");
+  EXPECT_EQ(j["decisions"][1]["generation"], 2);
+  EXPECT_EQ(j["decisions"][1]["members"], json::array({"n1"}));
+  EXPECT_EQ(j["decisions"][1]["may_lose"], json::array());
+}
+
+TEST_F(HandlerTest, PromoteRefusalsSayWhy) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"m","size":4096,"replicas":2})").status, 201);
+  auto& v = backend.stored("m");
+  const std::string path = "/v1/volumes/m/promote";
+  // Rolling failure: n2 was removed at generation 2, then n1 (the only member) was lost.
+  ASSERT_TRUE(backend.change_insync(*v.insync, {"n1"}, "n1", "peer n2 lost", {}));
+  expect_error(call("POST", path, R"({"node":"n9","accept_data_loss":true})"), 400, "invalid", "node");
+  expect_error(call("POST", path, R"({"node":"bad/name","accept_data_loss":true})"), 400, "invalid", "node");
+  expect_error(call("POST", path, R"({"accept_data_loss":true})"), 400, "invalid", "node");
+  expect_error(call("POST", path, R"({"node":"n2","accept_data_loss":"yes"})"), 400, "invalid",
+               "accept_data_loss");
+  expect_error(call("POST", path, R"({"node":"n2","force":true})"), 400, "invalid", "force");
+  expect_error(call("POST", "/v1/volumes/nope/promote", R"({"node":"n2","accept_data_loss":true})"), 404,
+               "not_found");
+  expect_error(call("GET", path), 405, "method_not_allowed");
+  // No report from n2: what it holds is unknown.
+  expect_error(call("POST", path, R"({"node":"n2","accept_data_loss":true})"), 409, "conflict");
+  // An inconsistent or failed replica is never promoted, flag or not.
+  v.replicas[1].report = report("n2", "inconsistent", 1);
+  auto r = call("POST", path, R"({"node":"n2","accept_data_loss":true})");
+  expect_error(r, 409, "conflict");
+  EXPECT_NE(parse(r)["error"]["message"].get<std::string>().find("never promoted"), std::string::npos);
+  v.replicas[1].report = report("n2", "failed", 1);
+  expect_error(call("POST", path, R"({"node":"n2","accept_data_loss":true})"), 409, "conflict");
+  // The only member already.
+  v.replicas[0].report = report("n1", "in-sync", 2);
+  expect_error(call("POST", path, R"({"node":"n1","accept_data_loss":true})"), 409, "conflict");
+  // Without the flag: 400 saying what would be lost and that the flag is required; nothing changes.
+  v.replicas[1].report = report("n2", "outdated", 1);
+  r = call("POST", path, R"({"node":"n2"})");
+  expect_error(r, 400, "invalid", "accept_data_loss");
+  const std::string msg = parse(r)["error"]["message"];
+  EXPECT_NE(msg.find("writes acknowledged by n1 after generation 1"), std::string::npos) << msg;
+  EXPECT_EQ(call("POST", path, R"({"node":"n2","accept_data_loss":false})").status, 400);
+  EXPECT_EQ(v.insync->generation, 2);
+  EXPECT_EQ(v.decisions.size(), 2u);
+}
+
+TEST_F(HandlerTest, PromoteWithTheFlagMakesTheNodeTheOnlyMemberAndLogsWhatMayBeLost) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"m","size":4096,"replicas":2})").status, 201);
+  auto& v = backend.stored("m");
+  ASSERT_TRUE(backend.change_insync(*v.insync, {"n1"}, "n1", "peer n2 lost", {}));
+  v.replicas[0].report = report("n1", "failed", 2);
+  v.replicas[1].report = report("n2", "outdated", 1);
+  auto r = call("POST", "/v1/volumes/m/promote",
+                R"({"node":"n2","accept_data_loss":true,"reason":"site a burnt down"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = parse(r);
+  EXPECT_EQ(j["insync"]["generation"], 3);
+  EXPECT_EQ(j["insync"]["members"], json::array({"n2"}));
+  EXPECT_EQ(j["insync"]["owner"], "n2");
+  EXPECT_EQ(j["insync"]["decided_by"], "api");
+  EXPECT_NE(j["insync"]["reason"].get<std::string>().find("site a burnt down"), std::string::npos);
+  ASSERT_EQ(j["may_lose"].size(), 1u);
+  EXPECT_NE(j["may_lose"][0].get<std::string>().find("writes acknowledged by n1 after generation 1"),
+            std::string::npos);
+  EXPECT_EQ(j["decisions"].back()["may_lose"], j["may_lose"]);
+  // Done once: promoting again is a conflict.
+  expect_error(call("POST", "/v1/volumes/m/promote", R"({"node":"n2","accept_data_loss":true})"), 409,
+               "conflict");
+}
+
+TEST_F(HandlerTest, PromoteThatLosesTheRaceIsAConflict) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"m","size":4096,"replicas":2})").status, 201);
+  auto& v = backend.stored("m");
+  v.replicas[0].report = report("n1", "in-sync", 1);
+  v.replicas[1].report = report("n2", "in-sync", 1);
+  // n1's mirror removes n2 between the handler's read and its compare-and-swap.
+  backend.before_change_insync = [&] {
+    backend.before_change_insync = nullptr;
+    ASSERT_TRUE(backend.change_insync(*v.insync, {"n1"}, "n1", "peer n2 lost", {}));
+  };
+  auto r = call("POST", "/v1/volumes/m/promote", R"({"node":"n2","accept_data_loss":true})");
+  expect_error(r, 409, "conflict");
+  EXPECT_EQ(v.insync->members, std::vector<std::string>{"n1"});
+  EXPECT_EQ(v.insync->generation, 2);
+}

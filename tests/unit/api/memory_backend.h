@@ -3,6 +3,7 @@
 // (exists, not_found, shrink, generation and revision compares) without etcd. With `apply` set,
 // every change counts as applied at once (200/201); without, it stays pending (202).
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -17,6 +18,7 @@ class MemoryBackend final : public api::Backend {
       "# HELP duplex_node_up 1 while the node runs.\n# TYPE duplex_node_up gauge\nduplex_node_up 1\n";
   std::vector<api::NodeView> node_list;
   std::vector<cluster::PoolRecord> pool_list;
+  std::function<void()> before_change_insync;  // runs first in change_insync: a racing decider
 
   api::HealthView health() override { return {"n1", "a", true, true}; }
   Result<std::vector<api::NodeView>> nodes() override { return node_list; }
@@ -56,6 +58,20 @@ class MemoryBackend final : public api::Backend {
     v.exp.rec.volume = spec.name;
     v.exp.iqn = "iqn.2026-11.io.duplex:" + spec.name;
     v.replicas.push_back({"n1", "a", true, std::nullopt});
+    if (spec.replicas == 2) {
+      v.rec.replicas.push_back("n2");
+      v.replicas.push_back({"n2", "b", true, std::nullopt});
+    }
+    cluster::InSyncRecord set;
+    set.volume = spec.name;
+    set.uuid = v.rec.uuid;
+    set.members = v.rec.replicas;
+    set.owner = v.rec.replicas.front();
+    set.decided_by = "api";
+    set.reason = "created";
+    set.mod_revision = ++revision_;
+    v.insync = set;
+    v.decisions.push_back({1, set.members, "api", "created", "", {}});
     vols_[spec.name] = v;
     return api::Applied<api::VolumeView>{v, done(w)};
   }
@@ -133,7 +149,34 @@ class MemoryBackend final : public api::Backend {
     ++it->second.rec.generation;
     return api::Applied<api::ExportView>{e, done(w)};
   }
+  Result<cluster::InSyncRecord> change_insync(const cluster::InSyncRecord& expected,
+                                              std::vector<std::string> members, const std::string& decided_by,
+                                              const std::string& reason,
+                                              std::vector<std::string> may_lose) override {
+    if (before_change_insync) before_change_insync();
+    auto it = vols_.find(expected.volume);
+    if (it == vols_.end()) return Status::error(Errc::not_found, "no volume {}", expected.volume);
+    auto& v = it->second;
+    if (!v.insync || v.insync->mod_revision != expected.mod_revision)
+      return Status::error(Errc::conflict, "the in-sync set of {} changed meanwhile", expected.volume);
+    for (const auto& m : members)
+      if (std::find(v.rec.replicas.begin(), v.rec.replicas.end(), m) == v.rec.replicas.end())
+        return Status::error(Errc::invalid, "members: {} holds no replica", m);
+    cluster::InSyncRecord next = *v.insync;
+    next.generation = expected.generation + 1;
+    next.members = std::move(members);
+    next.owner = next.members.at(0);
+    next.decided_by = decided_by;
+    next.reason = reason;
+    next.mod_revision = ++revision_;
+    v.insync = next;
+    v.decisions.push_back({next.generation, next.members, decided_by, reason, "", std::move(may_lose)});
+    return next;
+  }
   std::string metrics() override { return metrics_text; }
+
+  // A volume as stored, for a test to set reports or the in-sync set as the nodes would.
+  api::VolumeView& stored(const std::string& volume) { return vols_.at(volume); }
 
   // Bumps the stored export's revision as a concurrent writer would.
   void touch_export(const std::string& volume) { vols_.at(volume).exp.rec.mod_revision = ++revision_; }

@@ -11,6 +11,7 @@
 #include <httplib.h>
 
 #include "duplex/cli/client.h"
+#include "duplex/cli/commands.h"
 #include "duplex/cli/endpoints.h"
 #include "duplex/cli/process.h"
 #include "duplex/cli/progress.h"
@@ -91,6 +92,53 @@ TEST(CliRender, WrongTypesDoNotThrow) {
   EXPECT_NO_THROW(render_status(json(nullptr)));
 }
 
+const json kMirrored = json::parse(R"({"name": "m", "size": 1073741824, "state": "ready",
+  "generation": 3, "replicas_wanted": 2, "preferred_site": "a",
+  "replicas": [{"node": "n1", "site": "a", "alive": true, "state": "in-sync", "generation": 3,
+                "role": "owner", "dirty_bytes": 3145728, "member": true,
+                "last_event": "peer n2 back: resyncing 3 MiB"},
+               {"node": "n2", "site": "b", "alive": true, "state": "resyncing", "generation": 3,
+                "role": "peer", "member": false, "resync_progress": 0.25, "resync_rate": 1048576,
+                "resync_eta_seconds": 3, "resync_bytes_total": 4194304, "resync_bytes_done": 1048576,
+                "verify_mismatches": 2}],
+  "insync": {"generation": 7, "members": ["n1"], "owner": "n1", "decided_by": "n1",
+             "reason": "peer n2 lost: link timeout", "at": "2026-11-24T10:00:00Z"},
+  "decisions": [{"generation": 1, "members": ["n1", "n2"], "decided_by": "api", "reason": "created"},
+                {"generation": 2, "members": ["n1"], "decided_by": "n1", "reason": "r2"},
+                {"generation": 3, "members": ["n1", "n2"], "decided_by": "n1", "reason": "r3"},
+                {"generation": 4, "members": ["n2"], "decided_by": "api", "reason": "promote: drill",
+                 "may_lose": ["writes acknowledged by n1 after generation 3"]},
+                {"generation": 5, "members": ["n1", "n2"], "decided_by": "n2", "reason": "r5"},
+                {"generation": 6, "members": ["n1", "n2"], "decided_by": "n1", "reason": "r6"},
+                {"generation": 7, "members": ["n1"], "decided_by": "n1", "reason": "peer n2 lost: link timeout"}]})");
+
+TEST(CliRender, MirroredVolumeShowsTheSetResyncProgressAndTheLastFiveDecisions) {
+  const std::string out = render_volume(kMirrored);
+  EXPECT_NE(out.find("in-sync set: generation 7, members n1, owner n1"), std::string::npos) << out;
+  EXPECT_NE(out.find("owner:          n1"), std::string::npos) << out;
+  EXPECT_NE(out.find("3 MiB"), std::string::npos) << out;  // n1's dirty bytes, in human units
+  EXPECT_NE(out.find("n2 resync [#####...............] 25% 1 MiB of 4 MiB, 1 MiB/s, ETA 3.0s"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("2 mismatches"), std::string::npos) << out;
+  EXPECT_NE(out.find("n1: peer n2 back: resyncing 3 MiB"), std::string::npos) << out;
+  // The last five decisions, oldest first; the first two are left out.
+  EXPECT_EQ(out.find("  created\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find(" r2\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("r3"), std::string::npos) << out;
+  EXPECT_NE(out.find("promote: drill (may lose: writes acknowledged by n1 after generation 3)"),
+            std::string::npos)
+      << out;
+  EXPECT_LT(out.find("r3"), out.find("r6"));
+  // A replica row: node, site, alive, role, in set, state.
+  EXPECT_NE(out.find("n2    b     yes    peer   no      resyncing"), std::string::npos) << out;
+  EXPECT_EQ(progress_bar(1.5, 4), "[####] 100%");
+  EXPECT_EQ(progress_bar(-1, 4), "[....] 0%");
+  // Odd types in the new fields do not throw either.
+  EXPECT_NO_THROW(render_volume(json::parse(R"({"insync": [1], "decisions": {"a": 1},
+      "replicas": [{"resync_rate": "fast", "state": "resyncing", "verify_mismatches": -1}]})")));
+}
+
 TEST(CliClient, ErrorLineNamesMessageStatusAndCode) {
   Reply r;
   r.status = 404;
@@ -169,6 +217,79 @@ TEST(CliClient, SendsTokenSkipsUnreachableNodesAndWaitsFor202) {
   auto timed_out = wait_for(client, never, 1);
   ASSERT_FALSE(timed_out);
   EXPECT_NE(timed_out.status().message().find("timed out"), std::string::npos);
+}
+
+// duplexctl's command line against a fake API: what it sends and how it ends.
+Status run_cli(const std::vector<std::string>& args, const std::string& api) {
+  Globals g;
+  g.api = api;
+  g.token = "t";
+  Action action;
+  CLI::App app{"test"};
+  app.fallthrough();
+  add_api_commands(app, g, action);
+  std::vector<const char*> argv{"duplexctl"};
+  for (const auto& a : args) argv.push_back(a.c_str());
+  app.parse(static_cast<int>(argv.size()), argv.data());
+  return action ? action() : Status::error(Errc::invalid, "no action");
+}
+
+TEST(CliCommands, PromoteWithoutTheFlagFailsWithTheApisMessageAndWithItPromotes) {
+  FakeApi api;
+  std::vector<json> bodies;
+  api.server().Post("/v1/volumes/m/promote", [&](const httplib::Request& req, httplib::Response& res) {
+    json body = json::parse(req.body);
+    bodies.push_back(body);
+    if (!body.value("accept_data_loss", false)) {
+      res.status = 400;
+      res.set_content(json{{"error",
+                            {{"code", "invalid"},
+                             {"field", "accept_data_loss"},
+                             {"message",
+                              "may be lost: writes acknowledged by n1 after generation 3. Repeat with "
+                              "\"accept_data_loss\": true"}}}}
+                          .dump(),
+                      "application/json");
+      return;
+    }
+    res.set_content(json{{"name", "m"},
+                         {"insync", {{"generation", 8}, {"members", {"n2"}}, {"owner", "n2"}}},
+                         {"may_lose", {"writes acknowledged by n1 after generation 3"}}}
+                        .dump(),
+                    "application/json");
+  });
+  Status s = run_cli({"volume", "promote", "m", "--node", "n2"}, api.url());
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.message().find("writes acknowledged by n1 after generation 3"), std::string::npos)
+      << s.to_string();
+  EXPECT_NE(s.message().find("400"), std::string::npos) << s.to_string();
+  ASSERT_EQ(bodies.size(), 1u);
+  EXPECT_EQ(bodies[0], (json{{"node", "n2"}, {"accept_data_loss", false}}));
+
+  s = run_cli({"volume", "promote", "m", "--node", "n2", "--accept-data-loss", "--reason", "site a lost"},
+              api.url());
+  ASSERT_TRUE(s) << s.to_string();
+  ASSERT_EQ(bodies.size(), 2u);
+  EXPECT_EQ(bodies[1], (json{{"node", "n2"}, {"accept_data_loss", true}, {"reason", "site a lost"}}));
+  // --node is required: a usage error before any request.
+  EXPECT_THROW(run_cli({"volume", "promote", "m"}, api.url()), CLI::ParseError);
+  EXPECT_EQ(bodies.size(), 2u);
+}
+
+TEST(CliCommands, CreateSendsReplicasTwoAndRefusesThree) {
+  FakeApi api;
+  json sent;
+  api.server().Post("/v1/volumes", [&](const httplib::Request& req, httplib::Response& res) {
+    sent = json::parse(req.body);
+    res.status = 201;
+    res.set_content(json{{"name", "m"}, {"size", 4096}, {"state", "ready"}}.dump(), "application/json");
+  });
+  ASSERT_TRUE(
+      run_cli({"volume", "create", "m", "--size", "4096", "--replicas", "2", "--site", "a"}, api.url()));
+  EXPECT_EQ(sent["replicas"], 2);
+  EXPECT_EQ(sent["preferred_site"], "a");
+  EXPECT_THROW(run_cli({"volume", "create", "m", "--size", "4096", "--replicas", "3"}, api.url()),
+               CLI::ParseError);
 }
 
 TEST(CliClient, NoNodeReachableIsOneClearError) {

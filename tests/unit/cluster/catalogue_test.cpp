@@ -6,7 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "etcd_cluster.h"
@@ -122,11 +125,11 @@ TEST_F(OneNode, BadInputIsInvalidNamingTheField) {
   auto s = spec("v");
   s.replicas = 3;
   expect_invalid(cat.create_volume(s), "replicas");
-  s.replicas = 2;
+  s.replicas = 2;  // one live node: a mirror has nowhere to put its second replica
   auto two = cat.create_volume(s);
   ASSERT_FALSE(two);
-  EXPECT_EQ(two.status().code(), Errc::unsupported);
-  EXPECT_NE(two.status().message().find("mirroring"), std::string::npos);
+  EXPECT_EQ(two.status().code(), Errc::no_space) << two.status().to_string();
+  EXPECT_NE(two.status().message().find("replicas"), std::string::npos);
   s = spec("v");
   s.clone_of = "nosnap";
   expect_invalid(cat.create_volume(s), "clone_of");
@@ -416,6 +419,354 @@ TEST(Catalogue, ThreeMembersCreateWithoutOneAndRefuseWithoutMajority) {
   auto d = cat.create_volume(spec("d"));
   ASSERT_TRUE(d) << d.status().to_string();
   EXPECT_TRUE(cat.volume("a"));
+}
+
+// --- the in-sync set and its decisions ---
+
+// Three live nodes: two in s1, one (the smallest) in s2.
+struct TwoSites : ::testing::Test {
+  test::EtcdCluster etcd{1};
+  Etcd e{opts(etcd)};
+  Catalogue cat{e};
+  void SetUp() override {
+    add_node(e, "n1", "s1");
+    add_node(e, "n2", "s1");
+    add_node(e, "n3", "s2");
+    add_pool(cat, "n1", "p1", 50 * kGiB);
+    add_pool(cat, "n2", "p1", 60 * kGiB);
+    add_pool(cat, "n3", "p1", 10 * kGiB);
+  }
+  VolumeRecord mirrored(const std::string& name, const std::string& site = {}) {
+    auto s = spec(name);
+    s.replicas = 2;
+    s.preferred_site = site;
+    auto v = cat.create_volume(s);
+    EXPECT_TRUE(v) << v.status().to_string();
+    return v ? *v : VolumeRecord{};
+  }
+};
+
+TEST_F(TwoSites, CreateMirroredPlacesOnTwoSitesAndWritesGenerationOne) {
+  const auto v = mirrored("m");
+  // The roomiest pool first (n2, s1), its mirror in the other site even though n1 has more room.
+  EXPECT_EQ(v.replicas, (std::vector<std::string>{"n2", "n3"}));
+  EXPECT_EQ(v.replicas_wanted, 2u);
+  EXPECT_EQ(v.pool, "p1");
+  auto set = cat.insync("m");
+  ASSERT_TRUE(set) << set.status().to_string();
+  EXPECT_EQ(set->volume, "m");
+  EXPECT_EQ(set->uuid, v.uuid);
+  EXPECT_EQ(set->generation, 1);
+  EXPECT_EQ(set->members, v.replicas);
+  EXPECT_EQ(set->owner, "n2");
+  EXPECT_EQ(set->reason, "created");
+  // One transaction: the volume and its set were written at the same revision.
+  EXPECT_EQ(set->mod_revision, v.mod_revision);
+  auto ds = cat.decisions("m");
+  ASSERT_TRUE(ds);
+  ASSERT_EQ(ds->size(), 1u);
+  EXPECT_EQ((*ds)[0].generation, 1);
+  EXPECT_EQ((*ds)[0].members, v.replicas);
+  EXPECT_EQ((*ds)[0].reason, "created");
+  EXPECT_TRUE((*ds)[0].may_lose.empty());
+
+  // The preferred site's node first, and it owns.
+  const auto w = mirrored("w", "s2");
+  EXPECT_EQ(w.replicas, (std::vector<std::string>{"n3", "n2"}));
+  EXPECT_EQ(cat.insync("w")->owner, "n3");
+  // An unmirrored volume gets its set too: one member.
+  auto one = cat.create_volume(spec("one"));
+  ASSERT_TRUE(one);
+  auto s1 = cat.insync("one");
+  ASSERT_TRUE(s1);
+  EXPECT_EQ(s1->members, one->replicas);
+  EXPECT_EQ(s1->owner, one->replicas.at(0));
+  EXPECT_EQ(cat.insync("nope").status().code(), Errc::not_found);
+}
+
+TEST_F(TwoSites, OneSiteLeftGivesTwoNodesOfItWithANoteAndOneNodeIsNoSpace) {
+  ASSERT_TRUE(e.del(std::string(kRoot) + "nodes/n3"));  // s2's only node is down
+  const auto v = mirrored("m");
+  EXPECT_EQ(v.replicas, (std::vector<std::string>{"n2", "n1"}));
+  EXPECT_NE(v.reason.find("both replicas in site 's1'"), std::string::npos) << v.reason;
+  ASSERT_TRUE(e.del(std::string(kRoot) + "nodes/n1"));
+  auto s = spec("x");
+  s.replicas = 2;
+  auto r = cat.create_volume(s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), Errc::no_space);
+  EXPECT_NE(r.status().message().find("two live nodes"), std::string::npos) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("n2/p1"), std::string::npos) << r.status().to_string();
+  // A full pool does not count as room.
+  add_node(e, "n3", "s2");
+  add_pool(cat, "n3", "p1", 0);
+  EXPECT_EQ(cat.create_volume(s).status().code(), Errc::no_space);
+}
+
+TEST_F(TwoSites, ACloneOfAMirroredVolumeIsMirroredOnTheSameNodes) {
+  const auto v = mirrored("src");
+  for (const auto& n : v.replicas) {
+    ReplicaStatus st;
+    st.volume = "src";
+    st.node = n;
+    st.state = "in-sync";
+    st.generation = v.generation;
+    st.size = v.size;
+    st.snapshots = {"s"};
+    ASSERT_TRUE(cat.report_replica(st));
+  }
+  ASSERT_TRUE(cat.settle("src"));
+  ASSERT_TRUE(cat.create_snapshot("src", "s"));
+  ASSERT_TRUE(cat.settle("src"));
+  auto c = spec("c", 0);
+  c.clone_of = "src@s";
+  auto clone = cat.create_volume(c);
+  ASSERT_TRUE(clone) << clone.status().to_string();
+  EXPECT_EQ(clone->replicas, v.replicas);
+  EXPECT_EQ(clone->replicas_wanted, 2u);
+  EXPECT_EQ(cat.insync("c")->members, v.replicas);
+}
+
+TEST_F(TwoSites, ChangeInSyncIsACompareAndSwapLoggedAsADecision) {
+  const auto v = mirrored("m");
+  auto gen1 = cat.insync("m");
+  ASSERT_TRUE(gen1);
+  // The owner's site is lost: n3 removes n2 and becomes the owner.
+  auto gen2 = cat.change_insync(*gen1, {"n3"}, "n3", "peer n2 lost: link timeout");
+  ASSERT_TRUE(gen2) << gen2.status().to_string();
+  EXPECT_EQ(gen2->generation, 2);
+  EXPECT_EQ(gen2->members, std::vector<std::string>{"n3"});
+  EXPECT_EQ(gen2->owner, "n3");
+  EXPECT_EQ(gen2->decided_by, "n3");
+  EXPECT_FALSE(gen2->at.empty());
+  auto read = cat.insync("m");
+  ASSERT_TRUE(read);
+  EXPECT_EQ(read->generation, 2);
+  EXPECT_EQ(read->mod_revision, gen2->mod_revision);
+  EXPECT_EQ(read->reason, "peer n2 lost: link timeout");
+  // The same decision taken on the stale record loses: the caller must re-read.
+  auto stale = cat.change_insync(*gen1, {"n2"}, "n2", "peer n3 lost");
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.status().code(), Errc::conflict) << stale.status().to_string();
+  EXPECT_NE(stale.status().message().find("generation 2"), std::string::npos);
+  EXPECT_EQ(cat.insync("m")->members, std::vector<std::string>{"n3"});
+  // Back to both: members are stored in placement order whatever order they were given in, and
+  // the owner is the preferred site's node again.
+  auto gen3 = cat.change_insync(*read, {"n3", "n2"}, "n2", "resync done", {"nothing"});
+  ASSERT_TRUE(gen3) << gen3.status().to_string();
+  EXPECT_EQ(gen3->members, v.replicas);
+  EXPECT_EQ(gen3->owner, "n2");
+  // A grow meanwhile changes the volume's record but not the set: the change still goes through.
+  ASSERT_TRUE(cat.grow_volume("m", 2 * kGiB));
+  auto gen4 = cat.change_insync(*gen3, {"n2"}, "n2", "peer n3 lost");
+  ASSERT_TRUE(gen4) << gen4.status().to_string();
+  EXPECT_EQ(gen4->generation, 4);
+
+  auto ds = cat.decisions("m");
+  ASSERT_TRUE(ds);
+  ASSERT_EQ(ds->size(), 4u);
+  for (std::size_t i = 0; i < ds->size(); ++i)
+    EXPECT_EQ((*ds)[i].generation, static_cast<std::int64_t>(i + 1));
+  EXPECT_EQ((*ds)[1].members, std::vector<std::string>{"n3"});
+  EXPECT_EQ((*ds)[1].decided_by, "n3");
+  EXPECT_EQ((*ds)[2].may_lose, std::vector<std::string>{"nothing"});
+  EXPECT_EQ((*ds)[3].reason, "peer n3 lost");
+}
+
+TEST_F(TwoSites, MembersMustBeANonEmptySubsetOfTheReplicas) {
+  mirrored("m");
+  auto set = cat.insync("m");
+  ASSERT_TRUE(set);
+  auto expect_invalid = [&](std::vector<std::string> members) {
+    auto r = cat.change_insync(*set, members, "api", "test");
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.status().code(), Errc::invalid) << r.status().to_string();
+    EXPECT_EQ(r.status().message().rfind("members:", 0), 0u) << r.status().to_string();
+  };
+  expect_invalid({"n1"});  // alive, but holds no replica of m
+  expect_invalid({});
+  expect_invalid({"n2", "n2"});
+  expect_invalid({"bad/name"});
+  EXPECT_EQ(cat.insync("m")->generation, 1);
+  EXPECT_EQ(cat.decisions("m")->size(), 1u);
+  InSyncRecord ghost = *set;
+  ghost.volume = "ghost";
+  EXPECT_EQ(cat.change_insync(ghost, {"n2"}, "api", "test").status().code(), Errc::not_found);
+  // A record of an older volume of the same name (another uuid) decides nothing.
+  InSyncRecord old = *set;
+  old.uuid = "00000000-0000-4000-8000-000000000000";
+  EXPECT_EQ(cat.change_insync(old, {"n2"}, "api", "test").status().code(), Errc::conflict);
+}
+
+TEST_F(TwoSites, TwoRacingDecisionsExactlyOneWins) {
+  mirrored("m");
+  for (int round = 0; round < 5; ++round) {
+    auto base = cat.insync("m");
+    ASSERT_TRUE(base);
+    std::atomic<int> won{0}, conflict{0}, other{0};
+    std::string winner_members;
+    std::mutex mu;
+    auto go = [&](std::string node) {
+      Etcd mine(opts(etcd));
+      Catalogue c(mine);
+      // Each node, having lost its peer, tries to remove it.
+      auto r = c.change_insync(*base, {node}, node, "peer lost");
+      if (r) {
+        ++won;
+        std::lock_guard<std::mutex> l(mu);
+        winner_members = r->members.at(0);
+      } else if (r.status().code() == Errc::conflict) {
+        ++conflict;
+      } else {
+        ++other;
+      }
+    };
+    std::thread a(go, "n2"), b(go, "n3");
+    a.join();
+    b.join();
+    EXPECT_EQ(won.load(), 1);
+    EXPECT_EQ(conflict.load(), 1);
+    EXPECT_EQ(other.load(), 0);
+    auto now = cat.insync("m");
+    ASSERT_TRUE(now);
+    EXPECT_EQ(now->generation, base->generation + 1);
+    EXPECT_EQ(now->members, std::vector<std::string>{winner_members});
+    // Both back for the next round.
+    ASSERT_TRUE(cat.change_insync(*now, {"n2", "n3"}, "test", "resynced"));
+  }
+  EXPECT_EQ(cat.decisions("m")->size(), 11u);
+}
+
+TEST_F(TwoSites, OnlyTheLastHundredDecisionsAreKept) {
+  mirrored("m");
+  auto set = cat.insync("m");
+  ASSERT_TRUE(set);
+  for (int i = 0; i < 104; ++i) {
+    auto next = cat.change_insync(*set, {i % 2 ? std::string("n2") : std::string("n3")}, "test", "flap");
+    ASSERT_TRUE(next) << next.status().to_string();
+    set = next;
+  }
+  EXPECT_EQ(set->generation, 105);
+  auto ds = cat.decisions("m");
+  ASSERT_TRUE(ds);
+  ASSERT_EQ(ds->size(), 100u);
+  EXPECT_EQ(ds->front().generation, 6);
+  EXPECT_EQ(ds->back().generation, 105);
+}
+
+TEST_F(TwoSites, DeleteRemovesTheSetAndItsDecisions) {
+  const auto v = mirrored("m");
+  ASSERT_TRUE(cat.change_insync(*cat.insync("m"), {"n2"}, "n2", "peer lost"));
+  auto del = cat.delete_volume("m", "test");
+  ASSERT_TRUE(del);
+  // Deleting: the set can no longer change.
+  EXPECT_EQ(cat.change_insync(*cat.insync("m"), {"n2", "n3"}, "n2", "resynced").status().code(),
+            Errc::invalid);
+  for (const auto& n : v.replicas) {
+    ReplicaStatus st;
+    st.volume = "m";
+    st.node = n;
+    st.state = "deleted";
+    ASSERT_TRUE(cat.report_replica(st));
+    ASSERT_TRUE(cat.settle("m"));
+  }
+  EXPECT_EQ(cat.volume("m").status().code(), Errc::not_found);
+  EXPECT_EQ(cat.insync("m").status().code(), Errc::not_found);
+  EXPECT_TRUE(cat.decisions("m")->empty());
+  // Created again: a fresh set at generation 1 with a new uuid.
+  const auto again = mirrored("m");
+  EXPECT_NE(again.uuid, v.uuid);
+  EXPECT_EQ(cat.insync("m")->generation, 1);
+  EXPECT_EQ(cat.decisions("m")->size(), 1u);
+}
+
+TEST_F(TwoSites, ReplicaReportsReadTheMirrorFieldsLeniently) {
+  mirrored("m");
+  ReplicaStatus st;
+  st.volume = "m";
+  st.node = "n3";
+  st.state = "resyncing";
+  st.role = "peer";
+  st.resync_rate = 1.5e8;
+  st.resync_eta_seconds = 12.5;
+  st.resync_bytes_total = 1000;
+  st.resync_bytes_done = 250;
+  st.verify_mismatches = 3;
+  st.last_event = "resync from n2: 1 extent dirty";
+  ASSERT_TRUE(cat.report_replica(st));
+  // An older node's report has none of them.
+  ASSERT_TRUE(e.put(std::string(kRoot) + "replicas/m/n2", R"({"state":"in-sync","generation":1})"));
+  auto rs = cat.replicas("m");
+  ASSERT_TRUE(rs);
+  ASSERT_EQ(rs->size(), 2u);
+  const auto& old = (*rs)[0];
+  EXPECT_EQ(old.node, "n2");
+  EXPECT_EQ(old.role, "");
+  EXPECT_EQ(old.resync_eta_seconds, -1);
+  EXPECT_EQ(old.verify_mismatches, 0u);
+  const auto& r = (*rs)[1];
+  EXPECT_EQ(r.role, "peer");
+  EXPECT_EQ(r.resync_rate, 1.5e8);
+  EXPECT_EQ(r.resync_eta_seconds, 12.5);
+  EXPECT_EQ(r.resync_bytes_total, 1000u);
+  EXPECT_EQ(r.resync_bytes_done, 250u);
+  EXPECT_EQ(r.verify_mismatches, 3u);
+  EXPECT_EQ(r.last_event, "resync from n2: 1 extent dirty");
+}
+
+// The member that leads, read from each member's status (the gateway's uint64s are strings).
+int leader_of(test::EtcdCluster& c) {
+  for (int i = 0; i < c.size(); ++i) {
+    EtcdOptions o;
+    o.endpoints = {c.endpoint(i)};
+    Etcd one(o);
+    auto r = one.call("/v3/maintenance/status", "{}");
+    if (!r) continue;
+    auto j = nlohmann::json::parse(*r, nullptr, false);
+    if (j.is_discarded()) continue;
+    const std::string self = j["header"].value("member_id", std::string{});
+    if (!self.empty() && self == j.value("leader", std::string{})) return i;
+  }
+  return -1;
+}
+
+TEST(Catalogue, InSyncChangeWithoutMajorityIsUnavailableAndDecidesNothing) {
+  test::EtcdCluster c(3);
+  Etcd e(opts(c, 1500ms));
+  Catalogue cat(e);
+  add_node(e, "n1", "s1");
+  add_node(e, "n2", "s2");
+  add_pool(cat, "n1", "p1", 50 * kGiB);
+  add_pool(cat, "n2", "p1", 50 * kGiB);
+  auto s = spec("m");
+  s.replicas = 2;
+  ASSERT_TRUE(cat.create_volume(s));
+  auto set = cat.insync("m");
+  ASSERT_TRUE(set);
+  // Leave one follower alone: it has no leader, so it drops the proposal (a lone leader could
+  // hold it in its log and commit it once a majority returns: "not confirmed", not "not done").
+  int leader = -1;
+  for (int i = 0; i < 50 && (leader = leader_of(c)) < 0; ++i) std::this_thread::sleep_for(100ms);
+  ASSERT_GE(leader, 0);
+  const int other = (leader + 1) % 3;
+  c.kill(leader);
+  c.kill(other);
+  auto r = cat.change_insync(*set, {"n1"}, "n1", "peer lost");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), Errc::unavailable) << r.status().to_string();
+  c.start(leader);
+  c.start(other);
+  ASSERT_TRUE(c.wait_healthy(leader));
+  ASSERT_TRUE(c.wait_healthy(other));
+  wait_for_quorum(e);
+  auto after = cat.insync("m");
+  ASSERT_TRUE(after) << after.status().to_string();
+  EXPECT_EQ(after->generation, 1);
+  EXPECT_EQ(after->members, set->members);
+  EXPECT_EQ(after->mod_revision, set->mod_revision);
+  EXPECT_EQ(cat.decisions("m")->size(), 1u);
+  // With a majority back, the decision can be taken.
+  EXPECT_TRUE(cat.change_insync(*after, {"n1"}, "n1", "peer lost"));
 }
 
 }  // namespace

@@ -61,8 +61,13 @@ struct VolumeView {
   std::vector<ReplicaView> replicas;  // in rec.replicas order
   std::vector<SnapshotView> snapshots;
   ExportView exp;
-  std::vector<PathView> paths;  // replicas in sync on a live node
+  std::vector<PathView> paths;                  // in-sync members, reporting in-sync, on a live node
+  std::optional<cluster::InSyncRecord> insync;  // nullopt: none stored (a volume older than the mirror)
+  std::vector<cluster::Decision> decisions;     // the last kDecisionsShown, oldest first
 };
+
+// How many of a volume's decisions its view carries (etcd keeps the last 100).
+inline constexpr std::size_t kDecisionsShown = 20;
 
 struct HealthView {
   std::string node;
@@ -98,6 +103,14 @@ class Backend {
   // is still at expected_revision (-1: whatever it is; 0: none stored yet), else Errc::conflict.
   virtual Result<Applied<ExportView>> set_export(const cluster::ExportRecord& rec,
                                                  std::int64_t expected_revision, Wait w) = 0;
+
+  // Compare-and-swap of the volume's in-sync set (cluster::Catalogue::change_insync): conflict when
+  // the stored set is no longer `expected`. The operator's promote is built on it.
+  virtual Result<cluster::InSyncRecord> change_insync(const cluster::InSyncRecord& expected,
+                                                      std::vector<std::string> members,
+                                                      const std::string& decided_by,
+                                                      const std::string& reason,
+                                                      std::vector<std::string> may_lose) = 0;
 
   // Prometheus text of this node (its volumes, replicas, pools, connections).
   virtual std::string metrics() = 0;

@@ -65,6 +65,13 @@ class ClusterBackend final : public Backend {
   Result<Applied<ExportView>> set_export(const cluster::ExportRecord& rec, std::int64_t expected_revision,
                                          Wait w) override;
 
+  Result<cluster::InSyncRecord> change_insync(const cluster::InSyncRecord& expected,
+                                              std::vector<std::string> members, const std::string& decided_by,
+                                              const std::string& reason,
+                                              std::vector<std::string> may_lose) override {
+    return cat_.change_insync(expected, std::move(members), decided_by, reason, std::move(may_lose));
+  }
+
   std::string metrics() override { return node_.render_metrics(); }
 
   // Ends every wait in progress at its next turn (answered 202, state so far): the node is

@@ -51,6 +51,9 @@ struct WaitFor {
 // Polls until done or `timeout_s` seconds passed; returns the last answer (null JSON when gone).
 Result<nlohmann::json> wait_for(const ApiClient& api, const WaitFor& w, double timeout_s);
 
+// A fixed-width bar for a fraction done: "[#####...............] 25%" (clamped to 0..100%).
+std::string progress_bar(double fraction, int width = 20);
+
 // A volume is applied when it is "ready", no replica is still being created, and it has reached
 // `min_size` (for a grow).
 bool volume_applied(const nlohmann::json& v, std::uint64_t min_size, std::string& state);

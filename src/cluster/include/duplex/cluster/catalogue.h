@@ -106,8 +106,42 @@ struct ReplicaStatus {
   std::vector<std::string> snapshots;  // snapshot names present in the node's pool
   std::string error;                   // the last apply that failed, "" if none
   std::string updated;
+  // The mirror's view (replicas = 2). Read leniently: a report without them reads as these defaults.
+  std::string role;                      // "owner" | "peer" | "" (not mirrored or not serving)
+  double resync_rate = 0;                // bytes/s of the resync in progress
+  double resync_eta_seconds = -1;        // -1: unknown or no resync
+  std::uint64_t resync_bytes_total = 0;  // bytes the resync in progress has to copy
+  std::uint64_t resync_bytes_done = 0;   // bytes it copied so far
+  std::uint64_t verify_mismatches = 0;   // blocks found to differ by the last verify
+  std::string last_event;                // the last thing the mirror did and why
   std::int64_t mod_revision = 0;
 };
+
+// insync/<volume>: the replicas that hold every acknowledged write. Only members serve data.
+struct InSyncRecord {
+  std::string volume;
+  std::string uuid;                  // the volume's uuid (a record of a deleted+recreated V differs)
+  std::int64_t generation = 1;       // bumped by every change of the set
+  std::vector<std::string> members;  // node names, in the volume's placement order
+  std::string owner;                 // the member that orders writes: the first member in the
+                                     // volume's placement order (its preferred site) - derived
+                                     // from `members` + the volume's `replicas`, stored for show
+  std::string decided_by;            // node (or "api:<who>") that made the last change
+  std::string reason;                // why (shown by volume show, logged)
+  std::string at;                    // RFC 3339
+  std::int64_t mod_revision = 0;     // not stored: basis of the next compare-and-swap
+};
+
+// decisions/<volume>/<generation as 20 digits>: one per change of the set, the last 100 kept.
+struct Decision {
+  std::int64_t generation = 0;
+  std::vector<std::string> members;
+  std::string decided_by, reason, at;
+  std::vector<std::string> may_lose;  // overrides only: what the operator accepted to lose
+};
+
+// How many decisions are kept per volume (older ones are deleted by the change that passes it).
+inline constexpr std::int64_t kDecisionsKept = 100;
 
 enum class Access { none, read_only, read_write };
 std::string_view to_string(Access a);
@@ -126,7 +160,7 @@ struct ExportRecord {
 struct VolumeSpec {
   std::string name;            // [A-Za-z0-9][A-Za-z0-9._-]{0,62}
   std::uint64_t size = 0;      // > 0, multiple of 4096
-  unsigned replicas = 1;       // 1 or 2 (2 needs two sites, or two nodes)
+  unsigned replicas = 1;       // 1 or 2 (2: two sites, else two nodes of one site)
   std::string preferred_site;  // "" = the site of the first live node with room
   std::string pool;            // "" = each chosen node's first pool with room
   std::string clone_of;        // "vol@snap": placed on the snapshot's replicas
@@ -145,9 +179,13 @@ class Catalogue {
   Result<std::vector<SnapshotRecord>> snapshots(const std::string& volume);
   Result<std::vector<ReplicaStatus>> replicas(const std::string& volume);
   Result<ExportRecord> export_of(const std::string& volume);  // the default when absent
+  // not_found when the volume has no in-sync record (it does not exist, or predates mirroring).
+  Result<InSyncRecord> insync(const std::string& volume);
+  Result<std::vector<Decision>> decisions(const std::string& volume);  // oldest first
 
   // --- intents (API side) ---
-  // Validates, places on live nodes with room (distinct sites first), records state=creating.
+  // Validates, places on live nodes with room (distinct sites first), records state=creating and
+  // insync/<name> generation 1 (members = every replica, owner = the first) with its decision.
   Result<VolumeRecord> create_volume(const VolumeSpec& spec);
   // Grows (never shrinks: Errc::invalid). expected_generation (0 = any) guards against stale edits.
   Result<VolumeRecord> grow_volume(const std::string& name, std::uint64_t new_size,
@@ -156,6 +194,17 @@ class Catalogue {
   Result<SnapshotRecord> create_snapshot(const std::string& volume, const std::string& snap);
   Result<SnapshotRecord> delete_snapshot(const std::string& volume, const std::string& snap);
   Result<ExportRecord> set_export(const ExportRecord& rec, std::int64_t expected_revision = -1);
+
+  // Compare-and-swap of the in-sync set: succeeds only if insync/<volume> still has
+  // expected.mod_revision (and the volume exists, has expected.uuid and is not deleting); writes
+  // generation = expected.generation + 1, the new members/owner/decided_by/reason/at, and
+  // decisions/<volume>/<new generation>, in ONE txn. Lost compare -> Errc::conflict (the caller
+  // re-reads and re-decides); no quorum -> unavailable (nothing confirmed). members must be
+  // non-empty and a subset of the volume's replicas (invalid, message starts "members:").
+  // The volume record changing meanwhile (a grow) does not make it lose: it re-reads and retries.
+  Result<InSyncRecord> change_insync(const InSyncRecord& expected, std::vector<std::string> members,
+                                     const std::string& decided_by, const std::string& reason,
+                                     std::vector<std::string> may_lose = {});
 
   // --- reports (node side) ---
   Status report_pool(const PoolRecord& rec);
