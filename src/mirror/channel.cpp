@@ -42,6 +42,7 @@ struct Channel::Pending {
   asio::steady_timer timer;
   std::uint64_t id = 0;
   wire::Type type = wire::Type::ping;
+  Clock::time_point sent{};  // an answer proves the peer heard us at or after this moment
   std::coroutine_handle<> waiter;
   std::optional<Result<Message>> result;
 
@@ -90,11 +91,30 @@ void Channel::close(Status why) {
   auto pending = std::move(pending_);
   pending_.clear();
   for (auto& [id, p] : pending) complete(p, down_status());
+  if (!answered_q_.empty()) loop_.post([self = shared_from_this()] { self->answered_q_.notify_all(); });
   // Drop the handlers: they may hold the engine, which holds this channel.
   handler_ = nullptr;
   auto down = std::move(down_);
   down_ = nullptr;
   if (down) down(why_);
+}
+
+void Channel::answered(Clock::time_point sent) {
+  if (sent <= last_pong_for_) return;
+  last_pong_for_ = sent;
+  // Resumed from the loop: the reader must not run a waiter's continuation on its own stack.
+  if (!answered_q_.empty()) loop_.post([self = shared_from_this()] { self->answered_q_.notify_all(); });
+}
+
+Task<bool> Channel::renew(std::chrono::steady_clock::duration lease) {
+  auto self = shared_from_this();
+  // A few rounds at most: a round trip longer than the lease can never renew it.
+  for (int round = 0; round < 3 && up_; ++round) {
+    if (Clock::now() < last_pong_for_ + lease) co_return true;
+    spawn(send_ping(self));
+    co_await answered_q_.wait();
+  }
+  co_return up_&& Clock::now() < last_pong_for_ + lease;
 }
 
 void Channel::complete(const std::shared_ptr<Pending>& p, Result<Message> r) {
@@ -139,6 +159,7 @@ Task<Result<Message>> Channel::call(wire::Header h, std::span<const std::byte> p
   auto p = std::make_shared<Pending>(loop_.context());
   p->id = next_id_++;
   p->type = h.type;
+  p->sent = Clock::now();
   h.request_id = p->id;
   pending_.emplace(p->id, p);
   // The timer runs from before the send: a peer that stopped reading blocks the send too.
@@ -245,7 +266,7 @@ Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
     } else if (type == wire::Type::pong) {
       // Only our own pings are echoed; a time from the future is not one of them.
       const Clock::time_point sent{std::chrono::nanoseconds(m.header.offset)};
-      if (sent > c.last_pong_for_ && sent <= now) c.last_pong_for_ = sent;
+      if (sent <= now) c.answered(sent);
     } else if (type == wire::Type::close) {
       const std::string_view reason(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
       c.close(Status::error(Errc::shutdown, "{} closed the mirror link: {}", c.peer_, reason));
@@ -254,6 +275,7 @@ Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
       auto it = c.pending_.find(m.header.request_id);
       if (it != c.pending_.end()) {
         auto p = it->second;
+        c.answered(p->sent);
         c.complete(p, std::move(m));
       }
     } else if (c.handler_) {

@@ -5,12 +5,16 @@
 namespace duplex::mirror {
 
 std::string encode_hello(const Hello& h) {
-  nlohmann::json j{{"volume", h.volume.to_string()}, {"size", h.size},       {"node", h.node},
-                   {"generation", h.generation},      {"state", h.state},     {"clean", h.clean},
+  nlohmann::json j{{"volume", h.volume.to_string()}, {"size", h.size},   {"node", h.node},
+                   {"generation", h.generation},     {"state", h.state}, {"clean", h.clean},
                    {"catch_up", h.catch_up}};
   auto hot = nlohmann::json::array();
   for (const auto& [o, l] : h.hot) hot.push_back({o, l});
   j["hot"] = std::move(hot);
+  auto div = nlohmann::json::array();
+  for (const auto& [o, l] : h.diverged) div.push_back({o, l});
+  j["diverged"] = std::move(div);
+  j["diverged_all"] = h.diverged_all;
   return j.dump();
 }
 
@@ -32,6 +36,11 @@ Result<Hello> decode_hello(std::string_view text) {
       if (!r.is_array() || r.size() != 2) return Status::error(Errc::invalid, "hello: bad hot range");
       h.hot.emplace_back(r[0].get<std::uint64_t>(), r[1].get<std::uint64_t>());
     }
+    for (const auto& r : j.value("diverged", nlohmann::json::array())) {
+      if (!r.is_array() || r.size() != 2) return Status::error(Errc::invalid, "hello: bad diverged range");
+      h.diverged.emplace_back(r[0].get<std::uint64_t>(), r[1].get<std::uint64_t>());
+    }
+    h.diverged_all = j.value("diverged_all", false);
   } catch (const nlohmann::json::exception& e) {
     return Status::error(Errc::invalid, "hello: {}", e.what());
   }

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 namespace duplex::mirror {
 
@@ -25,13 +25,15 @@ Status reply_status(const Message& m) {
 }
 // The owner's `state` notice: the set it acts on (it made or read it in etcd) and why.
 std::string state_notice(const InSyncSet& set, const std::string& note) {
-  nlohmann::json j{{"generation", set.generation}, {"members", set.members}, {"owner", set.owner}, {"note", note}};
+  nlohmann::json j{
+      {"generation", set.generation}, {"members", set.members}, {"owner", set.owner}, {"note", note}};
   return j.dump();
 }
 std::optional<InSyncSet> parse_notice(std::string_view text, std::string* note) {
   auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("generation") || !j["generation"].is_number_unsigned() ||
-      !j.contains("members") || !j["members"].is_array() || !j.contains("owner") || !j["owner"].is_string())
+  if (j.is_discarded() || !j.is_object() || !j.contains("generation") ||
+      !j["generation"].is_number_unsigned() || !j.contains("members") || !j["members"].is_array() ||
+      !j.contains("owner") || !j["owner"].is_string())
     return std::nullopt;
   InSyncSet s;
   s.generation = j["generation"].get<std::uint64_t>();
@@ -51,8 +53,8 @@ std::string join(const std::vector<std::string>& v) {
 }  // namespace
 
 MirrorVolume::MirrorVolume(EventLoop* loop, std::unique_ptr<volume::BlockVolume> local,
-                           std::unique_ptr<ReplicaMeta> meta, std::shared_ptr<Arbiter> arbiter, PeerLocator locate,
-                           MirrorOptions o)
+                           std::unique_ptr<ReplicaMeta> meta, std::shared_ptr<Arbiter> arbiter,
+                           PeerLocator locate, MirrorOptions o)
     : loop_(loop),
       local_(std::move(local)),
       meta_(std::move(meta)),
@@ -63,7 +65,8 @@ MirrorVolume::MirrorVolume(EventLoop* loop, std::unique_ptr<volume::BlockVolume>
 MirrorVolume::~MirrorVolume() = default;
 
 void MirrorVolume::event(std::string what) {
-  spdlog::info("event=mirror.{} volume={} node={} generation={}", what, local_->name(), o_.node, set_.generation);
+  spdlog::info("event=mirror.{} volume={} node={} generation={}", what, local_->name(), o_.node,
+               set_.generation);
   last_event_ = std::move(what);
 }
 
@@ -122,17 +125,39 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, const std::string& why) {
   } else if (r.state == ReplicaState::in_sync) {
     r.state = ReplicaState::outdated;
     if (auto st = co_await meta_->update(r); !st.is_ok()) co_return st;
-    spdlog::warn("event=mirror.outdated volume={} node={} generation={} members={} reason=\"{}\"", local_->name(), o_.node,
-                 set_.generation, join(set_.members), why);
+    spdlog::warn("event=mirror.outdated volume={} node={} generation={} members={} reason=\"{}\"",
+                 local_->name(), o_.node, set_.generation, join(set_.members), why);
   }
-  event(fmt::format("set generation={} members={} owner={} ({})", set_.generation, join(set_.members), set_.owner, why));
+  event(fmt::format("set generation={} members={} owner={} ({})", set_.generation, join(set_.members),
+                    set_.owner, why));
   co_return Status::ok();
+}
+
+// Re-reads the set from the arbiter (the peer showed a newer generation than ours).
+Task<Status> MirrorVolume::refresh(const std::string& why) {
+  auto s = co_await arbiter_->read();
+  if (!s.is_ok()) co_return s.status();
+  if (s->generation < set_.generation) co_return Status::ok();
+  co_return co_await adopt(*s, why);
+}
+
+// May this node answer a read from its own replica now? Renews the read lease with a ping round
+// trip when only the lease is missing (e.g. just after the link came up).
+Task<bool> MirrorVolume::may_read() {
+  if (may_read_locally()) co_return true;
+  if (!member() || meta_->record().state != ReplicaState::in_sync || (!is_owner() && !peer_caught_up_) ||
+      !link_up())
+    co_return false;
+  auto ch = chan_;
+  if (!(co_await ch->renew(o_.lease))) co_return false;
+  co_return may_read_locally();
 }
 
 // --- the write path -----------------------------------------------------------------------------
 
 Task<Status> MirrorVolume::write(std::uint64_t offset, std::span<const std::byte> buf, bool fua) {
-  co_return co_await mutate(Op{wire::Op::write, offset, buf.size(), buf, fua ? wire::kFlagFua : std::uint8_t{0}});
+  co_return co_await mutate(
+      Op{wire::Op::write, offset, buf.size(), buf, fua ? wire::kFlagFua : std::uint8_t{0}});
 }
 Task<Status> MirrorVolume::trim(std::uint64_t offset, std::uint64_t length) {
   co_return co_await mutate(Op{wire::Op::trim, offset, length, {}, 0});
@@ -167,24 +192,26 @@ Task<Status> MirrorVolume::mutate(Op op) {
   }
   if (is_owner()) co_return Status::error(Errc::io_error, "volume {}: ownership kept changing", name());
   // The owner cannot be reached. A member may take over, by CAS, and then order the write itself.
-  if (!member()) co_return Status::error(Errc::io_error, "volume {}: this replica is not in sync and the owner is unreachable", name());
+  if (!member())
+    co_return Status::error(Errc::io_error,
+                            "volume {}: this replica is not in sync and the owner is unreachable", name());
   if (auto st = co_await peer_lost(fmt::format("owner {} unreachable", o_.peer)); !st.is_ok()) co_return st;
-  if (!is_owner()) co_return Status::error(Errc::io_error, "volume {}: no in-sync replica can order the write", name());
+  if (!is_owner())
+    co_return Status::error(Errc::io_error, "volume {}: no in-sync replica can order the write", name());
   co_return co_await owner_mutate(op);
 }
 
-Task<Status> MirrorVolume::apply_local(Op op) {
-  if (auto st = co_await meta_->begin_write(op.offset, op.length); !st.is_ok()) co_return st;
+// The caller holds a WritePin on the range: the activity log covers it until the write (and any
+// mark_dirty after a failure on the peer) is done, however long that takes.
+Task<Status> MirrorVolume::write_local(Op op) {
   const bool fua = (op.flags & wire::kFlagFua) != 0;
   switch (op.op) {
-    case wire::Op::write:
-      co_return co_await local_->write(op.offset, op.data, fua);
+    case wire::Op::write: co_return co_await local_->write(op.offset, op.data, fua);
     case wire::Op::write_zeroes:
-      co_return co_await local_->write_zeroes(op.offset, op.length, (op.flags & wire::kFlagNoUnmap) != 0, fua);
-    case wire::Op::trim:
-      co_return co_await local_->trim(op.offset, op.length);
-    default:
-      co_return Status::error(Errc::invalid, "unknown operation");
+      co_return co_await local_->write_zeroes(op.offset, op.length, (op.flags & wire::kFlagNoUnmap) != 0,
+                                              fua);
+    case wire::Op::trim: co_return co_await local_->trim(op.offset, op.length);
+    default: co_return Status::error(Errc::invalid, "unknown operation");
   }
 }
 
@@ -192,11 +219,13 @@ Task<Status> MirrorVolume::apply_local(Op op) {
 Task<Status> MirrorVolume::owner_mutate(Op op) {
   auto guard = co_await lock_.lock(op.offset, op.length, true);
   if (!is_owner()) co_return Status::error(Errc::busy, "{} no longer orders writes of {}", o_.node, name());
+  auto pin = co_await meta_->pin_write(op.offset, op.length);
+  if (!pin.is_ok()) co_return pin.status();
   std::shared_ptr<Channel> ch = (peer_mode_ != PeerMode::absent && link_up()) ? chan_ : nullptr;
   Status local_st, remote_st = Status::error(Errc::unavailable, "no link to {}", o_.peer);
   std::vector<Task<Status>> both;
   both.push_back([](MirrorVolume* self, Op o, Status* out) -> Task<Status> {
-    *out = co_await self->apply_local(o);
+    *out = co_await self->write_local(o);
     co_return Status::ok();
   }(this, op, &local_st));
   if (ch) {
@@ -216,18 +245,27 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
   if (!local_st.is_ok()) {
     // The local disk failed: this replica can no longer be trusted for the range. Until the
     // disk-failure path (leave the set, forward to the peer) exists, the write fails.
-    spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node, local_st.message());
+    spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,
+                  local_st.message());
     co_return local_st;
   }
   if (!remote_st.is_ok()) {
+    // Marked first, whatever follows: our replica now holds data the peer may lack. If we turn
+    // out to be deposed, this bit is what tells the new owner to copy the range back over ours.
+    meta_->mark_dirty(op.offset, op.length);
+    if (remote_st.code() == Errc::conflict) {
+      // The peer knows a newer in-sync set than ours: learn it, then route the write again.
+      if (auto st = co_await refresh("the peer refused our generation"); !st.is_ok()) co_return st;
+      co_return Status::error(Errc::busy, "the in-sync set of {} changed", name());
+    }
     if (peer_member()) {
-      if (auto st = co_await peer_lost(fmt::format("replicate to {} failed: {}", o_.peer, remote_st.message()));
+      if (auto st =
+              co_await peer_lost(fmt::format("replicate to {} failed: {}", o_.peer, remote_st.message()));
           !st.is_ok())
         co_return st;
     } else if (ch && peer_mode_ == PeerMode::catching_up) {
       ch->close(Status::error(Errc::io_error, "replicate during resync failed: {}", remote_st.message()));
     }
-    meta_->mark_dirty(op.offset, op.length);
   }
   co_return Status::ok();
 }
@@ -240,7 +278,8 @@ Task<Status> MirrorVolume::forward(Op op) {
   h.length = op.length;
   auto ch = chan_;
   auto r = co_await ch->call(h, op.data, o_.replicate_timeout + o_.freeze_timeout);
-  if (!r.is_ok()) co_return Status::error(Errc::unavailable, "forward to {}: {}", o_.peer, r.status().message());
+  if (!r.is_ok())
+    co_return Status::error(Errc::unavailable, "forward to {}: {}", o_.peer, r.status().message());
   co_return reply_status(*r);
 }
 
@@ -255,15 +294,17 @@ Task<Status> MirrorVolume::peer_lost(std::string reason) {
 
 Task<Status> MirrorVolume::decide(std::string reason) {
   if (!peer_member() && member()) co_return Status::ok();  // decided meanwhile
-  if (!member()) co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
+  if (!member())
+    co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
   const auto frozen = Clock::now();
-  spdlog::warn("event=mirror.freeze volume={} node={} generation={} reason=\"{}\"", name(), o_.node, set_.generation,
-               reason);
+  spdlog::warn("event=mirror.freeze volume={} node={} generation={} reason=\"{}\"", name(), o_.node,
+               set_.generation, reason);
   if (!is_owner()) co_await sleep_for(loop_, o_.tiebreak_delay);  // the preferred site wins a tie
   while (true) {
     if (stopping_) co_return Status::error(Errc::shutdown, "stopping");
     std::vector<std::string> alone{o_.node};
-    auto r = co_await arbiter_->change(set_.generation, std::move(alone), fmt::format("{}: {}", o_.node, reason));
+    auto r =
+        co_await arbiter_->change(set_.generation, std::move(alone), fmt::format("{}: {}", o_.node, reason));
     if (r.is_ok()) {
       // The peer may still serve reads until its lease lapses: it was renewed at the latest
       // when we last heard from it.
@@ -272,8 +313,8 @@ Task<Status> MirrorVolume::decide(std::string reason) {
       peer_mode_ = PeerMode::absent;
       auto st = co_await adopt(*r, reason);
       if (!st.is_ok()) co_return st;
-      spdlog::warn("event=mirror.peer_removed volume={} node={} peer={} generation={} reason=\"{}\"", name(), o_.node,
-                   o_.peer, set_.generation, reason);
+      spdlog::warn("event=mirror.peer_removed volume={} node={} peer={} generation={} reason=\"{}\"", name(),
+                   o_.node, o_.peer, set_.generation, reason);
       const auto lease_end = std::max(heard, frozen) + o_.lease;
       if (Clock::now() < lease_end) co_await sleep_for(loop_, lease_end - Clock::now());
       co_return Status::ok();
@@ -285,19 +326,19 @@ Task<Status> MirrorVolume::decide(std::string reason) {
         if (!st.is_ok()) co_return st;
         if (member() && !peer_member()) co_return Status::ok();
         if (!member()) {
-          spdlog::warn("event=mirror.fenced volume={} node={} generation={} members={}", name(), o_.node, set_.generation,
-                       join(set_.members));
-          co_return Status::error(Errc::io_error, "volume {}: the peer removed this replica from the in-sync set",
-                                  name());
+          spdlog::warn("event=mirror.fenced volume={} node={} generation={} members={}", name(), o_.node,
+                       set_.generation, join(set_.members));
+          co_return Status::error(Errc::io_error,
+                                  "volume {}: the peer removed this replica from the in-sync set", name());
         }
         continue;  // the set changed otherwise (both still members): decide again on it
       }
     }
     if (Clock::now() - frozen > o_.freeze_timeout) {
-      spdlog::error("event=mirror.freeze_timeout volume={} node={} reason=\"no decision within {} ms: {}\"", name(),
-                    o_.node, o_.freeze_timeout.count(), r.status().message());
-      co_return Status::error(Errc::io_error, "volume {}: peer unreachable and no quorum to decide ({})", name(),
-                              r.status().message());
+      spdlog::error("event=mirror.freeze_timeout volume={} node={} reason=\"no decision within {} ms: {}\"",
+                    name(), o_.node, o_.freeze_timeout.count(), r.status().message());
+      co_return Status::error(Errc::io_error, "volume {}: peer unreachable and no quorum to decide ({})",
+                              name(), r.status().message());
     }
     co_await sleep_for(loop_, milliseconds(250));
   }
@@ -318,10 +359,11 @@ Task<Status> MirrorVolume::read(std::uint64_t offset, std::span<std::byte> buf) 
     // A member without its peer and without a lease must either see the link come back or
     // remove the peer before it may answer from its own disk.
     if (!(co_await wait_for_link(o_.link.timeout)).is_ok()) {
-      if (auto st = co_await peer_lost(fmt::format("{} unreachable (read)", o_.peer)); !st.is_ok()) co_return st;
+      if (auto st = co_await peer_lost(fmt::format("{} unreachable (read)", o_.peer)); !st.is_ok())
+        co_return st;
     }
   }
-  if (may_read_locally()) {
+  if (co_await may_read()) {
     RangeLock::Guard g;
     if (is_owner()) g = co_await lock_.lock(offset, buf.size(), false);
     co_return co_await local_->read(offset, buf);
@@ -330,7 +372,9 @@ Task<Status> MirrorVolume::read(std::uint64_t offset, std::span<std::byte> buf) 
 }
 
 Task<Status> MirrorVolume::forward_read(std::uint64_t offset, std::span<std::byte> buf) {
-  if (!link_up()) co_return Status::error(Errc::io_error, "volume {}: this replica may not serve reads and the peer is unreachable", name());
+  if (!link_up())
+    co_return Status::error(
+        Errc::io_error, "volume {}: this replica may not serve reads and the peer is unreachable", name());
   auto ch = chan_;
   wire::Header h = header(wire::Type::read);
   h.offset = offset;
@@ -338,7 +382,8 @@ Task<Status> MirrorVolume::forward_read(std::uint64_t offset, std::span<std::byt
   auto r = co_await ch->call(h, {}, o_.replicate_timeout);
   if (!r.is_ok()) co_return Status::error(Errc::io_error, "read from {}: {}", o_.peer, r.status().message());
   if (auto st = reply_status(*r); !st.is_ok()) co_return st;
-  if (r->payload.size() != buf.size()) co_return Status::error(Errc::io_error, "read from {}: short reply", o_.peer);
+  if (r->payload.size() != buf.size())
+    co_return Status::error(Errc::io_error, "read from {}: short reply", o_.peer);
   std::memcpy(buf.data(), r->payload.data(), buf.size());
   co_return Status::ok();
 }
@@ -346,9 +391,11 @@ Task<Status> MirrorVolume::forward_read(std::uint64_t offset, std::span<std::byt
 Task<Status> MirrorVolume::flush() {
   Status local_st = co_await local_->flush();
   if (!local_st.is_ok()) co_return local_st;
-  if (peer_mode_ == PeerMode::absent || !link_up()) {
+  // The owner sends flushes only to a peer it replicates to; the other node to the owner.
+  if (!link_up() || (is_owner() && peer_mode_ == PeerMode::absent)) {
     if (peer_member() && member()) {
-      if (auto st = co_await peer_lost(fmt::format("{} unreachable (flush)", o_.peer)); !st.is_ok()) co_return st;
+      if (auto st = co_await peer_lost(fmt::format("{} unreachable (flush)", o_.peer)); !st.is_ok())
+        co_return st;
     } else if (!member() && !link_up()) {
       co_return Status::error(Errc::io_error, "volume {}: not in sync and the peer is unreachable", name());
     }
@@ -362,13 +409,15 @@ Task<Status> MirrorVolume::flush() {
   co_return st.is_ok() || !peer_member() ? Status::ok() : st;
 }
 
-Result<std::vector<volume::Extent>> MirrorVolume::block_status(std::uint64_t offset, std::uint64_t length) const {
+Result<std::vector<volume::Extent>> MirrorVolume::block_status(std::uint64_t offset,
+                                                               std::uint64_t length) const {
   if (may_read_locally()) return local_->block_status(offset, length);
   // Without a current local replica the only safe answer is "data, not known to be zero".
   return std::vector<volume::Extent>{volume::Extent{offset, length, true, false}};
 }
 
-Result<std::vector<volume::Extent>> MirrorVolume::changed_since(const std::string& snapshot, std::uint64_t offset,
+Result<std::vector<volume::Extent>> MirrorVolume::changed_since(const std::string& snapshot,
+                                                                std::uint64_t offset,
                                                                 std::uint64_t length) const {
   if (!may_read_locally()) return Status::error(Errc::unavailable, "volume {}: replica not in sync", name());
   return local_->changed_since(snapshot, offset, length);
@@ -386,6 +435,17 @@ Hello MirrorVolume::my_hello() const {
   h.state = std::string(to_string(r.state));
   h.clean = !o_.crashed;
   h.hot = meta_->hot_ranges();
+  // Bounded: a hello is one message; past this many runs the owner copies everything.
+  constexpr std::size_t kMaxRuns = 4096;
+  for (std::uint64_t pos = 0; auto run = meta_->next_dirty(pos, size());) {
+    if (h.diverged.size() == kMaxRuns) {
+      h.diverged.clear();
+      h.diverged_all = true;
+      break;
+    }
+    h.diverged.push_back(*run);
+    pos = run->first + run->second;
+  }
   return h;
 }
 
@@ -414,17 +474,19 @@ Task<void> MirrorVolume::connector() {
           const std::string text = encode_hello(mine);
           auto r = co_await ch->call(header(wire::Type::hello), as_bytes(text), o_.link.timeout);
           if (!r.is_ok() || r->header.status != 0) {
-            spdlog::warn("event=mirror.link_refused volume={} node={} peer={} reason=\"{}\"", name(), o_.node, o_.peer,
-                         r.is_ok() ? std::string(as_text(r->payload)) : r.status().message());
+            spdlog::warn("event=mirror.link_refused volume={} node={} peer={} reason=\"{}\"", name(), o_.node,
+                         o_.peer, r.is_ok() ? std::string(as_text(r->payload)) : r.status().message());
             ch->close(Status::error(Errc::invalid, "hello refused"));
           } else if (auto peer = decode_hello(as_text(r->payload)); !peer.is_ok()) {
             ch->close(peer.status());
           } else if (peer->volume != local_->uuid() || peer->size != size()) {
-            spdlog::error("event=mirror.lineage_refused volume={} node={} peer={} reason=\"peer replica is {} size {}\"",
-                          name(), o_.node, o_.peer, peer->volume.to_string(), peer->size);
+            spdlog::error(
+                "event=mirror.lineage_refused volume={} node={} peer={} reason=\"peer replica is {} size "
+                "{}\"",
+                name(), o_.node, o_.peer, peer->volume.to_string(), peer->size);
             ch->close(Status::error(Errc::invalid, "replica of another volume"));
           } else {
-            attach(ch, *peer);
+            co_await attach(ch, *peer);
           }
         }
       }
@@ -450,21 +512,36 @@ void MirrorVolume::accept(std::unique_ptr<TcpStream> s, Message hello) {
   }(self, ch, std::move(hello)));
 }
 
-void MirrorVolume::attach(std::shared_ptr<Channel> ch, const Hello& peer) {
+Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
+  if (peer.generation > set_.generation) {
+    // The peer took part in a set we have not seen: decide nothing on our stale view.
+    if (auto st = co_await refresh(fmt::format("{} knows generation {}", o_.peer, peer.generation));
+        !st.is_ok()) {
+      ch->close(st);
+      co_return;
+    }
+  }
+  if (!ch->up() || stopping_) co_return;
   if (chan_ && chan_ != ch) chan_->close(Status::error(Errc::conflict, "replaced by a new link"));
   chan_ = std::move(ch);
   link_changed_.notify_all();
-  spdlog::info("event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
-               o_.node, o_.peer, peer.generation, peer.state, peer.clean);
+  spdlog::info(
+      "event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
+      o_.node, o_.peer, peer.generation, peer.state, peer.clean);
   if (!is_owner()) {
     peer_caught_up_ = !peer.catch_up;
-    return;
+    co_return;
   }
   // Owner: what may differ is what we wrote without the peer (bitmap), plus what either side
   // may have had in flight at a crash (both activity logs).
   // Our own activity log went into our bitmap when the metadata was recovered (ReplicaMeta::open).
+  const auto mark = [this](std::uint64_t o, std::uint64_t l) {
+    if (o < size()) meta_->mark_dirty(o, std::min(l, size() - o));
+  };
   if (!peer.clean)
-    for (const auto& [o, l] : peer.hot) meta_->mark_dirty(o, l);
+    for (const auto& [o, l] : peer.hot) mark(o, l);
+  for (const auto& [o, l] : peer.diverged) mark(o, l);
+  if (peer.diverged_all) meta_->mark_all_dirty();
   // A bitmap we cannot trust, or a peer that is not a finished replica (new, or interrupted
   // mid-resync with a cursor we do not track here): copy everything. Never guess.
   if (!meta_->record().bitmap_complete || meta_->record().peer != o_.peer ||
@@ -477,7 +554,7 @@ void MirrorVolume::attach(std::shared_ptr<Channel> ch, const Hello& peer) {
     spawn([](std::shared_ptr<Channel> c, wire::Header h, std::string text) -> Task<void> {
       (void)co_await c->send(h, as_bytes(text));
     }(chan_, header(wire::Type::state), state_notice(set_, "in step")));
-    return;
+    co_return;
   }
   peer_mode_ = PeerMode::catching_up;
   auto self = shared_from_this();
@@ -501,7 +578,8 @@ void MirrorVolume::link_down(Channel* ch, const Status& why) {
 Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
   const wire::Header& h = m.header;
   if (h.volume != local_->uuid()) {
-    ch->close(Status::error(Errc::invalid, "message for volume {} on the link of {}", h.volume.to_string(), name()));
+    ch->close(Status::error(Errc::invalid, "message for volume {} on the link of {}", h.volume.to_string(),
+                            name()));
     co_return;
   }
   wire::Header rep;
@@ -512,12 +590,13 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       if (!peer.is_ok())
         refuse = peer.status();
       else if (peer->volume != local_->uuid() || peer->size != size())
-        refuse = Status::error(Errc::invalid, "replica of another volume or size ({} {})", peer->volume.to_string(),
-                               peer->size);
+        refuse = Status::error(Errc::invalid, "replica of another volume or size ({} {})",
+                               peer->volume.to_string(), peer->size);
       else if (peer->node != o_.peer)
         refuse = Status::error(Errc::invalid, "node {} holds no replica of {} here", peer->node, name());
       if (!refuse.is_ok()) {
-        spdlog::error("event=mirror.lineage_refused volume={} node={} reason=\"{}\"", name(), o_.node, refuse.message());
+        spdlog::error("event=mirror.lineage_refused volume={} node={} reason=\"{}\"", name(), o_.node,
+                      refuse.message());
         rep.type = wire::Type::hello_reply;
         rep.status = static_cast<std::int32_t>(refuse.code());
         (void)co_await ch->reply(h, rep, as_bytes(refuse.message()));
@@ -528,18 +607,27 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       mine.catch_up = is_owner();
       rep = header(wire::Type::hello_reply);
       const std::string text = encode_hello(mine);
-      if ((co_await ch->reply(h, rep, as_bytes(text))).is_ok()) attach(ch, *peer);
+      if ((co_await ch->reply(h, rep, as_bytes(text))).is_ok()) co_await attach(ch, *peer);
       co_return;
     }
     case wire::Type::replicate:
     case wire::Type::resync_data: {
       Op op{h.op, h.offset, h.length, m.payload, h.flags};
       if (h.op == wire::Op::write && m.payload.size() != h.length) {
-        ch->close(Status::error(Errc::invalid, "payload length {} for a write of {}", m.payload.size(), h.length));
+        ch->close(
+            Status::error(Errc::invalid, "payload length {} for a write of {}", m.payload.size(), h.length));
         co_return;
       }
       Status st = Status::error(Errc::out_of_range, "beyond the volume");
-      if (op.offset <= size() && op.length <= size() - op.offset) st = co_await apply_local(op);
+      if (h.generation < set_.generation) {
+        // A deposed owner that has not noticed yet: it must learn the new set, not write here.
+        st = Status::error(Errc::conflict, "generation {} is older than {}", h.generation, set_.generation);
+      } else if (is_owner()) {
+        st = Status::error(Errc::conflict, "{} orders the writes of {} itself", o_.node, name());
+      } else if (op.offset <= size() && op.length <= size() - op.offset) {
+        auto pin = co_await meta_->pin_write(op.offset, op.length);
+        st = pin.is_ok() ? co_await write_local(op) : pin.status();
+      }
       rep.type = h.type == wire::Type::replicate ? wire::Type::replicate_reply : wire::Type::resync_reply;
       rep.status = static_cast<std::int32_t>(st.code());
       (void)co_await ch->reply(h, rep, {});
@@ -561,7 +649,7 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       Status st;
       if (h.offset > size() || h.length > size() - h.offset || h.length > wire::kMaxPayload) {
         st = Status::error(Errc::out_of_range, "read beyond the volume");
-      } else if (!may_read_locally()) {
+      } else if (!(co_await may_read())) {
         st = Status::error(Errc::unavailable, "{} may not serve reads of {}", o_.node, name());
       } else {
         buf.resize(h.length);
@@ -586,8 +674,14 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       // The owner's notice: we are in step (after a resync, as a member of the new set).
       std::string note;
       auto set = parse_notice(as_text(m.payload), &note);
-      if (!set || is_owner()) {
+      if (!set) {
         ch->close(Status::error(Errc::invalid, "bad state notice"));
+        co_return;
+      }
+      if (is_owner()) {
+        // Only an owner sends notices: if the peer's set is newer, ours is stale. Ask etcd.
+        if (set->generation > set_.generation) (void)co_await refresh("the peer's notice is newer");
+        if (is_owner()) ch->close(Status::error(Errc::conflict, "two owners claimed for {}", name()));
         co_return;
       }
       if (set->generation < set_.generation) co_return;  // older than what we know
@@ -642,8 +736,8 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
       st = r.is_ok() ? reply_status(*r) : r.status();
     }
     if (!st.is_ok()) {
-      spdlog::warn("event=mirror.resync_interrupted volume={} node={} peer={} at={} reason=\"{}\"", name(), o_.node,
-                   o_.peer, off, st.message());
+      spdlog::warn("event=mirror.resync_interrupted volume={} node={} peer={} at={} reason=\"{}\"", name(),
+                   o_.node, o_.peer, off, st.message());
       ch->close(st);
       co_return;
     }
@@ -664,10 +758,11 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
   if (meta_->dirty_bytes() != 0 || !ch->up()) co_return;  // the connector's next link retries
   if (!peer_member()) {
     std::vector<std::string> members = {o_.node, o_.peer};
-    auto r = co_await arbiter_->change(set_.generation, members, fmt::format("{}: resync of {} complete", o_.node, o_.peer));
+    auto r = co_await arbiter_->change(set_.generation, members,
+                                       fmt::format("{}: resync of {} complete", o_.node, o_.peer));
     if (!r.is_ok()) {
-      spdlog::warn("event=mirror.rejoin_failed volume={} node={} peer={} reason=\"{}\"", name(), o_.node, o_.peer,
-                   r.status().message());
+      spdlog::warn("event=mirror.rejoin_failed volume={} node={} peer={} reason=\"{}\"", name(), o_.node,
+                   o_.peer, r.status().message());
       ch->close(r.status());
       co_return;
     }

@@ -5,7 +5,9 @@
 namespace duplex::mirror {
 
 namespace {
-bool overlaps(std::uint64_t b1, std::uint64_t e1, std::uint64_t b2, std::uint64_t e2) { return b1 < e2 && b2 < e1; }
+bool overlaps(std::uint64_t b1, std::uint64_t e1, std::uint64_t b2, std::uint64_t e2) {
+  return b1 < e2 && b2 < e1;
+}
 }  // namespace
 
 struct RangeLock::Awaiter {

@@ -40,7 +40,8 @@ class MemArbiter final : public Arbiter {
   Task<Result<InSyncSet>> change(std::uint64_t expected, std::vector<std::string> members,
                                  std::string reason) override {
     if (!available) co_return Status::error(Errc::unavailable, "no quorum (test)");
-    if (expected != set_.generation) co_return Status::error(Errc::conflict, "generation is {}", set_.generation);
+    if (expected != set_.generation)
+      co_return Status::error(Errc::conflict, "generation is {}", set_.generation);
     set_.generation++;
     set_.members.clear();
     for (const auto& p : placement_)
@@ -146,7 +147,8 @@ class MirrorTest : public ::testing::Test {
     auto local = std::make_unique<volume::LocalVolume>(*x.pool, x.id, "v");
     PeerLocator locate;
     if (i == 0) locate = [this]() -> std::optional<PeerAddress> { return PeerAddress{"127.0.0.1", port}; };
-    x.vol = std::make_shared<MirrorVolume>(&loop, std::move(local), std::move(*meta), arb, locate, options(i));
+    x.vol =
+        std::make_shared<MirrorVolume>(&loop, std::move(local), std::move(*meta), arb, locate, options(i));
   }
 
   void SetUp() override {
@@ -187,17 +189,20 @@ class MirrorTest : public ::testing::Test {
   }
   static std::vector<std::byte> pattern(std::uint64_t len, int seed) {
     std::vector<std::byte> b(len);
-    for (std::uint64_t i = 0; i < len; ++i) b[i] = static_cast<std::byte>((i * 7 + static_cast<unsigned>(seed)) & 0xff);
+    for (std::uint64_t i = 0; i < len; ++i)
+      b[i] = static_cast<std::byte>((i * 7 + static_cast<unsigned>(seed)) & 0xff);
     return b;
   }
 };
 
 TEST_F(MirrorTest, WritesThroughEitherNodeReachBothReplicasBeforeTheAck) {
   run([this]() -> Task<void> {
-    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
     auto a = pattern(64 * 1024, 1), b = pattern(8192, 2);
     EXPECT_TRUE((co_await n[0].vol->write(0, a, false)).is_ok());
-    EXPECT_TRUE((co_await n[1].vol->write(1u << 20, b, true)).is_ok());  // forwarded to the owner
+    Status fw = co_await n[1].vol->write(1u << 20, b, true);  // forwarded to the owner
+    EXPECT_TRUE(fw.is_ok()) << fw.message();
     for (int i = 0; i < 2; ++i) {
       EXPECT_EQ(co_await replica(i, 0, a.size()), a) << "replica " << i;
       EXPECT_EQ(co_await replica(i, 1u << 20, b.size()), b) << "replica " << i;
@@ -214,7 +219,8 @@ TEST_F(MirrorTest, WritesThroughEitherNodeReachBothReplicasBeforeTheAck) {
 
 TEST_F(MirrorTest, OverlappingWritesThroughBothNodesLeaveIdenticalReplicas) {
   run([this]() -> Task<void> {
-    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
     // 400 writes to 16 overlapping 8 KiB slots in the first 64 KiB, half through each node, all in
     // flight at once.
     std::vector<Task<Status>> ws;
@@ -232,7 +238,8 @@ TEST_F(MirrorTest, OverlappingWritesThroughBothNodesLeaveIdenticalReplicas) {
 
 TEST_F(MirrorTest, LinkCutOwnerRemovesPeerByCasAndPeerFencesThenResyncCopiesOnlyDirty) {
   run([this]() -> Task<void> {
-    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
     auto base = pattern(1u << 20, 3);
     EXPECT_TRUE((co_await n[0].vol->write(0, base, false)).is_ok());
     cut = true;
@@ -248,7 +255,8 @@ TEST_F(MirrorTest, LinkCutOwnerRemovesPeerByCasAndPeerFencesThenResyncCopiesOnly
     std::vector<std::byte> back(4096);
     EXPECT_FALSE((co_await n[1].vol->read(4u << 20, back)).is_ok()) << "an outdated replica never serves";
     EXPECT_EQ(n[1].vol->status().state, "outdated");
-    EXPECT_EQ(co_await replica(1, 8u << 20, 4096), std::vector<std::byte>(4096)) << "the fenced write changed nothing";
+    EXPECT_EQ(co_await replica(1, 8u << 20, 4096), std::vector<std::byte>(4096))
+        << "the fenced write changed nothing";
     EXPECT_EQ(n[0].vol->status().dirty_bytes, 65536u);
     // Heal: n1 dials again, resyncs 64 KiB, adds n2 back.
     cut = false;

@@ -75,8 +75,13 @@ class Channel : public std::enable_shared_from_this<Channel> {
   const Status& down_reason() const { return why_; }
   // Time of the last message received from the peer (any type, including pong).
   std::chrono::steady_clock::time_point last_heard() const { return last_heard_; }
-  // For the read lease: the send time of the newest ping whose pong has come back.
+  // For the read lease: the send time of the newest ping or call that the peer answered (the
+  // peer had heard from us by then at the latest).
   std::chrono::steady_clock::time_point last_pong_for() const { return last_pong_for_; }
+  // Makes sure the peer answered something sent less than `lease` ago, pinging at once if not
+  // (instead of waiting for the next periodic ping). False if the link went down or the round
+  // trip is too slow for the lease.
+  Task<bool> renew(std::chrono::steady_clock::duration lease);
   const std::string& peer() const { return peer_; }
   EventLoop& loop() const { return loop_; }
   // Calls waiting for their reply.
@@ -89,6 +94,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   Task<Status> write_message(wire::Header h, std::span<const std::byte> payload);
   void complete(const std::shared_ptr<Pending>& p, Result<Message> r);
   Status down_status() const;
+  void answered(std::chrono::steady_clock::time_point sent);
   static Task<void> read_loop(std::shared_ptr<Channel> self);
   static Task<void> ping_loop(std::shared_ptr<Channel> self);
   static Task<void> send_pong(std::shared_ptr<Channel> self, std::uint64_t echo);
@@ -111,6 +117,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
   std::unordered_map<std::uint64_t, std::shared_ptr<Pending>> pending_;
   std::chrono::steady_clock::time_point last_heard_;
   std::chrono::steady_clock::time_point last_pong_for_{};
+  WaitQueue answered_q_;  // woken when last_pong_for_ advances or the channel goes down
 };
 
 // Opens a TCP connection to host:port on `loop` (bounded by `timeout`). host is an IP address.

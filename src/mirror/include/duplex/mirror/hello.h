@@ -20,7 +20,12 @@ struct Hello {
   std::string state;             // ReplicaState text
   bool clean = true;             // false: it crashed; its activity log below may differ
   std::vector<std::pair<std::uint64_t, std::uint64_t>> hot;  // activity-log ranges
-  bool catch_up = false;         // sent by the owner: "I will resync you; forward your reads"
+  // This replica's own dirty bitmap as ranges: what it wrote that the other may lack (a deposed
+  // owner's last unacknowledged writes). The owner copies these back over it. `diverged_all`:
+  // too many ranges to list, treat the whole volume as different.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> diverged;
+  bool diverged_all = false;
+  bool catch_up = false;  // sent by the owner: "I will resync you; forward your reads"
 };
 
 std::string encode_hello(const Hello& h);

@@ -44,8 +44,8 @@
 namespace duplex::mirror {
 
 struct MirrorOptions {
-  std::string node;  // this node's name
-  std::string peer;  // the other replica's node
+  std::string node;   // this node's name
+  std::string peer;   // the other replica's node
   bool dial = false;  // this side opens the link (the daemon: the node whose name sorts first)
   // The metadata was recovered after a crash: writes in flight then (the activity log) may be on
   // one replica only, so the owner copies them on the next link.
@@ -131,7 +131,9 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
 
   Task<Status> mutate(Op op);
   Task<Status> owner_mutate(Op op);
-  Task<Status> apply_local(Op op);
+  Task<Status> write_local(Op op);
+  Task<Status> refresh(const std::string& why);
+  Task<bool> may_read();
   Task<Status> forward(Op op);
   Task<Status> forward_read(std::uint64_t offset, std::span<std::byte> buf);
   Task<Status> peer_lost(std::string reason);
@@ -139,7 +141,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> wait_for_link(std::chrono::milliseconds limit);
 
   Task<void> handle(std::shared_ptr<Channel> ch, Message m);
-  void attach(std::shared_ptr<Channel> ch, const Hello& peer);
+  Task<void> attach(std::shared_ptr<Channel> ch, Hello peer);
   void link_down(Channel* ch, const Status& why);
   Hello my_hello() const;
   Task<void> connector();
