@@ -115,7 +115,16 @@ Task<Status> MirrorVolume::start() {
 Task<Status> MirrorVolume::adopt(InSyncSet s, const std::string& why) {
   set_ = std::move(s);
   MetaRecord r = meta_->record();
-  if (set_.has(o_.node)) {
+  if (set_.has(o_.node) && r.state != ReplicaState::in_sync && set_.members.size() == 1) {
+    // The only member without being current: no CAS of ours does that (we decide only as a
+    // member), so an operator promoted this replica, accepting what it lacks (docs/mirror.md
+    // "Rolling failure"). It serves from now on; the other replica is resynced from it.
+    r.state = ReplicaState::in_sync;
+    r.generation = set_.generation;
+    if (auto st = co_await meta_->update(r); !st.is_ok()) co_return st;
+    spdlog::warn("event=mirror.promoted volume={} node={} generation={} reason=\"{}\"", local_->name(),
+                 o_.node, set_.generation, why);
+  } else if (set_.has(o_.node)) {
     if (r.state == ReplicaState::in_sync && r.generation != set_.generation) {
       // A member can only have fallen behind the set's generation through changes it took part
       // in (its own CAS) or that kept it in: record the new generation.
@@ -139,6 +148,13 @@ Task<Status> MirrorVolume::refresh(const std::string& why) {
   if (!s.is_ok()) co_return s.status();
   if (s->generation < set_.generation) co_return Status::ok();
   co_return co_await adopt(*s, why);
+}
+
+Task<Status> MirrorVolume::reload(std::string why) {
+  co_await decide_.lock();
+  Status st = co_await refresh(why);
+  decide_.unlock();
+  co_return st;
 }
 
 // May this node answer a read from its own replica now? Renews the read lease with a ping round
@@ -175,7 +191,9 @@ Task<Status> MirrorVolume::mutate(Op op) {
   if (stopping_) co_return Status::error(Errc::shutdown, "volume {} is stopping", name());
   // The owner can change under us (a resync completes and the preferred node takes over); a
   // write that meets a node that no longer orders it ("busy") is routed again.
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  // Bounded by the link timeout: the other side learns a new set within one etcd read.
+  const auto until = Clock::now() + o_.link.timeout;
+  for (int attempt = 0; attempt < 64 && Clock::now() < until; ++attempt) {
     if (is_owner()) {
       Status st = co_await owner_mutate(op);
       if (st.code() != Errc::busy) co_return st;
@@ -184,7 +202,7 @@ Task<Status> MirrorVolume::mutate(Op op) {
     if (!link_up()) break;
     Status st = co_await forward(op);
     if (st.code() == Errc::busy) {
-      co_await sleep_for(loop_, milliseconds(10));
+      co_await sleep_for(loop_, milliseconds(std::min(10 << std::min(attempt, 5), 200)));
       continue;
     }
     if (st.is_ok() || st.code() != Errc::unavailable) co_return st;
@@ -243,11 +261,13 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
   }
   (void)co_await when_all(std::move(both));
   if (!local_st.is_ok()) {
-    // The local disk failed: this replica can no longer be trusted for the range. Until the
-    // disk-failure path (leave the set, forward to the peer) exists, the write fails.
+    // Our disk failed: this replica leaves the set and the peer orders from now on. The write
+    // stands if the peer has it and the set now names the peer alone.
     spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,
                   local_st.message());
-    co_return local_st;
+    if (!remote_st.is_ok() || peer_mode_ != PeerMode::in_step) co_return local_st;
+    if (auto st = co_await leave(local_st.message()); !st.is_ok()) co_return st;
+    co_return Status::ok();
   }
   if (!remote_st.is_ok()) {
     // Marked first, whatever follows: our replica now holds data the peer may lack. If we turn
@@ -281,6 +301,41 @@ Task<Status> MirrorVolume::forward(Op op) {
   if (!r.is_ok())
     co_return Status::error(Errc::unavailable, "forward to {}: {}", o_.peer, r.status().message());
   co_return reply_status(*r);
+}
+
+// This node's replica failed: remove it from the set (the peer orders and serves from then on;
+// this node forwards). Only with a peer that is a member, else the volume would have none.
+Task<Status> MirrorVolume::leave(std::string reason) {
+  co_await decide_.lock();
+  Status st = Status::ok();
+  while (member()) {
+    if (!peer_member()) {
+      st = Status::error(Errc::io_error, "volume {}: the only in-sync replica failed: {}", name(), reason);
+      break;
+    }
+    std::vector<std::string> rest{o_.peer};
+    auto r = co_await arbiter_->change(set_.generation, std::move(rest),
+                                       fmt::format("{}: local replica failed: {}", o_.node, reason));
+    if (r.is_ok()) {
+      peer_mode_ = PeerMode::absent;
+      st = co_await adopt(*r, "local replica failed: " + reason);
+      MetaRecord rec = meta_->record();
+      rec.state = ReplicaState::inconsistent;  // never trusted again without a full copy
+      rec.bitmap_complete = false;
+      if (auto u = co_await meta_->update(rec); !u.is_ok() && st.is_ok()) st = u;
+      break;
+    }
+    if (r.status().code() != Errc::conflict) {
+      st = r.status();
+      break;
+    }
+    if (auto f = co_await refresh("lost the compare-and-swap leaving the set"); !f.is_ok()) {
+      st = f;
+      break;
+    }
+  }
+  decide_.unlock();
+  co_return st;
 }
 
 // Freeze before decide: the caller holds its write (unacknowledged) while this removes the peer
@@ -366,7 +421,11 @@ Task<Status> MirrorVolume::read(std::uint64_t offset, std::span<std::byte> buf) 
   if (co_await may_read()) {
     RangeLock::Guard g;
     if (is_owner()) g = co_await lock_.lock(offset, buf.size(), false);
-    co_return co_await local_->read(offset, buf);
+    Status st = co_await local_->read(offset, buf);
+    if (st.is_ok() || st.code() == Errc::out_of_range) co_return st;
+    g = RangeLock::Guard{};
+    spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node, st.message());
+    if (auto l = co_await leave(st.message()); !l.is_ok()) co_return st;
   }
   co_return co_await forward_read(offset, buf);
 }
@@ -389,8 +448,23 @@ Task<Status> MirrorVolume::forward_read(std::uint64_t offset, std::span<std::byt
 }
 
 Task<Status> MirrorVolume::flush() {
-  Status local_st = co_await local_->flush();
-  if (!local_st.is_ok()) co_return local_st;
+  if (member()) {
+    Status local_st = co_await local_->flush();
+    if (!local_st.is_ok()) {
+      spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,
+                    local_st.message());
+      if (!(co_await leave(local_st.message())).is_ok()) co_return local_st;
+    }
+  }
+  if (!member()) {
+    // Not a current replica: what was acknowledged lives on the owner, so the flush goes there.
+    if (!link_up())
+      co_return Status::error(Errc::io_error, "volume {}: not in sync and the peer is unreachable", name());
+    auto ch = chan_;
+    auto r = co_await ch->call(header(wire::Type::flush), {}, o_.replicate_timeout);
+    co_return r.is_ok() ? reply_status(*r)
+                        : Status::error(Errc::io_error, "flush on {}: {}", o_.peer, r.status().message());
+  }
   // The owner sends flushes only to a peer it replicates to; the other node to the owner.
   if (!link_up() || (is_owner() && peer_mode_ == PeerMode::absent)) {
     if (peer_member() && member()) {
@@ -496,6 +570,10 @@ Task<void> MirrorVolume::connector() {
 }
 
 void MirrorVolume::accept(std::unique_ptr<TcpStream> s, Message hello) {
+  if (stopping_) {
+    s->close();  // a stopped replica takes no link; the dialer retries against its successor
+    return;
+  }
   auto self = shared_from_this();
   auto ch = Channel::make(*loop_, std::move(s), o_.link);
   std::weak_ptr<MirrorVolume> weak = self;
@@ -635,6 +713,8 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
     }
     case wire::Type::write: {
       Status st;
+      // The sender acts on a newer set (it may have made us the owner): learn it first.
+      if (h.generation > set_.generation) (void)co_await refresh("a forwarded write names a newer set");
       if (!is_owner())
         st = Status::error(Errc::busy, "{} does not order writes of {}", o_.node, name());
       else
@@ -647,6 +727,7 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
     case wire::Type::read: {
       std::vector<std::byte> buf;
       Status st;
+      if (h.generation > set_.generation) (void)co_await refresh("a forwarded read names a newer set");
       if (h.offset > size() || h.length > size() - h.offset || h.length > wire::kMaxPayload) {
         st = Status::error(Errc::out_of_range, "read beyond the volume");
       } else if (!(co_await may_read())) {
@@ -664,7 +745,8 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       co_return;
     }
     case wire::Type::flush: {
-      Status st = co_await local_->flush();
+      Status st = member() ? co_await local_->flush()
+                           : Status::error(Errc::unavailable, "{} is not in sync", o_.node);
       rep.type = wire::Type::flush_reply;
       rep.status = static_cast<std::int32_t>(st.code());
       (void)co_await ch->reply(h, rep, {});

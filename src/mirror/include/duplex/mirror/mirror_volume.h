@@ -90,6 +90,9 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> start();
   // An accepted connection whose first message (`hello`) names this volume. On the volume's loop.
   void accept(std::unique_ptr<TcpStream> s, Message hello);
+  // The set changed in etcd behind the engine's back (an operator's promote, seen by the
+  // daemon's watch): re-read and adopt it. On the volume's loop.
+  Task<Status> reload(std::string why);
   // Closes the link (the connector dials again); for operators and tests.
   void disconnect(const std::string& why);
   // Stops the link and the background tasks, persists the metadata (clean close).
@@ -137,6 +140,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> forward(Op op);
   Task<Status> forward_read(std::uint64_t offset, std::span<std::byte> buf);
   Task<Status> peer_lost(std::string reason);
+  Task<Status> leave(std::string reason);
   Task<Status> decide(std::string reason);  // peer_lost's body, under decide_
   Task<Status> wait_for_link(std::chrono::milliseconds limit);
 
