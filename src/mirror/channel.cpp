@@ -25,6 +25,7 @@ std::optional<wire::Type> reply_type(wire::Type t) {
     case wire::Type::read: return wire::Type::read_reply;
     case wire::Type::flush: return wire::Type::flush_reply;
     case wire::Type::resync_data: return wire::Type::resync_reply;
+    case wire::Type::digest: return wire::Type::digest_reply;
     default: return std::nullopt;
   }
 }

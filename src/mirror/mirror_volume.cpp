@@ -6,6 +6,9 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "duplex/base/crc32c.h"
+#include "duplex/base/endian.h"
+
 namespace duplex::mirror {
 
 namespace {
@@ -44,6 +47,18 @@ std::optional<InSyncSet> parse_notice(std::string_view text, std::string* note) 
   s.owner = j["owner"].get<std::string>();
   if (j.contains("note") && j["note"].is_string()) *note = j["note"].get<std::string>();
   return s;
+}
+// One CRC32C per kDigestBlock (the last block cut at the end of `data`), big-endian.
+std::vector<std::byte> digest_of(std::span<const std::byte> data) {
+  std::vector<std::byte> out;
+  out.reserve((data.size() + wire::kDigestBlock - 1) / wire::kDigestBlock * 4);
+  for (std::size_t at = 0; at < data.size(); at += wire::kDigestBlock) {
+    const auto n = std::min<std::size_t>(wire::kDigestBlock, data.size() - at);
+    std::array<std::byte, 4> be{};
+    store_be<std::uint32_t>(be.data(), crc32c_span(data.subspan(at, n)));
+    out.insert(out.end(), be.begin(), be.end());
+  }
+  return out;
 }
 std::string join(const std::vector<std::string>& v) {
   std::string out;
@@ -779,6 +794,25 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       peer_caught_up_ = set->has(o_.node);
       co_return;
     }
+    case wire::Type::digest: {
+      std::vector<std::byte> buf;
+      Status st;
+      if (h.offset % wire::kDigestBlock != 0 || h.offset > size() || h.length > size() - h.offset ||
+          h.length > wire::kMaxPayload ||
+          (h.length % wire::kDigestBlock != 0 && h.offset + h.length != size())) {
+        st = Status::error(Errc::out_of_range, "digest of {}+{}: unaligned or beyond the volume", h.offset,
+                           h.length);
+      } else {
+        buf.resize(h.length);
+        st = co_await local_->read(h.offset, buf);
+      }
+      std::vector<std::byte> sums;
+      if (st.is_ok()) sums = digest_of(buf);
+      rep.type = wire::Type::digest_reply;
+      rep.status = static_cast<std::int32_t>(st.code());
+      (void)co_await ch->reply(h, rep, sums);
+      co_return;
+    }
     case wire::Type::close:
       ch->close(Status::error(Errc::shutdown, "peer closed: {}", as_text(m.payload)));
       co_return;
@@ -876,6 +910,79 @@ Task<Status> MirrorVolume::stop() {
   co_return co_await meta_->close();
 }
 
+Task<Result<VerifyReport>> MirrorVolume::verify(bool repair) {
+  if (!is_owner() || peer_mode_ != PeerMode::in_step || !link_up())
+    co_return Status::error(Errc::unavailable, "volume {}: verify runs on the owner with its peer in step",
+                            name());
+  if (verifying_) co_return Status::error(Errc::busy, "volume {}: a verify is running", name());
+  verifying_ = true;
+  verify_total_ = size();
+  verify_done_ = verify_mismatches_ = 0;
+  event(fmt::format("verify_start peer={} repair={}", o_.peer, repair));
+  VerifyReport report;
+  Status failed;
+  constexpr std::uint64_t kRegion = 1u << 20;
+  std::vector<std::byte> buf;
+  for (std::uint64_t off = 0; off < size() && failed.is_ok(); off += kRegion) {
+    const std::uint64_t len = std::min(kRegion, size() - off);
+    // Exclusive: no write to the region is half applied while both sides read it.
+    auto g = co_await lock_.lock(off, len, true);
+    auto ch = chan_;
+    if (stopping_ || !ch || !ch->up() || peer_mode_ != PeerMode::in_step) {
+      failed = Status::error(Errc::unavailable, "volume {}: the peer left during verify", name());
+      break;
+    }
+    buf.resize(len);
+    if (failed = co_await local_->read(off, buf); !failed.is_ok()) break;
+    wire::Header h = header(wire::Type::digest);
+    h.offset = off;
+    h.length = len;
+    auto r = co_await ch->call(h, {}, o_.replicate_timeout);
+    if (!r.is_ok() || r->header.status != 0) {
+      failed = r.is_ok() ? reply_status(*r) : r.status();
+      break;
+    }
+    const auto mine = digest_of(buf);
+    if (r->payload.size() != mine.size()) {
+      failed = Status::error(Errc::io_error, "volume {}: short digest from {}", name(), o_.peer);
+      break;
+    }
+    for (std::size_t b = 0; b * 4 < mine.size(); ++b) {
+      if (std::memcmp(mine.data() + b * 4, r->payload.data() + b * 4, 4) == 0) continue;
+      const std::uint64_t at = off + b * wire::kDigestBlock;
+      const std::uint64_t n = std::min<std::uint64_t>(wire::kDigestBlock, size() - at);
+      report.mismatched += n;
+      verify_mismatches_ += n;
+      if (!report.ranges.empty() && report.ranges.back().first + report.ranges.back().second == at)
+        report.ranges.back().second += n;
+      else if (report.ranges.size() < 64)
+        report.ranges.emplace_back(at, n);
+      if (!repair) continue;
+      wire::Header w = header(wire::Type::resync_data);
+      w.op = wire::Op::write;
+      w.offset = at;
+      w.length = n;
+      const auto block = std::span<const std::byte>(buf).subspan(b * wire::kDigestBlock, n);
+      auto wr = co_await ch->call(w, block, o_.replicate_timeout);
+      if (failed = wr.is_ok() ? reply_status(*wr) : wr.status(); !failed.is_ok()) break;
+      report.repaired += n;
+    }
+    report.checked += len;
+    verify_done_ = off + len;
+  }
+  verifying_ = false;
+  if (!failed.is_ok()) {
+    event(fmt::format("verify_interrupted at={} reason={}", verify_done_, failed.message()));
+    co_return failed;
+  }
+  if (report.mismatched != 0)
+    spdlog::error("event=mirror.verify_mismatch volume={} node={} peer={} bytes={} repaired={}", name(),
+                  o_.node, o_.peer, report.mismatched, report.repaired);
+  event(fmt::format("verify_done checked={} mismatched={} repaired={}", report.checked, report.mismatched,
+                    report.repaired));
+  co_return report;
+}
+
 MirrorStatus MirrorVolume::status() const {
   MirrorStatus s;
   const auto& r = meta_->record();
@@ -890,6 +997,10 @@ MirrorStatus MirrorVolume::status() const {
   s.resync_done = resync_done_;
   s.resync_rate = resync_rate_;
   s.last_event = last_event_;
+  s.verifying = verifying_;
+  s.verify_total = verify_total_;
+  s.verify_done = verify_done_;
+  s.verify_mismatches = verify_mismatches_;
   return s;
 }
 

@@ -16,7 +16,8 @@ bool is_reply(Type t) {
     case Type::replicate_reply:
     case Type::read_reply:
     case Type::flush_reply:
-    case Type::resync_reply: return true;
+    case Type::resync_reply:
+    case Type::digest_reply: return true;
     default: return false;
   }
 }
@@ -39,6 +40,8 @@ std::string_view type_name(Type t) {
     case Type::resync_reply: return "resync_reply";
     case Type::state: return "state";
     case Type::close: return "close";
+    case Type::digest: return "digest";
+    case Type::digest_reply: return "digest_reply";
   }
   return "unknown";
 }

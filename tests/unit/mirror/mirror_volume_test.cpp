@@ -424,5 +424,39 @@ TEST_F(MirrorTest, APeerThatLostPowerGetsItsActivityLogAndTheMissedWritesBackNot
   });
 }
 
+TEST_F(MirrorTest, OnlineVerifyFindsADifferingBlockAndRepairsItWhileWritesGoOn) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto a = pattern(1u << 20, 17);
+    EXPECT_TRUE((co_await n[0].vol->write(0, a, false)).is_ok());
+    auto clean = co_await n[0].vol->verify(false);
+    EXPECT_TRUE(clean.is_ok()) << clean.status().message();
+    EXPECT_EQ(clean->checked, kSize);
+    EXPECT_EQ(clean->mismatched, 0u);
+    // Bit rot on n2, behind the mirror's back.
+    auto rot = pattern(4096, 18);
+    EXPECT_TRUE((co_await n[1].pool->write(n[1].id, 5u << 20, rot)).is_ok());
+    // Writes through both nodes go on during the verify.
+    auto w = pattern(4096, 19);
+    std::vector<Task<Status>> io;
+    for (int k = 0; k < 40; ++k)
+      io.push_back(n[k % 2].vol->write(static_cast<std::uint64_t>(k) * 65536, w, false));
+    auto found = co_await n[0].vol->verify(true);
+    EXPECT_TRUE((co_await when_all(std::move(io))).is_ok());
+    EXPECT_TRUE(found.is_ok()) << found.status().message();
+    EXPECT_EQ(found->mismatched, 4096u);
+    EXPECT_EQ(found->repaired, 4096u);
+    EXPECT_EQ(found->ranges, (std::vector<std::pair<std::uint64_t, std::uint64_t>>{
+                                 {std::uint64_t{5} << 20, std::uint64_t{4096}}}));
+    EXPECT_EQ(n[0].vol->status().verify_mismatches, 4096u);
+    EXPECT_EQ(co_await replica(0, 0, kSize), co_await replica(1, 0, kSize));
+    auto again = co_await n[0].vol->verify(false);
+    EXPECT_TRUE(again.is_ok());
+    EXPECT_EQ(again->mismatched, 0u);
+    EXPECT_FALSE((co_await n[1].vol->verify(false)).is_ok()) << "verify runs on the owner";
+  });
+}
+
 }  // namespace
 }  // namespace duplex::mirror

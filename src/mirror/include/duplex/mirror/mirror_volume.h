@@ -78,6 +78,14 @@ struct MirrorStatus {
   std::uint64_t resync_total = 0, resync_done = 0;
   double resync_rate = 0;  // bytes/s
   std::string last_event;
+  bool verifying = false;
+  std::uint64_t verify_total = 0, verify_done = 0, verify_mismatches = 0;  // bytes
+};
+
+// What an online verify found: ranges where the replicas differ (coalesced, the first 64).
+struct VerifyReport {
+  std::uint64_t checked = 0, mismatched = 0, repaired = 0;  // bytes
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
 };
 
 class MirrorVolume final : public volume::BlockVolume, public std::enable_shared_from_this<MirrorVolume> {
@@ -99,6 +107,10 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> stop();
 
   MirrorStatus status() const;
+  // Online verify, on the owner with its peer in step: compares the replicas region by region
+  // (CRC32C per 4 KiB, the region's writes held off meanwhile) while I/O goes on. With `repair`,
+  // a differing block is copied from the owner's replica over the peer's.
+  Task<Result<VerifyReport>> verify(bool repair);
   const MirrorOptions& options() const { return o_; }
 
   // --- BlockVolume ---
@@ -176,6 +188,8 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   std::uint64_t resync_total_ = 0, resync_done_ = 0;
   double resync_rate_ = 0;
   std::string last_event_;
+  bool verifying_ = false;
+  std::uint64_t verify_total_ = 0, verify_done_ = 0, verify_mismatches_ = 0;
 };
 
 }  // namespace duplex::mirror

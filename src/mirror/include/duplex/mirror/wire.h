@@ -33,10 +33,13 @@ enum class Type : std::uint16_t {
   flush_reply = 12,
   resync_data = 13,  // resync source -> target: region content
   resync_reply = 14,
-  state = 15,  // one-way notices (in-sync set changed, peer leaving); payload JSON
-  close = 16,  // orderly close with a reason text
+  state = 15,         // one-way notices (in-sync set changed, peer leaving); payload JSON
+  close = 16,         // orderly close with a reason text
+  digest = 17,        // online verify: CRC32C of each 4 KiB block of offset/length (both 4 KiB aligned)
+  digest_reply = 18,  // payload = one big-endian CRC32C per block
 };
-inline constexpr std::uint16_t kMinType = 1, kMaxType = 16;
+inline constexpr std::uint16_t kMinType = 1, kMaxType = 18;
+inline constexpr std::uint32_t kDigestBlock = 4096;
 
 enum class Op : std::uint8_t { none = 0, write = 1, write_zeroes = 2, trim = 3 };
 inline constexpr std::uint8_t kMaxOp = 3;
