@@ -254,6 +254,11 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
   if (!is_owner()) co_return Status::error(Errc::busy, "{} no longer orders writes of {}", o_.node, name());
   auto pin = co_await meta_->pin_write(op.offset, op.length);
   if (!pin.is_ok()) co_return pin.status();
+  ++app_writes_;
+  struct Done {
+    int& n;
+    ~Done() { --n; }
+  } done{app_writes_};
   std::shared_ptr<Channel> ch = (peer_mode_ != PeerMode::absent && link_up()) ? chan_ : nullptr;
   Status local_st, remote_st = Status::error(Errc::unavailable, "no link to {}", o_.peer);
   std::vector<Task<Status>> both;
@@ -840,6 +845,7 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
       continue;
     }
     auto [off, len] = *next;
+    const auto chunk_start = Clock::now();
     auto g = co_await lock_.lock(off, len, true);
     buf.resize(len);
     Status st = co_await local_->read(off, buf);
@@ -862,10 +868,14 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
     pos = off + len;
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     resync_rate_ = secs > 0 ? static_cast<double>(resync_done_) / secs : 0;
+    g.release();
     if (o_.resync_rate_max > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_max)) {
-      g.release();
       co_await sleep_for(loop_, milliseconds(static_cast<long>(1000.0 * static_cast<double>(len) /
                                                                static_cast<double>(o_.resync_rate_max))));
+    } else if (app_writes_ > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_min)) {
+      // Adaptive: the application is writing, so give it the disk and link half the time.
+      co_await sleep_for(
+          loop_, std::chrono::duration_cast<milliseconds>(Clock::now() - chunk_start) + milliseconds(1));
     }
   }
   if (stopping_ || !ch->up() || chan_ != ch) co_return;

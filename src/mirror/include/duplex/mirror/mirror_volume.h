@@ -59,6 +59,9 @@ struct MirrorOptions {
   std::chrono::milliseconds persist_period{2000};
   std::uint64_t resync_chunk = 1u << 20;
   std::uint64_t resync_rate_max = 0;  // bytes/s, 0 = as fast as the disk and link go
+  // While application writes are in flight the resync yields (pauses as long as its last chunk
+  // took), but never below this rate.
+  std::uint64_t resync_rate_min = 10u << 20;
 };
 
 // Where the peer's mirror port is (from its node record); nullopt while unknown.
@@ -185,6 +188,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   WaitQueue background_done_;
   WaitQueue link_changed_;
   std::uint64_t seq_ = 0;
+  int app_writes_ = 0;  // application writes in owner_mutate now (the resync yields to them)
   std::uint64_t resync_total_ = 0, resync_done_ = 0;
   double resync_rate_ = 0;
   std::string last_event_;
