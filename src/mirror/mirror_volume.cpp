@@ -216,6 +216,11 @@ Task<Status> MirrorVolume::mutate(Op op) {
     }
     if (!link_up()) break;
     Status st = co_await forward(op);
+    if (st.code() == Errc::conflict) {
+      // The owner we forwarded to knows a newer set (it may have stepped down): learn it.
+      if (auto f = co_await refresh("the owner refused our generation"); !f.is_ok()) co_return f;
+      continue;
+    }
     if (st.code() == Errc::busy) {
       co_await sleep_for(loop_, milliseconds(std::min(10 << std::min(attempt, 5), 200)));
       continue;
@@ -286,7 +291,7 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
     spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,
                   local_st.message());
     if (!remote_st.is_ok() || peer_mode_ != PeerMode::in_step) co_return local_st;
-    if (auto st = co_await leave(local_st.message()); !st.is_ok()) co_return st;
+    if (auto st = co_await leave(local_st.message(), true); !st.is_ok()) co_return st;
     co_return Status::ok();
   }
   if (!remote_st.is_ok()) {
@@ -325,7 +330,13 @@ Task<Status> MirrorVolume::forward(Op op) {
 
 // This node's replica failed: remove it from the set (the peer orders and serves from then on;
 // this node forwards). Only with a peer that is a member, else the volume would have none.
-Task<Status> MirrorVolume::leave(std::string reason) {
+Task<Status> MirrorVolume::step_down(std::string reason) {
+  if (member() && (!link_up() || (is_owner() && peer_mode_ != PeerMode::in_step)))
+    co_return Status::error(Errc::unavailable, "volume {}: drain needs the peer linked and in step", name());
+  co_return co_await leave(std::move(reason), false);
+}
+
+Task<Status> MirrorVolume::leave(std::string reason, bool failed) {
   co_await decide_.lock();
   Status st = Status::ok();
   while (member()) {
@@ -334,15 +345,17 @@ Task<Status> MirrorVolume::leave(std::string reason) {
       break;
     }
     std::vector<std::string> rest{o_.peer};
-    auto r = co_await arbiter_->change(set_.generation, std::move(rest),
-                                       fmt::format("{}: local replica failed: {}", o_.node, reason));
+    const std::string why = failed ? "local replica failed: " + reason : "stepping down: " + reason;
+    auto r = co_await arbiter_->change(set_.generation, std::move(rest), fmt::format("{}: {}", o_.node, why));
     if (r.is_ok()) {
       peer_mode_ = PeerMode::absent;
-      st = co_await adopt(*r, "local replica failed: " + reason);
-      MetaRecord rec = meta_->record();
-      rec.state = ReplicaState::inconsistent;  // never trusted again without a full copy
-      rec.bitmap_complete = false;
-      if (auto u = co_await meta_->update(rec); !u.is_ok() && st.is_ok()) st = u;
+      st = co_await adopt(*r, why);
+      if (failed) {
+        MetaRecord rec = meta_->record();
+        rec.state = ReplicaState::inconsistent;  // never trusted again without a full copy
+        rec.bitmap_complete = false;
+        if (auto u = co_await meta_->update(rec); !u.is_ok() && st.is_ok()) st = u;
+      }
       break;
     }
     if (r.status().code() != Errc::conflict) {
@@ -445,7 +458,7 @@ Task<Status> MirrorVolume::read(std::uint64_t offset, std::span<std::byte> buf) 
     if (st.is_ok() || st.code() == Errc::out_of_range) co_return st;
     g = RangeLock::Guard{};
     spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node, st.message());
-    if (auto l = co_await leave(st.message()); !l.is_ok()) co_return st;
+    if (auto l = co_await leave(st.message(), true); !l.is_ok()) co_return st;
   }
   co_return co_await forward_read(offset, buf);
 }
@@ -473,7 +486,7 @@ Task<Status> MirrorVolume::flush() {
     if (!local_st.is_ok()) {
       spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,
                     local_st.message());
-      if (!(co_await leave(local_st.message())).is_ok()) co_return local_st;
+      if (!(co_await leave(local_st.message(), true)).is_ok()) co_return local_st;
     }
   }
   if (!member()) {
@@ -735,7 +748,9 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       Status st;
       // The sender acts on a newer set (it may have made us the owner): learn it first.
       if (h.generation > set_.generation) (void)co_await refresh("a forwarded write names a newer set");
-      if (!is_owner())
+      if (h.generation < set_.generation)
+        st = Status::error(Errc::conflict, "generation {} is older than {}", h.generation, set_.generation);
+      else if (!is_owner())
         st = Status::error(Errc::busy, "{} does not order writes of {}", o_.node, name());
       else
         st = co_await mutate(Op{h.op, h.offset, h.length, m.payload, h.flags});

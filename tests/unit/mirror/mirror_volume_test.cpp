@@ -129,6 +129,11 @@ class MirrorTest : public ::testing::Test {
     return o;
   }
 
+  PeerLocator locator(int i) {
+    if (i != 0) return {};  // n1 dials, n2 accepts
+    return [this]() -> std::optional<PeerAddress> { return PeerAddress{"127.0.0.1", port}; };
+  }
+
   Task<void> make_node(int i) {
     Node& x = n[i];
     x.name = i == 0 ? "n1" : "n2";
@@ -151,34 +156,39 @@ class MirrorTest : public ::testing::Test {
     auto meta = co_await ReplicaMeta::create(x.meta_disk.get(), rec);
     EXPECT_TRUE(meta.is_ok()) << meta.status().message();
     auto local = std::make_unique<volume::LocalVolume>(*x.pool, x.id, "v");
-    PeerLocator locate;
-    if (i == 0) locate = [this]() -> std::optional<PeerAddress> { return PeerAddress{"127.0.0.1", port}; };
-    x.vol =
-        std::make_shared<MirrorVolume>(&loop, std::move(local), std::move(*meta), arb, locate, options(i));
+    x.vol = std::make_shared<MirrorVolume>(&loop, std::move(local), std::move(*meta), arb, locator(i),
+                                           options(i));
   }
 
-  // n2 loses power: its disks keep only what was durable at this instant. The old instance is
-  // stopped (its link closes, as a dead node's would) and a new one starts on the copies.
-  Task<void> power_cut_and_restart_n2(std::function<Task<void>()> while_down) {
-    Node& x = n[1];
-    auto pool_disk = std::make_unique<FakeDisk>(x.disk->durable_copy());
-    auto meta_disk = std::make_unique<FakeDisk>(x.meta_disk->durable_copy());
+  // Node i goes down and comes back. With `power_cut`, its disks keep only what was durable at
+  // this instant (the old instance is stopped so its link closes, as a dead node's would, and a
+  // new one starts on the copies); without, it is a clean stop and restart.
+  Task<void> restart(int i, bool power_cut, std::function<Task<void>()> while_down) {
+    Node& x = n[i];
+    std::unique_ptr<FakeDisk> pool_disk, meta_disk;
+    if (power_cut) {
+      pool_disk = std::make_unique<FakeDisk>(x.disk->durable_copy());
+      meta_disk = std::make_unique<FakeDisk>(x.meta_disk->durable_copy());
+    }
     (void)co_await x.vol->stop();
     x.vol.reset();
+    if (x.pool && !power_cut) (void)co_await x.pool->close();
     x.pool.reset();
     co_await while_down();
-    x.disk = std::move(pool_disk);
-    x.meta_disk = std::move(meta_disk);
+    if (power_cut) {
+      x.disk = std::move(pool_disk);
+      x.meta_disk = std::move(meta_disk);
+    }
     auto pool = co_await store::Pool::open(*x.disk);
     EXPECT_TRUE(pool.is_ok()) << pool.status().message();
     x.pool = std::move(*pool);
     auto meta = co_await ReplicaMeta::open(x.meta_disk.get());
     EXPECT_TRUE(meta.is_ok()) << meta.status().message();
-    EXPECT_TRUE((*meta)->recovered_from_crash());
-    MirrorOptions o = options(1);
+    EXPECT_EQ((*meta)->recovered_from_crash(), power_cut);
+    MirrorOptions o = options(i);
     o.crashed = (*meta)->recovered_from_crash();
     auto local = std::make_unique<volume::LocalVolume>(*x.pool, x.id, "v");
-    x.vol = std::make_shared<MirrorVolume>(&loop, std::move(local), std::move(*meta), arb, PeerLocator{}, o);
+    x.vol = std::make_shared<MirrorVolume>(&loop, std::move(local), std::move(*meta), arb, locator(i), o);
     EXPECT_TRUE((co_await x.vol->start()).is_ok());
   }
 
@@ -410,7 +420,7 @@ TEST_F(MirrorTest, APeerThatLostPowerGetsItsActivityLogAndTheMissedWritesBackNot
     for (std::uint64_t off = 0; off < (1u << 20); off += a.size())
       EXPECT_TRUE((co_await n[0].vol->write(off, a, false)).is_ok());
     auto b = pattern(8192, 16);
-    co_await power_cut_and_restart_n2([&]() -> Task<void> {
+    co_await restart(1, true, [&]() -> Task<void> {
       // While n2 is down, n1 removes it and goes on alone.
       EXPECT_TRUE((co_await n[0].vol->write(12u << 20, b, false)).is_ok());
       EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
@@ -455,6 +465,34 @@ TEST_F(MirrorTest, OnlineVerifyFindsADifferingBlockAndRepairsItWhileWritesGoOn) 
     EXPECT_TRUE(again.is_ok());
     EXPECT_EQ(again->mismatched, 0u);
     EXPECT_FALSE((co_await n[1].vol->verify(false)).is_ok()) << "verify runs on the owner";
+  });
+}
+
+TEST_F(MirrorTest, ADrainedNodeStepsDownWithoutAnOutageAndReturnsWithoutAFullResync) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto a = pattern(1u << 20, 20);
+    EXPECT_TRUE((co_await n[0].vol->write(0, a, false)).is_ok());
+    // Drain n1, the owner: n2 orders from now on; n1's initiators are still served through it.
+    Status st = co_await n[0].vol->step_down("test: maintenance of n1");
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n2"});
+    EXPECT_EQ(n[0].vol->status().state, "outdated");
+    auto b = pattern(8192, 21);
+    st = co_await n[0].vol->write(2u << 20, b, false);
+    EXPECT_TRUE(st.is_ok()) << "forwarded to the new owner: " << st.message();
+    std::vector<std::byte> back(a.size());
+    EXPECT_TRUE((co_await n[0].vol->read(0, back)).is_ok());
+    EXPECT_EQ(back, a);
+    auto c = pattern(4096, 22);
+    co_await restart(0, false, [&]() -> Task<void> {
+      EXPECT_TRUE((co_await n[1].vol->write(6u << 20, c, false)).is_ok());  // n1 is away
+    });
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().state == "in-sync"; }));
+    EXPECT_EQ(co_await replica(0, 0, kSize), co_await replica(1, 0, kSize));
+    EXPECT_EQ(n[1].vol->status().resync_done, b.size() + c.size()) << "only what n1 missed";
   });
 }
 

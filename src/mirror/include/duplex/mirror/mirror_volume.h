@@ -104,6 +104,10 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   // The set changed in etcd behind the engine's back (an operator's promote, seen by the
   // daemon's watch): re-read and adopt it. On the volume's loop.
   Task<Status> reload(std::string why);
+  // Planned maintenance (drain): this replica leaves the in-sync set by CAS while the link is up,
+  // so the peer goes on ordering writes and tracks what this one misses; on return only those
+  // regions are copied. Refused when the peer is not a member (the volume would have none).
+  Task<Status> step_down(std::string reason);
   // Closes the link (the connector dials again); for operators and tests.
   void disconnect(const std::string& why);
   // Stops the link and the background tasks, persists the metadata (clean close).
@@ -155,7 +159,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> forward(Op op);
   Task<Status> forward_read(std::uint64_t offset, std::span<std::byte> buf);
   Task<Status> peer_lost(std::string reason);
-  Task<Status> leave(std::string reason);
+  Task<Status> leave(std::string reason, bool failed);
   Task<Status> decide(std::string reason);  // peer_lost's body, under decide_
   Task<Status> wait_for_link(std::chrono::milliseconds limit);
 
