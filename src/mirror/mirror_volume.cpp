@@ -127,7 +127,7 @@ Task<Status> MirrorVolume::start() {
 // Makes `s` the set this node acts on and brings the replica's persistent state in line: a
 // member that is current records the generation; a node outside the set is outdated (it never
 // serves its own data again until resynced).
-Task<Status> MirrorVolume::adopt(InSyncSet s, const std::string& why) {
+Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
   set_ = std::move(s);
   MetaRecord r = meta_->record();
   if (set_.has(o_.node) && r.state != ReplicaState::in_sync && set_.members.size() == 1) {
@@ -158,7 +158,7 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, const std::string& why) {
 }
 
 // Re-reads the set from the arbiter (the peer showed a newer generation than ours).
-Task<Status> MirrorVolume::refresh(const std::string& why) {
+Task<Status> MirrorVolume::refresh(std::string why) {
   auto s = co_await arbiter_->read();
   if (!s.is_ok()) co_return s.status();
   if (s->generation < set_.generation) co_return Status::ok();
@@ -571,7 +571,7 @@ Task<void> MirrorVolume::connector() {
               [weak](std::shared_ptr<Channel> c, Message m) -> Task<void> {
                 if (auto v = weak.lock()) co_await v->handle(std::move(c), std::move(m));
               },
-              [weak, raw](Status why) {
+              [weak, raw](const Status& why) {
                 if (auto v = weak.lock()) v->link_down(raw, why);
               });
           Hello mine = my_hello();
@@ -615,7 +615,7 @@ void MirrorVolume::accept(std::unique_ptr<TcpStream> s, Message hello) {
       [weak](std::shared_ptr<Channel> c, Message m) -> Task<void> {
         if (auto v = weak.lock()) co_await v->handle(std::move(c), std::move(m));
       },
-      [weak, raw](Status why) {
+      [weak, raw](const Status& why) {
         if (auto v = weak.lock()) v->link_down(raw, why);
       });
   spawn([](std::shared_ptr<MirrorVolume> v, std::shared_ptr<Channel> c, Message m) -> Task<void> {

@@ -154,7 +154,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> mutate(Op op);
   Task<Status> owner_mutate(Op op);
   Task<Status> write_local(Op op);
-  Task<Status> refresh(const std::string& why);
+  Task<Status> refresh(std::string why);
   Task<bool> may_read();
   Task<Status> forward(Op op);
   Task<Status> forward_read(std::uint64_t offset, std::span<std::byte> buf);
@@ -170,7 +170,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<void> connector();
   Task<void> persister();
   Task<void> resync(std::shared_ptr<Channel> ch);
-  Task<Status> adopt(InSyncSet s, const std::string& why);
+  Task<Status> adopt(InSyncSet s, std::string why);
   void event(std::string what);
 
   EventLoop* loop_;
