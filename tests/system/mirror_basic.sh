@@ -152,6 +152,11 @@ nbdsh -u "nbd://$HOST:${NBD[n2]}/m" -c "h.pwrite(open('$work/b','rb').read(), $(
 nbdsh -u "nbd://$HOST:${NBD[n1]}/m" -c "import sys; sys.stdout.buffer.write(h.pread($MiB, $((8 * MiB))))" >"$work/b1" || true
 if cmp -s "$work/b" "$work/b1"; then ok "written through n2, read back through n1"; else bad "n1 read other bytes than n2 wrote"; fi
 gen_before=$(show | $PY -c "import json,sys; print(json.load(sys.stdin)['insync']['generation'])")
+if [ "$gen_before" = 1 ]; then
+  ok "no decision while the link is up (in-sync generation still 1)"
+else
+  bad "the in-sync set changed while both nodes and the link were up: $(show | $PY -c "import json,sys; print([(x['generation'], x['members'], x['reason']) for x in json.load(sys.stdin)['decisions']])")"
+fi
 
 # Cut the link: the owner's write completes after it removed n2 from the in-sync set.
 if [ "$(proxy cut)" = ok ]; then ok "link cut (proxy)"; else bad "proxy cut"; fi
