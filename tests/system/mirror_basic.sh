@@ -197,6 +197,15 @@ if cmp -s "$work/c" "$work/c2"; then ok "n2 reads what n1 wrote during the cut";
 nbdsh -u "nbd://$HOST:${NBD[n2]}/m" -c "import sys; sys.stdout.buffer.write(h.pread(4096, $((20 * MiB))))" >"$work/z" 2>/dev/null || true
 if cmp -s "$work/z" <(head -c 4096 /dev/zero); then ok "the write n2 refused left nothing behind"; else bad "the refused write changed data"; fi
 
+# Growing a mirrored volume is refused by the replicas for now (reported, nothing changes).
+api PATCH "/v1/volumes/m?wait=false" '{"size": 134217728}' >/dev/null || true
+if until_show 20 "all(r[n].get('state')=='failed' and 'not supported' in r[n].get('error','') for n in ('n1','n2'))"; then
+  ok "a grow of the mirrored volume is refused by both replicas, with the reason"
+else
+  bad "grow of a mirrored volume not refused clearly"
+fi
+if [ "$(nbdinfo --size "nbd://$HOST:${NBD[n1]}/m" 2>/dev/null)" = $((64 * MiB)) ]; then ok "m keeps its size and stays exported"; else bad "m's export changed after the refused grow"; fi
+
 # A hello for an unknown volume is refused; junk on the mirror port does not hurt the daemon.
 $PY - "$HOST" "${MIRROR[n1]}" <<'PYEOF' && ok "junk on the mirror port is dropped" || bad "mirror port junk"
 import socket, sys
