@@ -8,7 +8,7 @@
 #   - heal: n2 is resynced and in the in-sync set again (polled over the REST API) and reads what
 #     n1 wrote during the cut; both daemons stop cleanly (metadata closed).
 # Only 127.0.0.1; free ports; every process started here is stopped by its pid.
-#   DUPLEXD=path/to/duplexd tests/system/mirror_basic.sh
+#   DUPLEXD=path/to/duplexd [DUPLEXCTL=path/to/duplexctl] tests/system/mirror_basic.sh
 set -euo pipefail
 DUPLEXD=${DUPLEXD:-duplexd}
 PY=/usr/bin/python3
@@ -196,6 +196,16 @@ nbdsh -u "nbd://$HOST:${NBD[n2]}/m" -c "import sys; sys.stdout.buffer.write(h.pr
 if cmp -s "$work/c" "$work/c2"; then ok "n2 reads what n1 wrote during the cut"; else bad "n2 does not have the cut-time write"; fi
 nbdsh -u "nbd://$HOST:${NBD[n2]}/m" -c "import sys; sys.stdout.buffer.write(h.pread(4096, $((20 * MiB))))" >"$work/z" 2>/dev/null || true
 if cmp -s "$work/z" <(head -c 4096 /dev/zero); then ok "the write n2 refused left nothing behind"; else bad "the refused write changed data"; fi
+
+# duplexctl shows the same (when the test is given it).
+if [ -n "${DUPLEXCTL:-}" ]; then
+  shown=$("$DUPLEXCTL" --api "$API" --token "$TOKEN" volume show m 2>&1 || true)
+  if echo "$shown" | grep -q "n2: mirror link up" && echo "$shown" | grep -q "owner n1"; then
+    ok "duplexctl volume show m: the owner and each replica's mirror link"
+  else
+    bad "duplexctl volume show m: $shown"
+  fi
+fi
 
 # Growing a mirrored volume is refused by the replicas for now (reported, nothing changes).
 api PATCH "/v1/volumes/m?wait=false" '{"size": 134217728}' >/dev/null || true
