@@ -65,6 +65,10 @@ json to_json(const VolumeView& v) {
       j["resync_bytes_done"] = s.resync_bytes_done;
       j["verify_mismatches"] = s.verify_mismatches;
       j["last_event"] = s.last_event;
+      if (r.replicas_wanted > 1) {
+        j["link_up"] = s.link_up;
+        j["insync_generation"] = s.insync_generation;
+      }
     }
     if (v.insync)
       j["member"] =

@@ -28,6 +28,7 @@ namespace {
 constexpr unsigned kNbdPort = 10809;
 constexpr unsigned kIscsiPort = 3260;
 constexpr unsigned kApiPort = 7480;
+constexpr unsigned kMirrorPort = 7789;  // the mirror link between the nodes ([cluster] mirror_listen)
 constexpr const char* kVolume = "demo";
 constexpr const char* kDefaultBaseIqn = "iqn.2026-11.io.duplex";
 using Clock = std::chrono::steady_clock;
@@ -129,11 +130,11 @@ std::string node_config(const Plan& p, const NodePlan& n, const std::string& poo
       "[node]\nname = \"{}\"\nsite = \"{}\"\n\n"
       "[listen]\nnbd = \"{}:{}\"\n\n"
       "[iscsi]\nlisten = [\"{}:{}\"]\n\n"
-      "[cluster]\netcd = [\"{}\"]\nlease_ttl = \"{}\"\naddress = \"{}\"\n\n"
+      "[cluster]\netcd = [\"{}\"]\nlease_ttl = \"{}\"\naddress = \"{}\"\nmirror_listen = \"{}:{}\"\n\n"
       "[api]\nlisten = \"{}:{}\"\ntoken_file = \"{}/token\"\n\n"
       "[[pool]]\nname = \"p0\"\npath = \"{}/pool.img\"\ncreate_size = \"{}\"\n",
       p.duplexd, n.config, n.state_dir, n.name, n.site, n.address, kNbdPort, n.address, kIscsiPort,
-      p.etcd_url, ttl, n.address, n.address, kApiPort, p.dir, n.state_dir, pool_size);
+      p.etcd_url, ttl, n.address, n.address, kMirrorPort, n.address, kApiPort, p.dir, n.state_dir, pool_size);
 }
 
 // Stops everything a failed `demo up` started and says why it failed.
@@ -431,7 +432,7 @@ Status up(const DemoOptions& o) {
     n.log = fmt::format("{}/{}.log", p.dir, n.name);
     n.state_dir = fmt::format("{}/{}", p.dir, n.name);
     n.argv = {p.duplexd, "--config", n.config};
-    for (unsigned port : {kNbdPort, kIscsiPort, kApiPort}) {
+    for (unsigned port : {kNbdPort, kIscsiPort, kApiPort, kMirrorPort}) {
       if (!port_free(n.address, port)) {
         return failed(
             fmt::format("{}:{} is in use (another demo?); choose another --base-address", n.address, port));

@@ -92,6 +92,7 @@ std::optional<NodeRecord> parse_node(const Kv& kv) {
   r.nbd = strings(*j, "nbd");
   r.iscsi = strings(*j, "iscsi");
   r.base_iqn = str(*j, "base_iqn");
+  r.mirror = str(*j, "mirror");
   r.pid = num<std::int64_t>(*j, "pid", 0);
   r.version = str(*j, "version");
   r.started = str(*j, "started");
@@ -223,6 +224,8 @@ std::optional<ReplicaStatus> parse_replica(const Kv& kv) {
   r.resync_bytes_done = num<std::uint64_t>(*j, "resync_bytes_done", 0);
   r.verify_mismatches = num<std::uint64_t>(*j, "verify_mismatches", 0);
   r.last_event = str(*j, "last_event");
+  r.link_up = boolean(*j, "link_up", false);
+  r.insync_generation = num<std::int64_t>(*j, "insync_generation", 0);
   r.mod_revision = kv.mod_revision;
   return r;
 }
@@ -243,7 +246,9 @@ json to_json(const ReplicaStatus& r) {
           {"resync_bytes_total", r.resync_bytes_total},
           {"resync_bytes_done", r.resync_bytes_done},
           {"verify_mismatches", r.verify_mismatches},
-          {"last_event", r.last_event}};
+          {"last_event", r.last_event},
+          {"link_up", r.link_up},
+          {"insync_generation", r.insync_generation}};
 }
 
 // An in-sync record without members or uuid decides nothing: it is skipped like any unreadable

@@ -10,6 +10,7 @@
 
 #include "duplex/iscsi/chap.h"
 #include "duplex/iscsi/target.h"
+#include "duplex/reactor/listen.h"
 
 namespace duplex::daemon {
 
@@ -435,7 +436,20 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     }
   }
   if (auto* t = sub_table(c, root, "cluster")) {
-    check_keys(c, *t, "[cluster]", {"etcd", "lease_ttl", "address"});
+    check_keys(c, *t, "[cluster]", {"etcd", "lease_ttl", "address", "mirror_listen", "mirror_advertise"});
+    if (auto v = get_str(c, *t, "mirror_listen", "cluster")) {
+      // Checked here so that a typo is one line at start, not a failed listen later.
+      if (auto ep = parse_endpoint(*v); !ep)
+        c.fail("cluster.mirror_listen '{}': {}", *v, ep.status().message());
+      else
+        cfg.mirror_listen = *v;
+    }
+    if (auto v = get_str(c, *t, "mirror_advertise", "cluster")) {
+      if (auto ep = parse_endpoint(*v); !ep)
+        c.fail("cluster.mirror_advertise '{}': {}", *v, ep.status().message());
+      else
+        cfg.mirror_advertise = *v;
+    }
     if (auto v = get_str(c, *t, "address", "cluster")) {
       if (v->empty() || v->find_first_of(" /:") != std::string::npos)
         c.fail("cluster.address '{}' must be a host name or IPv4 address without a port", *v);

@@ -1,9 +1,12 @@
 #include "duplex/daemon/daemon.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstring>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <set>
@@ -17,6 +20,9 @@
 #include "duplex/api/cluster_backend.h"
 #include "duplex/api/server.h"
 #include "duplex/cluster/node_agent.h"
+#include "duplex/daemon/catalogue_arbiter.h"
+#include "duplex/daemon/mirror_listener.h"
+#include "duplex/daemon/shared_volume.h"
 #include "duplex/daemon/iscsi_targets.h"
 #include "duplex/daemon/mem_volume.h"
 #include "duplex/daemon/node_metrics.h"
@@ -24,8 +30,11 @@
 #include "duplex/daemon/reconciler.h"
 #include "duplex/iscsi/portal.h"
 #include "duplex/iscsi/target.h"
+#include "duplex/mirror/mirror_volume.h"
+#include "duplex/mirror/replica_meta.h"
 #include "duplex/nbd/server.h"
 #include "duplex/reactor/event_loop.h"
+#include "duplex/reactor/listen.h"
 #include "duplex/reactor/uring.h"
 #include "duplex/reactor/uring_device.h"
 #include "duplex/scsi/logical_unit.h"
@@ -183,8 +192,49 @@ struct AppliedObjects {
   std::string pool_name;
   store::ObjectId id = 0;
   std::uint64_t size = 0;
+  bool created = false;  // this apply created the pool object (a new volume's first replica here)
   std::map<std::string, std::pair<store::ObjectId, std::uint64_t>> snapshots;  // name -> id, size
 };
+
+// A mirrored volume's replica on this node (replicas = 2): its MirrorVolume over the pool object,
+// the metadata file under it and the arbiter. Built and stopped by the reconciler's thread on the
+// pool's loop; looked up by the mirror listener (loop 0) under Impl::mirrors_mu. A slot is never
+// destroyed before shutdown: a retired one stays for the sessions and link handlers that still
+// hold its volume.
+struct MirrorSlot {
+  std::string volume;
+  std::string uuid;
+  int loop = 0;
+  store::ObjectId id = 0;
+  std::string meta_path;
+  // Declared before `vol`, so destroyed after it: the ReplicaMeta inside points at this device.
+  std::unique_ptr<BlockDevice> meta_dev;
+  std::shared_ptr<CatalogueArbiter> arbiter;
+  std::shared_ptr<mirror::MirrorVolume> vol;
+};
+
+// Where each node's mirror port is (node records), read by the mirrors' dialers on their loops.
+struct PeerBook {
+  std::mutex mu;
+  std::map<std::string, std::string> addrs;  // node -> "host:port"
+};
+
+namespace {
+
+// The MirrorVolume an entry's volume forwards to, if any (entries are MeteredVolume-wrapped).
+const volume::BlockVolume* shared_target(volume::BlockVolume* v) {
+  if (auto* m = dynamic_cast<volume::MeteredVolume*>(v)) v = &m->inner();
+  auto* sv = dynamic_cast<SharedVolume*>(v);
+  return sv ? sv->target() : nullptr;
+}
+
+// The MirrorVolume a front-end serves, sharing ownership of its whole slot (the metadata device
+// must outlive the volume).
+std::shared_ptr<mirror::MirrorVolume> served(const std::shared_ptr<MirrorSlot>& slot) {
+  return {slot, slot->vol.get()};
+}
+
+}  // namespace
 
 struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   Config cfg;
@@ -223,6 +273,12 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   // the only pool objects served before the reconciler has read the catalogue.
   std::set<std::string> declared;
   std::atomic<bool> etcd_answered{false};
+  // Mirrored volumes (replicas = 2) held here, by volume name; the listener finds them by uuid.
+  std::mutex mirrors_mu;
+  std::map<std::string, std::shared_ptr<MirrorSlot>> mirrors;
+  std::vector<std::shared_ptr<MirrorSlot>> retired_mirrors;
+  std::shared_ptr<PeerBook> peer_book = std::make_shared<PeerBook>();
+  std::unique_ptr<MirrorListener> mirror_listener;
   std::unique_ptr<asio::signal_set> signals;
   bool stopping = false;
   int exit_code = 0;
@@ -593,7 +649,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
 
   // On the pool's loop: the pool's catalogue is only touched there.
   static Task<Result<AppliedObjects>> apply_on_loop(store::Pool* p, cluster::VolumeRecord v,
-                                                    std::vector<cluster::SnapshotRecord> snaps) {
+                                                    std::vector<cluster::SnapshotRecord> snaps, bool mirrored) {
     const auto want = Uuid::parse(v.uuid);
     if (!want) co_return Status::error(Errc::invalid, "volume {}: uuid '{}' is not a UUID", v.name, v.uuid);
     AppliedObjects out;
@@ -609,6 +665,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
         id = co_await p->create_volume(v.name, v.size, want);
       }
       if (!id) co_return id.status();
+      out.created = true;
       spdlog::info("event=reconciler.created volume={} uuid={} size={} clone_of={}", v.name, v.uuid, v.size,
                    v.clone_of);
     } else if (p->uuid_of(*id) != *want) {
@@ -618,6 +675,12 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
                               p->uuid_of(*id).to_string(), v.uuid);
     }
     if (p->size_of(*id) < v.size) {
+      // Both replicas, their mirror metadata (bitmap size) and the engine's idea of the size
+      // would have to grow together, under the owner's lock of the whole volume: not built yet.
+      if (mirrored)
+        co_return Status::error(Errc::unsupported,
+                                "volume {}: growing a mirrored volume is not supported yet (size stays {})", v.name,
+                                p->size_of(*id));
       DPX_CO_TRY(co_await p->grow(*id, v.size));
       spdlog::info("event=reconciler.grown volume={} size={}", v.name, v.size);
     }
@@ -643,14 +706,20 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     co_return out;
   }
 
-  Result<AppliedVolume> apply(const cluster::VolumeRecord& v,
-                              const std::vector<cluster::SnapshotRecord>& snaps) override {
+  Result<AppliedVolume> apply(const cluster::VolumeRecord& v, const std::vector<cluster::SnapshotRecord>& snaps,
+                              const std::optional<cluster::InSyncRecord>& insync) override {
     PoolState* ps = pool_named(v.pool);
     if (!ps)
       return Status::error(Errc::not_found, "volume {}: pool '{}' is not configured on this node", v.name,
                            v.pool);
-    auto r = on_loop(ps->loop, apply_on_loop(ps->pool.get(), v, snaps));
+    const bool mirrored = v.replicas.size() > 1;
+    auto r = on_loop(ps->loop, apply_on_loop(ps->pool.get(), v, snaps, mirrored));
     if (!r) return r.status();
+    if (mirrored) {
+      r->loop = ps->loop;
+      r->pool_name = ps->cfg.name;
+      DPX_TRY(ensure_mirror(v, *r, insync));
+    }
     r->loop = ps->loop;
     r->pool_name = ps->cfg.name;
     AppliedVolume out;
@@ -668,21 +737,242 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     return out;
   }
 
-  static Task<Result<bool>> remove_on_loop(store::Pool* p, std::string name) {
+  // The removed object's uuid ("" if there was none): its mirror metadata file goes with it.
+  static Task<Result<std::string>> remove_on_loop(store::Pool* p, std::string name) {
     auto id = p->find(name);
-    if (!id) co_return false;
+    if (!id) co_return std::string();
+    const std::string uuid = p->uuid_of(*id).to_string();
     DPX_CO_TRY(co_await p->remove(*id, true));
-    co_return true;
+    co_return uuid;
   }
 
   Status remove(const std::string& pool, const std::string& volume) override {
+    drop_mirror(volume);
     PoolState* ps = pool_named(pool);
     if (!ps) return Status::ok();  // nothing of it can be here
     auto r = on_loop(ps->loop, remove_on_loop(ps->pool.get(), volume));
     if (!r) return r.status();
+    if (!r->empty()) {
+      const std::string meta = cfg.state_dir + "/mirror/" + *r + ".meta";
+      if (::unlink(meta.c_str()) == 0) spdlog::info("event=mirror.meta_removed volume={} file={}", volume, meta);
+    }
     std::lock_guard lk(applied_mu);
     applied.erase(volume);
     return Status::ok();
+  }
+
+  // --- mirrored volumes (replicas = 2) ---
+
+  std::shared_ptr<MirrorSlot> mirror_slot(const std::string& volume) {
+    std::lock_guard lk(mirrors_mu);
+    auto it = mirrors.find(volume);
+    return it == mirrors.end() ? nullptr : it->second;
+  }
+
+  // Builds and starts this node's MirrorVolume of `v` unless it runs already (reconciler thread).
+  Status ensure_mirror(const cluster::VolumeRecord& v, const AppliedObjects& a,
+                       const std::optional<cluster::InSyncRecord>& insync) {
+    if (auto cur = mirror_slot(v.name)) {
+      if (cur->uuid == v.uuid && cur->id == a.id) return Status::ok();
+      drop_mirror(v.name);  // another volume under that name (deleted and created again)
+    }
+    if (cfg.mirror_listen.empty())
+      return Status::error(Errc::invalid,
+                           "volume {} is mirrored but this node has no [cluster] mirror_listen: its peer "
+                           "cannot reach it",
+                           v.name);
+    if (!insync)
+      return Status::error(Errc::not_found, "volume {}: no in-sync record in etcd (insync/{})", v.name, v.name);
+    if (insync->uuid != v.uuid)
+      return Status::error(Errc::conflict, "volume {}: the in-sync record is for uuid {}, not {}", v.name,
+                           insync->uuid, v.uuid);
+    std::string peer;
+    for (const auto& n : v.replicas)
+      if (n != cfg.node_name) peer = n;
+    if (peer.empty() || v.replicas.size() != 2)
+      return Status::error(Errc::unsupported, "volume {}: replicas {} (a mirror has exactly two nodes)", v.name,
+                           fmt::join(v.replicas, ","));
+    auto slot = std::make_shared<MirrorSlot>();
+    slot->volume = v.name;
+    slot->uuid = v.uuid;
+    slot->loop = a.loop;
+    slot->id = a.id;
+    auto r = on_loop(a.loop, make_mirror_on_loop(slot, v, a, *insync, peer));
+    std::lock_guard lk(mirrors_mu);
+    if (!r) {
+      // Never destroyed here: parts of it may have run on the loop (timers, a started engine).
+      retired_mirrors.push_back(std::move(slot));
+      return r.status();
+    }
+    mirrors[v.name] = slot;
+    return Status::ok();
+  }
+
+  // On the pool's loop: the replica's metadata (created on first use, else opened with crash
+  // recovery), the engine, and its start (reads the in-sync set through the arbiter).
+  Task<Result<bool>> make_mirror_on_loop(std::shared_ptr<MirrorSlot> slot, cluster::VolumeRecord v,
+                                         AppliedObjects a, cluster::InSyncRecord set, std::string peer) {
+    const std::string dir = cfg.state_dir + "/mirror";
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) co_return Status::error(Errc::io_error, "volume {}: cannot create {}: {}", v.name, dir, ec.message());
+    auto uuid = Uuid::parse(v.uuid);
+    if (!uuid) co_return Status::error(Errc::invalid, "volume {}: uuid '{}' is not a UUID", v.name, v.uuid);
+    slot->meta_path = dir + "/" + v.uuid + ".meta";
+    const std::uint64_t need = mirror::ReplicaMeta::required_bytes(a.size, 4096);
+    std::unique_ptr<mirror::ReplicaMeta> meta;
+    struct stat sb{};
+    if (::stat(slot->meta_path.c_str(), &sb) != 0) {
+      const bool member = std::find(set.members.begin(), set.members.end(), cfg.node_name) != set.members.end();
+      mirror::MetaRecord rec;
+      rec.volume = *uuid;
+      rec.size = a.size;
+      rec.generation = static_cast<std::uint64_t>(set.generation);
+      rec.node = cfg.node_name;
+      rec.peer = peer;
+      // Only a replica created with the volume, as a member, holds every acknowledged write; a
+      // replica made later (or whose metadata was lost) must be resynced before it serves.
+      rec.state = member && a.created ? mirror::ReplicaState::in_sync : mirror::ReplicaState::outdated;
+      rec.bitmap_complete = true;
+      // Created under a temporary name and renamed into place: a crash mid-create leaves no
+      // half-formatted file that open() would refuse on every later start.
+      const std::string tmp = slot->meta_path + ".new";
+      ::unlink(tmp.c_str());
+      auto dev = co_await mirror::open_meta_file(tmp, need, true);
+      if (!dev) co_return Status::error(dev.status().code(), "volume {}: {}", v.name, dev.status().message());
+      auto m = co_await mirror::ReplicaMeta::create(dev->get(), rec);
+      if (!m) co_return Status::error(m.status().code(), "volume {}: {}", v.name, m.status().message());
+      if (::rename(tmp.c_str(), slot->meta_path.c_str()) != 0)
+        co_return Status::error(Errc::io_error, "volume {}: rename {}: {}", v.name, tmp, std::strerror(errno));
+      if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
+        (void)::fsync(dfd);
+        ::close(dfd);
+      }
+      slot->meta_dev = std::move(*dev);
+      meta = std::move(*m);
+      spdlog::info("event=mirror.meta_created volume={} file={} state={} generation={} peer={}", v.name,
+                   slot->meta_path, mirror::to_string(rec.state), rec.generation, peer);
+    } else {
+      auto dev = co_await mirror::open_meta_file(slot->meta_path, need, false);
+      if (!dev) co_return Status::error(dev.status().code(), "volume {}: {}", v.name, dev.status().message());
+      auto m = co_await mirror::ReplicaMeta::open(dev->get());
+      if (!m) co_return Status::error(m.status().code(), "volume {}: {}", v.name, m.status().message());
+      const auto& r = (*m)->record();
+      // Lineage: metadata of another volume, or of another size, is never adopted (P8).
+      if (r.volume != *uuid || r.size != a.size) {
+        (void)co_await (*m)->close();
+        co_return Status::error(Errc::corrupt, "volume {}: {} describes volume {} of {} bytes, not {} of {}", v.name,
+                                slot->meta_path, r.volume.to_string(), r.size, v.uuid, a.size);
+      }
+      slot->meta_dev = std::move(*dev);
+      meta = std::move(*m);
+      spdlog::info("event=mirror.meta_opened volume={} file={} state={} generation={} crashed={}", v.name,
+                   slot->meta_path, mirror::to_string(meta->record().state), meta->record().generation,
+                   meta->recovered_from_crash());
+    }
+    EventLoop* loop = &loops->at(a.loop);
+    cluster::EtcdOptions eo;
+    eo.endpoints = cfg.etcd;
+    slot->arbiter = std::make_shared<CatalogueArbiter>(eo, v.name, v.uuid, cfg.node_name, loop);
+    mirror::MirrorOptions o;
+    o.node = cfg.node_name;
+    o.peer = peer;
+    o.dial = cfg.node_name < peer;  // exactly one side dials: the name that sorts first
+    o.crashed = meta->recovered_from_crash();
+    mirror::PeerLocator locate = [book = peer_book, peer]() -> std::optional<mirror::PeerAddress> {
+      std::string addr;
+      {
+        std::lock_guard lk(book->mu);
+        auto it = book->addrs.find(peer);
+        if (it == book->addrs.end()) return std::nullopt;
+        addr = it->second;
+      }
+      auto ep = parse_endpoint(addr);
+      if (!ep) return std::nullopt;
+      return mirror::PeerAddress{ep->address().to_string(), ep->port()};
+    };
+    auto local = std::make_unique<volume::LocalVolume>(*a.pool, a.id, v.name);
+    slot->vol = std::make_shared<mirror::MirrorVolume>(loop, std::move(local), std::move(meta), slot->arbiter,
+                                                       std::move(locate), o);
+    if (Status st = co_await slot->vol->start(); !st) {
+      (void)co_await slot->vol->stop();  // persists the metadata: the next attempt opens it clean
+      co_return Status::error(st.code(), "volume {}: the mirror did not start: {}", v.name, st.message());
+    }
+    const auto ms = slot->vol->status();
+    spdlog::info("event=mirror.started volume={} node={} peer={} dial={} state={} role={} generation={}", v.name,
+                 cfg.node_name, peer, o.dial, ms.state, ms.role, ms.generation);
+    co_return true;
+  }
+
+  static Task<Result<bool>> stop_mirror_on_loop(std::shared_ptr<mirror::MirrorVolume> v) {
+    DPX_CO_TRY(co_await v->stop());
+    co_return true;
+  }
+
+  // Stops this node's mirror of `volume` (the volume is deleted or no longer placed here).
+  void drop_mirror(const std::string& volume) {
+    std::shared_ptr<MirrorSlot> slot;
+    {
+      std::lock_guard lk(mirrors_mu);
+      auto it = mirrors.find(volume);
+      if (it == mirrors.end()) return;
+      slot = it->second;
+      mirrors.erase(it);
+      retired_mirrors.push_back(slot);
+    }
+    auto r = on_loop(slot->loop, stop_mirror_on_loop(slot->vol));
+    if (r)
+      spdlog::info("event=mirror.stopped volume={}", volume);
+    else
+      spdlog::warn("event=mirror.stop_failed volume={} error=\"{}\"", volume, r.status().to_string());
+  }
+
+  std::vector<std::string> mirrored() override {
+    std::lock_guard lk(mirrors_mu);
+    std::vector<std::string> v;
+    for (const auto& [n, s] : mirrors) v.push_back(n);
+    return v;
+  }
+
+  static Task<Result<mirror::MirrorStatus>> mirror_status_on_loop(std::shared_ptr<mirror::MirrorVolume> v) {
+    co_return v->status();
+  }
+
+  std::optional<MirrorReport> mirror_report(const std::string& volume) override {
+    auto slot = mirror_slot(volume);
+    if (!slot) return std::nullopt;
+    auto s = on_loop(slot->loop, mirror_status_on_loop(slot->vol));
+    if (!s) return std::nullopt;
+    MirrorReport m;
+    m.state = s->state;
+    m.role = s->role;
+    m.insync_generation = static_cast<std::int64_t>(s->generation);
+    m.link_up = s->link_up;
+    m.dirty_bytes = s->dirty_bytes;
+    m.resync_total = s->resync_total;
+    m.resync_done = s->resync_done;
+    m.resync_rate = s->resync_rate;
+    m.last_event = s->last_event;
+    return m;
+  }
+
+  void set_mirror_addresses(std::map<std::string, std::string> addrs) override {
+    std::lock_guard lk(peer_book->mu);
+    peer_book->addrs = std::move(addrs);
+  }
+
+  // What a front-end serves for export `name`: the mirror for a mirrored volume's own export,
+  // else the pool object.
+  std::unique_ptr<volume::BlockVolume> served_volume(const std::string& name, store::Pool& pool, store::ObjectId id,
+                                                     bool ro, const std::shared_ptr<MirrorSlot>& m) {
+    if (m) return metered(name, std::make_unique<SharedVolume>(served(m)));
+    return metered(name, std::make_unique<volume::LocalVolume>(pool, id, name, ro));
+  }
+  // Whether an entry's volume is what served_volume() would make now.
+  static bool serves(volume::BlockVolume* vol, store::ObjectId id, const std::shared_ptr<MirrorSlot>& m) {
+    if (m) return shared_target(vol) == m->vol.get();
+    auto* lv = local_of(vol);
+    return lv && lv->object() == id;
   }
 
   // The LU serving export `name` (one per export, shared by the targets that list it).
@@ -733,6 +1023,9 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     snap_names.reserve(a.snapshots.size());
     for (const auto& [s, obj] : a.snapshots) snap_names.push_back(s);
     auto& mine = published[v.name];
+    // A mirrored volume's own export serves the MirrorVolume (its snapshots stay local, read-only).
+    const std::shared_ptr<MirrorSlot> mslot = mirror_slot(v.name);
+    auto mirror_for = [&](const Want& w) { return w.ro ? nullptr : mslot; };
 
     {  // NBD
       std::unique_lock lk(cat.mu_);
@@ -741,8 +1034,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       if (ex.nbd) {
         for (const auto& [name, w] : want) {
           Entry* e = cat.find_locked(name);
-          auto* lv = e ? local_of(e->vol.get()) : nullptr;
-          if (e && (!lv || lv->object() != w.id)) {
+          if (e && !serves(e->vol.get(), w.id, mirror_for(w))) {
             cat.retire_locked(name);  // another object under that name: the old one goes
             e = nullptr;
           }
@@ -751,7 +1043,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
             ne.info.name = name;
             ne.info.loop = a.loop;
             ne.info.read_only = w.ro;
-            ne.vol = metered(name, std::make_unique<volume::LocalVolume>(*a.pool, w.id, name, w.ro));
+            ne.vol = served_volume(name, *a.pool, w.id, w.ro, mirror_for(w));
             ne.info.preferred_block = ne.vol->preferred_block_size();
             cat.entries_.push_back(std::move(ne));
             e = &cat.entries_.back();
@@ -760,8 +1052,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
           e->info.size = w.size;
           e->info.snapshots = w.ro ? std::vector<std::string>{} : snap_names;
           e->info.description =
-              fmt::format("{} {} in pool {} (cluster volume {}, generation {})", w.ro ? "snapshot" : "volume",
-                          name, a.pool_name, v.uuid, v.generation);
+              fmt::format("{} {} in pool {} (cluster volume {}, generation {}{})", w.ro ? "snapshot" : "volume",
+                          name, a.pool_name, v.uuid, v.generation, mirror_for(w) ? ", mirrored" : "");
         }
       }
     }
@@ -777,8 +1069,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
           if (!vol) {
             // NBD is off for it: the volume object is kept here for the LU.
             auto it = iscsi_only.find(name);
-            auto* lv = it != iscsi_only.end() ? local_of(it->second.vol.get()) : nullptr;
-            if (!lv || lv->object() != w.id) {
+            if (it == iscsi_only.end() || !serves(it->second.vol.get(), w.id, mirror_for(w))) {
               if (it != iscsi_only.end()) {
                 std::unique_lock lk(cat.mu_);
                 cat.retired_.push_back(std::move(it->second));
@@ -786,7 +1077,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
               }
               Entry ne;
               ne.info.name = name;
-              ne.vol = metered(name, std::make_unique<volume::LocalVolume>(*a.pool, w.id, name, w.ro));
+              ne.vol = served_volume(name, *a.pool, w.id, w.ro, mirror_for(w));
               it = iscsi_only.emplace(name, std::move(ne)).first;
             }
             vol = it->second.vol.get();
@@ -852,6 +1143,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     }
     if (it != published.end()) published.erase(it);
     spdlog::info("event=export.removed volume={} exports={}", volume, names.size());
+    drop_mirror(volume);  // not placed here any more, or being deleted: the link goes too
   }
 
   // --- api::LocalNode: what the REST API asks of this node (called on the API's threads) ---
@@ -954,6 +1246,25 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     agent.reset();
     if (portal) co_await portal->stop();
     if (server) co_await server->stop();
+    // The mirrors after the front-ends (no host I/O is in flight any more), before the pools:
+    // stop() closes the links and persists each replica's metadata as cleanly closed.
+    if (mirror_listener) mirror_listener->stop();
+    std::vector<std::shared_ptr<MirrorSlot>> ms;
+    {
+      std::lock_guard lk(mirrors_mu);
+      for (const auto& [n, m] : mirrors) ms.push_back(m);
+    }
+    for (const auto& m : ms) {
+      co_await switch_to(loops->at(m->loop));
+      const Status st = co_await m->vol->stop();
+      co_await switch_to(loops->at(0));
+      if (!st) {
+        spdlog::error("event=mirror.stop_failed volume={} error=\"{}\"", m->volume, st.to_string());
+        exit_code = 1;
+      } else {
+        spdlog::info("event=mirror.stopped volume={}", m->volume);
+      }
+    }
     for (auto& ps : pools) {
       EventLoop& l = loops->at(ps.loop);
       co_await switch_to(l);
@@ -993,6 +1304,9 @@ Daemon::~Daemon() {
   impl_->retired_lus.clear();
   impl_->cat.entries_.clear();
   impl_->cat.retired_.clear();
+  impl_->mirror_listener.reset();
+  impl_->mirrors.clear();  // before the pools their replicas live in
+  impl_->retired_mirrors.clear();
   impl_->pools.clear();
 }
 
@@ -1096,6 +1410,22 @@ Status Daemon::start(const StartOptions& opts) {
   ::signal(SIGHUP, SIG_IGN);  // a closing terminal must not stop the storage
   const std::vector<std::string> nbd_eps = I.server ? I.server->endpoints() : std::vector<std::string>{};
   DPX_TRY(I.start_api());
+  std::string mirror_ep;
+  if (!I.cfg.mirror_listen.empty()) {
+    if (I.cfg.etcd.empty())
+      return Status::error(Errc::invalid, "{}: [cluster] mirror_listen needs [cluster] etcd (the in-sync set)",
+                           I.cfg.file);
+    Impl* impl = impl_.get();
+    I.mirror_listener = std::make_unique<MirrorListener>(I.loops->at(0), [impl](const Uuid& u) -> std::optional<MirrorTarget> {
+      const std::string id = u.to_string();
+      std::lock_guard lk(impl->mirrors_mu);
+      for (const auto& [n, m] : impl->mirrors)
+        if (m->uuid == id) return MirrorTarget{&impl->loops->at(m->loop), served(m)};
+      return std::nullopt;
+    });
+    DPX_TRY(I.mirror_listener->start(I.cfg.mirror_listen));
+    mirror_ep = I.cfg.mirror_advertise.empty() ? I.mirror_listener->endpoint() : I.cfg.mirror_advertise;
+  }
   if (!I.cfg.etcd.empty()) {
     // The node's liveness key: who we are and where we serve. It exists while the lease lives.
     nlohmann::json info{{"site", I.cfg.site},
@@ -1107,6 +1437,7 @@ Status Daemon::start(const StartOptions& opts) {
                         {"nbd", nbd_eps},
                         {"iscsi", I.portal ? I.portal->endpoints() : std::vector<std::string>{}},
                         {"base_iqn", I.cfg.iscsi.base_iqn},
+                        {"mirror", mirror_ep},
                         {"version", DUPLEX_VERSION_STRING},
                         {"started", cluster::now_rfc3339()},
                         {"pid", ::getpid()}};

@@ -24,6 +24,31 @@ std::string volume_of(const std::string& key) {
   return {};
 }
 
+// The replica report's mirror fields from the engine's status. The report's state is this
+// replica's: the owner whose engine says "resyncing" (its view of the peer catching up) is itself
+// in-sync; a resync target ("inconsistent") is reported as "resyncing".
+void fill_mirror(cluster::ReplicaStatus& st, const MirrorReport& m) {
+  if (m.state == "resyncing")
+    st.state = "in-sync";
+  else if (m.state == "inconsistent")
+    st.state = "resyncing";
+  else
+    st.state = m.state;
+  st.role = m.role;
+  st.insync_generation = m.insync_generation;
+  st.link_up = m.link_up;
+  st.dirty_bytes = m.dirty_bytes;
+  st.resync_bytes_total = m.resync_total;
+  st.resync_bytes_done = m.resync_done;
+  st.resync_rate = m.resync_rate;
+  const bool running = m.resync_total > 0 && m.resync_done < m.resync_total;
+  st.resync_progress = running ? static_cast<double>(m.resync_done) / static_cast<double>(m.resync_total) : 1.0;
+  st.resync_eta_seconds = running && m.resync_rate > 0
+                              ? static_cast<double>(m.resync_total - m.resync_done) / m.resync_rate
+                              : -1;
+  st.last_event = m.last_event;
+}
+
 }  // namespace
 
 Reconciler::Reconciler(ReconcilerOptions opts, ReconcilerHost& host)
@@ -74,13 +99,22 @@ void Reconciler::mark_all() {
 
 void Reconciler::run() {
   auto next_period = std::chrono::steady_clock::now();
+  auto next_tick = next_period + opts_.mirror_tick;
   for (;;) {
     std::set<std::string> todo;
     bool all = false;
     {
       std::unique_lock lk(mu_);
-      cv_.wait_until(lk, next_period, [&] { return stop_ || all_dirty_ || !dirty_.empty(); });
+      cv_.wait_until(lk, std::min(next_period, next_tick), [&] { return stop_ || all_dirty_ || !dirty_.empty(); });
       if (stop_) return;
+      if (std::chrono::steady_clock::now() >= next_tick) {
+        next_tick = std::chrono::steady_clock::now() + opts_.mirror_tick;
+        lk.unlock();
+        mirror_tick();
+        lk.lock();
+        if (stop_) return;
+      }
+      if (std::chrono::steady_clock::now() < next_period && !all_dirty_ && dirty_.empty()) continue;
       if (std::chrono::steady_clock::now() >= next_period) all_dirty_ = true;
       all = all_dirty_;
       all_dirty_ = false;
@@ -130,8 +164,48 @@ void Reconciler::report_pools() {
   }
 }
 
+// The peers' mirror addresses from the node records: a node that restarts may listen elsewhere.
+void Reconciler::refresh_peers() {
+  auto nodes = cat_.nodes();
+  if (!nodes) return;  // the dialers keep the addresses they had
+  std::map<std::string, std::string> addrs;
+  for (const auto& n : *nodes)
+    if (!n.mirror.empty()) addrs[n.name] = n.mirror;
+  host_.set_mirror_addresses(std::move(addrs));
+}
+
+void Reconciler::mirror_tick() {
+  const auto names = host_.mirrored();
+  for (auto it = mirror_reports_.begin(); it != mirror_reports_.end();) {
+    if (std::find(names.begin(), names.end(), it->first) == names.end()) {
+      mirror_seen_.erase(it->first);
+      it = mirror_reports_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (names.empty()) return;
+  refresh_peers();
+  for (const auto& name : names) {
+    auto m = host_.mirror_report(name);
+    auto rep = mirror_reports_.find(name);
+    if (!m || rep == mirror_reports_.end()) continue;  // not reported in full yet: reconcile() does
+    if (auto seen = mirror_seen_.find(name); seen != mirror_seen_.end() && seen->second == *m) continue;
+    if (rep->second.state == "failed" || rep->second.state == "deleted") continue;
+    fill_mirror(rep->second, *m);
+    rep->second.updated.clear();
+    if (auto s = cat_.report_replica(rep->second); !s) {
+      spdlog::warn("event=reconciler.report_failed volume={} error=\"{}\"", name, s.to_string());
+      continue;
+    }
+    mirror_seen_[name] = *m;
+  }
+}
+
 void Reconciler::reconcile(const std::string& name) {
   auto forget = [&] {
+    mirror_reports_.erase(name);
+    mirror_seen_.erase(name);
     if (published_.erase(name)) {
       host_.unpublish(name);
       spdlog::info("event=reconciler.unpublished volume={}", name);
@@ -179,12 +253,30 @@ void Reconciler::reconcile(const std::string& name) {
                    (!snaps ? snaps.status() : ex.status()).to_string());
       return;
     }
-    auto applied = host_.apply(*rec, *snaps);
+    std::optional<cluster::InSyncRecord> insync;
+    if (rec->replicas.size() > 1) {
+      refresh_peers();
+      auto set = cat_.insync(name);
+      if (set) {
+        insync = std::move(*set);
+      } else if (set.status().code() != Errc::not_found) {
+        // No decision can be based on a set we could not read: retry on the next pass.
+        spdlog::warn("event=reconciler.read_failed volume={} error=\"{}\"", name, set.status().to_string());
+        std::lock_guard lk(mu_);
+        all_dirty_ = true;
+        return;
+      }
+    }
+    auto applied = host_.apply(*rec, *snaps, insync);
     if (applied) {
       st.state = "in-sync";
       st.size = applied->size;
       st.allocated_bytes = applied->allocated_bytes;
       st.snapshots = applied->snapshots;
+      if (auto m = host_.mirror_report(name)) {
+        fill_mirror(st, *m);
+        mirror_seen_[name] = *m;
+      }
       host_.publish(*rec, applied->snapshots, *ex);
       published_.insert(name);
       std::lock_guard lk(mu_);
@@ -196,8 +288,13 @@ void Reconciler::reconcile(const std::string& name) {
                     rec->generation, st.error);
     }
   }
+  if (host_.mirror_report(name))
+    mirror_reports_[name] = st;
+  else
+    mirror_reports_.erase(name);
   if (auto s = cat_.report_replica(st); !s) {
     spdlog::warn("event=reconciler.report_failed volume={} error=\"{}\"", name, s.to_string());
+    mirror_seen_.erase(name);
     return;
   }
   if (auto s = cat_.settle(name); !s)

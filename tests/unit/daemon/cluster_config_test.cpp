@@ -75,3 +75,20 @@ TEST(ClusterConfig, ApiNeedsAReadableNonEmptyToken) {
   EXPECT_NE(error_of("[listen]\nnbd = \"127.0.0.12:1\"\n[api]\ntoken = \"x\"\n").find("unknown key 'token'"),
             std::string::npos);
 }
+
+TEST(ClusterConfig, MirrorListenAndAdvertise) {
+  auto c = parse_config(
+      "[listen]\nnbd = \"127.0.0.11:10809\"\n"
+      "[cluster]\netcd = \"http://127.0.0.1:2379\"\nmirror_listen = \"127.0.0.11:7789\"\n"
+      "mirror_advertise = \"127.0.0.1:17789\"\n",
+      "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->mirror_listen, "127.0.0.11:7789");
+  EXPECT_EQ(c->mirror_advertise, "127.0.0.1:17789");
+  c = parse_config("[listen]\nnbd = \"127.0.0.11:10809\"\n[cluster]\netcd = \"http://127.0.0.1:2379\"\n", "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->mirror_listen, "") << "no mirror port unless configured";
+  EXPECT_NE(error_of("[cluster]\nmirror_listen = \"127.0.0.11\"\n").find("cluster.mirror_listen"), std::string::npos);
+  EXPECT_NE(error_of("[cluster]\nmirror_advertise = \"nowhere\"\n").find("cluster.mirror_advertise"),
+            std::string::npos);
+}

@@ -44,6 +44,7 @@ struct NodeRecord {
   std::vector<std::string> nbd;    // "127.0.0.11:10809"
   std::vector<std::string> iscsi;  // "127.0.0.11:3260"
   std::string base_iqn;            // "iqn.2026-11.io.duplex"
+  std::string mirror;              // the mirror link's listen address "127.0.0.11:7789" ("" = none)
   std::int64_t pid = 0;
   std::string version;
   std::string started;  // RFC 3339 UTC
@@ -114,6 +115,9 @@ struct ReplicaStatus {
   std::uint64_t resync_bytes_done = 0;   // bytes it copied so far
   std::uint64_t verify_mismatches = 0;   // blocks found to differ by the last verify
   std::string last_event;                // the last thing the mirror did and why
+  bool link_up = false;                  // the mirror link to the peer is up
+  std::int64_t insync_generation = 0;    // the in-sync set's generation this replica acts on
+                                         // (`generation` stays the volume record's: settle())
   std::int64_t mod_revision = 0;
 };
 

@@ -104,6 +104,12 @@ struct Config {
   // The address other nodes and clients reach this node at (default: the host of the first NBD,
   // else iSCSI, listen address).
   std::string address;
+  // [cluster] mirror_listen: where peers open mirror links to this node ("127.0.0.11:7789");
+  // advertised in the node record as "mirror". Empty: this node cannot hold a mirrored replica.
+  std::string mirror_listen;
+  // [cluster] mirror_advertise: the address peers are told to dial, when it differs from the
+  // listen address (a NAT, a proxy; the system tests put a fault-injecting proxy there).
+  std::string mirror_advertise;
   ApiSection api;
 };
 

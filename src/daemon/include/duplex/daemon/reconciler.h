@@ -19,10 +19,19 @@
 //     any step fails --> report "failed" with the error; the next pass retries
 //   --> settle(V)
 //
+// Mirrored volumes (two replicas): the in-sync record insync/V is read too and handed to apply(),
+// which builds the node's MirrorVolume (docs/mirror.md); the report then carries the mirror's
+// view (state, role, in-sync generation, link, dirty bytes, resync progress, last event). Every
+// `mirror_tick` the worker asks the host for each mirror's status and re-reports the replica when
+// it changed (only the report: no catalogue reads), and refreshes the peers' mirror addresses
+// from the node records.
+//
 // Pools are reported (pools/<node>/<pool>) at start, every `period`, and after every change.
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -42,6 +51,20 @@ struct AppliedVolume {
   std::vector<std::string> snapshots;  // snapshot names present in the pool
 };
 
+// A mirrored replica's state as the engine sees it (mirror::MirrorStatus, without the engine's
+// types: the reconciler only reports it).
+struct MirrorReport {
+  std::string state;  // engine state: "in-sync" | "outdated" | "inconsistent" | "resyncing"
+  std::string role;   // "owner" | "peer" | ""
+  std::int64_t insync_generation = 0;
+  bool link_up = false;
+  std::uint64_t dirty_bytes = 0;
+  std::uint64_t resync_total = 0, resync_done = 0;
+  double resync_rate = 0;
+  std::string last_event;
+  friend bool operator==(const MirrorReport&, const MirrorReport&) = default;
+};
+
 // The daemon side of the reconciler. Calls come from the worker thread and block.
 class ReconcilerHost {
  public:
@@ -49,9 +72,15 @@ class ReconcilerHost {
   virtual std::vector<std::string> pool_names() = 0;
   virtual Result<cluster::PoolRecord> pool_report(const std::string& pool) = 0;
   // Makes the pool hold the volume as recorded (uuid, size, the snapshots not being deleted) and
-  // removes the snapshots being deleted.
-  virtual Result<AppliedVolume> apply(const cluster::VolumeRecord& v,
-                                      const std::vector<cluster::SnapshotRecord>& s) = 0;
+  // removes the snapshots being deleted. For a mirrored volume `insync` is its in-sync record
+  // (nullopt: none could be read) and the node's mirror of it is built and started.
+  virtual Result<AppliedVolume> apply(const cluster::VolumeRecord& v, const std::vector<cluster::SnapshotRecord>& s,
+                                      const std::optional<cluster::InSyncRecord>& insync) = 0;
+  // The mirrored volumes running here, and one's status (nullopt: not mirrored here).
+  virtual std::vector<std::string> mirrored() { return {}; }
+  virtual std::optional<MirrorReport> mirror_report(const std::string& /*volume*/) { return std::nullopt; }
+  // Node name -> its advertised mirror address (from the node records), for the mirrors' dialers.
+  virtual void set_mirror_addresses(std::map<std::string, std::string> /*addresses*/) {}
   // Removes the volume and its snapshots from the pool (absent already: OK).
   virtual Status remove(const std::string& pool, const std::string& volume) = 0;
   // Serves the volume (and the listed snapshots, read-only) per the export record.
@@ -65,6 +94,7 @@ struct ReconcilerOptions {
   cluster::EtcdOptions etcd;
   std::string node;
   std::chrono::milliseconds period{30000};
+  std::chrono::milliseconds mirror_tick{1000};
 };
 
 class Reconciler {
@@ -83,6 +113,8 @@ class Reconciler {
   void mark_all();
   void reconcile(const std::string& volume);
   void report_pools();
+  void mirror_tick();
+  void refresh_peers();
 
   ReconcilerOptions opts_;
   ReconcilerHost& host_;
@@ -95,6 +127,10 @@ class Reconciler {
   bool stop_ = false;
   std::set<std::string> applied_;
   std::set<std::string> published_;  // volumes this reconciler published (worker thread only)
+  // The last report written per mirrored volume (worker thread only): the tick re-sends it with
+  // the mirror's fields updated when they changed.
+  std::map<std::string, cluster::ReplicaStatus> mirror_reports_;
+  std::map<std::string, MirrorReport> mirror_seen_;
   std::thread worker_;
   std::unique_ptr<cluster::Watcher> watcher_;
 };
