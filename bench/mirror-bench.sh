@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The mirror's cost and its resync, measured (docs/performance.md, "The mirror"). Two duplexd
+# nodes on loopback (tests/system/mirror_lib.sh: one etcd, n2's mirror port behind the link
+# proxy), then, in ONE run of ../shared/bench/run-peers.sh, fio over NBD against:
+#   raw     the raw file (the peers' baseline)
+#   plain   a volume with one replica (on n1)
+#   mirror  a volume with two replicas (n1 and n2), written and read through n1
+# and the ratios mirror / plain. Then the resync: a 20 GiB mirrored volume, the link cut, 1 GiB
+# of 64 KiB random writes through n1 (fio), the link healed; how many bytes the resync copied, how
+# fast, against `cp` + sync of a 1 GiB file on the same disk.
+#
+#   bench/mirror-bench.sh [--runtime SEC] [--sections LIST] [--no-resync] [--out DIR]
+# Needs a built duplexd (DUPLEXD, default build/src/daemon/duplexd), fio with the nbd engine,
+# etcd; runs as root (run-peers drops the page cache). Pools are sparse files under /var/tmp.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DUPLEXD=${DUPLEXD:-$ROOT/build/src/daemon/duplexd}
+PEERS=${PEERS_DIR:-$ROOT/../shared/bench}
+runtime=10
+sections=randwrite-4k-qd32,randwrite-4k-qd1,seqwrite-1m-qd8,randread-4k-qd32,seqread-1m-qd8
+resync=1
+out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --runtime) runtime=$2; shift 2 ;;
+    --sections) sections=$2; shift 2 ;;
+    --no-resync) resync=0; shift ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "mirror-bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+HOST=127.0.0.1
+# shellcheck source=../tests/system/lib.sh
+source "$ROOT/tests/system/lib.sh"
+# shellcheck source=../tests/system/mirror_lib.sh
+source "$ROOT/tests/system/mirror_lib.sh"
+work_dir duplex-mirror-bench
+out=${out:-/var/tmp/duplex-mirror-bench-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+GiB=$((1024 * 1024 * 1024))
+export MIRROR_POOL_SIZE=40GiB
+mirror_cluster ""
+api POST /v1/volumes "{\"name\": \"plain\", \"size\": $((2 * GiB)), \"replicas\": 1, \"preferred_site\": \"a\"}" >/dev/null
+api POST /v1/volumes "{\"name\": \"mirror\", \"size\": $((2 * GiB)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
+until_vol 60 plain "d['state']=='ready' and [x['node'] for x in d['replicas']]==['n1']" ||
+  { echo "plain is not ready on n1"; exit 1; }
+until_vol 60 mirror "$IN_SYNC" || { echo "mirror is not in sync"; exit 1; }
+for v in plain mirror; do
+  for _ in $(seq 100); do nbdinfo --size "$(nbd_uri n1 $v)" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+echo "== fio: raw, plain, mirror (one run-peers.sh run)"
+"$PEERS/run-peers.sh" --runtime "$runtime" --sections "$sections" --peers raw --no-build \
+  --extra-nbd "plain=$(nbd_uri n1 plain)" --extra-nbd "mirror=$(nbd_uri n1 mirror)" \
+  --server-pid "plain=${DPID[n1]}" --server-pid "mirror=${DPID[n1]}" --out "$out/fio" | tee "$out/fio.txt"
+$PY - "$out/fio/results.csv" <<'PYEOF' | tee "$out/ratios.md"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+by = {(r["section"], r["target"]): r for r in rows}
+print("| section | plain | mirror | mirror / plain | latency mean plain / mirror (us) |")
+print("|---|---|---|---|---|")
+for sec in dict.fromkeys(r["section"] for r in rows):
+    p, m = by.get((sec, "plain")), by.get((sec, "mirror"))
+    if not p or not m:
+        continue
+    key = "mib_s" if "1m" in sec else "iops"
+    unit = "MiB/s" if key == "mib_s" else "IOPS"
+    ratio = float(m[key]) / float(p[key]) if float(p[key]) else 0
+    print("| %s | %.0f %s | %.0f %s | %.2f | %.0f / %.0f |" % (sec, float(p[key]), unit, float(m[key]), unit, ratio,
+          float(p["clat_mean_us"]), float(m["clat_mean_us"])))
+PYEOF
+
+if [ "$resync" = 1 ]; then
+  echo "== resync after 1 GiB of writes during an outage, 20 GiB volume"
+  api POST /v1/volumes "{\"name\": \"big\", \"size\": $((20 * GiB)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
+  until_vol 120 big "$IN_SYNC" || { echo "big is not in sync"; exit 1; }
+  for _ in $(seq 100); do nbdinfo --size "$(nbd_uri n1 big)" >/dev/null 2>&1 && break; sleep 0.1; done
+  proxy cut >/dev/null
+  fio --name=outage --ioengine=nbd --uri="$(nbd_uri n1 big)" --rw=randwrite --bs=64k --iodepth=16 \
+    --size=$((20 * GiB)) --io_size=$((1 * GiB)) --randrepeat=1 --output="$out/outage-fio.txt" >/dev/null
+  until_vol 60 big "d['insync']['members']==['n1']" || { echo "n2 was not removed"; exit 1; }
+  dirty=$(api GET /v1/volumes/big | $PY -c "import json,sys; d=json.load(sys.stdin); print({x['node']: x for x in d['replicas']}['n1'].get('dirty_bytes', 0))")
+  t0=$(date +%s.%N)
+  proxy heal >/dev/null
+  until_vol 900 big "$IN_SYNC" || { echo "big did not resync"; exit 1; }
+  t1=$(date +%s.%N)
+  read -r copied engine_rate < <(api GET /v1/volumes/big | $PY -c "import json,sys; d=json.load(sys.stdin); r={x['node']: x for x in d['replicas']}['n1']; print(r.get('resync_bytes_done', 0), r.get('resync_rate', 0))")
+  # The disk's own copy rate: cp of a 1 GiB file on the same file system, made durable.
+  head -c $GiB /dev/urandom >"$work/src.bin"
+  sync
+  echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  c0=$(date +%s.%N)
+  cp "$work/src.bin" "$work/dst.bin"
+  sync "$work/dst.bin"
+  c1=$(date +%s.%N)
+  $PY - "$dirty" "$copied" "$engine_rate" "$t0" "$t1" "$c0" "$c1" <<'PYEOF' | tee "$out/resync.md"
+import sys
+dirty, copied, engine = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]) / 2**20
+t0, t1, c0, c1 = map(float, sys.argv[4:8])
+wall = copied / (t1 - t0) / 2**20
+cp = 2**30 / (c1 - c0) / 2**20
+print("| written during the outage | dirty when healed | copied by the resync | heal to in-sync (API) | resync rate (engine) | cp rate | engine / cp |")
+print("|---|---|---|---|---|---|---|")
+print("| 1.00 GiB (64 KiB random) | %.2f GiB | %.2f GiB | %.1f s (%.0f MiB/s) | %.0f MiB/s | %.0f MiB/s | %.2f |" %
+      (dirty / 2**30, copied / 2**30, t1 - t0, wall, engine, cp, engine / cp))
+PYEOF
+fi
+for n in n2 n1; do stop_node "$n"; done
+echo "results in $out"
