@@ -844,53 +844,70 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
 
 // --- resync -------------------------------------------------------------------------------------
 
+// One region to the peer under the range lock: an application write to it waits, and reaches the
+// peer after the copy, so the peer never gets older data over newer.
+Task<Status> MirrorVolume::copy_chunk(std::shared_ptr<Channel> ch, std::uint64_t off, std::uint64_t len) {
+  auto g = co_await lock_.lock(off, len, true);
+  std::vector<std::byte> buf(len);
+  Status st = co_await local_->read(off, buf);
+  if (!st.is_ok()) co_return st;
+  wire::Header h = header(wire::Type::resync_data);
+  h.op = wire::Op::write;
+  h.offset = off;
+  h.length = len;
+  auto r = co_await ch->call(h, buf, o_.replicate_timeout);
+  st = r.is_ok() ? reply_status(*r) : r.status();
+  if (!st.is_ok()) co_return Status::error(st.code(), "at {}: {}", off, st.message());
+  meta_->clear_dirty(off, len);
+  resync_done_ += len;
+  co_return Status::ok();
+}
+
 // Copies every dirty region to the peer under the range lock, then adds the peer to the set.
 Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
   resync_total_ = meta_->dirty_bytes();
   resync_done_ = 0;
   const auto t0 = Clock::now();
   event(fmt::format("resync_start peer={} bytes={}", o_.peer, resync_total_));
-  std::vector<std::byte> buf;
   std::uint64_t pos = 0;
   while (!stopping_ && ch->up() && chan_ == ch) {
-    auto next = meta_->next_dirty(pos, o_.resync_chunk);
-    if (!next) {
-      if (pos == 0) break;
-      pos = 0;  // writes that failed to reach the peer may have dirtied regions behind us
-      continue;
+    // A batch of dirty runs copied concurrently (a run of random writes is often far smaller
+    // than a chunk: one at a time, the resync would wait a round trip per 64 KiB).
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> batch;
+    std::uint64_t batch_bytes = 0;
+    bool wrapped = false;
+    while (batch.size() < o_.resync_parallel && batch_bytes < o_.resync_parallel * o_.resync_chunk) {
+      auto next = meta_->next_dirty(pos, o_.resync_chunk);
+      if (!next) {
+        if (pos == 0 || wrapped || !batch.empty()) break;
+        pos = 0;  // writes that failed to reach the peer may have dirtied regions behind us
+        wrapped = true;
+        continue;
+      }
+      batch.push_back(*next);
+      batch_bytes += next->second;
+      pos = next->first + next->second;
     }
-    auto [off, len] = *next;
-    const auto chunk_start = Clock::now();
-    auto g = co_await lock_.lock(off, len, true);
-    buf.resize(len);
-    Status st = co_await local_->read(off, buf);
-    if (st.is_ok()) {
-      wire::Header h = header(wire::Type::resync_data);
-      h.op = wire::Op::write;
-      h.offset = off;
-      h.length = len;
-      auto r = co_await ch->call(h, buf, o_.replicate_timeout);
-      st = r.is_ok() ? reply_status(*r) : r.status();
-    }
-    if (!st.is_ok()) {
-      spdlog::warn("event=mirror.resync_interrupted volume={} node={} peer={} at={} reason=\"{}\"", name(),
-                   o_.node, o_.peer, off, st.message());
+    if (batch.empty()) break;
+    const auto batch_start = Clock::now();
+    std::vector<Task<Status>> copies;
+    copies.reserve(batch.size());
+    for (const auto& [off, len] : batch) copies.push_back(copy_chunk(ch, off, len));
+    if (Status st = co_await when_all(std::move(copies)); !st.is_ok()) {
+      spdlog::warn("event=mirror.resync_interrupted volume={} node={} peer={} reason=\"{}\"", name(), o_.node,
+                   o_.peer, st.message());
       ch->close(st);
       co_return;
     }
-    meta_->clear_dirty(off, len);
-    resync_done_ += len;
-    pos = off + len;
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     resync_rate_ = secs > 0 ? static_cast<double>(resync_done_) / secs : 0;
-    g.release();
     if (o_.resync_rate_max > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_max)) {
-      co_await sleep_for(loop_, milliseconds(static_cast<long>(1000.0 * static_cast<double>(len) /
+      co_await sleep_for(loop_, milliseconds(static_cast<long>(1000.0 * static_cast<double>(batch_bytes) /
                                                                static_cast<double>(o_.resync_rate_max))));
     } else if (app_writes_ > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_min)) {
       // Adaptive: the application is writing, so give it the disk and link half the time.
       co_await sleep_for(
-          loop_, std::chrono::duration_cast<milliseconds>(Clock::now() - chunk_start) + milliseconds(1));
+          loop_, std::chrono::duration_cast<milliseconds>(Clock::now() - batch_start) + milliseconds(1));
     }
   }
   if (stopping_ || !ch->up() || chan_ != ch) co_return;

@@ -58,6 +58,7 @@ struct MirrorOptions {
   std::chrono::milliseconds connect_retry{500};
   std::chrono::milliseconds persist_period{2000};
   std::uint64_t resync_chunk = 1u << 20;
+  std::size_t resync_parallel = 8;    // regions copied at once
   std::uint64_t resync_rate_max = 0;  // bytes/s, 0 = as fast as the disk and link go
   // While application writes are in flight the resync yields (pauses as long as its last chunk
   // took), but never below this rate.
@@ -170,6 +171,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<void> connector();
   Task<void> persister();
   Task<void> resync(std::shared_ptr<Channel> ch);
+  Task<Status> copy_chunk(std::shared_ptr<Channel> ch, std::uint64_t off, std::uint64_t len);
   Task<Status> adopt(InSyncSet s, std::string why);
   void event(std::string what);
 
