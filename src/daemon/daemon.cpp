@@ -798,12 +798,19 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     slot->loop = a.loop;
     slot->id = a.id;
     auto r = on_loop(a.loop, make_mirror_on_loop(slot, v, a, *insync, peer));
-    std::lock_guard lk(mirrors_mu);
     if (!r) {
-      // Never destroyed here: parts of it may have run on the loop (timers, a started engine).
-      retired_mirrors.push_back(std::move(slot));
+      if (r.status().code() == Errc::shutdown) {
+        // Abandoned wait: the task may still be running on the loop; keep what it uses.
+        std::lock_guard lk(mirrors_mu);
+        retired_mirrors.push_back(std::move(slot));
+      } else {
+        // A failed start spawned nothing and was stopped: drop it on its own loop (its pieces
+        // belong there), so that a retry every pass does not pile up engines and arbiter threads.
+        loops->at(a.loop).post([s = std::move(slot)] {});
+      }
       return r.status();
     }
+    std::lock_guard lk(mirrors_mu);
     mirrors[v.name] = slot;
     return Status::ok();
   }
