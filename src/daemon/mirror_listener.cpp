@@ -147,10 +147,11 @@ Task<void> MirrorListener::greet(std::shared_ptr<State> st, std::unique_ptr<TcpS
   std::optional<MirrorTarget> t = st->lookup(h->volume);
   if (!t || !t->vol || st->stopping) {
     finish();
-    const std::string why = st->stopping ? "this node is stopping"
-                                         : fmt::format("no mirrored replica of volume {} on this node",
-                                                       h->volume.to_string());
-    spdlog::warn("event=mirror.hello_refused peer={} volume={} reason=\"{}\"", peer, h->volume.to_string(), why);
+    const std::string why =
+        st->stopping ? "this node is stopping"
+                     : fmt::format("no mirrored replica of volume {} on this node", h->volume.to_string());
+    spdlog::warn("event=mirror.hello_refused peer={} volume={} reason=\"{}\"", peer, h->volume.to_string(),
+                 why);
     co_await refuse(*s, *h, st->stopping ? Errc::shutdown : Errc::not_found, why);
     s->close();
     co_return;

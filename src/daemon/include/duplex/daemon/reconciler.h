@@ -31,9 +31,9 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -74,7 +74,8 @@ class ReconcilerHost {
   // Makes the pool hold the volume as recorded (uuid, size, the snapshots not being deleted) and
   // removes the snapshots being deleted. For a mirrored volume `insync` is its in-sync record
   // (nullopt: none could be read) and the node's mirror of it is built and started.
-  virtual Result<AppliedVolume> apply(const cluster::VolumeRecord& v, const std::vector<cluster::SnapshotRecord>& s,
+  virtual Result<AppliedVolume> apply(const cluster::VolumeRecord& v,
+                                      const std::vector<cluster::SnapshotRecord>& s,
                                       const std::optional<cluster::InSyncRecord>& insync) = 0;
   // The mirrored volumes running here, and one's status (nullopt: not mirrored here).
   virtual std::vector<std::string> mirrored() { return {}; }
