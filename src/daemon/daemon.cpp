@@ -944,6 +944,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   std::vector<std::string> mirrored() override {
     std::lock_guard lk(mirrors_mu);
     std::vector<std::string> v;
+    v.reserve(mirrors.size());
     for (const auto& [n, s] : mirrors) v.push_back(n);
     return v;
   }
@@ -970,9 +971,9 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     return m;
   }
 
-  void set_mirror_addresses(std::map<std::string, std::string> addrs) override {
+  void set_mirror_addresses(const std::map<std::string, std::string>& addrs) override {
     std::lock_guard lk(peer_book->mu);
-    peer_book->addrs = std::move(addrs);
+    peer_book->addrs = addrs;
   }
 
   // What a front-end serves for export `name`: the mirror for a mirrored volume's own export,

@@ -172,7 +172,7 @@ void Reconciler::refresh_peers() {
   std::map<std::string, std::string> addrs;
   for (const auto& n : *nodes)
     if (!n.mirror.empty()) addrs[n.name] = n.mirror;
-  host_.set_mirror_addresses(std::move(addrs));
+  host_.set_mirror_addresses(addrs);
 }
 
 void Reconciler::mirror_tick() {

@@ -81,7 +81,7 @@ class ReconcilerHost {
   virtual std::vector<std::string> mirrored() { return {}; }
   virtual std::optional<MirrorReport> mirror_report(const std::string& /*volume*/) { return std::nullopt; }
   // Node name -> its advertised mirror address (from the node records), for the mirrors' dialers.
-  virtual void set_mirror_addresses(std::map<std::string, std::string> /*addresses*/) {}
+  virtual void set_mirror_addresses(const std::map<std::string, std::string>& /*addresses*/) {}
   // Removes the volume and its snapshots from the pool (absent already: OK).
   virtual Status remove(const std::string& pool, const std::string& volume) = 0;
   // Serves the volume (and the listed snapshots, read-only) per the export record.
