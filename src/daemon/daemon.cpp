@@ -1136,6 +1136,13 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   }
 
   void unpublish(const std::string& volume) override {
+    unpublish_exports(volume);
+    // Not placed here any more, or being deleted: the mirror link goes too. Outside publish_mu:
+    // stopping a link may take its timeout, and a metrics scrape takes that lock.
+    drop_mirror(volume);
+  }
+
+  void unpublish_exports(const std::string& volume) {
     std::lock_guard plk(publish_mu);
     auto it = published.find(volume);
     std::set<std::string> names;
@@ -1159,7 +1166,6 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     }
     if (it != published.end()) published.erase(it);
     spdlog::info("event=export.removed volume={} exports={}", volume, names.size());
-    drop_mirror(volume);  // not placed here any more, or being deleted: the link goes too
   }
 
   // --- api::LocalNode: what the REST API asks of this node (called on the API's threads) ---
