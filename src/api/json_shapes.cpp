@@ -10,7 +10,7 @@ json to_json(const NodeView& n) {
   const auto& r = n.rec;
   return json{{"name", r.name},         {"site", r.site},       {"address", r.address}, {"alive", n.alive},
               {"pid", r.pid},           {"api", r.api},         {"nbd", r.nbd},         {"iscsi", r.iscsi},
-              {"base_iqn", r.base_iqn}, {"version", r.version}, {"started", r.started}};
+              {"base_iqn", r.base_iqn}, {"version", r.version}, {"started", r.started}, {"mirror", r.mirror}};
 }
 
 json to_json(const cluster::PoolRecord& p) {

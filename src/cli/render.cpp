@@ -199,9 +199,9 @@ std::string render_volume(const json& v) {
          set.empty() ? "-" : yes_no(is_member(node)), str(r, "state"),
          // A mirrored replica's generation is the in-sync set's it acts on (what "outdated since"
          // refers to); a single replica's is the volume record's it applied.
-         fmt::format("{}", r.contains("insync_generation") ? u64(r, "insync_generation") : u64(r, "generation")),
-         format_size(u64(r, "allocated_bytes")),
-         format_size(u64(r, "dirty_bytes")),
+         fmt::format("{}",
+                     r.contains("insync_generation") ? u64(r, "insync_generation") : u64(r, "generation")),
+         format_size(u64(r, "allocated_bytes")), format_size(u64(r, "dirty_bytes")),
          u64(r, "verify_mismatches") == 0 ? "ok" : fmt::format("{} mismatches", u64(r, "verify_mismatches")),
          or_dash(str(r, "error"))});
     const double progress = num(r, "resync_progress", 1.0);
@@ -217,7 +217,8 @@ std::string render_volume(const json& v) {
       line += eta >= 0 ? fmt::format(", ETA {}", format_seconds(eta)) : ", ETA unknown";
       resyncs += line + "\n";
     }
-    if (r.contains("link_up")) events += fmt::format("  {}: mirror link {}\n", node, flag(r, "link_up") ? "up" : "down");
+    if (r.contains("link_up"))
+      events += fmt::format("  {}: mirror link {}\n", node, flag(r, "link_up") ? "up" : "down");
     if (!str(r, "last_event").empty()) events += fmt::format("  {}: {}\n", node, str(r, "last_event"));
   }
   out += "\nreplicas:\n" + reps.str() + resyncs + events;

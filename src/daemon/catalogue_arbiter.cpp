@@ -75,7 +75,8 @@ void CatalogueArbiter::worker() {
   }
 }
 
-Task<Result<mirror::InSyncSet>> CatalogueArbiter::run_off_loop(std::function<Result<mirror::InSyncSet>()> fn) {
+Task<Result<mirror::InSyncSet>> CatalogueArbiter::run_off_loop(
+    std::function<Result<mirror::InSyncSet>()> fn) {
   struct Awaiter {
     CatalogueArbiter* self;
     std::shared_ptr<Call> c;
@@ -105,7 +106,8 @@ Task<Result<mirror::InSyncSet>> CatalogueArbiter::read() {
 }
 
 Task<Result<mirror::InSyncSet>> CatalogueArbiter::change(std::uint64_t expected_generation,
-                                                         std::vector<std::string> members, std::string reason) {
+                                                         std::vector<std::string> members,
+                                                         std::string reason) {
   return run_off_loop([this, expected_generation, members = std::move(members), reason = std::move(reason)] {
     return do_change(expected_generation, members, reason);
   });
@@ -116,13 +118,14 @@ Result<mirror::InSyncSet> CatalogueArbiter::do_read() {
   auto r = cat_.insync(volume_);
   if (!r) return r.status();
   if (r->uuid != uuid_)
-    return Status::error(Errc::not_found, "the in-sync set of '{}' belongs to uuid {}, not {}", volume_, r->uuid,
-                         uuid_);
+    return Status::error(Errc::not_found, "the in-sync set of '{}' belongs to uuid {}, not {}", volume_,
+                         r->uuid, uuid_);
   return to_set(*r);
 }
 
 // On the worker thread.
-Result<mirror::InSyncSet> CatalogueArbiter::do_change(std::uint64_t expected, std::vector<std::string> members,
+Result<mirror::InSyncSet> CatalogueArbiter::do_change(std::uint64_t expected,
+                                                      std::vector<std::string> members,
                                                       const std::string& reason) {
   auto cur = cat_.insync(volume_);
   if (!cur) return cur.status();

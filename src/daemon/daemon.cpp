@@ -21,13 +21,13 @@
 #include "duplex/api/server.h"
 #include "duplex/cluster/node_agent.h"
 #include "duplex/daemon/catalogue_arbiter.h"
-#include "duplex/daemon/mirror_listener.h"
-#include "duplex/daemon/shared_volume.h"
 #include "duplex/daemon/iscsi_targets.h"
 #include "duplex/daemon/mem_volume.h"
+#include "duplex/daemon/mirror_listener.h"
 #include "duplex/daemon/node_metrics.h"
 #include "duplex/daemon/pr_store.h"
 #include "duplex/daemon/reconciler.h"
+#include "duplex/daemon/shared_volume.h"
 #include "duplex/iscsi/portal.h"
 #include "duplex/iscsi/target.h"
 #include "duplex/mirror/mirror_volume.h"
@@ -649,7 +649,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
 
   // On the pool's loop: the pool's catalogue is only touched there.
   static Task<Result<AppliedObjects>> apply_on_loop(store::Pool* p, cluster::VolumeRecord v,
-                                                    std::vector<cluster::SnapshotRecord> snaps, bool mirrored) {
+                                                    std::vector<cluster::SnapshotRecord> snaps,
+                                                    bool mirrored) {
     const auto want = Uuid::parse(v.uuid);
     if (!want) co_return Status::error(Errc::invalid, "volume {}: uuid '{}' is not a UUID", v.name, v.uuid);
     AppliedObjects out;
@@ -679,8 +680,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       // would have to grow together, under the owner's lock of the whole volume: not built yet.
       if (mirrored)
         co_return Status::error(Errc::unsupported,
-                                "volume {}: growing a mirrored volume is not supported yet (size stays {})", v.name,
-                                p->size_of(*id));
+                                "volume {}: growing a mirrored volume is not supported yet (size stays {})",
+                                v.name, p->size_of(*id));
       DPX_CO_TRY(co_await p->grow(*id, v.size));
       spdlog::info("event=reconciler.grown volume={} size={}", v.name, v.size);
     }
@@ -706,7 +707,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     co_return out;
   }
 
-  Result<AppliedVolume> apply(const cluster::VolumeRecord& v, const std::vector<cluster::SnapshotRecord>& snaps,
+  Result<AppliedVolume> apply(const cluster::VolumeRecord& v,
+                              const std::vector<cluster::SnapshotRecord>& snaps,
                               const std::optional<cluster::InSyncRecord>& insync) override {
     PoolState* ps = pool_named(v.pool);
     if (!ps)
@@ -754,7 +756,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     if (!r) return r.status();
     if (!r->empty()) {
       const std::string meta = cfg.state_dir + "/mirror/" + *r + ".meta";
-      if (::unlink(meta.c_str()) == 0) spdlog::info("event=mirror.meta_removed volume={} file={}", volume, meta);
+      if (::unlink(meta.c_str()) == 0)
+        spdlog::info("event=mirror.meta_removed volume={} file={}", volume, meta);
     }
     std::lock_guard lk(applied_mu);
     applied.erase(volume);
@@ -782,7 +785,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
                            "cannot reach it",
                            v.name);
     if (!insync)
-      return Status::error(Errc::not_found, "volume {}: no in-sync record in etcd (insync/{})", v.name, v.name);
+      return Status::error(Errc::not_found, "volume {}: no in-sync record in etcd (insync/{})", v.name,
+                           v.name);
     if (insync->uuid != v.uuid)
       return Status::error(Errc::conflict, "volume {}: the in-sync record is for uuid {}, not {}", v.name,
                            insync->uuid, v.uuid);
@@ -790,20 +794,27 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     for (const auto& n : v.replicas)
       if (n != cfg.node_name) peer = n;
     if (peer.empty() || v.replicas.size() != 2)
-      return Status::error(Errc::unsupported, "volume {}: replicas {} (a mirror has exactly two nodes)", v.name,
-                           fmt::join(v.replicas, ","));
+      return Status::error(Errc::unsupported, "volume {}: replicas {} (a mirror has exactly two nodes)",
+                           v.name, fmt::join(v.replicas, ","));
     auto slot = std::make_shared<MirrorSlot>();
     slot->volume = v.name;
     slot->uuid = v.uuid;
     slot->loop = a.loop;
     slot->id = a.id;
     auto r = on_loop(a.loop, make_mirror_on_loop(slot, v, a, *insync, peer));
-    std::lock_guard lk(mirrors_mu);
     if (!r) {
-      // Never destroyed here: parts of it may have run on the loop (timers, a started engine).
-      retired_mirrors.push_back(std::move(slot));
+      if (r.status().code() == Errc::shutdown) {
+        // Abandoned wait: the task may still be running on the loop; keep what it uses.
+        std::lock_guard lk(mirrors_mu);
+        retired_mirrors.push_back(std::move(slot));
+      } else {
+        // A failed start spawned nothing and was stopped: drop it on its own loop (its pieces
+        // belong there), so that a retry every pass does not pile up engines and arbiter threads.
+        loops->at(a.loop).post([s = std::move(slot)] {});
+      }
       return r.status();
     }
+    std::lock_guard lk(mirrors_mu);
     mirrors[v.name] = slot;
     return Status::ok();
   }
@@ -815,7 +826,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     const std::string dir = cfg.state_dir + "/mirror";
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
-    if (ec) co_return Status::error(Errc::io_error, "volume {}: cannot create {}: {}", v.name, dir, ec.message());
+    if (ec)
+      co_return Status::error(Errc::io_error, "volume {}: cannot create {}: {}", v.name, dir, ec.message());
     auto uuid = Uuid::parse(v.uuid);
     if (!uuid) co_return Status::error(Errc::invalid, "volume {}: uuid '{}' is not a UUID", v.name, v.uuid);
     slot->meta_path = dir + "/" + v.uuid + ".meta";
@@ -823,7 +835,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     std::unique_ptr<mirror::ReplicaMeta> meta;
     struct stat sb{};
     if (::stat(slot->meta_path.c_str(), &sb) != 0) {
-      const bool member = std::find(set.members.begin(), set.members.end(), cfg.node_name) != set.members.end();
+      const bool member =
+          std::find(set.members.begin(), set.members.end(), cfg.node_name) != set.members.end();
       mirror::MetaRecord rec;
       rec.volume = *uuid;
       rec.size = a.size;
@@ -843,7 +856,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       auto m = co_await mirror::ReplicaMeta::create(dev->get(), rec);
       if (!m) co_return Status::error(m.status().code(), "volume {}: {}", v.name, m.status().message());
       if (::rename(tmp.c_str(), slot->meta_path.c_str()) != 0)
-        co_return Status::error(Errc::io_error, "volume {}: rename {}: {}", v.name, tmp, std::strerror(errno));
+        co_return Status::error(Errc::io_error, "volume {}: rename {}: {}", v.name, tmp,
+                                std::strerror(errno));
       if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY); dfd >= 0) {
         (void)::fsync(dfd);
         ::close(dfd);
@@ -861,8 +875,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       // Lineage: metadata of another volume, or of another size, is never adopted (P8).
       if (r.volume != *uuid || r.size != a.size) {
         (void)co_await (*m)->close();
-        co_return Status::error(Errc::corrupt, "volume {}: {} describes volume {} of {} bytes, not {} of {}", v.name,
-                                slot->meta_path, r.volume.to_string(), r.size, v.uuid, a.size);
+        co_return Status::error(Errc::corrupt, "volume {}: {} describes volume {} of {} bytes, not {} of {}",
+                                v.name, slot->meta_path, r.volume.to_string(), r.size, v.uuid, a.size);
       }
       slot->meta_dev = std::move(*dev);
       meta = std::move(*m);
@@ -899,8 +913,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       co_return Status::error(st.code(), "volume {}: the mirror did not start: {}", v.name, st.message());
     }
     const auto ms = slot->vol->status();
-    spdlog::info("event=mirror.started volume={} node={} peer={} dial={} state={} role={} generation={}", v.name,
-                 cfg.node_name, peer, o.dial, ms.state, ms.role, ms.generation);
+    spdlog::info("event=mirror.started volume={} node={} peer={} dial={} state={} role={} generation={}",
+                 v.name, cfg.node_name, peer, o.dial, ms.state, ms.role, ms.generation);
     co_return true;
   }
 
@@ -930,6 +944,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   std::vector<std::string> mirrored() override {
     std::lock_guard lk(mirrors_mu);
     std::vector<std::string> v;
+    v.reserve(mirrors.size());
     for (const auto& [n, s] : mirrors) v.push_back(n);
     return v;
   }
@@ -956,15 +971,16 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     return m;
   }
 
-  void set_mirror_addresses(std::map<std::string, std::string> addrs) override {
+  void set_mirror_addresses(const std::map<std::string, std::string>& addrs) override {
     std::lock_guard lk(peer_book->mu);
-    peer_book->addrs = std::move(addrs);
+    peer_book->addrs = addrs;
   }
 
   // What a front-end serves for export `name`: the mirror for a mirrored volume's own export,
   // else the pool object.
-  std::unique_ptr<volume::BlockVolume> served_volume(const std::string& name, store::Pool& pool, store::ObjectId id,
-                                                     bool ro, const std::shared_ptr<MirrorSlot>& m) {
+  std::unique_ptr<volume::BlockVolume> served_volume(const std::string& name, store::Pool& pool,
+                                                     store::ObjectId id, bool ro,
+                                                     const std::shared_ptr<MirrorSlot>& m) {
     if (m) return metered(name, std::make_unique<SharedVolume>(served(m)));
     return metered(name, std::make_unique<volume::LocalVolume>(pool, id, name, ro));
   }
@@ -1051,9 +1067,9 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
           }
           e->info.size = w.size;
           e->info.snapshots = w.ro ? std::vector<std::string>{} : snap_names;
-          e->info.description =
-              fmt::format("{} {} in pool {} (cluster volume {}, generation {}{})", w.ro ? "snapshot" : "volume",
-                          name, a.pool_name, v.uuid, v.generation, mirror_for(w) ? ", mirrored" : "");
+          e->info.description = fmt::format("{} {} in pool {} (cluster volume {}, generation {}{})",
+                                            w.ro ? "snapshot" : "volume", name, a.pool_name, v.uuid,
+                                            v.generation, mirror_for(w) ? ", mirrored" : "");
         }
       }
     }
@@ -1120,6 +1136,13 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   }
 
   void unpublish(const std::string& volume) override {
+    unpublish_exports(volume);
+    // Not placed here any more, or being deleted: the mirror link goes too. Outside publish_mu:
+    // stopping a link may take its timeout, and a metrics scrape takes that lock.
+    drop_mirror(volume);
+  }
+
+  void unpublish_exports(const std::string& volume) {
     std::lock_guard plk(publish_mu);
     auto it = published.find(volume);
     std::set<std::string> names;
@@ -1143,7 +1166,6 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     }
     if (it != published.end()) published.erase(it);
     spdlog::info("event=export.removed volume={} exports={}", volume, names.size());
-    drop_mirror(volume);  // not placed here any more, or being deleted: the link goes too
   }
 
   // --- api::LocalNode: what the REST API asks of this node (called on the API's threads) ---
@@ -1413,16 +1435,17 @@ Status Daemon::start(const StartOptions& opts) {
   std::string mirror_ep;
   if (!I.cfg.mirror_listen.empty()) {
     if (I.cfg.etcd.empty())
-      return Status::error(Errc::invalid, "{}: [cluster] mirror_listen needs [cluster] etcd (the in-sync set)",
-                           I.cfg.file);
+      return Status::error(Errc::invalid,
+                           "{}: [cluster] mirror_listen needs [cluster] etcd (the in-sync set)", I.cfg.file);
     Impl* impl = impl_.get();
-    I.mirror_listener = std::make_unique<MirrorListener>(I.loops->at(0), [impl](const Uuid& u) -> std::optional<MirrorTarget> {
-      const std::string id = u.to_string();
-      std::lock_guard lk(impl->mirrors_mu);
-      for (const auto& [n, m] : impl->mirrors)
-        if (m->uuid == id) return MirrorTarget{&impl->loops->at(m->loop), served(m)};
-      return std::nullopt;
-    });
+    I.mirror_listener = std::make_unique<MirrorListener>(
+        I.loops->at(0), [impl](const Uuid& u) -> std::optional<MirrorTarget> {
+          const std::string id = u.to_string();
+          std::lock_guard lk(impl->mirrors_mu);
+          for (const auto& [n, m] : impl->mirrors)
+            if (m->uuid == id) return MirrorTarget{&impl->loops->at(m->loop), served(m)};
+          return std::nullopt;
+        });
     DPX_TRY(I.mirror_listener->start(I.cfg.mirror_listen));
     mirror_ep = I.cfg.mirror_advertise.empty() ? I.mirror_listener->endpoint() : I.cfg.mirror_advertise;
   }

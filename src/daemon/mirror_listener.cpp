@@ -30,7 +30,7 @@ namespace {
 constexpr std::uint32_t kMaxHello = 64 * 1024;
 
 // Refuses a hello: the dialer reads a hello_reply with a non-zero status and the reason.
-Task<void> refuse(TcpStream& s, const wire::Header& hello, Errc why, std::string reason) {
+Task<void> refuse(TcpStream* s, wire::Header hello, Errc why, std::string reason) {
   wire::Header h;
   h.type = wire::Type::hello_reply;
   h.status = static_cast<std::int32_t>(why);
@@ -44,7 +44,7 @@ Task<void> refuse(TcpStream& s, const wire::Header& hello, Errc why, std::string
   wire::encode(h, std::span<std::byte, wire::kHeaderSize>(hb));
   const std::array<asio::const_buffer, 2> bufs{asio::buffer(hb.data(), hb.size()),
                                                asio::buffer(reason.data(), reason.size())};
-  (void)co_await s.write_all(bufs);
+  (void)co_await s->write_all(bufs);
 }
 
 }  // namespace
@@ -147,11 +147,12 @@ Task<void> MirrorListener::greet(std::shared_ptr<State> st, std::unique_ptr<TcpS
   std::optional<MirrorTarget> t = st->lookup(h->volume);
   if (!t || !t->vol || st->stopping) {
     finish();
-    const std::string why = st->stopping ? "this node is stopping"
-                                         : fmt::format("no mirrored replica of volume {} on this node",
-                                                       h->volume.to_string());
-    spdlog::warn("event=mirror.hello_refused peer={} volume={} reason=\"{}\"", peer, h->volume.to_string(), why);
-    co_await refuse(*s, *h, st->stopping ? Errc::shutdown : Errc::not_found, why);
+    const std::string why =
+        st->stopping ? "this node is stopping"
+                     : fmt::format("no mirrored replica of volume {} on this node", h->volume.to_string());
+    spdlog::warn("event=mirror.hello_refused peer={} volume={} reason=\"{}\"", peer, h->volume.to_string(),
+                 why);
+    co_await refuse(s.get(), *h, st->stopping ? Errc::shutdown : Errc::not_found, why);
     s->close();
     co_return;
   }

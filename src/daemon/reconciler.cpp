@@ -42,10 +42,10 @@ void fill_mirror(cluster::ReplicaStatus& st, const MirrorReport& m) {
   st.resync_bytes_done = m.resync_done;
   st.resync_rate = m.resync_rate;
   const bool running = m.resync_total > 0 && m.resync_done < m.resync_total;
-  st.resync_progress = running ? static_cast<double>(m.resync_done) / static_cast<double>(m.resync_total) : 1.0;
-  st.resync_eta_seconds = running && m.resync_rate > 0
-                              ? static_cast<double>(m.resync_total - m.resync_done) / m.resync_rate
-                              : -1;
+  st.resync_progress =
+      running ? static_cast<double>(m.resync_done) / static_cast<double>(m.resync_total) : 1.0;
+  st.resync_eta_seconds =
+      running && m.resync_rate > 0 ? static_cast<double>(m.resync_total - m.resync_done) / m.resync_rate : -1;
   st.last_event = m.last_event;
 }
 
@@ -105,7 +105,8 @@ void Reconciler::run() {
     bool all = false;
     {
       std::unique_lock lk(mu_);
-      cv_.wait_until(lk, std::min(next_period, next_tick), [&] { return stop_ || all_dirty_ || !dirty_.empty(); });
+      cv_.wait_until(lk, std::min(next_period, next_tick),
+                     [&] { return stop_ || all_dirty_ || !dirty_.empty(); });
       if (stop_) return;
       if (std::chrono::steady_clock::now() >= next_tick) {
         next_tick = std::chrono::steady_clock::now() + opts_.mirror_tick;
@@ -171,7 +172,7 @@ void Reconciler::refresh_peers() {
   std::map<std::string, std::string> addrs;
   for (const auto& n : *nodes)
     if (!n.mirror.empty()) addrs[n.name] = n.mirror;
-  host_.set_mirror_addresses(std::move(addrs));
+  host_.set_mirror_addresses(addrs);
 }
 
 void Reconciler::mirror_tick() {

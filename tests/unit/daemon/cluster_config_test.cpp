@@ -85,10 +85,12 @@ TEST(ClusterConfig, MirrorListenAndAdvertise) {
   ASSERT_TRUE(c) << c.status().to_string();
   EXPECT_EQ(c->mirror_listen, "127.0.0.11:7789");
   EXPECT_EQ(c->mirror_advertise, "127.0.0.1:17789");
-  c = parse_config("[listen]\nnbd = \"127.0.0.11:10809\"\n[cluster]\netcd = \"http://127.0.0.1:2379\"\n", "f");
+  c = parse_config("[listen]\nnbd = \"127.0.0.11:10809\"\n[cluster]\netcd = \"http://127.0.0.1:2379\"\n",
+                   "f");
   ASSERT_TRUE(c) << c.status().to_string();
   EXPECT_EQ(c->mirror_listen, "") << "no mirror port unless configured";
-  EXPECT_NE(error_of("[cluster]\nmirror_listen = \"127.0.0.11\"\n").find("cluster.mirror_listen"), std::string::npos);
+  EXPECT_NE(error_of("[cluster]\nmirror_listen = \"127.0.0.11\"\n").find("cluster.mirror_listen"),
+            std::string::npos);
   EXPECT_NE(error_of("[cluster]\nmirror_advertise = \"nowhere\"\n").find("cluster.mirror_advertise"),
             std::string::npos);
 }

@@ -34,7 +34,8 @@ class MirrorListener {
  public:
   // lookup() is called on the listener's loop; it must not block (a map under a mutex).
   using Lookup = std::function<std::optional<MirrorTarget>(const Uuid&)>;
-  MirrorListener(EventLoop& loop, Lookup lookup, std::chrono::milliseconds greet_timeout = std::chrono::seconds(10));
+  MirrorListener(EventLoop& loop, Lookup lookup,
+                 std::chrono::milliseconds greet_timeout = std::chrono::seconds(10));
   ~MirrorListener();
   MirrorListener(const MirrorListener&) = delete;
   MirrorListener& operator=(const MirrorListener&) = delete;

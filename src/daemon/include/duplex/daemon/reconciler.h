@@ -31,9 +31,9 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
-#include <optional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -74,13 +74,14 @@ class ReconcilerHost {
   // Makes the pool hold the volume as recorded (uuid, size, the snapshots not being deleted) and
   // removes the snapshots being deleted. For a mirrored volume `insync` is its in-sync record
   // (nullopt: none could be read) and the node's mirror of it is built and started.
-  virtual Result<AppliedVolume> apply(const cluster::VolumeRecord& v, const std::vector<cluster::SnapshotRecord>& s,
+  virtual Result<AppliedVolume> apply(const cluster::VolumeRecord& v,
+                                      const std::vector<cluster::SnapshotRecord>& s,
                                       const std::optional<cluster::InSyncRecord>& insync) = 0;
   // The mirrored volumes running here, and one's status (nullopt: not mirrored here).
   virtual std::vector<std::string> mirrored() { return {}; }
   virtual std::optional<MirrorReport> mirror_report(const std::string& /*volume*/) { return std::nullopt; }
   // Node name -> its advertised mirror address (from the node records), for the mirrors' dialers.
-  virtual void set_mirror_addresses(std::map<std::string, std::string> /*addresses*/) {}
+  virtual void set_mirror_addresses(const std::map<std::string, std::string>& /*addresses*/) {}
   // Removes the volume and its snapshots from the pool (absent already: OK).
   virtual Status remove(const std::string& pool, const std::string& volume) = 0;
   // Serves the volume (and the listed snapshots, read-only) per the export record.

@@ -28,7 +28,8 @@ class SharedVolume final : public volume::BlockVolume {
   Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) override {
     return v_->write_zeroes(offset, length, no_unmap, fua);
   }
-  Result<std::vector<volume::Extent>> block_status(std::uint64_t offset, std::uint64_t length) const override {
+  Result<std::vector<volume::Extent>> block_status(std::uint64_t offset,
+                                                   std::uint64_t length) const override {
     return v_->block_status(offset, length);
   }
   Result<std::vector<volume::Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
