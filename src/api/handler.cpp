@@ -149,6 +149,7 @@ const std::vector<Route>& routes() {
       {{"v1", "volumes", "{}", "snapshots", "{}"}, {"DELETE"}},
       {{"v1", "volumes", "{}", "export"}, {"GET", "PUT"}},
       {{"v1", "volumes", "{}", "promote"}, {"POST"}},
+      {{"v1", "volumes", "{}", "verify"}, {"POST"}},
       {{"v1", "volumes", "{}", "export", "acl", "{}"}, {"PUT", "DELETE"}},
   };
   return r;
@@ -401,6 +402,25 @@ class Call {
     return set_export(rec, cur->rec.mod_revision);
   }
 
+  // Online verify of a mirrored volume: the owner compares the replicas while I/O goes on, and
+  // reports progress and what differs in its replica status (verify_*). 202: asked, not done.
+  Response verify() {
+    BodyReader body(req_.body, {"repair"});
+    const auto repair = body.boolean("repair", false);
+    if (!body.ok()) return fault_response(body.fault());
+    const std::string vol = name(2);
+    auto cur = b_.volume(vol);
+    if (!cur) return error_response(cur.status());
+    if (cur->rec.replicas.size() < 2)
+      return error_response(Errc::invalid,
+                            fmt::format("volume {} has one replica: there is nothing to compare", vol));
+    auto id = b_.request_verify(vol, repair.value_or(false));
+    if (!id) return error_response(id.status());
+    spdlog::info("event=api.verify volume={} request={} repair={}", vol, *id, repair.value_or(false));
+    return json_response(202,
+                         json{{"volume", vol}, {"verify_request", *id}, {"repair", repair.value_or(false)}});
+  }
+
   // The operator's override for a rolling failure (the member that held the latest writes is gone
   // for good): `node` becomes the only member of the in-sync set. Whatever only the other members
   // acknowledged is lost, so the request must say it accepts that; the refusal says what it is.
@@ -444,7 +464,11 @@ class Call {
                             fmt::format("{}'s replica of {} is {}: an {} replica is never promoted{}", *node,
                                         vol, state, state == "failed" ? "unreadable" : "inconsistent",
                                         rep->report->error.empty() ? "" : " (" + rep->report->error + ")"));
-    const std::vector<std::string> may_lose = what_promote_loses(set, *node, rep->report->generation, member);
+    // A mirrored replica reports the in-sync generation it last held (its volume `generation` is
+    // the volume record's, another counter).
+    const std::int64_t held =
+        rep->report->insync_generation > 0 ? rep->report->insync_generation : rep->report->generation;
+    const std::vector<std::string> may_lose = what_promote_loses(set, *node, held, member);
     const std::string lost = fmt::format("{}", fmt::join(may_lose, "; "));
     if (!accept.value_or(false))
       return error_response(
@@ -607,6 +631,7 @@ Response Handler::dispatch(const Request& req) const {
     case 4:
       if (segs[3] == "snapshots") return m == "GET" ? c.snapshots() : c.create_snapshot();
       if (segs[3] == "promote") return c.promote();
+      if (segs[3] == "verify") return c.verify();
       return m == "GET" ? c.export_of() : c.put_export();
     case 5: return c.delete_snapshot();
     default: return m == "PUT" ? c.put_acl() : c.delete_acl();

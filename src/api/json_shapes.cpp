@@ -64,6 +64,13 @@ json to_json(const VolumeView& v) {
       j["resync_bytes_total"] = s.resync_bytes_total;
       j["resync_bytes_done"] = s.resync_bytes_done;
       j["verify_mismatches"] = s.verify_mismatches;
+      if (r.replicas_wanted > 1) {
+        j["verify_request"] = s.verify_request;
+        j["verify_state"] = s.verify_state;
+        j["verify_checked"] = s.verify_checked;
+        j["verify_repaired"] = s.verify_repaired;
+        j["verify_error"] = s.verify_error;
+      }
       j["last_event"] = s.last_event;
       if (r.replicas_wanted > 1) {
         j["link_up"] = s.link_up;

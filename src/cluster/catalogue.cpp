@@ -25,6 +25,7 @@ const std::string kReplicas = std::string(kRoot) + "replicas/";
 const std::string kExports = std::string(kRoot) + "exports/";
 const std::string kInSync = std::string(kRoot) + "insync/";
 const std::string kDecisions = std::string(kRoot) + "decisions/";
+const std::string kVerify = std::string(kRoot) + "verify/";
 
 std::string volume_key(const std::string& v) { return kVolumes + v; }
 std::string snapshot_prefix(const std::string& v) { return kSnapshots + v + "/"; }
@@ -223,6 +224,11 @@ std::optional<ReplicaStatus> parse_replica(const Kv& kv) {
   r.resync_bytes_total = num<std::uint64_t>(*j, "resync_bytes_total", 0);
   r.resync_bytes_done = num<std::uint64_t>(*j, "resync_bytes_done", 0);
   r.verify_mismatches = num<std::uint64_t>(*j, "verify_mismatches", 0);
+  r.verify_request = num<std::int64_t>(*j, "verify_request", 0);
+  r.verify_state = str(*j, "verify_state");
+  r.verify_checked = num<std::uint64_t>(*j, "verify_checked", 0);
+  r.verify_repaired = num<std::uint64_t>(*j, "verify_repaired", 0);
+  r.verify_error = str(*j, "verify_error");
   r.last_event = str(*j, "last_event");
   r.link_up = boolean(*j, "link_up", false);
   r.insync_generation = num<std::int64_t>(*j, "insync_generation", 0);
@@ -246,6 +252,11 @@ json to_json(const ReplicaStatus& r) {
           {"resync_bytes_total", r.resync_bytes_total},
           {"resync_bytes_done", r.resync_bytes_done},
           {"verify_mismatches", r.verify_mismatches},
+          {"verify_request", r.verify_request},
+          {"verify_state", r.verify_state},
+          {"verify_checked", r.verify_checked},
+          {"verify_repaired", r.verify_repaired},
+          {"verify_error", r.verify_error},
           {"last_event", r.last_event},
           {"link_up", r.link_up},
           {"insync_generation", r.insync_generation}};
@@ -554,6 +565,24 @@ Result<InSyncRecord> Catalogue::insync(const std::string& volume) {
     return Status::error(Errc::corrupt, "volume '{}': its in-sync record cannot be read (see the log)",
                          volume);
   return *rec;
+}
+
+Result<std::int64_t> Catalogue::request_verify(const std::string& volume, bool repair) {
+  DPX_TRY(check_name("volume", volume));
+  const json j{{"repair", repair}, {"requested", now_rfc3339()}};
+  return etcd_.put(kVerify + volume, j.dump());
+}
+
+Result<VerifyRequest> Catalogue::verify_request(const std::string& volume) {
+  DPX_TRY(check_name("volume", volume));
+  auto r = etcd_.get(kVerify + volume);
+  if (!r) return r.status();
+  if (r->kvs.empty()) return Status::error(Errc::not_found, "volume '{}': no verify was asked for", volume);
+  VerifyRequest v;
+  v.volume = volume;
+  v.id = r->kvs[0].mod_revision;
+  if (auto j = object_of(r->kvs[0])) v.repair = boolean(*j, "repair", false);
+  return v;
 }
 
 Result<std::vector<Decision>> Catalogue::decisions(const std::string& volume) {

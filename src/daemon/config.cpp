@@ -394,7 +394,7 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
   }
   check_keys(c, root, "the top level",
              {"node", "daemon", "listen", "nbd", "pool", "volume", "export", "memory_export", "tls", "limits",
-              "iscsi", "state_dir", "cluster", "api"});
+              "iscsi", "state_dir", "cluster", "api", "mirror"});
   if (auto* n = root.get("state_dir")) {
     if (!n->is_string() || n->as_string()->get().empty() || n->as_string()->get().front() != '/')
       c.fail("state_dir must be an absolute path like \"/var/lib/duplex\"{}", where(*n));
@@ -476,6 +476,34 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
       else
         cfg.lease_ttl = *v;
     }
+  }
+  if (auto* t = sub_table(c, root, "mirror")) {
+    check_keys(c, *t, "[mirror]",
+               {"ping_interval", "link_timeout", "replicate_timeout", "freeze_timeout", "tiebreak_delay",
+                "lease", "resync_rate_max", "resync_rate_min"});
+    auto& m = cfg.mirror;
+    for (auto [key, field] :
+         {std::pair{"ping_interval", &m.ping_interval}, std::pair{"link_timeout", &m.link_timeout},
+          std::pair{"replicate_timeout", &m.replicate_timeout},
+          std::pair{"freeze_timeout", &m.freeze_timeout}, std::pair{"tiebreak_delay", &m.tiebreak_delay},
+          std::pair{"lease", &m.lease}}) {
+      if (auto v = get_duration(c, *t, key, "mirror")) {
+        if (*v < std::chrono::milliseconds(50) || *v > std::chrono::hours(1))
+          c.fail("mirror.{} must be between 50ms and 1h", key);
+        else
+          *field = *v;
+      }
+    }
+    if (auto v = get_size(c, *t, "resync_rate_max", "mirror")) m.resync_rate_max = *v;
+    if (auto v = get_size(c, *t, "resync_rate_min", "mirror")) m.resync_rate_min = *v;
+    // A link must be able to miss a ping without going down, and the non-preferred site must get
+    // to its decision before its writes time out.
+    if (m.ping_interval * 2 > m.link_timeout)
+      c.fail("mirror.ping_interval must be at most half of link_timeout");
+    if (m.freeze_timeout < m.tiebreak_delay + m.link_timeout)
+      c.fail("mirror.freeze_timeout must be at least tiebreak_delay + link_timeout");
+    if (m.resync_rate_max != 0 && m.resync_rate_min > m.resync_rate_max)
+      c.fail("mirror.resync_rate_min must not exceed resync_rate_max");
   }
   if (auto* t = sub_table(c, root, "nbd")) {
     check_keys(c, *t, "[nbd]", {"default_export", "handshake_timeout", "stop_grace"});

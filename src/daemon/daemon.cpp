@@ -211,6 +211,11 @@ struct MirrorSlot {
   std::unique_ptr<BlockDevice> meta_dev;
   std::shared_ptr<CatalogueArbiter> arbiter;
   std::shared_ptr<mirror::MirrorVolume> vol;
+  // The online verify: the request taken (reconciler thread), and its outcome (on the loop).
+  std::atomic<std::int64_t> verify_taken{0};
+  std::int64_t verify_request = 0;
+  std::string verify_state, verify_error;
+  std::uint64_t verify_checked = 0, verify_mismatches = 0, verify_repaired = 0;
 };
 
 // Where each node's mirror port is (node records), read by the mirrors' dialers on their loops.
@@ -776,7 +781,14 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   Status ensure_mirror(const cluster::VolumeRecord& v, const AppliedObjects& a,
                        const std::optional<cluster::InSyncRecord>& insync) {
     if (auto cur = mirror_slot(v.name)) {
-      if (cur->uuid == v.uuid && cur->id == a.id) return Status::ok();
+      if (cur->uuid == v.uuid && cur->id == a.id) {
+        // The set may have changed behind the engine (an operator's promote): let it re-read.
+        if (insync) {
+          const auto gen = static_cast<std::uint64_t>(insync->generation);
+          loops->at(cur->loop).post([cur, gen] { spawn(reload_on_loop(cur->vol, gen)); });
+        }
+        return Status::ok();
+      }
       drop_mirror(v.name);  // another volume under that name (deleted and created again)
     }
     if (cfg.mirror_listen.empty())
@@ -893,6 +905,14 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     o.peer = peer;
     o.dial = cfg.node_name < peer;  // exactly one side dials: the name that sorts first
     o.crashed = meta->recovered_from_crash();
+    o.link.ping_interval = cfg.mirror.ping_interval;
+    o.link.timeout = cfg.mirror.link_timeout;
+    o.replicate_timeout = cfg.mirror.replicate_timeout;
+    o.freeze_timeout = cfg.mirror.freeze_timeout;
+    o.tiebreak_delay = cfg.mirror.tiebreak_delay;
+    o.lease = cfg.mirror.lease;
+    o.resync_rate_max = cfg.mirror.resync_rate_max;
+    o.resync_rate_min = cfg.mirror.resync_rate_min;
     mirror::PeerLocator locate = [book = peer_book, peer]() -> std::optional<mirror::PeerAddress> {
       std::string addr;
       {
@@ -949,26 +969,74 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     return v;
   }
 
-  static Task<Result<mirror::MirrorStatus>> mirror_status_on_loop(std::shared_ptr<mirror::MirrorVolume> v) {
-    co_return v->status();
+  static Task<void> reload_on_loop(std::shared_ptr<mirror::MirrorVolume> v, std::uint64_t generation) {
+    if (v->status().generation >= generation) co_return;
+    if (Status st = co_await v->reload("the in-sync set changed in etcd"); !st)
+      spdlog::warn("event=mirror.reload_failed volume={} error=\"{}\"", v->name(), st.to_string());
+  }
+
+  void mirror_verify(const std::string& volume, std::int64_t id, bool repair) override {
+    auto slot = mirror_slot(volume);
+    if (!slot || slot->verify_taken.load() >= id) return;
+    const std::int64_t before = slot->verify_taken.exchange(id);
+    loops->at(slot->loop).post([slot, id, repair, before] {
+      spawn(verify_on_loop(slot, id, repair, before));
+    });
+  }
+
+  // Only the owner verifies; a node that is not the owner gives the request back, to take it up
+  // if it becomes the owner later.
+  static Task<void> verify_on_loop(std::shared_ptr<MirrorSlot> slot, std::int64_t id, bool repair,
+                                   std::int64_t before) {
+    if (slot->vol->status().role != "owner") {
+      slot->verify_taken = before;
+      co_return;
+    }
+    slot->verify_request = id;
+    slot->verify_state = "running";
+    slot->verify_error.clear();
+    slot->verify_checked = slot->verify_mismatches = slot->verify_repaired = 0;
+    auto r = co_await slot->vol->verify(repair);
+    if (r) {
+      slot->verify_state = "done";
+      slot->verify_checked = r->checked;
+      slot->verify_mismatches = r->mismatched;
+      slot->verify_repaired = r->repaired;
+    } else {
+      slot->verify_state = "failed";
+      slot->verify_error = r.status().to_string();
+    }
+  }
+
+  static Task<Result<MirrorReport>> mirror_status_on_loop(std::shared_ptr<MirrorSlot> slot) {
+    const auto s = slot->vol->status();
+    MirrorReport m;
+    m.state = s.state;
+    m.role = s.role;
+    // Outside the set, the generation that matters is the last one this replica was in: a
+    // promote of it loses what was acknowledged after that.
+    m.insync_generation = static_cast<std::int64_t>(s.role.empty() ? s.last_member_generation : s.generation);
+    m.link_up = s.link_up;
+    m.dirty_bytes = s.dirty_bytes;
+    m.resync_total = s.resync_total;
+    m.resync_done = s.resync_done;
+    m.resync_rate = s.resync_rate;
+    m.last_event = s.last_event;
+    m.verify_request = slot->verify_request;
+    m.verify_state = slot->verify_state;
+    m.verify_checked = s.verifying ? s.verify_done : slot->verify_checked;
+    m.verify_mismatches = s.verifying ? s.verify_mismatches : slot->verify_mismatches;
+    m.verify_repaired = slot->verify_repaired;
+    m.verify_error = slot->verify_error;
+    co_return m;
   }
 
   std::optional<MirrorReport> mirror_report(const std::string& volume) override {
     auto slot = mirror_slot(volume);
     if (!slot) return std::nullopt;
-    auto s = on_loop(slot->loop, mirror_status_on_loop(slot->vol));
+    auto s = on_loop(slot->loop, mirror_status_on_loop(slot));
     if (!s) return std::nullopt;
-    MirrorReport m;
-    m.state = s->state;
-    m.role = s->role;
-    m.insync_generation = static_cast<std::int64_t>(s->generation);
-    m.link_up = s->link_up;
-    m.dirty_bytes = s->dirty_bytes;
-    m.resync_total = s->resync_total;
-    m.resync_done = s->resync_done;
-    m.resync_rate = s->resync_rate;
-    m.last_event = s->last_event;
-    return m;
+    return *s;
   }
 
   void set_mirror_addresses(const std::map<std::string, std::string>& addrs) override {

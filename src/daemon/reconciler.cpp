@@ -11,11 +11,14 @@ namespace {
 const std::string kVolumes = std::string(cluster::kRoot) + "volumes/";
 const std::string kSnapshots = std::string(cluster::kRoot) + "snapshots/";
 const std::string kExports = std::string(cluster::kRoot) + "exports/";
+// A mirrored volume's in-sync set (an operator's promote) and its verify requests.
+const std::string kInSync = std::string(cluster::kRoot) + "insync/";
+const std::string kVerify = std::string(cluster::kRoot) + "verify/";
 
 // The volume a key under volumes/, snapshots/ or exports/ concerns; "" for any other key (our own
 // reports under replicas/ and pools/ must not wake us up again).
 std::string volume_of(const std::string& key) {
-  for (const auto* p : {&kVolumes, &kExports, &kSnapshots}) {
+  for (const auto* p : {&kVolumes, &kExports, &kSnapshots, &kInSync, &kVerify}) {
     if (!key.starts_with(*p)) continue;
     std::string rest = key.substr(p->size());
     if (p == &kSnapshots) rest = rest.substr(0, rest.find('/'));
@@ -47,6 +50,12 @@ void fill_mirror(cluster::ReplicaStatus& st, const MirrorReport& m) {
   st.resync_eta_seconds =
       running && m.resync_rate > 0 ? static_cast<double>(m.resync_total - m.resync_done) / m.resync_rate : -1;
   st.last_event = m.last_event;
+  st.verify_request = m.verify_request;
+  st.verify_state = m.verify_state;
+  st.verify_checked = m.verify_checked;
+  st.verify_mismatches = m.verify_mismatches;
+  st.verify_repaired = m.verify_repaired;
+  st.verify_error = m.verify_error;
 }
 
 }  // namespace
@@ -277,6 +286,7 @@ void Reconciler::reconcile(const std::string& name) {
       if (auto m = host_.mirror_report(name)) {
         fill_mirror(st, *m);
         mirror_seen_[name] = *m;
+        if (auto vr = cat_.verify_request(name)) host_.mirror_verify(name, vr->id, vr->repair);
       }
       host_.publish(*rec, applied->snapshots, *ex);
       published_.insert(name);

@@ -5,9 +5,14 @@
 namespace duplex::mirror {
 
 std::string encode_hello(const Hello& h) {
-  nlohmann::json j{{"volume", h.volume.to_string()}, {"size", h.size},   {"node", h.node},
-                   {"generation", h.generation},     {"state", h.state}, {"clean", h.clean},
-                   {"catch_up", h.catch_up}};
+  nlohmann::json j{{"volume", h.volume.to_string()},
+                   {"size", h.size},
+                   {"node", h.node},
+                   {"generation", h.generation},
+                   {"state", h.state},
+                   {"clean", h.clean},
+                   {"catch_up", h.catch_up},
+                   {"set_generation", h.set_generation}};
   auto hot = nlohmann::json::array();
   for (const auto& [o, l] : h.hot) hot.push_back({o, l});
   j["hot"] = std::move(hot);
@@ -32,6 +37,7 @@ Result<Hello> decode_hello(std::string_view text) {
     h.state = j.at("state").get<std::string>();
     h.clean = j.value("clean", false);
     h.catch_up = j.value("catch_up", false);
+    h.set_generation = j.value("set_generation", std::uint64_t{0});
     for (const auto& r : j.value("hot", nlohmann::json::array())) {
       if (!r.is_array() || r.size() != 2) return Status::error(Errc::invalid, "hello: bad hot range");
       h.hot.emplace_back(r[0].get<std::uint64_t>(), r[1].get<std::uint64_t>());

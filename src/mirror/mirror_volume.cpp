@@ -110,6 +110,12 @@ Task<Status> MirrorVolume::start() {
   if (!s.is_ok()) co_return s.status();
   auto st = co_await adopt(*s, "start");
   if (!st.is_ok()) co_return st;
+  if (o_.crashed && member() && peer_member()) {
+    // Writes acknowledged before the crash may be missing here (they were not flushed yet), and
+    // the peer holds them: this replica leaves the set, so that it serves nothing until the peer
+    // has copied back what our activity log says may differ.
+    if (st = co_await leave("recovered from a crash", false); !st.is_ok()) co_return st;
+  }
   auto self = shared_from_this();
   if (o_.dial) {
     ++background_;
@@ -540,6 +546,7 @@ Hello MirrorVolume::my_hello() const {
   h.node = o_.node;
   h.generation = r.generation;
   h.state = std::string(to_string(r.state));
+  h.set_generation = set_.generation;
   h.clean = !o_.crashed;
   h.hot = meta_->hot_ranges();
   // Bounded: a hello is one message; past this many runs the owner copies everything.
@@ -624,10 +631,9 @@ void MirrorVolume::accept(std::unique_ptr<TcpStream> s, Message hello) {
 }
 
 Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
-  if (peer.generation > set_.generation) {
-    // The peer took part in a set we have not seen: decide nothing on our stale view.
-    if (auto st = co_await refresh(fmt::format("{} knows generation {}", o_.peer, peer.generation));
-        !st.is_ok()) {
+  if (const auto known = std::max(peer.generation, peer.set_generation); known > set_.generation) {
+    // The peer knows a set we have not seen: decide nothing on our stale view.
+    if (auto st = co_await refresh(fmt::format("{} knows generation {}", o_.peer, known)); !st.is_ok()) {
       ch->close(st);
       co_return;
     }
@@ -1032,6 +1038,7 @@ MirrorStatus MirrorVolume::status() const {
   if (is_owner() && peer_mode_ == PeerMode::catching_up) s.state = "resyncing";
   s.role = is_owner() ? "owner" : (member() ? "peer" : "");
   s.generation = set_.generation;
+  s.last_member_generation = r.generation;
   s.members = set_.members;
   s.link_up = link_up();
   s.dirty_bytes = meta_->dirty_bytes();

@@ -65,8 +65,8 @@ for trial in $(seq "$TRIALS"); do
   writes=$((writes + $(echo "$out" | $PY -c "import json,sys; print(json.loads(sys.stdin.readline()).get('writes_acknowledged', 0))" 2>/dev/null || echo 0)))
   reads=$((reads + $(echo "$out" | $PY -c "import json,sys; print(json.loads(sys.stdin.readline()).get('reads_checked', 0))" 2>/dev/null || echo 0)))
   # Online verify on the owner: the replicas hold the same bytes.
-  api POST /v1/volumes/c/verify '{}' >/dev/null || true
-  if until_vol 120 c "any(x.get('role')=='owner' and x.get('verify_done') and x.get('verify_checked',0)>=d['size'] and x.get('verify_mismatches')==0 for x in d['replicas'])"; then
+  req=$(api POST /v1/volumes/c/verify '{}' | $PY -c "import json,sys; print(json.load(sys.stdin)['verify_request'])" || echo 0)
+  if until_vol 120 c "any(x.get('role')=='owner' and x.get('verify_request')==$req and x.get('verify_state')=='done' and x.get('verify_checked',0)>=d['size'] and x.get('verify_mismatches')==0 for x in d['replicas'])"; then
     ok "trial $trial: online verify found the replicas equal"
   else
     bad "trial $trial: online verify did not find the replicas equal"

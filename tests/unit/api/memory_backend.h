@@ -149,6 +149,12 @@ class MemoryBackend final : public api::Backend {
     ++it->second.rec.generation;
     return api::Applied<api::ExportView>{e, done(w)};
   }
+  Result<std::int64_t> request_verify(const std::string& volume, bool repair) override {
+    if (!vols_.count(volume)) return Status::error(Errc::not_found, "no volume {}", volume);
+    verify_requests.emplace_back(volume, repair);
+    return static_cast<std::int64_t>(verify_requests.size());
+  }
+  std::vector<std::pair<std::string, bool>> verify_requests;
   Result<cluster::InSyncRecord> change_insync(const cluster::InSyncRecord& expected,
                                               std::vector<std::string> members, const std::string& decided_by,
                                               const std::string& reason,

@@ -76,6 +76,26 @@ TEST(ClusterConfig, ApiNeedsAReadableNonEmptyToken) {
             std::string::npos);
 }
 
+TEST(ClusterConfig, MirrorTimings) {
+  auto c = parse_config(
+      "[listen]\nnbd = \"127.0.0.11:10809\"\n"
+      "[mirror]\nping_interval = \"200ms\"\nlink_timeout = \"1s\"\nfreeze_timeout = \"8s\"\n"
+      "tiebreak_delay = \"1s\"\nlease = \"500ms\"\nresync_rate_max = \"200MiB\"\n",
+      "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->mirror.ping_interval, std::chrono::milliseconds(200));
+  EXPECT_EQ(c->mirror.link_timeout, std::chrono::milliseconds(1000));
+  EXPECT_EQ(c->mirror.freeze_timeout, std::chrono::milliseconds(8000));
+  EXPECT_EQ(c->mirror.lease, std::chrono::milliseconds(500));
+  EXPECT_EQ(c->mirror.replicate_timeout, std::chrono::milliseconds(3000)) << "default kept";
+  EXPECT_EQ(c->mirror.resync_rate_max, 200ULL << 20);
+  EXPECT_NE(error_of("[mirror]\nping_interval = \"2s\"\nlink_timeout = \"3s\"\n").find("ping_interval"),
+            std::string::npos);
+  EXPECT_NE(error_of("[mirror]\nfreeze_timeout = \"2s\"\n").find("freeze_timeout"), std::string::npos);
+  EXPECT_NE(error_of("[mirror]\nlease = \"1ms\"\n").find("mirror.lease"), std::string::npos);
+  EXPECT_NE(error_of("[mirror]\nspeed = 1\n").find("speed"), std::string::npos);
+}
+
 TEST(ClusterConfig, MirrorListenAndAdvertise) {
   auto c = parse_config(
       "[listen]\nnbd = \"127.0.0.11:10809\"\n"

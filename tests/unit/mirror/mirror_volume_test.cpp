@@ -496,5 +496,31 @@ TEST_F(MirrorTest, ADrainedNodeStepsDownWithoutAnOutageAndReturnsWithoutAFullRes
   });
 }
 
+TEST_F(MirrorTest, APeerThatLostPowerWhileStillAMemberServesNothingStale) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    // Acknowledged, never flushed: n2's disk loses them at the power cut. n1 writes nothing while
+    // n2 is down, so n2 comes back still a member of the set.
+    auto a = pattern(65536, 23);
+    EXPECT_TRUE((co_await n[0].vol->write(1u << 20, a, false)).is_ok());
+    co_await restart(1, true, []() -> Task<void> { co_return; });
+    // n2 left the set at its start rather than serve what it may have lost.
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+    EXPECT_NE(n[1].vol->status().state, "in-sync");
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().link_up; }));
+    std::vector<std::byte> back(a.size());
+    Status st = co_await n[1].vol->read(1u << 20, back);
+    if (st.is_ok()) {
+      EXPECT_EQ(back, a) << "a read through n2 returns the acknowledged data or fails";
+    }
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().state == "in-sync"; }));
+    EXPECT_TRUE((co_await n[1].vol->read(1u << 20, back)).is_ok());
+    EXPECT_EQ(back, a);
+    EXPECT_EQ(co_await replica(0, 0, kSize), co_await replica(1, 0, kSize));
+  });
+}
+
 }  // namespace
 }  // namespace duplex::mirror

@@ -104,6 +104,8 @@ class Backend {
   virtual Result<Applied<ExportView>> set_export(const cluster::ExportRecord& rec,
                                                  std::int64_t expected_revision, Wait w) = 0;
 
+  // Asks the owner of a mirrored volume for an online verify; returns the request's id.
+  virtual Result<std::int64_t> request_verify(const std::string& volume, bool repair) = 0;
   // Compare-and-swap of the volume's in-sync set (cluster::Catalogue::change_insync): conflict when
   // the stored set is no longer `expected`. The operator's promote is built on it.
   virtual Result<cluster::InSyncRecord> change_insync(const cluster::InSyncRecord& expected,

@@ -65,6 +65,9 @@ class ClusterBackend final : public Backend {
   Result<Applied<ExportView>> set_export(const cluster::ExportRecord& rec, std::int64_t expected_revision,
                                          Wait w) override;
 
+  Result<std::int64_t> request_verify(const std::string& volume, bool repair) override {
+    return cat_.request_verify(volume, repair);
+  }
   Result<cluster::InSyncRecord> change_insync(const cluster::InSyncRecord& expected,
                                               std::vector<std::string> members, const std::string& decided_by,
                                               const std::string& reason,

@@ -113,12 +113,26 @@ struct ReplicaStatus {
   double resync_eta_seconds = -1;        // -1: unknown or no resync
   std::uint64_t resync_bytes_total = 0;  // bytes the resync in progress has to copy
   std::uint64_t resync_bytes_done = 0;   // bytes it copied so far
-  std::uint64_t verify_mismatches = 0;   // blocks found to differ by the last verify
-  std::string last_event;                // the last thing the mirror did and why
-  bool link_up = false;                  // the mirror link to the peer is up
-  std::int64_t insync_generation = 0;    // the in-sync set's generation this replica acts on
-                                         // (`generation` stays the volume record's: settle())
+  std::uint64_t verify_mismatches = 0;   // bytes found to differ by the last verify
+  // The owner's online verify (verify/<volume> asks for one): the request it ran last, and how.
+  std::int64_t verify_request = 0;     // the request's id (its etcd revision); 0 = never ran
+  std::string verify_state;            // "" | "running" | "done" | "failed"
+  std::uint64_t verify_checked = 0;    // bytes compared so far
+  std::uint64_t verify_repaired = 0;   // bytes copied over the peer's (repair requested)
+  std::string verify_error;            // why it failed
+  std::string last_event;              // the last thing the mirror did and why
+  bool link_up = false;                // the mirror link to the peer is up
+  std::int64_t insync_generation = 0;  // the in-sync set's generation this replica acts on
+                                       // (`generation` stays the volume record's: settle())
   std::int64_t mod_revision = 0;
+};
+
+// verify/<volume>: an operator asked for an online verify (the owner runs it). The id is the
+// key's revision, so every request is new even with the same body.
+struct VerifyRequest {
+  std::string volume;
+  bool repair = false;
+  std::int64_t id = 0;
 };
 
 // insync/<volume>: the replicas that hold every acknowledged write. Only members serve data.
@@ -185,6 +199,10 @@ class Catalogue {
   Result<ExportRecord> export_of(const std::string& volume);  // the default when absent
   // not_found when the volume has no in-sync record (it does not exist, or predates mirroring).
   Result<InSyncRecord> insync(const std::string& volume);
+  // Online verify: asks the owner to compare the replicas (returns the request's id), and reads
+  // the latest request (not_found if none).
+  Result<std::int64_t> request_verify(const std::string& volume, bool repair);
+  Result<VerifyRequest> verify_request(const std::string& volume);
   Result<std::vector<Decision>> decisions(const std::string& volume);  // oldest first
 
   // --- intents (API side) ---

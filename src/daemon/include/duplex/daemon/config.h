@@ -110,6 +110,18 @@ struct Config {
   // [cluster] mirror_advertise: the address peers are told to dial, when it differs from the
   // listen address (a NAT, a proxy; the system tests put a fault-injecting proxy there).
   std::string mirror_advertise;
+  // [mirror]: the engine's timings (docs/mirror.md, "Arbitration"). The defaults suit a stretched
+  // cluster; tests shorten them so that a fault is decided in seconds.
+  struct MirrorSection {
+    std::chrono::milliseconds ping_interval{500};
+    std::chrono::milliseconds link_timeout{3000};       // nothing heard for this long: link down
+    std::chrono::milliseconds replicate_timeout{3000};  // a replicate not answered: peer lost
+    std::chrono::milliseconds freeze_timeout{30000};    // writes held without a decision, then EIO
+    std::chrono::milliseconds tiebreak_delay{3000};     // the non-preferred site waits this first
+    std::chrono::milliseconds lease{2000};              // read lease after the last answered ping
+    std::uint64_t resync_rate_max = 0;                  // bytes/s, 0 = unlimited
+    std::uint64_t resync_rate_min = 10ULL << 20;        // the adaptive resync never goes slower
+  } mirror;
   ApiSection api;
 };
 

@@ -62,6 +62,10 @@ struct MirrorReport {
   std::uint64_t resync_total = 0, resync_done = 0;
   double resync_rate = 0;
   std::string last_event;
+  std::int64_t verify_request = 0;  // the online verify this node ran last (as the owner)
+  std::string verify_state;         // "" | "running" | "done" | "failed"
+  std::uint64_t verify_checked = 0, verify_mismatches = 0, verify_repaired = 0;
+  std::string verify_error;
   friend bool operator==(const MirrorReport&, const MirrorReport&) = default;
 };
 
@@ -82,6 +86,8 @@ class ReconcilerHost {
   virtual std::optional<MirrorReport> mirror_report(const std::string& /*volume*/) { return std::nullopt; }
   // Node name -> its advertised mirror address (from the node records), for the mirrors' dialers.
   virtual void set_mirror_addresses(const std::map<std::string, std::string>& /*addresses*/) {}
+  // An online verify was asked for (request id, repair): the owner's mirror runs it, once per id.
+  virtual void mirror_verify(const std::string& /*volume*/, std::int64_t /*id*/, bool /*repair*/) {}
   // Removes the volume and its snapshots from the pool (absent already: OK).
   virtual Status remove(const std::string& pool, const std::string& volume) = 0;
   // Serves the volume (and the listed snapshots, read-only) per the export record.

@@ -16,9 +16,10 @@ struct Hello {
   Uuid volume;
   std::uint64_t size = 0;
   std::string node;
-  std::uint64_t generation = 0;  // the generation this replica last held as a member
-  std::string state;             // ReplicaState text
-  bool clean = true;             // false: it crashed; its activity log below may differ
+  std::uint64_t generation = 0;      // the generation this replica last held as a member
+  std::uint64_t set_generation = 0;  // the newest in-sync set the sender knows (it may not be in it)
+  std::string state;                 // ReplicaState text
+  bool clean = true;                 // false: it crashed; its activity log below may differ
   std::vector<std::pair<std::uint64_t, std::uint64_t>> hot;  // activity-log ranges
   // This replica's own dirty bitmap as ranges: what it wrote that the other may lack (a deposed
   // owner's last unacknowledged writes). The owner copies these back over it. `diverged_all`:

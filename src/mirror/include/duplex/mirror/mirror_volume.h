@@ -76,6 +76,7 @@ struct MirrorStatus {
   std::string state;  // "in-sync" | "outdated" | "inconsistent" | "resyncing" (owner's view of the peer)
   std::string role;   // "owner" | "peer" | ""
   std::uint64_t generation = 0;
+  std::uint64_t last_member_generation = 0;  // the set's generation when this replica was last in it
   std::vector<std::string> members;
   bool link_up = false;
   std::uint64_t dirty_bytes = 0;
