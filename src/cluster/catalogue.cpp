@@ -430,6 +430,7 @@ Result<Placement> place(const std::vector<Candidate>& cands, unsigned replicas, 
   }
   if (!chosen) {
     std::vector<std::string> seen;
+    seen.reserve(cands.size());
     for (const auto& c : cands) seen.push_back(fmt::format("{}/{}", c.pool->node, c.pool->name));
     return Status::error(Errc::no_space,
                          "replicas: 2 needs two live nodes with room in a pool of the same name{}; "
@@ -852,7 +853,7 @@ Result<ExportRecord> Catalogue::set_export(const ExportRecord& in, std::int64_t 
 
 Result<InSyncRecord> Catalogue::change_insync(const InSyncRecord& expected, std::vector<std::string> members,
                                               const std::string& decided_by, const std::string& reason,
-                                              std::vector<std::string> may_lose) {
+                                              const std::vector<std::string>& may_lose) {
   const std::string& name = expected.volume;
   DPX_TRY(check_name("volume", name));
   if (members.empty())

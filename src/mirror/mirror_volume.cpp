@@ -134,19 +134,28 @@ Task<Status> MirrorVolume::start() {
 // member that is current records the generation; a node outside the set is outdated (it never
 // serves its own data again until resynced).
 Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
+  const bool was_owner = is_owner();
   set_ = std::move(s);
   MetaRecord r = meta_->record();
-  if (set_.has(o_.node) && r.state != ReplicaState::in_sync && set_.members.size() == 1) {
-    // The only member without being current: no CAS of ours does that (we decide only as a
-    // member), so an operator promoted this replica, accepting what it lacks (docs/mirror.md
-    // "Rolling failure"). It serves from now on; the other replica is resynced from it.
+  if (set_.has(o_.node) && r.state != ReplicaState::in_sync) {
+    // A member without being current. We decide only as a member, so no CAS of ours did this:
+    // either the owner added us back after our resync was complete (it copied everything that
+    // differed: our own dirty ranges are settled), or an operator promoted this replica alone,
+    // accepting what it lacks (docs/mirror.md, "Rolling failure"); then our dirty ranges are
+    // what the other replica lacks, and stay for its resync.
+    const bool promoted = set_.members.size() == 1;
     r.state = ReplicaState::in_sync;
     r.generation = set_.generation;
     if (auto st = co_await meta_->update(r); !st.is_ok()) co_return st;
-    spdlog::warn("event=mirror.promoted volume={} node={} generation={} reason=\"{}\"", local_->name(),
-                 o_.node, set_.generation, why);
+    if (promoted) {
+      spdlog::warn("event=mirror.promoted volume={} node={} generation={} reason=\"{}\"", local_->name(),
+                   o_.node, set_.generation, why);
+    } else {
+      meta_->clear_dirty(0, size());
+      o_.crashed = false;
+    }
   } else if (set_.has(o_.node)) {
-    if (r.state == ReplicaState::in_sync && r.generation != set_.generation) {
+    if (r.generation != set_.generation) {
       // A member can only have fallen behind the set's generation through changes it took part
       // in (its own CAS) or that kept it in: record the new generation.
       r.generation = set_.generation;
@@ -160,6 +169,25 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
   }
   event(fmt::format("set generation={} members={} owner={} ({})", set_.generation, join(set_.members),
                     set_.owner, why));
+  // Ownership moved. Whoever orders writes must know the state of the link to the peer: the
+  // new owner replicates to a peer that is a member (it held every acknowledged write: it was
+  // the owner, or it just resynced us), and resyncs one that is not.
+  if (was_owner && !is_owner()) {
+    peer_mode_ = PeerMode::absent;
+  } else if (!was_owner && is_owner() && link_up()) {
+    peer_caught_up_ = true;
+    if (peer_member()) {
+      peer_mode_ = PeerMode::in_step;
+      event("peer in step (ownership moved here)");
+    } else if (peer_mode_ == PeerMode::absent) {
+      peer_mode_ = PeerMode::catching_up;
+      auto self = shared_from_this();
+      ++background_;
+      spawn(resync(chan_), [self] {
+        if (--self->background_ == 0) self->background_done_.notify_all();
+      });
+    }
+  }
   co_return Status::ok();
 }
 
@@ -337,6 +365,8 @@ Task<Status> MirrorVolume::forward(Op op) {
 // This node's replica failed: remove it from the set (the peer orders and serves from then on;
 // this node forwards). Only with a peer that is a member, else the volume would have none.
 Task<Status> MirrorVolume::step_down(std::string reason) {
+  // Every write held off: none is ordered here while the peer takes over.
+  auto all = co_await lock_.lock(0, size(), true);
   if (member() && (!link_up() || (is_owner() && peer_mode_ != PeerMode::in_step)))
     co_return Status::error(Errc::unavailable, "volume {}: drain needs the peer linked and in step", name());
   co_return co_await leave(std::move(reason), false);
@@ -801,23 +831,17 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
         ch->close(Status::error(Errc::invalid, "bad state notice"));
         co_return;
       }
-      if (is_owner()) {
-        // Only an owner sends notices: if the peer's set is newer, ours is stale. Ask etcd.
-        if (set->generation > set_.generation) (void)co_await refresh("the peer's notice is newer");
-        if (is_owner()) ch->close(Status::error(Errc::conflict, "two owners claimed for {}", name()));
+      if (set->generation < set_.generation) co_return;  // older than what we know
+      if (set->generation == set_.generation && is_owner() && set->owner != o_.node) {
+        // Two owners at one generation: a compare-and-swap cannot produce that. Refuse it.
+        ch->close(Status::error(Errc::conflict, "two owners claimed for {} at generation {}", name(),
+                                set->generation));
         co_return;
       }
-      if (set->generation < set_.generation) co_return;  // older than what we know
-      if (set->has(o_.node)) {
-        MetaRecord r = meta_->record();
-        r.state = ReplicaState::in_sync;
-        r.generation = set->generation;
-        if (!(co_await meta_->update(r)).is_ok()) co_return;
-        meta_->clear_dirty(0, size());
-        o_.crashed = false;
-      }
-      (void)co_await adopt(*set, "owner's notice: " + note);
-      peer_caught_up_ = set->has(o_.node);
+      // The sender made or read this set in etcd. It may make us the owner: the placement's
+      // first member, added back after our resync.
+      (void)co_await adopt(*set, "notice: " + note);
+      peer_caught_up_ = member();
       co_return;
     }
     case wire::Type::digest: {
@@ -876,7 +900,8 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
   const auto t0 = Clock::now();
   event(fmt::format("resync_start peer={} bytes={}", o_.peer, resync_total_));
   std::uint64_t pos = 0;
-  while (!stopping_ && ch->up() && chan_ == ch) {
+copy:
+  while (!stopping_ && ch->up() && chan_ == ch && is_owner()) {
     // A batch of dirty runs copied concurrently (a run of random writes is often far smaller
     // than a chunk: one at a time, the resync would wait a round trip per 64 KiB).
     std::vector<std::pair<std::uint64_t, std::uint64_t>> batch;
@@ -916,10 +941,16 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
           loop_, std::chrono::duration_cast<milliseconds>(Clock::now() - batch_start) + milliseconds(1));
     }
   }
-  if (stopping_ || !ch->up() || chan_ != ch) co_return;
+  if (stopping_ || !ch->up() || chan_ != ch || !is_owner()) co_return;
   // Nothing dirty: with every write held off, make the peer a member again.
   auto all = co_await lock_.lock(0, size(), true);
-  if (meta_->dirty_bytes() != 0 || !ch->up()) co_return;  // the connector's next link retries
+  if (!ch->up() || chan_ != ch || !is_owner()) co_return;  // the connector's next link retries
+  if (meta_->dirty_bytes() != 0) {
+    // Writes that could not reach the peer meanwhile: copy them too, then try again.
+    all.release();
+    pos = 0;
+    goto copy;  // NOLINT(cppcoreguidelines-avoid-goto): one retry loop around two phases
+  }
   if (!peer_member()) {
     std::vector<std::string> members = {o_.node, o_.peer};
     auto r = co_await arbiter_->change(set_.generation, members,
@@ -933,7 +964,7 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
     (void)co_await adopt(*r, "resync complete");
   }
   (void)co_await meta_->persist();
-  peer_mode_ = PeerMode::in_step;
+  if (is_owner()) peer_mode_ = PeerMode::in_step;  // else the placement made the peer the owner
   o_.crashed = false;
   (void)co_await ch->send(header(wire::Type::state), as_bytes(state_notice(set_, "resync complete")));
   event(fmt::format("resync_done peer={} bytes={}", o_.peer, resync_done_));

@@ -492,7 +492,10 @@ TEST_F(MirrorTest, ADrainedNodeStepsDownWithoutAnOutageAndReturnsWithoutAFullRes
     EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
     EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().state == "in-sync"; }));
     EXPECT_EQ(co_await replica(0, 0, kSize), co_await replica(1, 0, kSize));
-    EXPECT_EQ(n[1].vol->status().resync_done, b.size() + c.size()) << "only what n1 missed";
+    // n2 may resync n1 twice (once while n1 is drained but still linked, once after its return):
+    // each copies only what n1 missed, never the volume.
+    EXPECT_LE(n[1].vol->status().resync_done, b.size() + c.size()) << "only what n1 missed";
+    EXPECT_GT(n[1].vol->status().resync_done, 0u);
   });
 }
 

@@ -72,7 +72,7 @@ class ClusterBackend final : public Backend {
                                               std::vector<std::string> members, const std::string& decided_by,
                                               const std::string& reason,
                                               std::vector<std::string> may_lose) override {
-    return cat_.change_insync(expected, std::move(members), decided_by, reason, std::move(may_lose));
+    return cat_.change_insync(expected, std::move(members), decided_by, reason, may_lose);
   }
 
   std::string metrics() override { return node_.render_metrics(); }

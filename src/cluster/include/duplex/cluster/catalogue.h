@@ -226,7 +226,7 @@ class Catalogue {
   // The volume record changing meanwhile (a grow) does not make it lose: it re-reads and retries.
   Result<InSyncRecord> change_insync(const InSyncRecord& expected, std::vector<std::string> members,
                                      const std::string& decided_by, const std::string& reason,
-                                     std::vector<std::string> may_lose = {});
+                                     const std::vector<std::string>& may_lose = {});
 
   // --- reports (node side) ---
   Status report_pool(const PoolRecord& rec);
