@@ -75,7 +75,10 @@ MirrorVolume::MirrorVolume(EventLoop* loop, std::unique_ptr<volume::BlockVolume>
       meta_(std::move(meta)),
       arbiter_(std::move(arbiter)),
       locate_(std::move(locate)),
-      o_(std::move(o)) {}
+      o_(std::move(o)) {
+  // The activity log may drop an extent only once our data writes there are durable.
+  meta_->set_before_evict([v = local_.get()]() -> Task<Status> { co_return co_await v->flush(); });
+}
 
 MirrorVolume::~MirrorVolume() = default;
 
@@ -108,9 +111,10 @@ bool MirrorVolume::may_read_locally() const {
 Task<Status> MirrorVolume::start() {
   auto s = co_await arbiter_->read();
   if (!s.is_ok()) co_return s.status();
+  const bool crashed = o_.crashed;
   auto st = co_await adopt(*s, "start");
   if (!st.is_ok()) co_return st;
-  if (o_.crashed && member() && peer_member()) {
+  if (crashed && member() && peer_member()) {
     // Writes acknowledged before the crash may be missing here (they were not flushed yet), and
     // the peer holds them: this replica leaves the set, so that it serves nothing until the peer
     // has copied back what our activity log says may differ.
@@ -152,7 +156,6 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
                    o_.node, set_.generation, why);
     } else {
       meta_->clear_dirty(0, size());
-      o_.crashed = false;
     }
   } else if (set_.has(o_.node)) {
     if (r.generation != set_.generation) {
@@ -842,6 +845,8 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       // first member, added back after our resync.
       (void)co_await adopt(*set, "notice: " + note);
       peer_caught_up_ = member();
+      // Only a resync that followed our hello (which said whether we crashed) settles a crash.
+      if (member() && note == "resync complete") o_.crashed = false;
       co_return;
     }
     case wire::Type::digest: {

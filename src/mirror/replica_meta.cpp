@@ -369,6 +369,14 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
     co_return bad(Errc::busy,
                   fmt::format("activity log full: {} extents pinned by writes in flight", pins_.size()));
   }
+  if (!evicted.empty() && before_evict_) {
+    if (Status st = co_await before_evict_(); !st.is_ok()) {
+      for (std::uint32_t e : std::views::reverse(evicted))  // back, in order: still covered
+        hot_.emplace(e, lru_.insert(lru_.begin(), e));
+      co_return bad(st.code(), fmt::format("flushing the data before the activity log drops {} extent(s): {}",
+                                           evicted.size(), st.message()));
+    }
+  }
   if (!evicted.empty()) {
     // The log stops covering these extents: their RAM-only dirty bits must be durable first.
     std::vector<std::uint64_t> blocks;

@@ -63,10 +63,10 @@ class Worker(threading.Thread):
 
     def __init__(self, wid, uris, blocks, deadline, log, lock, writer, seed):
         super().__init__(daemon=True)
+        self.node = wid % len(uris)
         self.wid, self.uris, self.blocks, self.deadline = wid, uris, blocks, deadline
         self.log, self.lock, self.writer = log, lock, writer
         self.rng = random.Random(seed)
-        self.node = wid % len(uris)
         self.seq = 0
         self.counts = {"ok": 0, "failed": 0, "reconnects": 0}
 
@@ -124,7 +124,19 @@ def cmd_run(a):
     deadline = time.monotonic() + a.seconds
     lock = threading.Lock()
     with open(a.log, "w") as log:
-        ws = [Worker(i, a.uri, a.blocks, deadline, log, lock, i < a.writers, a.seed * 1000 + i)
+        # Maps the monotonic times of the records to wall-clock time (to line up with daemon logs).
+        log.write(json.dumps({"op": "meta", "wall_minus_monotonic": time.time() - time.monotonic()}) + "\n")
+        # What the blocks hold before this run (an earlier run's writes): as if written at time 0.
+        h = connect(a.uri[0])
+        for blk in range(a.blocks):
+            t = decode(h.pread(BLOCK, blk * BLOCK), blk)
+            if t:
+                log.write(json.dumps({"op": "w", "blk": blk, "tag": list(t), "t0": 0.0, "t1": 0.0, "ok": True,
+                                      "initial": True}) + "\n")
+        h.shutdown()
+        # Writer ids unique per run (from the seed), so tags never repeat across runs.
+        base = (a.seed % 1000000) * 16
+        ws = [Worker(base + i, a.uri, a.blocks, deadline, log, lock, i < a.writers, a.seed * 1000 + i)
               for i in range(a.writers + a.readers)]
         for w in ws:
             w.start()
@@ -138,12 +150,19 @@ def cmd_run(a):
 def analyse(records, final):
     """Violations (list of text) for the operation log and the final contents per node."""
     writes, reads = {}, []
+    offset = next((r["wall_minus_monotonic"] for r in records if r["op"] == "meta"), 0.0)
+
+    def when(r):
+        wall = r["t0"] + offset
+        return "%s.%03d via node%d" % (time.strftime("%H:%M:%S", time.gmtime(wall)), int(wall * 1000) % 1000,
+                                       r.get("node", -1))
+
     for r in records:
         if r["op"] == "w":
             # An unacknowledged write may land at any moment after it started.
             end = r["t1"] if r["ok"] else float("inf")
             writes.setdefault(r["blk"], {})[tuple(r["tag"])] = (r["t0"], end, r["ok"])
-        elif r["ok"]:
+        elif r["op"] == "r" and r["ok"]:
             reads.append(r)
     bad = []
 
@@ -170,9 +189,9 @@ def analyse(records, final):
     by_blk = {}
     for r in reads:
         if "garbage" in r:
-            bad.append("read: " + r["garbage"])
+            bad.append("read at %s: %s" % (when(r), r["garbage"]))
             continue
-        check_value(r["blk"], r.get("tag"), r["t0"], r["t1"], "read at %.3f" % r["t0"])
+        check_value(r["blk"], r.get("tag"), r["t0"], r["t1"], "read at %s" % when(r))
         by_blk.setdefault(r["blk"], []).append(r)
     # No going back in time: a read that began after another ended never returns a value that was
     # certainly older (its write ended before the other's value was even written).

@@ -16,7 +16,7 @@ MIRROR_PROXY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/link_proxy
 TOKEN=mirror-test-token
 declare -A NBD MIRROR DPID
 # MIRROR_KEEP_LOGS=DIR keeps the daemons' and the proxy's logs (debugging).
-cleanup_hook() { if [ -n "${MIRROR_KEEP_LOGS:-}" ]; then mkdir -p "$MIRROR_KEEP_LOGS" && cp "$work"/*.log "$MIRROR_KEEP_LOGS"/; fi; }
+cleanup_hook() { if [ -n "${MIRROR_KEEP_LOGS:-}" ]; then mkdir -p "$MIRROR_KEEP_LOGS" && cp "$work"/*.log "$work"/*.jsonl "$MIRROR_KEEP_LOGS"/ 2>/dev/null; fi; }
 ectl() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD" --command-timeout=2s "$@"; }
 
 mirror_cluster() {

@@ -262,6 +262,34 @@ TEST(ReplicaMeta, PinnedExtentIsNeverEvicted) {
   EXPECT_TRUE(must(run(ReplicaMeta::open(&cut)))->is_dirty(100, 1));  // persisted before eviction
 }
 
+TEST(ReplicaMeta, EvictionFlushesTheDataFirstAndAFailedFlushKeepsTheExtent) {
+  MetaRecord rec = make_rec(64 * kMiB);
+  MetaOptions o;
+  o.al_capacity = 2;
+  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o));
+  auto m = must(run(ReplicaMeta::create(&disk, rec, o)));
+  int flushes = 0;
+  bool fail = false;
+  m->set_before_evict([&]() -> Task<Status> {
+    ++flushes;
+    co_return fail ? Status::error(Errc::io_error, "test: data flush failed") : Status::ok();
+  });
+  ASSERT_TRUE(run(m->begin_write(0, 1)));
+  ASSERT_TRUE(run(m->begin_write(4 * kMiB, 1)));
+  EXPECT_EQ(flushes, 0) << "no eviction yet";
+  using Ranges = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+  fail = true;
+  EXPECT_FALSE(run(m->begin_write(8 * kMiB, 1)));
+  EXPECT_EQ(flushes, 1);
+  EXPECT_EQ(m->hot_ranges(), (Ranges{{0, 8 * kMiB}})) << "a failed flush evicts nothing";
+  fail = false;
+  ASSERT_TRUE(run(m->begin_write(8 * kMiB, 1)));
+  EXPECT_EQ(flushes, 2);
+  EXPECT_EQ(m->hot_ranges(), (Ranges{{4 * kMiB, 8 * kMiB}}));
+  ASSERT_TRUE(run(m->begin_write(4 * kMiB, 1)));
+  EXPECT_EQ(flushes, 2) << "a hot extent costs nothing";
+}
+
 TEST(ReplicaMeta, AllPinnedLogGrowsToOneBlockThenRefuses) {
   MetaRecord rec = make_rec(128 * kMiB);
   MetaOptions o;

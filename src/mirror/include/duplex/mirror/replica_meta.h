@@ -7,6 +7,7 @@
 // durable bitmap, or lies in an extent of the durable activity log (marked dirty at open after a
 // crash), or is dirty in RAM in an extent that is still hot.
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <optional>
@@ -127,6 +128,11 @@ class ReplicaMeta {
     std::uint32_t e0_ = 0, e1_ = 0;
   };
   Task<Result<WritePin>> pin_write(std::uint64_t offset, std::uint64_t length);
+  // Called before the log stops covering evicted extents: the replica's data writes there must
+  // be durable by then (a write acknowledged but only cached could be lost at a crash with
+  // nothing left to tell the resync). The engine passes its data volume's flush. A failure
+  // keeps the extents in the log and fails the begin_write.
+  void set_before_evict(std::function<Task<Status>()> fn) { before_evict_ = std::move(fn); }
 
   void mark_dirty(std::uint64_t offset, std::uint64_t length);
   void clear_dirty(std::uint64_t offset, std::uint64_t length);     // after a region is resynced
@@ -182,6 +188,7 @@ class ReplicaMeta {
   std::unordered_map<std::uint32_t, std::list<std::uint32_t>::iterator> hot_;
   std::uint64_t al_seq_ = 0;  // seq of the newest durable AL block
   bool recovered_ = false;
+  std::function<Task<Status>()> before_evict_;
   bool closed_ = false;
   std::unordered_map<std::uint32_t, std::uint32_t> pins_;  // extent -> writes in flight
   AsyncMutex io_;
