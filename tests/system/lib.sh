@@ -20,15 +20,16 @@ work_dir() {
   work=$(mktemp -d "/var/tmp/$1.XXXXXX")
   trap cleanup EXIT
 }
-# start_etcd: one member on HOST (client and peer ports free); sets ETCD and etcd_pid.
+# start_etcd: one member on HOST (client and peer ports free); sets ETCD, ETCD_PEER and etcd_pid.
+# Called again after the member stopped, it restarts it on the same ports and data dir.
 start_etcd() {
-  local client peer
-  client=$(free_port)
-  peer=$(free_port)
-  ETCD=http://$HOST:$client
+  if [ -z "${ETCD_PEER:-}" ]; then
+    ETCD=http://$HOST:$(free_port)
+    ETCD_PEER=http://$HOST:$(free_port)
+  fi
   etcd --name c1 --data-dir "$work/etcd" --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
-    --listen-peer-urls "http://$HOST:$peer" --initial-advertise-peer-urls "http://$HOST:$peer" \
-    --initial-cluster "c1=http://$HOST:$peer" >"$work/etcd.log" 2>&1 &
+    --listen-peer-urls "$ETCD_PEER" --initial-advertise-peer-urls "$ETCD_PEER" \
+    --initial-cluster "c1=$ETCD_PEER" >>"$work/etcd.log" 2>&1 &
   etcd_pid=$!
   pids+=("$etcd_pid")
 }
