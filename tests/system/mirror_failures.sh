@@ -258,6 +258,8 @@ fi
 kill_node n1
 start_node n2
 API=${APIS[n2]}
+# n2 exports the volume (a client can connect) but answers no I/O.
+for _ in $(seq 100); do nbdinfo --size "$(nbd_uri n2 f)" >/dev/null 2>&1 && break; sleep 0.1; done
 r=$(op n2 read 3072 10)
 w=$(op n2 write 3072 10)
 if [ "${r%% *}" = error ] && [ "${w%% *}" = error ]; then
