@@ -4,7 +4,33 @@
 # a single-member etcd on HOST.
 #   HOST=127.0.0.17; source "$(dirname "$0")/lib.sh"; work_dir duplex-cluster
 # Tests add each pid they start to `pids`; `cleanup_hook` (if defined) runs first on exit.
-free_port() { /usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('$HOST', 0)); print(s.getsockname()[1])"; }
+# free_port: a port below the kernel's ephemeral range (ip_local_port_range), free now: a port
+# taken with bind(0) is an ephemeral one, which any outgoing connection (etcdctl, a proxy, a
+# daemon's etcd client) may be given before the test's server binds it.
+free_port() {
+  /usr/bin/python3 - "$HOST" <<'PYEOF'
+import random, socket, sys
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+low = low if low > 12000 else 32768
+for _ in range(200):
+    port = random.randrange(10000, low)
+    s = socket.socket()
+    try:
+        s.bind((sys.argv[1], port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    sys.exit(0)
+s = socket.socket()
+s.bind((sys.argv[1], 0))
+print(s.getsockname()[1])
+PYEOF
+}
 pids=()
 fails=0
 ok() { echo "ok - $*"; }
