@@ -4,7 +4,33 @@
 # a single-member etcd on HOST.
 #   HOST=127.0.0.17; source "$(dirname "$0")/lib.sh"; work_dir duplex-cluster
 # Tests add each pid they start to `pids`; `cleanup_hook` (if defined) runs first on exit.
-free_port() { /usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('$HOST', 0)); print(s.getsockname()[1])"; }
+# free_port: a port below the kernel's ephemeral range (ip_local_port_range), free now: a port
+# taken with bind(0) is an ephemeral one, which any outgoing connection (etcdctl, a proxy, a
+# daemon's etcd client) may be given before the test's server binds it.
+free_port() {
+  /usr/bin/python3 - "$HOST" <<'PYEOF'
+import random, socket, sys
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+low = low if low > 12000 else 32768
+for _ in range(200):
+    port = random.randrange(10000, low)
+    s = socket.socket()
+    try:
+        s.bind((sys.argv[1], port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    sys.exit(0)
+s = socket.socket()
+s.bind((sys.argv[1], 0))
+print(s.getsockname()[1])
+PYEOF
+}
 pids=()
 fails=0
 ok() { echo "ok - $*"; }
@@ -20,15 +46,16 @@ work_dir() {
   work=$(mktemp -d "/var/tmp/$1.XXXXXX")
   trap cleanup EXIT
 }
-# start_etcd: one member on HOST (client and peer ports free); sets ETCD and etcd_pid.
+# start_etcd: one member on HOST (client and peer ports free); sets ETCD, ETCD_PEER and etcd_pid.
+# Called again after the member stopped, it restarts it on the same ports and data dir.
 start_etcd() {
-  local client peer
-  client=$(free_port)
-  peer=$(free_port)
-  ETCD=http://$HOST:$client
+  if [ -z "${ETCD_PEER:-}" ]; then
+    ETCD=http://$HOST:$(free_port)
+    ETCD_PEER=http://$HOST:$(free_port)
+  fi
   etcd --name c1 --data-dir "$work/etcd" --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
-    --listen-peer-urls "http://$HOST:$peer" --initial-advertise-peer-urls "http://$HOST:$peer" \
-    --initial-cluster "c1=http://$HOST:$peer" >"$work/etcd.log" 2>&1 &
+    --listen-peer-urls "$ETCD_PEER" --initial-advertise-peer-urls "$ETCD_PEER" \
+    --initial-cluster "c1=$ETCD_PEER" >>"$work/etcd.log" 2>&1 &
   etcd_pid=$!
   pids+=("$etcd_pid")
 }
