@@ -398,6 +398,25 @@ TEST_F(HandlerTest, VolumeShowsTheInSyncSetTheMirrorFieldsAndTheDecisions) {
   EXPECT_EQ(j["decisions"][1]["may_lose"], json::array());
 }
 
+TEST_F(HandlerTest, VerifyAsksTheOwnerAndRefusesWhatCannotBeCompared) {
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"m","size":4096,"replicas":2})").status, 201);
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"one","size":4096})").status, 201);
+  auto r = call("POST", "/v1/volumes/m/verify", R"({"repair":true})");
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(parse(r)["verify_request"], 1);
+  EXPECT_EQ(parse(r)["repair"], true);
+  EXPECT_EQ(call("POST", "/v1/volumes/m/verify", "{}").status, 202) << "repair is optional";
+  ASSERT_EQ(backend.verify_requests.size(), 2u);
+  EXPECT_EQ(backend.verify_requests[0], (std::pair<std::string, bool>{"m", true}));
+  EXPECT_EQ(backend.verify_requests[1], (std::pair<std::string, bool>{"m", false}));
+  expect_error(call("POST", "/v1/volumes/one/verify", "{}"), 400, "invalid");
+  expect_error(call("POST", "/v1/volumes/m/verify", R"({"repair":"yes"})"), 400, "invalid", "repair");
+  expect_error(call("POST", "/v1/volumes/m/verify", R"({"fix":true})"), 400, "invalid", "fix");
+  expect_error(call("POST", "/v1/volumes/nope/verify", "{}"), 404, "not_found");
+  expect_error(call("GET", "/v1/volumes/m/verify"), 405, "method_not_allowed");
+  EXPECT_EQ(backend.verify_requests.size(), 2u) << "refusals ask nothing";
+}
+
 TEST_F(HandlerTest, PromoteRefusalsSayWhy) {
   ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"m","size":4096,"replicas":2})").status, 201);
   auto& v = backend.stored("m");
