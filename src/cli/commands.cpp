@@ -36,6 +36,7 @@ struct Opts {
   std::string pool;
   bool yes = false;
   bool accept_data_loss = false;
+  bool repair = false;
   std::string reason;
   std::string nbd;
   std::string iscsi;
@@ -140,7 +141,8 @@ WaitFor gone_wait(const std::string& what, const std::string& path) { return {wh
 bool on_off(const std::string& s) { return s == "on"; }
 
 void add_volume(CLI::App& app, const Globals& g, Action& action, const std::shared_ptr<Opts>& o) {
-  auto* vol = app.add_subcommand("volume", "Volumes: list, show, create, grow, delete, clone, promote");
+  auto* vol =
+      app.add_subcommand("volume", "Volumes: list, show, create, grow, delete, clone, promote, verify");
   vol->require_subcommand(1);
 
   auto* ls = vol->add_subcommand("list", "List every volume");
@@ -238,6 +240,22 @@ void add_volume(CLI::App& app, const Globals& g, Action& action, const std::shar
         for (const auto& l : list(v, "may_lose"))
           if (l.is_string()) out += "may have lost: " + l.get<std::string>() + "\n";
         return out;
+      });
+    };
+  });
+
+  auto* ve = vol->add_subcommand(
+      "verify", "Compare a mirrored volume's replicas online (the owner runs it; see `volume show`)");
+  ve->add_option("volume", o->volume, "Volume name")->required();
+  ve->add_flag("--repair", o->repair, "Copy each differing block from the owner's replica over the peer's");
+  ve->callback([&g, &action, o] {
+    json body = {{"repair", o->repair}};
+    action = [&g, o, body] {
+      return change(g, "POST", "/v1/volumes/" + seg(o->volume) + "/verify", &body, {}, [o](const json& v) {
+        return fmt::format(
+            "volume {}: verify request {} sent to the owner{}; progress in `duplexctl volume show {}`\n",
+            o->volume, v.contains("verify_request") ? v["verify_request"].dump() : "?",
+            o->repair ? " (with repair)" : "", o->volume);
       });
     };
   });

@@ -189,21 +189,33 @@ std::string render_volume(const json& v) {
                        or_dash(str(set, "at")), or_dash(str(set, "reason")));
   }
 
+  // The owner's online verify: never run, running (share compared), or its outcome.
+  const auto verify_cell = [](const json& r, std::uint64_t size) -> std::string {
+    const std::string state = str(r, "verify_state");
+    const std::uint64_t bad = u64(r, "verify_mismatches");
+    if (state == "running")
+      return fmt::format(
+          "running {:.0f}%",
+          size ? 100.0 * static_cast<double>(u64(r, "verify_checked")) / static_cast<double>(size) : 0.0);
+    if (state == "failed") return "failed: " + str(r, "verify_error");
+    if (state == "done" && bad == 0) return "ok";
+    if (state == "done")
+      return fmt::format("{} differ, {} repaired", format_size(bad), format_size(u64(r, "verify_repaired")));
+    return bad == 0 ? "-" : fmt::format("{} differ", format_size(bad));
+  };
   Table reps({"NODE", "SITE", "ALIVE", "ROLE", "IN SET", "STATE", "GENERATION", "ALLOCATED", "DIRTY",
               "VERIFY", "ERROR"});
   std::string resyncs, events;
   for (const auto& r : list(v, "replicas")) {
     const std::string node = str(r, "node");
-    reps.add(
-        {node, or_dash(str(r, "site")), yes_no(flag(r, "alive")), or_dash(str(r, "role")),
-         set.empty() ? "-" : yes_no(is_member(node)), str(r, "state"),
-         // A mirrored replica's generation is the in-sync set's it acts on (what "outdated since"
-         // refers to); a single replica's is the volume record's it applied.
-         fmt::format("{}",
-                     r.contains("insync_generation") ? u64(r, "insync_generation") : u64(r, "generation")),
-         format_size(u64(r, "allocated_bytes")), format_size(u64(r, "dirty_bytes")),
-         u64(r, "verify_mismatches") == 0 ? "ok" : fmt::format("{} mismatches", u64(r, "verify_mismatches")),
-         or_dash(str(r, "error"))});
+    reps.add({node, or_dash(str(r, "site")), yes_no(flag(r, "alive")), or_dash(str(r, "role")),
+              set.empty() ? "-" : yes_no(is_member(node)), str(r, "state"),
+              // A mirrored replica's generation is the in-sync set's it acts on (what "outdated since"
+              // refers to); a single replica's is the volume record's it applied.
+              fmt::format(
+                  "{}", r.contains("insync_generation") ? u64(r, "insync_generation") : u64(r, "generation")),
+              format_size(u64(r, "allocated_bytes")), format_size(u64(r, "dirty_bytes")),
+              verify_cell(r, u64(v, "size")), or_dash(str(r, "error"))});
     const double progress = num(r, "resync_progress", 1.0);
     if (str(r, "state") == "resyncing" || progress < 1.0) {
       const std::uint64_t total = u64(r, "resync_bytes_total");

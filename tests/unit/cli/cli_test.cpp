@@ -100,7 +100,7 @@ const json kMirrored = json::parse(R"({"name": "m", "size": 1073741824, "state":
                {"node": "n2", "site": "b", "alive": true, "state": "resyncing", "generation": 3,
                 "role": "peer", "member": false, "resync_progress": 0.25, "resync_rate": 1048576,
                 "resync_eta_seconds": 3, "resync_bytes_total": 4194304, "resync_bytes_done": 1048576,
-                "verify_mismatches": 2}],
+                "verify_mismatches": 8192, "verify_state": "done", "verify_repaired": 4096}],
   "insync": {"generation": 7, "members": ["n1"], "owner": "n1", "decided_by": "n1",
              "reason": "peer n2 lost: link timeout", "at": "2026-11-24T10:00:00Z"},
   "decisions": [{"generation": 1, "members": ["n1", "n2"], "decided_by": "api", "reason": "created"},
@@ -120,7 +120,7 @@ TEST(CliRender, MirroredVolumeShowsTheSetResyncProgressAndTheLastFiveDecisions) 
   EXPECT_NE(out.find("n2 resync [#####...............] 25% 1 MiB of 4 MiB, 1 MiB/s, ETA 3.0s"),
             std::string::npos)
       << out;
-  EXPECT_NE(out.find("2 mismatches"), std::string::npos) << out;
+  EXPECT_NE(out.find("8 KiB differ, 4 KiB repaired"), std::string::npos) << out;
   EXPECT_NE(out.find("n1: peer n2 back: resyncing 3 MiB"), std::string::npos) << out;
   // The last five decisions, oldest first; the first two are left out.
   EXPECT_EQ(out.find("  created\n"), std::string::npos) << out;
