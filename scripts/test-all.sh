@@ -5,10 +5,13 @@
 #
 #   1. scripts/install-deps.sh                        (Debian packages; DUPLEX_SKIP_APT=1 to skip apt)
 #   2. build/       normal build, `ctest` (every test)
-#   3. build-asan/  ASan+UBSan build, `ctest -L unit`
+#   3. build-asan/  ASan+UBSan build of what the unit tests run (target unit_tests), `ctest -L unit`
 #   4. build-fuzz/  clang + libFuzzer build, `ctest -L fuzz` (short runs); skipped while no test
 #                   carries the label `fuzz`, or if the fuzz tree does not configure
 #   5. scripts/lint.sh (clang-format + clang-tidy)    (DUPLEX_LINT=warn: report only; =off: skip)
+#                   started in the background at nice 19 right after the normal build (it needs only
+#                   build/compile_commands.json), so it runs in the CPU the tests leave idle; its
+#                   result is collected here
 #
 # Tests run two at a time (ctest -j2), except those labelled `serial`, which run alone afterwards.
 # Prints a last line `N passed, N failed`: the sum over the ctest runs, plus one per step outside
@@ -103,8 +106,16 @@ else step_failed install-deps "$t0"; fi
 # 2. Normal build, every test.
 banner "build (build/)"
 t0=$(date +%s)
+lint_pid=""
 if run_logged build "$ROOT/scripts/build.sh" --dir build --jobs "$JOBS"; then
   step_passed build "$t0"
+  # The lint needs only build/compile_commands.json: it starts now, at the lowest priority, and
+  # uses the CPU that the tests leave idle (the system tests mostly wait on timeouts and peers).
+  if [[ "$LINT_MODE" != off ]]; then
+    lint_t0=$(date +%s)
+    nice -n 19 "$ROOT/scripts/lint.sh" --build-dir build --jobs "$JOBS" >"$LOGS/lint.log" 2>&1 </dev/null &
+    lint_pid=$!
+  fi
   ctest_suite ctest build
 else
   step_failed build "$t0"
@@ -113,7 +124,7 @@ fi
 # 3. ASan + UBSan build, unit tests.
 banner "build --sanitize (build-asan/)"
 t0=$(date +%s)
-if run_logged build-asan "$ROOT/scripts/build.sh" --sanitize --dir build-asan --jobs "$JOBS"; then
+if run_logged build-asan "$ROOT/scripts/build.sh" --sanitize --dir build-asan --jobs "$JOBS" --target unit_tests; then
   step_passed build-asan "$t0"
   # ASan instrumentation stops GCC from turning coroutine symmetric transfer into a tail call, so
   # long chains of inline completions (a million awaits in Task.InlineCompletionChains..., whole
@@ -175,7 +186,16 @@ t0=$(date +%s)
 case "$LINT_MODE" in
   off) note "$(printf '%-22s skipped (DUPLEX_LINT=off)' lint)" ;;
   *)
-    if run_logged lint "$ROOT/scripts/lint.sh" --build-dir build --jobs "$JOBS"; then
+    if [[ -n "$lint_pid" ]]; then
+      t0=$lint_t0
+      wait "$lint_pid"
+      lint_rc=$?
+      cat "$LOGS/lint.log"
+    else
+      run_logged lint "$ROOT/scripts/lint.sh" --build-dir build --jobs "$JOBS"
+      lint_rc=$?
+    fi
+    if [[ $lint_rc -eq 0 ]]; then
       passed=$((passed + 1))
       step_passed lint "$t0"
     elif [[ "$LINT_MODE" == warn ]]; then
