@@ -964,10 +964,11 @@ Status Catalogue::settle(const std::string& name) {
       auto it = reports.find(n);
       if (it != reports.end() && it->second.state != "deleted") return Status::ok();  // still held there
     }
-    auto d = etcd_.txn({Compare::unchanged_since(vkey, rec->mod_revision)},
-                       {TxnOp::del(vkey), TxnOp::del(snapshot_prefix(name), true),
-                        TxnOp::del(export_key(name)), TxnOp::del(replica_prefix(name), true),
-                        TxnOp::del(insync_key(name)), TxnOp::del(decision_prefix(name), true)});
+    auto d =
+        etcd_.txn({Compare::unchanged_since(vkey, rec->mod_revision)},
+                  {TxnOp::del(vkey), TxnOp::del(snapshot_prefix(name), true), TxnOp::del(export_key(name)),
+                   TxnOp::del(replica_prefix(name), true), TxnOp::del(insync_key(name)),
+                   TxnOp::del(decision_prefix(name), true), TxnOp::del(kVerify + name)});
     if (!d) return d.status();
     if (d->succeeded) spdlog::info("event=catalogue.volume.deleted volume={}", name);
     return Status::ok();  // a lost compare: someone else moved it on; their change triggers the next settle

@@ -657,6 +657,7 @@ TEST_F(TwoSites, OnlyTheLastHundredDecisionsAreKept) {
 TEST_F(TwoSites, DeleteRemovesTheSetAndItsDecisions) {
   const auto v = mirrored("m");
   ASSERT_TRUE(cat.change_insync(*cat.insync("m"), {"n2"}, "n2", "peer lost"));
+  ASSERT_TRUE(cat.request_verify("m", false));
   auto del = cat.delete_volume("m", "test");
   ASSERT_TRUE(del);
   // Deleting: the set can no longer change.
@@ -673,6 +674,8 @@ TEST_F(TwoSites, DeleteRemovesTheSetAndItsDecisions) {
   EXPECT_EQ(cat.volume("m").status().code(), Errc::not_found);
   EXPECT_EQ(cat.insync("m").status().code(), Errc::not_found);
   EXPECT_TRUE(cat.decisions("m")->empty());
+  // A verify asked of the old volume must not run on a new one of the same name.
+  EXPECT_EQ(cat.verify_request("m").status().code(), Errc::not_found);
   // Created again: a fresh set at generation 1 with a new uuid.
   const auto again = mirrored("m");
   EXPECT_NE(again.uuid, v.uuid);
