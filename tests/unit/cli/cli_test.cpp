@@ -272,7 +272,7 @@ TEST(CliCommands, PromoteWithoutTheFlagFailsWithTheApisMessageAndWithItPromotes)
   ASSERT_EQ(bodies.size(), 2u);
   EXPECT_EQ(bodies[1], (json{{"node", "n2"}, {"accept_data_loss", true}, {"reason", "site a lost"}}));
   // --node is required: a usage error before any request.
-  EXPECT_THROW(run_cli({"volume", "promote", "m"}, api.url()), CLI::ParseError);
+  EXPECT_THROW((void)run_cli({"volume", "promote", "m"}, api.url()), CLI::ParseError);
   EXPECT_EQ(bodies.size(), 2u);
 }
 
@@ -288,7 +288,7 @@ TEST(CliCommands, CreateSendsReplicasTwoAndRefusesThree) {
       run_cli({"volume", "create", "m", "--size", "4096", "--replicas", "2", "--site", "a"}, api.url()));
   EXPECT_EQ(sent["replicas"], 2);
   EXPECT_EQ(sent["preferred_site"], "a");
-  EXPECT_THROW(run_cli({"volume", "create", "m", "--size", "4096", "--replicas", "3"}, api.url()),
+  EXPECT_THROW((void)run_cli({"volume", "create", "m", "--size", "4096", "--replicas", "3"}, api.url()),
                CLI::ParseError);
 }
 
