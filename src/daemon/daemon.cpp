@@ -1059,8 +1059,12 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     return lv && lv->object() == id;
   }
 
-  // The LU serving export `name` (one per export, shared by the targets that list it).
-  scsi::LogicalUnit* lu_for(const std::string& name, volume::BlockVolume& vol, const std::string& target) {
+  // The LU serving export `name` (one per export, shared by the targets that list it). For a
+  // mirrored volume's export (`m`) it is this node's port of the volume's one LU: its port group
+  // and relative port by rank among `replicas`, its ALUA states from the mirror's in-sync set.
+  scsi::LogicalUnit* lu_for(const std::string& name, volume::BlockVolume& vol, const std::string& target,
+                            const std::shared_ptr<MirrorSlot>& m = nullptr,
+                            const std::vector<std::string>& replicas = {}) {
     if (auto it = lus.find(name); it != lus.end()) return it->second.get();
     if (auto it = dyn_lus.find(name); it != dyn_lus.end()) {
       if (it->second.first == &vol) return it->second.second.get();
@@ -1075,7 +1079,20 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     lc.tpg_id = ic.tpgt;
     lc.target_port_name = fmt::format("{},t,0x{:04x}", target, ic.tpgt);
     lc.port_groups = {scsi::TargetPortGroup{ic.tpgt, scsi::AluaState::active_optimized, false, {1}}};
+    if (m) {
+      lc.relative_port = lc.tpg_id = replica_port(replicas, cfg.node_name);
+      lc.port_groups.clear();  // the first command's refresh fills them in, on the volume's loop
+    }
     auto lu = std::make_unique<scsi::LogicalUnit>(vol, lc);
+    if (m) {
+      lu->set_refresh_hook(
+          [mv = served(m), replicas, seen = ~std::uint64_t{0}](scsi::LogicalUnit& l) mutable {
+            const auto& set = mv->in_sync_set();
+            if (set.generation == seen) return;
+            seen = set.generation;
+            l.set_port_groups(mirror_port_groups(replicas, set.members, set.owner));
+          });
+    }
     PrStore prs(cfg.state_dir);
     if (auto st = restore_pr(prs, name, vol, *lu); !st)
       spdlog::error("event=pr.restore_failed export={} error=\"{}\"", name, st.to_string());
@@ -1176,7 +1193,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
             if (w.ro && x == iscsi::Access::read_write) x = iscsi::Access::read_only;
             t->acl[iqn] = x;
           }
-          t->luns.push_back(iscsi::Lun{0, lu_for(name, *vol, t->name), a.loop});
+          t->luns.push_back(iscsi::Lun{0, lu_for(name, *vol, t->name, mirror_for(w), v.replicas), a.loop});
           t->loop = a.loop;
           fresh.push_back(std::move(t));
         }
@@ -1232,6 +1249,14 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       std::unique_lock lk(iscsi_targets.mu_);
       for (const auto& n : names) iscsi_targets.retire_locked(auto_target_name(cfg.iscsi.base_iqn, n));
     }
+    // Sessions logged in keep their LU: from now on it says the volume is gone for good (the
+    // hosts' permanent device loss) instead of failing I/O as a device error.
+    for (const auto& n : names)
+      if (auto lt = dyn_lus.find(n); lt != dyn_lus.end()) {
+        lt->second.second->set_gone();
+        retired_lus.push_back(std::move(lt->second.second));
+        dyn_lus.erase(lt);
+      }
     if (it != published.end()) published.erase(it);
     spdlog::info("event=export.removed volume={} exports={}", volume, names.size());
   }

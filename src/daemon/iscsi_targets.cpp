@@ -1,5 +1,7 @@
 #include "duplex/daemon/iscsi_targets.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace duplex::daemon {
@@ -74,6 +76,39 @@ Result<std::vector<TargetPlan>> plan_iscsi_targets(const IscsiSection& cfg,
     }
     t.writable = t.writable && has_writer(t);
     out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::uint16_t replica_port(const std::vector<std::string>& replicas, const std::string& node) {
+  std::vector<std::string> sorted = replicas;
+  std::sort(sorted.begin(), sorted.end());
+  const auto it = std::find(sorted.begin(), sorted.end(), node);
+  return it == sorted.end() ? 0 : static_cast<std::uint16_t>(it - sorted.begin() + 1);
+}
+
+std::vector<scsi::TargetPortGroup> mirror_port_groups(const std::vector<std::string>& replicas,
+                                                      const std::vector<std::string>& members,
+                                                      const std::string& owner) {
+  std::string first = owner;
+  if (first.empty() || std::find(members.begin(), members.end(), first) == members.end()) {
+    first.clear();
+    for (const auto& r : replicas)
+      if (first.empty() && std::find(members.begin(), members.end(), r) != members.end()) first = r;
+  }
+  std::vector<std::string> sorted = replicas;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<scsi::TargetPortGroup> out;
+  for (const auto& r : sorted) {
+    const auto port = replica_port(replicas, r);
+    scsi::TargetPortGroup g{port, scsi::AluaState::unavailable, false, {port}};
+    if (r == first) {
+      g.state = scsi::AluaState::active_optimized;
+      g.preferred = true;
+    } else if (std::find(members.begin(), members.end(), r) != members.end()) {
+      g.state = scsi::AluaState::active_non_optimized;
+    }
+    out.push_back(std::move(g));
   }
   return out;
 }

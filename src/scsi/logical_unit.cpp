@@ -62,6 +62,53 @@ void LogicalUnit::reset() {
   for (auto& [nexus, queue] : unit_attentions_) queue.assign(1, asc::kLunReset);
 }
 
+void LogicalUnit::set_port_groups(std::vector<TargetPortGroup> groups) {
+  if (groups.empty() || groups == cfg_.port_groups) return;
+  cfg_.port_groups = std::move(groups);
+  unit_attention_all(asc::kAsymmetricAccessStateChanged);
+}
+
+void LogicalUnit::set_refresh_hook(std::function<void(LogicalUnit&)> f) { refresh_hook_ = std::move(f); }
+
+void LogicalUnit::set_gone() { gone_.store(true, std::memory_order_relaxed); }
+
+AluaState LogicalUnit::own_state() const {
+  for (const auto& g : cfg_.port_groups)
+    if (g.id == cfg_.tpg_id) return g.state;
+  return AluaState::active_optimized;
+}
+
+// SPC-4 5.15.2.4: what a port in the standby or unavailable state still answers. The rest gets
+// NOT READY with the state's ASCQ, which every multipath stack reads as "try another path" (and
+// not as a device error). Transitioning is never reported: a node's state changes at once.
+std::optional<CommandResult> LogicalUnit::alua_refusal(std::span<const std::uint8_t> cdb) const {
+  const AluaState st = own_state();
+  if (st != AluaState::standby && st != AluaState::unavailable) return std::nullopt;
+  switch (cdb[0]) {
+    case op::kInquiry:
+    case op::kReportLuns:
+    case op::kRequestSense: return std::nullopt;
+    case op::kMaintenanceIn:
+      if ((cdb[1] & 0x1f) == sa::kReportTargetPortGroups) return std::nullopt;
+      break;
+    case op::kModeSense6:
+    case op::kModeSense10:
+    case op::kModeSelect6:
+    case op::kModeSelect10:
+    case op::kPersistentReserveIn:
+    case op::kPersistentReserveOut:
+    case op::kReadCapacity10:  // standby: hosts' path probes read the capacity too
+      if (st == AluaState::standby) return std::nullopt;
+      break;
+    case op::kServiceActionIn16:
+      if (st == AluaState::standby && (cdb[1] & 0x1f) == sa::kReadCapacity16) return std::nullopt;
+      break;
+    default: break;
+  }
+  return check_condition(SenseKey::not_ready,
+                         st == AluaState::standby ? asc::kNotReadyStandby : asc::kNotReadyUnavailable);
+}
+
 CommandResult LogicalUnit::from_status(const Status& s, bool writing) {
   switch (s.code()) {
     case Errc::ok: return {};
@@ -151,6 +198,14 @@ Task<CommandResult> LogicalUnit::execute(Command c) {
   if (c.cdb.empty()) co_return illegal_request(asc::kInvalidOpcode, 0);
   const std::uint8_t opcode = c.cdb[0];
   if (c.cdb.size() < cdb_length(opcode)) co_return illegal_request(asc::kInvalidFieldInCdb, 0);
+  if (gone()) {
+    if (opcode != op::kInquiry) co_return check_condition(SenseKey::illegal_request, asc::kLunNotSupported);
+    CommandResult r = inquiry(c);
+    // Peripheral qualifier 011b, type 1Fh: no logical unit here, and none will be.
+    if (r.status == ScsiStatus::good && r.data_in_length > 0) c.data_in[0] = std::byte{0x7f};
+    co_return r;
+  }
+  if (refresh_hook_) refresh_hook_(*this);
 
   // A new nexus inherits the conditions raised before it was seen; INQUIRY, REPORT LUNS and
   // REQUEST SENSE neither report nor clear a unit attention (SAM-5 5.14).
@@ -162,6 +217,7 @@ Task<CommandResult> LogicalUnit::execute(Command c) {
     it->second.erase(it->second.begin());
     co_return check_condition(SenseKey::unit_attention, ua);
   }
+  if (auto refused = alua_refusal(c.cdb)) co_return *refused;
   if (pr_->conflicts(*c.nexus, c.cdb)) {
     CommandResult r;
     r.status = ScsiStatus::reservation_conflict;

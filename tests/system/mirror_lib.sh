@@ -11,13 +11,14 @@
 #   kill_etcd / restart_etcd             SIGKILL the etcd member / start it again (same ports, data)
 # With MIRROR_ETCD_PROXY=1 (set before mirror_cluster) n2 reaches etcd through a second
 # link_proxy.py, so that a test can cut n2 off from the witness: etcd_proxy cut|heal|blackhole|status.
+# With MIRROR_ISCSI=1 each node also serves iSCSI, on $HOST:${ISCSI[n1]} and $HOST:${ISCSI[n2]}.
 #   until_vol SECONDS VOL 'python expr'  polls GET /v1/volumes/VOL; d = the volume, r = replicas by node
 #   nbd_uri N VOL                        the volume's NBD export on node N
 # Needs DUPLEXD; PY is Debian's python3 (it has libnbd's module).
 PY=/usr/bin/python3
 MIRROR_PROXY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/link_proxy.py
 TOKEN=mirror-test-token
-declare -A NBD MIRROR DPID APIS
+declare -A NBD MIRROR DPID APIS ISCSI
 # MIRROR_KEEP_LOGS=DIR keeps the daemons' and the proxy's logs (debugging).
 cleanup_hook() { if [ -n "${MIRROR_KEEP_LOGS:-}" ]; then mkdir -p "$MIRROR_KEEP_LOGS" && cp "$work"/*.log "$work"/*.jsonl "$MIRROR_KEEP_LOGS"/ 2>/dev/null; fi; }
 ectl() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD" --command-timeout=2s "$@"; }
@@ -35,6 +36,7 @@ mirror_cluster() {
   for n in n1 n2; do
     NBD[$n]=$(free_port)
     MIRROR[$n]=$(free_port)
+    ISCSI[$n]=$(free_port)
   done
   PROXY_PORT=$(free_port)
   CONTROL_PORT=$(free_port)
@@ -71,6 +73,7 @@ name = "$1"
 site = "$2"
 [listen]
 nbd = "$HOST:${NBD[$1]}"
+$(if [ -n "${MIRROR_ISCSI:-}" ]; then printf '[iscsi]\nlisten = ["%s:%s"]' "$HOST" "${ISCSI[$1]}"; fi)
 [cluster]
 etcd = ["${6:-$ETCD}"]
 lease_ttl = "5s"

@@ -367,3 +367,35 @@ TEST(PrStore, PrepareRefusesAFile) {
   ASSERT_FALSE(s);
   EXPECT_NE(s.message().find("not a directory"), std::string::npos) << s.message();
 }
+
+TEST(IscsiTargets, ReplicaPortIsTheRankByNameStableAndDistinct) {
+  // Placement order (preferred site first) does not matter: both nodes number themselves alike.
+  EXPECT_EQ(replica_port({"n2", "n1"}, "n1"), 1);
+  EXPECT_EQ(replica_port({"n2", "n1"}, "n2"), 2);
+  EXPECT_EQ(replica_port({"n1", "n2"}, "n2"), 2);
+  EXPECT_EQ(replica_port({"n1", "n2"}, "n3"), 0);
+}
+
+TEST(IscsiTargets, MirrorPortGroupsFollowTheInSyncSet) {
+  using scsi::AluaState;
+  const std::vector<std::string> replicas{"b-node", "a-node"};  // b-node is the preferred site's
+  auto both = mirror_port_groups(replicas, {"b-node", "a-node"}, "b-node");
+  ASSERT_EQ(both.size(), 2u);
+  EXPECT_EQ(both[0].id, 1);  // a-node
+  EXPECT_EQ(both[0].state, AluaState::active_non_optimized);
+  EXPECT_FALSE(both[0].preferred);
+  EXPECT_EQ(both[0].relative_ports, std::vector<std::uint16_t>{1});
+  EXPECT_EQ(both[1].id, 2);  // b-node, the owner
+  EXPECT_EQ(both[1].state, AluaState::active_optimized);
+  EXPECT_TRUE(both[1].preferred);
+  // b-node fenced: a-node owns the set alone and is the optimized path, b-node unavailable.
+  auto alone = mirror_port_groups(replicas, {"a-node"}, "a-node");
+  EXPECT_EQ(alone[0].state, AluaState::active_optimized);
+  EXPECT_TRUE(alone[0].preferred);
+  EXPECT_EQ(alone[1].state, AluaState::unavailable);
+  EXPECT_FALSE(alone[1].preferred);
+  // No owner recorded: the first member in placement order.
+  auto no_owner = mirror_port_groups(replicas, {"a-node", "b-node"}, "");
+  EXPECT_EQ(no_owner[1].state, AluaState::active_optimized);
+  EXPECT_EQ(no_owner[0].state, AluaState::active_non_optimized);
+}

@@ -347,6 +347,97 @@ TEST_F(LuTest, ReportTargetPortGroupsListsThisGroupActiveOptimized) {
   EXPECT_EQ(in()[15], 1);  // one port
 }
 
+// Two nodes' groups as the daemon builds them for a mirrored volume: this node (group 1, port 1)
+// and its peer (group 2, port 2).
+std::vector<TargetPortGroup> two_groups(AluaState mine, AluaState peer) {
+  return {TargetPortGroup{1, mine, mine == AluaState::active_optimized, {1}},
+          TargetPortGroup{2, peer, peer == AluaState::active_optimized, {2}}};
+}
+
+const std::vector<std::uint8_t> kRtpg{0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
+const std::vector<std::uint8_t> kTur{0, 0, 0, 0, 0, 0};
+
+TEST_F(LuTest, PortGroupChangeRaisesAsymmetricAccessStateChangedOncePerNexus) {
+  EXPECT_EQ(run(kTur, {}, 0, "a").status, ScsiStatus::good);
+  EXPECT_EQ(run(kTur, {}, 0, "b").status, ScsiStatus::good);
+  lu_->set_port_groups(two_groups(AluaState::active_optimized, AluaState::active_non_optimized));
+  // INQUIRY answers without clearing it (SAM-5 5.14); the next command reports it, once.
+  EXPECT_EQ(run({0x12, 0, 0, 0, 36, 0}, {}, 36, "a").status, ScsiStatus::good);
+  expect_sense(run(kTur, {}, 0, "a"), SenseKey::unit_attention, asc::kAsymmetricAccessStateChanged);
+  EXPECT_EQ(run(kTur, {}, 0, "a").status, ScsiStatus::good);
+  expect_sense(run(kTur, {}, 0, "b"), SenseKey::unit_attention, asc::kAsymmetricAccessStateChanged);
+  ASSERT_EQ(run(kRtpg, {}, 256, "b").status, ScsiStatus::good);
+  ASSERT_EQ(load_be<std::uint32_t>(in()), 24u);  // two descriptors of 12 bytes (one port each)
+  EXPECT_EQ(in()[4], 0x80 | 0x0);                // PREF, active/optimized
+  EXPECT_EQ(load_be<std::uint16_t>(in() + 6), 1);
+  EXPECT_EQ(load_be<std::uint16_t>(in() + 14), 1);  // relative port 1
+  EXPECT_EQ(in()[16], 0x1);                         // the peer: active/non-optimized
+  EXPECT_EQ(load_be<std::uint16_t>(in() + 18), 2);
+  EXPECT_EQ(load_be<std::uint16_t>(in() + 26), 2);  // the peer's relative port
+  // The same groups again: nothing changed, no unit attention.
+  lu_->set_port_groups(two_groups(AluaState::active_optimized, AluaState::active_non_optimized));
+  EXPECT_EQ(run(kTur, {}, 0, "a").status, ScsiStatus::good);
+}
+
+TEST_F(LuTest, UnavailablePortAnswersNotReadyExceptWhatSpc4Allows) {
+  EXPECT_EQ(run(kTur).status, ScsiStatus::good);  // the nexus exists before the change
+  lu_->set_port_groups(two_groups(AluaState::unavailable, AluaState::active_optimized));
+  expect_sense(run(kTur), SenseKey::unit_attention, asc::kAsymmetricAccessStateChanged);
+  expect_sense(run(kTur), SenseKey::not_ready, asc::kNotReadyUnavailable);
+  expect_sense(run(rw16(0x88, 0, 1), {}, 512), SenseKey::not_ready, asc::kNotReadyUnavailable);
+  expect_sense(run(rw16(0x8a, 0, 1), pattern(512, 1)), SenseKey::not_ready, asc::kNotReadyUnavailable);
+  expect_sense(run({0x1a, 0, 0x3f, 0, 255, 0}, {}, 255), SenseKey::not_ready, asc::kNotReadyUnavailable);
+  EXPECT_EQ(run({0x12, 0, 0, 0, 36, 0}, {}, 36).status, ScsiStatus::good);
+  EXPECT_EQ(in()[0], 0x00);  // the LU is still here: only this port cannot serve it
+  EXPECT_EQ(run({0x03, 0, 0, 0, 18, 0}, {}, 18).status, ScsiStatus::good);
+  ASSERT_EQ(run(kRtpg, {}, 256).status, ScsiStatus::good);
+  EXPECT_EQ(in()[4] & 0x0f, 0x3);  // this group unavailable
+  EXPECT_EQ(in()[16], 0x80);       // the peer's active/optimized and preferred
+  // Back in: one unit attention, then I/O.
+  lu_->set_port_groups(two_groups(AluaState::active_non_optimized, AluaState::active_optimized));
+  expect_sense(run(rw16(0x88, 0, 1), {}, 512), SenseKey::unit_attention, asc::kAsymmetricAccessStateChanged);
+  EXPECT_EQ(run(rw16(0x88, 0, 1), {}, 512).status, ScsiStatus::good);
+}
+
+TEST_F(LuTest, StandbyPortAllowsModeAndReservationCommands) {
+  EXPECT_EQ(run(kTur).status, ScsiStatus::good);
+  lu_->set_port_groups(two_groups(AluaState::standby, AluaState::active_optimized));
+  expect_sense(run(kTur), SenseKey::unit_attention, asc::kAsymmetricAccessStateChanged);
+  expect_sense(run(rw16(0x88, 0, 1), {}, 512), SenseKey::not_ready, asc::kNotReadyStandby);
+  EXPECT_EQ(run({0x1a, 0, 0x3f, 0, 255, 0}, {}, 255).status, ScsiStatus::good);
+  EXPECT_EQ(run({0x5e, 0x00, 0, 0, 0, 0, 0, 1, 0, 0}, {}, 256).status, ScsiStatus::good);
+}
+
+TEST_F(LuTest, RefreshHookRunsBeforeEveryCommand) {
+  int calls = 0;
+  AluaState next = AluaState::active_optimized;
+  lu_->set_refresh_hook([&](LogicalUnit& lu) {
+    ++calls;
+    lu.set_port_groups(two_groups(next, AluaState::active_non_optimized));
+  });
+  // The first refresh installs the two groups before this new nexus is known: nothing to hear.
+  EXPECT_EQ(run(kTur).status, ScsiStatus::good);
+  calls = 0;
+  EXPECT_EQ(run(kTur).status, ScsiStatus::good);
+  EXPECT_EQ(calls, 1);
+  next = AluaState::unavailable;  // the cluster fenced this node between two commands
+  expect_sense(run(kTur), SenseKey::unit_attention, asc::kAsymmetricAccessStateChanged);
+  expect_sense(run(kTur), SenseKey::not_ready, asc::kNotReadyUnavailable);
+  EXPECT_EQ(lu_->own_state(), AluaState::unavailable);
+}
+
+TEST_F(LuTest, GoneLogicalUnitIsNotSupportedAndInquirySaysNoneHere) {
+  EXPECT_EQ(run(kTur).status, ScsiStatus::good);
+  lu_->reset();  // a pending unit attention does not hide the loss
+  lu_->set_gone();
+  expect_sense(run(kTur), SenseKey::illegal_request, asc::kLunNotSupported);
+  expect_sense(run(rw16(0x88, 0, 1), {}, 512), SenseKey::illegal_request, asc::kLunNotSupported);
+  expect_sense(run(rw16(0x8a, 0, 1), pattern(512, 1)), SenseKey::illegal_request, asc::kLunNotSupported);
+  expect_sense(run(kRtpg, {}, 256), SenseKey::illegal_request, asc::kLunNotSupported);
+  ASSERT_EQ(run({0x12, 0, 0, 0, 36, 0}, {}, 36).status, ScsiStatus::good);
+  EXPECT_EQ(in()[0], 0x7f);
+}
+
 TEST_F(LuTest, ModeSenseAndSelect) {
   auto r = run({0x5a, 0, 0x08, 0, 0, 0, 0, 1, 0, 0}, {}, 256);
   ASSERT_EQ(r.status, ScsiStatus::good);

@@ -17,6 +17,7 @@
 #include "duplex/daemon/config.h"
 #include "duplex/iscsi/chap.h"
 #include "duplex/iscsi/target.h"
+#include "duplex/scsi/logical_unit.h"
 
 namespace duplex::daemon {
 
@@ -41,5 +42,19 @@ std::string auto_target_name(const std::string& base_iqn, const std::string& exp
 // Errors name the target and the export.
 Result<std::vector<TargetPlan>> plan_iscsi_targets(const IscsiSection& cfg,
                                                    const std::vector<ExportView>& exports);
+
+// A mirrored volume is one LU reached through each replica node (docs/multipath.md). Each node is
+// its own target port group with one relative target port, both numbered by the node's rank among
+// the volume's replicas sorted by name, from 1: stable across restarts, distinct per node, and the
+// same numbers whichever node is asked. 0 when `node` is not a replica.
+std::uint16_t replica_port(const std::vector<std::string>& replicas, const std::string& node);
+
+// The groups of every replica as the in-sync set says: the owner (the first member in placement
+// order, i.e. the preferred site's node while it is in the set) active/optimized and preferred,
+// another member active/non-optimized, a node outside the set unavailable (it may not serve: its
+// data may be stale).
+std::vector<scsi::TargetPortGroup> mirror_port_groups(const std::vector<std::string>& replicas,
+                                                      const std::vector<std::string>& members,
+                                                      const std::string& owner);
 
 }  // namespace duplex::daemon

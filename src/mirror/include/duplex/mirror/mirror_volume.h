@@ -116,6 +116,9 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> stop();
 
   MirrorStatus status() const;
+  // The in-sync set this node acts on (read-only, on the volume's loop). Cheap enough to read
+  // for every SCSI command: the iSCSI LUs derive their ALUA states from it.
+  const InSyncSet& in_sync_set() const { return set_; }
   // Online verify, on the owner with its peer in step: compares the replicas region by region
   // (CRC32C per 4 KiB, the region's writes held off meanwhile) while I/O goes on. With `repair`,
   // a differing block is copied from the owner's replica over the peer's.

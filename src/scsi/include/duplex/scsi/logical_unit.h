@@ -9,10 +9,12 @@
 // Concurrency: one LogicalUnit belongs to one event-loop thread (its volume's). COMPARE AND WRITE
 // is atomic against every overlapping write through this LU (a range lock); across nodes the
 // mirror layer extends it (issue: multipath).
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -38,6 +40,7 @@ struct TargetPortGroup {
   AluaState state = AluaState::active_optimized;
   bool preferred = false;
   std::vector<std::uint16_t> relative_ports;
+  friend bool operator==(const TargetPortGroup&, const TargetPortGroup&) = default;
 };
 
 struct LuConfig {
@@ -103,6 +106,22 @@ class LogicalUnit {
   void unit_attention(const Nexus& nexus, Asc code);
   // LOGICAL UNIT RESET task management: clears state and raises 29/03 on every nexus.
   void reset();
+
+  // Asymmetric access (docs/multipath.md). The cluster decides the groups' states; a change of any
+  // group raises ASYMMETRIC ACCESS STATE CHANGED (2A/06) on every nexus, so the hosts re-read
+  // REPORT TARGET PORT GROUPS. On the LU's loop.
+  void set_port_groups(std::vector<TargetPortGroup> groups);
+  // Runs on the LU's loop before every command: the daemon compares the mirror's in-sync
+  // generation with the one it last applied and calls set_port_groups() when it moved, so no
+  // command is answered from a stale state and no timer is needed.
+  void set_refresh_hook(std::function<void(LogicalUnit&)> f);
+  // This node's group state (the one holding cfg.tpg_id).
+  AluaState own_state() const;
+  // The volume is gone for good (deleted, or no longer placed on this node): every command but
+  // INQUIRY answers LOGICAL UNIT NOT SUPPORTED and INQUIRY says no LU is here (peripheral qualifier
+  // 011b), the permanent device loss hosts act on. Any thread; never undone.
+  void set_gone();
+  bool gone() const { return gone_.load(std::memory_order_relaxed); }
   // The number of bytes of Data-Out the CDB asks for (the transport solicits at most this).
   std::uint64_t data_out_length(std::span<const std::uint8_t> cdb) const;
 
@@ -112,6 +131,7 @@ class LogicalUnit {
 
  private:
   Task<CommandResult> dispatch(Command c);
+  std::optional<CommandResult> alua_refusal(std::span<const std::uint8_t> cdb) const;
   CommandResult inquiry(Command c);
   CommandResult vpd(Command c, std::uint8_t page, std::uint32_t alloc);
   CommandResult read_capacity10(Command c);
@@ -139,6 +159,8 @@ class LogicalUnit {
   std::unique_ptr<PersistentReservations> pr_;
   std::function<void(const Nexus&)> abort_hook_;
   std::function<Status(const PrState&)> persist_hook_;
+  std::function<void(LogicalUnit&)> refresh_hook_;
+  std::atomic<bool> gone_{false};
   std::map<Nexus, std::vector<Asc>> unit_attentions_;
   std::vector<Asc> pending_for_new_;  // raised before a nexus was first seen
   bool swp_ = false;                  // control mode page SWP: software write protect

@@ -55,6 +55,7 @@ inline constexpr Asc kAsymmetricAccessStateChanged{0x2a, 0x06};
 inline constexpr Asc kCapacityDataChanged{0x2a, 0x09};
 inline constexpr Asc kSavingParametersNotSupported{0x39, 0x00};
 inline constexpr Asc kInternalTargetFailure{0x44, 0x00};
+inline constexpr Asc kNotReadyStandby{0x04, 0x0b};
 inline constexpr Asc kNotReadyUnavailable{0x04, 0x0c};
 inline constexpr Asc kLogicalUnitNotReadyShutdown{0x04, 0x00};
 }  // namespace asc
