@@ -948,6 +948,16 @@ copy:
     }
   }
   if (stopping_ || !ch->up() || chan_ != ch || !is_owner()) co_return;
+  if (peer_held_ && !peer_member()) {
+    // The peer's node is drained: keep it current (it gets every write) but out of the set, so
+    // that stopping it costs no freeze. Whatever it missed meanwhile is copied once released.
+    event(fmt::format("resync_held peer={} (drained)", o_.peer));
+    // Polled: the hold, the link and the ownership each end the wait, and this is rare.
+    while (peer_held_ && !stopping_ && ch->up() && chan_ == ch && is_owner())
+      co_await sleep_for(loop_, milliseconds(100));
+    pos = 0;
+    goto copy;  // NOLINT(cppcoreguidelines-avoid-goto): the same retry loop
+  }
   // Nothing dirty: with every write held off, make the peer a member again.
   auto all = co_await lock_.lock(0, size(), true);
   if (!ch->up() || chan_ != ch || !is_owner()) co_return;  // the connector's next link retries
@@ -982,6 +992,12 @@ Task<void> MirrorVolume::persister() {
     if (auto st = co_await meta_->persist(); !st.is_ok())
       spdlog::error("event=mirror.persist_failed volume={} error=\"{}\"", name(), st.message());
   }
+}
+
+void MirrorVolume::hold_peer(bool held) {
+  if (peer_held_ == held) return;
+  peer_held_ = held;
+  event(fmt::format("peer {} {}", o_.peer, held ? "held out of the set (drained)" : "released (resumed)"));
 }
 
 void MirrorVolume::disconnect(const std::string& why) {
