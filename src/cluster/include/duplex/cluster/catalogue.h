@@ -50,7 +50,7 @@ struct NodeRecord {
   std::string started;  // RFC 3339 UTC
 };
 
-// drains/<name>: an operator drained the node for planned maintenance (docs/operations.md). Unlike
+// drains/<name>: an operator drained the node for planned maintenance (docs/mirror.md). Unlike
 // nodes/<name> it outlives the node's lease: the node stays drained across its restart until
 // resumed. While it exists the node's replicas step out of every in-sync set (they keep serving by
 // forwarding to the peer), and the peers copy what they miss but do not add them back.
