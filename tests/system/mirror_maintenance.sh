@@ -14,6 +14,7 @@
 #   DUPLEXD=path/to/duplexd DUPLEXCTL=path/to/duplexctl tests/system/mirror_maintenance.sh
 set -euo pipefail
 DUPLEXD=${DUPLEXD:-duplexd}
+DUPLEXCTL=${DUPLEXCTL:-duplexctl}
 HOST=127.0.0.1
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -88,7 +89,7 @@ w1=$work/w1.log
 writer "$w1" 1 0
 until_acks "$w1" 100 30 || bad "the writer through n2 did not start: $(cat "$w1.out")"
 out=$(ctl node drain n1 --reason "kernel upgrade" --wait 2>&1) && rc=0 || rc=$?
-if [ $rc = 0 ] && echo "$out" | grep -Eq "^drain: +drained since .*kernel upgrade"; then
+if [ "$rc" = 0 ] && echo "$out" | grep -Eq "^drain: +drained since .*kernel upgrade"; then
   ok "duplexctl node drain n1 --wait: $(echo "$out" | grep "^drain:")"
 else
   bad "duplexctl node drain n1 --wait (exit $rc): $out"
@@ -154,7 +155,7 @@ w2=$work/w2.log
 writer "$w2" 2 300
 until_acks "$w2" 50 20 || bad "the second writer did not start: $(cat "$w2.out")"
 out=$(ctl node resume n1 2>&1) && rc=0 || rc=$?
-if [ $rc = 0 ] && echo "$out" | grep -Eq "^drain: +-$"; then ok "duplexctl node resume n1"; else bad "duplexctl node resume n1 (exit $rc): $out"; fi
+if [ "$rc" = 0 ] && echo "$out" | grep -Eq "^drain: +-$"; then ok "duplexctl node resume n1"; else bad "duplexctl node resume n1 (exit $rc): $out"; fi
 if until_vol 30 m "$IN_SYNC and d['insync']['owner']=='n1'"; then
   ok "n1 back in the in-sync set and the owner again: $(vol "d['decisions'][-1]['reason']")"
 else
