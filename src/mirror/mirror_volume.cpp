@@ -995,9 +995,21 @@ Task<void> MirrorVolume::persister() {
 }
 
 void MirrorVolume::hold_peer(bool held) {
-  if (peer_held_ == held) return;
-  peer_held_ = held;
-  event(fmt::format("peer {} {}", o_.peer, held ? "held out of the set (drained)" : "released (resumed)"));
+  if (peer_held_ != held) {
+    peer_held_ = held;
+    event(fmt::format("peer {} {}", o_.peer, held ? "held out of the set (drained)" : "released (resumed)"));
+  }
+  // A peer that stepped down while this node kept the order (it was not the owner) stays linked
+  // and in step but out of the set, and no resync runs to add it back: start one now (it copies
+  // what failed to reach the peer meanwhile, then adds it by CAS).
+  if (!held && is_owner() && link_up() && !peer_member() && peer_mode_ == PeerMode::in_step) {
+    peer_mode_ = PeerMode::catching_up;
+    auto self = shared_from_this();
+    ++background_;
+    spawn(resync(chan_), [self] {
+      if (--self->background_ == 0) self->background_done_.notify_all();
+    });
+  }
 }
 
 void MirrorVolume::disconnect(const std::string& why) {

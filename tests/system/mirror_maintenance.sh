@@ -183,6 +183,25 @@ for n in n2 n1; do
     bad "acknowledged writes through $n: $out ${out2:-}"
   fi
 done
+echo "# drain n2 (not the owner) while its own client writes through it, resume it without a restart"
+w3=$work/w3.log
+writer "$w3" 3 600
+until_acks "$w3" 50 20 || bad "the third writer did not start: $(cat "$w3.out")"
+out=$(ctl node drain n2 --wait 2>&1) && rc=0 || rc=$?
+if [ "$rc" = 0 ] && until_vol 10 m "d['insync']['members']==['n1'] and 'drain of n2: planned maintenance' in d['decisions'][-1]['reason']"; then
+  ok "n2 drained: the set is {n1} ($(vol "d['decisions'][-1]['reason']"))"
+else
+  bad "drain of n2 (exit $rc): $out $(vol "d['insync']")"
+fi
+until_acks "$w3" $(($(acks "$w3") + 50)) 20 || bad "writes through drained n2 stalled"
+ctl node resume n2 >/dev/null 2>&1 || bad "duplexctl node resume n2"
+if until_vol 30 m "$IN_SYNC and d['insync']['owner']=='n1'"; then ok "n2 resumed: both in sync, n1 owns"; else bad "n2 not back in sync"; fi
+stop_writer "$w3"
+if [ "$(field "$summary" errors)" = 0 ] && out=$($IO check "$(nbd_uri n1 m)" "$w3" --tag 3 2>&1); then
+  ok "writes through n2 while it was drained and resumed: no error (longest stall $(field "$summary" max_gap) s), all read back through n1: $out"
+else
+  bad "writes through drained n2: $summary ${out:-}"
+fi
 res=$(post /v1/nodes/n1/resume '{}')
 if [ "${res%% *}" = 404 ]; then ok "a second resume says n1 is not drained: $res"; else bad "second resume: $res"; fi
 

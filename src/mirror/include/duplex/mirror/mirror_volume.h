@@ -112,6 +112,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> step_down(std::string reason);
   // The peer's node is drained: as the owner, copy what it lacks but do not add it back to the
   // set until the hold is lifted (it may be stopped at any time; a member would cost a freeze).
+  // Releasing also resyncs a linked peer that stepped down while this node kept the order.
   void hold_peer(bool held);
   // Closes the link (the connector dials again); for operators and tests.
   void disconnect(const std::string& why);
