@@ -7,7 +7,8 @@
 #   n2 owns the volume -> stop n1 (SIGTERM) -> writes go on through n2 -> a drain of n2 is refused
 #   (its peer is not in sync) -> restart n1: it stays out of the set (still drained) -> resume ->
 #   n2 copies only what n1 missed -> n1 back in the set and the owner again -> every acknowledged
-#   write reads back through both nodes.
+#   write reads back through both nodes; then n2 (not the owner) is drained while its own client
+#   writes through it, and resumed without a restart: it rejoins, no client error.
 # Asserts no client error through n2 and its longest write stall during drain and stop (< 1 s;
 # a node death costs link_timeout + lease, see mirror_failures.sh row 1). Only 127.0.0.1, free
 # ports; every process started here is stopped by its pid.
