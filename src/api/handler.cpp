@@ -198,7 +198,11 @@ class Call {
       if (!s.empty() && std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
     };
     for (const auto& n : *nodes) {
-      if (n.rec.name == h.node) self = to_json(n);
+      if (n.rec.name == h.node) {
+        auto j = node_json(n);
+        if (!j) return error_response(j.status());
+        self = std::move(*j);
+      }
       note(known, n.rec.name);
       note(sites, n.rec.site);
       if (n.alive) ++alive;
