@@ -20,9 +20,28 @@ Result<std::vector<NodeView>> ClusterBackend::nodes() {
   std::vector<NodeView> out;
   out.reserve(recs->size());
   // A node's record lives under its lease: present means alive.
-  for (auto& r : *recs) out.push_back(NodeView{std::move(r), true});
+  for (auto& r : *recs) out.push_back(NodeView{std::move(r), true, std::nullopt});
+  auto drains = cat_.drains();
+  if (!drains) return drains.status();
+  for (auto& d : *drains) {
+    auto it = std::find_if(out.begin(), out.end(), [&](const NodeView& n) { return n.rec.name == d.node; });
+    if (it == out.end()) {
+      // Down for its maintenance: still part of the cluster, and still drained.
+      NodeView down;
+      down.rec.name = d.node;
+      it = out.insert(out.end(), std::move(down));
+    }
+    it->drain = std::move(d);
+  }
   return out;
 }
+
+Result<cluster::DrainRecord> ClusterBackend::drain_node(const std::string& node, const std::string& by,
+                                                        const std::string& reason) {
+  return cat_.drain_node(node, by, reason);
+}
+
+Status ClusterBackend::resume_node(const std::string& node) { return cat_.resume_node(node); }
 
 Result<std::vector<cluster::PoolRecord>> ClusterBackend::pools() { return cat_.pools(); }
 

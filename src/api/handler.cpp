@@ -142,6 +142,8 @@ const std::vector<Route>& routes() {
       {{"v1", "status"}, {"GET"}},
       {{"v1", "nodes"}, {"GET"}},
       {{"v1", "nodes", "{}"}, {"GET"}},
+      {{"v1", "nodes", "{}", "drain"}, {"POST"}},
+      {{"v1", "nodes", "{}", "resume"}, {"POST"}},
       {{"v1", "pools"}, {"GET"}},
       {{"v1", "volumes"}, {"GET", "POST"}},
       {{"v1", "volumes", "{}"}, {"GET", "PATCH", "DELETE"}},
@@ -196,7 +198,11 @@ class Call {
       if (!s.empty() && std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
     };
     for (const auto& n : *nodes) {
-      if (n.rec.name == h.node) self = to_json(n);
+      if (n.rec.name == h.node) {
+        auto j = node_json(n);
+        if (!j) return error_response(j.status());
+        self = std::move(*j);
+      }
       note(known, n.rec.name);
       note(sites, n.rec.site);
       if (n.alive) ++alive;
@@ -223,7 +229,11 @@ class Call {
     auto r = b_.nodes();
     if (!r) return error_response(r.status());
     json out = json::array();
-    for (const auto& n : *r) out.push_back(to_json(n));
+    for (const auto& n : *r) {
+      auto j = node_json(n);
+      if (!j) return error_response(j.status());
+      out.push_back(std::move(*j));
+    }
     return json_response(200, out);
   }
 
@@ -232,9 +242,120 @@ class Call {
     auto r = b_.nodes();
     if (!r) return error_response(r.status());
     for (const auto& n : *r) {
-      if (n.rec.name == name) return json_response(200, to_json(n));
+      if (n.rec.name != name) continue;
+      auto j = node_json(n);
+      if (!j) return error_response(j.status());
+      return json_response(200, *j);
     }
     return error_response(Errc::not_found, fmt::format("no node {}", quote(name)));
+  }
+
+  // Planned maintenance: every mirrored volume on the node steps down (its peer becomes the sole
+  // member and owner; the node keeps serving by forwarding), so that it can be stopped without an
+  // outage. Refused while any volume would be left without an in-sync replica.
+  Response drain() {
+    const std::string text = req_.body.empty() ? "{}" : req_.body;  // the body is optional
+    BodyReader body(text, {"reason"});
+    const auto why = body.string("reason", false);
+    if (!body.ok()) return fault_response(body.fault());
+    const std::string node = name(2);
+    auto nodes = b_.nodes();
+    if (!nodes) return error_response(nodes.status());
+    auto vols = b_.volumes();
+    if (!vols) return error_response(vols.status());
+    const auto known =
+        std::find_if(nodes->begin(), nodes->end(), [&](const NodeView& n) { return n.rec.name == node; });
+    bool holds = false;
+    for (const auto& v : *vols) {
+      if (std::find(v.rec.replicas.begin(), v.rec.replicas.end(), node) == v.rec.replicas.end()) continue;
+      holds = true;
+      if (auto refused = drain_refusal(v, node, *nodes); !refused.empty())
+        return error_response(Errc::conflict, fmt::format("cannot drain {}: {}", node, refused));
+    }
+    if (known == nodes->end() && !holds)
+      return error_response(Errc::not_found, fmt::format("no node {}", quote(node)));
+    const std::string reason =
+        fmt::format("drain of {}: {}", node, why && !why->empty() ? *why : "planned maintenance");
+    auto d = b_.drain_node(node, "api", reason);
+    if (!d) return error_response(d.status());
+    spdlog::info("event=api.drain node={} reason=\"{}\"", node, reason);
+    return node_after(node);
+  }
+
+  Response resume() {
+    const std::string text = req_.body.empty() ? "{}" : req_.body;
+    BodyReader body(text, {});
+    if (!body.ok()) return fault_response(body.fault());
+    const std::string node = name(2);
+    if (Status st = b_.resume_node(node); !st) return error_response(st);
+    spdlog::info("event=api.resume node={}", node);
+    return node_after(node);
+  }
+
+  // Why draining `node` would leave volume `v` without an in-sync replica ("" = it would not).
+  static std::string drain_refusal(const VolumeView& v, const std::string& node,
+                                   const std::vector<NodeView>& nodes) {
+    const std::string& vol = v.rec.name;
+    if (v.rec.replicas.size() < 2)
+      return fmt::format(
+          "volume {} has a single replica, on {}: it is not mirrored, so no other node can serve it "
+          "(delete it or recreate it with 2 replicas first)",
+          vol, node);
+    if (!v.insync) return fmt::format("volume {} has no in-sync set (it predates the mirror)", vol);
+    const auto& m = v.insync->members;
+    const bool member = std::find(m.begin(), m.end(), node) != m.end();
+    if (!member) return {};  // already out of the set: nothing to hand over
+    std::string peer;
+    for (const auto& r : v.rec.replicas)
+      if (r != node) peer = r;
+    if (std::find(m.begin(), m.end(), peer) == m.end())
+      return fmt::format(
+          "volume {}: its other replica, on {}, is not in sync (in-sync set: {}, generation {}); "
+          "draining would leave the volume no in-sync replica. Wait for its resync",
+          vol, peer, fmt::join(m, " "), v.insync->generation);
+    const auto pn =
+        std::find_if(nodes.begin(), nodes.end(), [&](const NodeView& n) { return n.rec.name == peer; });
+    if (pn == nodes.end() || !pn->alive)
+      return fmt::format("volume {}: the node of its other replica, {}, is down", vol, peer);
+    if (pn->drain)
+      return fmt::format("volume {}: the node of its other replica, {}, is drained itself", vol, peer);
+    for (const auto& r : v.replicas)
+      if (r.node == node && (!r.report || !r.report->link_up))
+        return fmt::format("volume {}: the mirror link from {} to {} is not up", vol, node, peer);
+    return {};
+  }
+
+  // A node's JSON; a drained one says how far its drain is: "draining" while some volume still
+  // has it in its in-sync set (listed), then "drained" (it may be stopped).
+  Result<json> node_json(const NodeView& n) {
+    json j = to_json(n);
+    if (!n.drain) return j;
+    if (!vols_) {
+      auto v = b_.volumes();
+      if (!v) return v.status();
+      vols_ = std::move(*v);
+    }
+    json still = json::array();
+    for (const auto& v : *vols_)
+      if (v.insync && v.rec.replicas.size() > 1 &&
+          std::find(v.insync->members.begin(), v.insync->members.end(), n.rec.name) !=
+              v.insync->members.end())
+        still.push_back(v.rec.name);
+    j["drain"]["state"] = still.empty() ? "drained" : "draining";
+    j["drain"]["in_sync"] = std::move(still);
+    return j;
+  }
+
+  Response node_after(const std::string& node) {
+    auto r = b_.nodes();
+    if (!r) return error_response(r.status());
+    for (const auto& n : *r) {
+      if (n.rec.name != node) continue;
+      auto j = node_json(n);
+      if (!j) return error_response(j.status());
+      return json_response(200, *j);
+    }
+    return json_response(200, json{{"name", node}, {"alive", false}, {"drain", nullptr}});
   }
 
   Response pools() {
@@ -545,6 +666,7 @@ class Call {
   const Request& req_;
   Wait wait_;
   std::span<const std::string_view> segs_;
+  std::optional<std::vector<VolumeView>> vols_;  // read once per request, for the drain states
 };
 
 }  // namespace
@@ -629,6 +751,7 @@ Response Handler::dispatch(const Request& req) const {
       if (m == "GET") return c.volume();
       return m == "PATCH" ? c.grow_volume() : c.delete_volume();
     case 4:
+      if (segs[1] == "nodes") return segs[3] == "drain" ? c.drain() : c.resume();
       if (segs[3] == "snapshots") return m == "GET" ? c.snapshots() : c.create_snapshot();
       if (segs[3] == "promote") return c.promote();
       if (segs[3] == "verify") return c.verify();

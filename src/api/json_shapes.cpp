@@ -8,9 +8,20 @@ using nlohmann::json;
 
 json to_json(const NodeView& n) {
   const auto& r = n.rec;
-  return json{{"name", r.name},         {"site", r.site},       {"address", r.address}, {"alive", n.alive},
-              {"pid", r.pid},           {"api", r.api},         {"nbd", r.nbd},         {"iscsi", r.iscsi},
-              {"base_iqn", r.base_iqn}, {"version", r.version}, {"started", r.started}, {"mirror", r.mirror}};
+  return json{{"name", r.name},
+              {"site", r.site},
+              {"address", r.address},
+              {"alive", n.alive},
+              {"pid", r.pid},
+              {"api", r.api},
+              {"nbd", r.nbd},
+              {"iscsi", r.iscsi},
+              {"base_iqn", r.base_iqn},
+              {"version", r.version},
+              {"started", r.started},
+              {"mirror", r.mirror},
+              {"drain", n.drain ? json{{"reason", n.drain->reason}, {"by", n.drain->by}, {"at", n.drain->at}}
+                                : json(nullptr)}};
 }
 
 json to_json(const cluster::PoolRecord& p) {

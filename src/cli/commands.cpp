@@ -37,6 +37,7 @@ struct Opts {
   bool yes = false;
   bool accept_data_loss = false;
   bool repair = false;
+  bool wait = false;
   std::string reason;
   std::string nbd;
   std::string iscsi;
@@ -139,6 +140,39 @@ WaitFor snapshot_wait(const std::string& vol, const std::string& snap) {
 WaitFor gone_wait(const std::string& what, const std::string& path) { return {what, path, true, nullptr}; }
 
 bool on_off(const std::string& s) { return s == "on"; }
+
+// A drain is done when no volume has the node in its in-sync set any more.
+WaitFor drained_wait(const std::string& node) {
+  return {"node '" + node + "'", "/v1/nodes/" + seg(node), false, [](const json& n, std::string& state) {
+            const json& d = object(n, "drain");
+            if (d.empty()) {
+              state = "not drained (resumed meanwhile?)";
+              return false;
+            }
+            state = str(d, "state", "draining");
+            if (state == "draining") state += ", still in sync: " + joined(d, "in_sync");
+            return str(d, "state") == "drained";
+          }};
+}
+
+// Drain / resume: the API answers at once with the node; with a WaitFor, poll until it holds.
+Status node_change(const Globals& g, const std::string& path, const json& body, const WaitFor& wait) {
+  DPX_TRY(endpoint_ok(g));
+  ApiClient api = client(g);
+  auto r = api.call("POST", path, &body);
+  if (!r) return r.status();
+  json final = r->body;
+  std::string raw = r->text;
+  std::string state;
+  if (wait.done && !wait.done(final, state)) {
+    auto done = wait_for(api, wait, g.timeout);
+    if (!done) return done.status();
+    final = *done;
+    raw = done->dump(2);
+  }
+  print_json_or(g, raw, render_node(final));
+  return Status::ok();
+}
 
 void add_volume(CLI::App& app, const Globals& g, Action& action, const std::shared_ptr<Opts>& o) {
   auto* vol =
@@ -391,7 +425,7 @@ void add_api_commands(CLI::App& app, const Globals& g, Action& action) {
   auto* st = app.add_subcommand("status", "The cluster at a glance");
   st->callback([&g, &action] { action = [&g] { return show(g, "/v1/status", render_status); }; });
 
-  auto* node = app.add_subcommand("node", "Nodes: list, show");
+  auto* node = app.add_subcommand("node", "Nodes: list, show, drain, resume");
   node->require_subcommand(1);
   node->add_subcommand("list", "List nodes")->callback([&g, &action] {
     action = [&g] { return show(g, "/v1/nodes", render_nodes); };
@@ -400,6 +434,28 @@ void add_api_commands(CLI::App& app, const Globals& g, Action& action) {
   nshow->add_option("node", o->node, "Node name")->required();
   nshow->callback(
       [&g, &action, o] { action = [&g, o] { return show(g, "/v1/nodes/" + seg(o->node), render_node); }; });
+
+  auto* drain = node->add_subcommand(
+      "drain", "Planned maintenance: move every mirrored volume's in-sync role off NODE (no outage)");
+  drain->add_option("node", o->node, "Node name")->required();
+  drain->add_option("--reason", o->reason, "Why (kept in each volume's decision log)");
+  drain->add_flag("--wait", o->wait,
+                  "Wait until no volume has NODE in its in-sync set (then it may be stopped)");
+  drain->callback([&g, &action, o] {
+    json body = json::object();
+    if (!o->reason.empty()) body["reason"] = o->reason;
+    action = [&g, o, body] {
+      WaitFor w;
+      if (o->wait) w = drained_wait(o->node);
+      return node_change(g, "/v1/nodes/" + seg(o->node) + "/drain", body, w);
+    };
+  });
+  auto* resume = node->add_subcommand(
+      "resume", "End NODE's maintenance: its replicas resync what they missed and rejoin");
+  resume->add_option("node", o->node, "Node name")->required();
+  resume->callback([&g, &action, o] {
+    action = [&g, o] { return node_change(g, "/v1/nodes/" + seg(o->node) + "/resume", json::object(), {}); };
+  });
 
   auto* pool = app.add_subcommand("pool", "Pools");
   pool->require_subcommand(1);

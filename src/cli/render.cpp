@@ -108,12 +108,18 @@ std::string render_status(const json& s) {
   return out;
 }
 
+// "-", or the drain's state: "draining" while a volume still has the node in its in-sync set.
+std::string drain_state(const json& n) {
+  const json& d = object(n, "drain");
+  return d.empty() ? "-" : str(d, "state", "draining");
+}
+
 std::string render_nodes(const json& nodes) {
-  Table t({"NAME", "SITE", "ADDRESS", "ALIVE", "API", "NBD", "ISCSI", "VERSION"});
+  Table t({"NAME", "SITE", "ADDRESS", "ALIVE", "DRAIN", "API", "NBD", "ISCSI", "VERSION"});
   if (nodes.is_array()) {
     for (const auto& n : nodes) {
-      t.add({str(n, "name"), str(n, "site"), or_dash(str(n, "address")), yes_no(flag(n, "alive")),
-             or_dash(str(n, "api")), or_dash(joined(n, "nbd")), or_dash(joined(n, "iscsi")),
+      t.add({str(n, "name"), or_dash(str(n, "site")), or_dash(str(n, "address")), yes_no(flag(n, "alive")),
+             drain_state(n), or_dash(str(n, "api")), or_dash(joined(n, "nbd")), or_dash(joined(n, "iscsi")),
              or_dash(str(n, "version"))});
     }
   }
@@ -133,6 +139,14 @@ std::string render_node(const json& n) {
   kv(out, "base iqn", or_dash(str(n, "base_iqn")));
   kv(out, "version", or_dash(str(n, "version")));
   kv(out, "started", or_dash(str(n, "started")));
+  if (const json& d = object(n, "drain"); !d.empty()) {
+    std::string state = str(d, "state", "draining");
+    if (state == "draining") state += " (still in sync: " + joined(d, "in_sync") + ")";
+    kv(out, "drain",
+       fmt::format("{} since {} by {}: {}", state, str(d, "at"), str(d, "by"), str(d, "reason")));
+  } else {
+    kv(out, "drain", "-");
+  }
   return out;
 }
 

@@ -26,6 +26,7 @@ const std::string kExports = std::string(kRoot) + "exports/";
 const std::string kInSync = std::string(kRoot) + "insync/";
 const std::string kDecisions = std::string(kRoot) + "decisions/";
 const std::string kVerify = std::string(kRoot) + "verify/";
+const std::string kDrains = std::string(kRoot) + "drains/";
 
 std::string volume_key(const std::string& v) { return kVolumes + v; }
 std::string snapshot_prefix(const std::string& v) { return kSnapshots + v + "/"; }
@@ -97,6 +98,17 @@ std::optional<NodeRecord> parse_node(const Kv& kv) {
   r.pid = num<std::int64_t>(*j, "pid", 0);
   r.version = str(*j, "version");
   r.started = str(*j, "started");
+  return r;
+}
+
+std::optional<DrainRecord> parse_drain(const Kv& kv) {
+  auto j = object_of(kv);
+  if (!j) return std::nullopt;
+  DrainRecord r;
+  r.node = tail(kv.key, kDrains);
+  r.reason = str(*j, "reason");
+  r.by = str(*j, "by");
+  r.at = str(*j, "at");
   return r;
 }
 
@@ -521,6 +533,8 @@ Result<std::vector<NodeRecord>> Catalogue::nodes() { return read_prefix(etcd_, k
 
 Result<std::vector<PoolRecord>> Catalogue::pools() { return read_prefix(etcd_, kPools, parse_pool); }
 
+Result<std::vector<DrainRecord>> Catalogue::drains() { return read_prefix(etcd_, kDrains, parse_drain); }
+
 Result<std::vector<VolumeRecord>> Catalogue::volumes() { return read_prefix(etcd_, kVolumes, parse_volume); }
 
 Result<VolumeRecord> Catalogue::volume(const std::string& name) {
@@ -592,6 +606,27 @@ Result<std::vector<Decision>> Catalogue::decisions(const std::string& volume) {
 }
 
 // --- intents ---
+
+Result<DrainRecord> Catalogue::drain_node(const std::string& node, const std::string& by,
+                                          const std::string& reason) {
+  DPX_TRY(check_name("node", node));
+  DrainRecord d{node, reason, by, now_rfc3339()};
+  auto cur = etcd_.get(kDrains + node);
+  if (!cur) return cur.status();
+  if (!cur->kvs.empty())
+    if (auto old = parse_drain(cur->kvs[0])) d.at = old->at;  // drained since then
+  const json j{{"reason", d.reason}, {"by", d.by}, {"at", d.at}};
+  if (auto put = etcd_.put(kDrains + node, j.dump()); !put) return put.status();
+  return d;
+}
+
+Status Catalogue::resume_node(const std::string& node) {
+  DPX_TRY(check_name("node", node));
+  auto n = etcd_.del(kDrains + node);
+  if (!n) return n.status();
+  if (*n == 0) return Status::error(Errc::not_found, "node '{}' is not drained", node);
+  return Status::ok();
+}
 
 Result<VolumeRecord> Catalogue::create_volume(const VolumeSpec& spec) {
   DPX_TRY(check_name("name", spec.name));

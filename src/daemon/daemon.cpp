@@ -216,12 +216,18 @@ struct MirrorSlot {
   std::int64_t verify_request = 0;
   std::string verify_state, verify_error;
   std::uint64_t verify_checked = 0, verify_mismatches = 0, verify_repaired = 0;
+  // Drain (on the loop): a step_down in progress, and why the last one was refused (logged once).
+  bool stepping_down = false;
+  std::string drain_refused;
 };
 
 // Where each node's mirror port is (node records), read by the mirrors' dialers on their loops.
 struct PeerBook {
   std::mutex mu;
   std::map<std::string, std::string> addrs;  // node -> "host:port"
+  // Nodes drained for maintenance (drains/<node>) -> the drain's reason: the replicas there
+  // step out of the in-sync sets, the peers' owners do not add them back.
+  std::map<std::string, std::string> drained;
 };
 
 namespace {
@@ -928,6 +934,11 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     auto local = std::make_unique<volume::LocalVolume>(*a.pool, a.id, v.name);
     slot->vol = std::make_shared<mirror::MirrorVolume>(loop, std::move(local), std::move(meta), slot->arbiter,
                                                        std::move(locate), o);
+    {
+      // Before the first link: a drained peer must not be added back by our first resync.
+      std::lock_guard lk(peer_book->mu);
+      slot->vol->hold_peer(peer_book->drained.contains(peer));
+    }
     if (Status st = co_await slot->vol->start(); !st) {
       (void)co_await slot->vol->stop();  // persists the metadata: the next attempt opens it clean
       co_return Status::error(st.code(), "volume {}: the mirror did not start: {}", v.name, st.message());
@@ -1042,6 +1053,48 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   void set_mirror_addresses(const std::map<std::string, std::string>& addrs) override {
     std::lock_guard lk(peer_book->mu);
     peer_book->addrs = addrs;
+  }
+
+  void set_drains(const std::map<std::string, std::string>& drained) override {
+    {
+      std::lock_guard lk(peer_book->mu);
+      peer_book->drained = drained;
+    }
+    std::vector<std::shared_ptr<MirrorSlot>> slots;
+    {
+      std::lock_guard lk(mirrors_mu);
+      for (const auto& [n, s] : mirrors) slots.push_back(s);
+    }
+    for (auto& slot : slots) {
+      const auto peer = slot->vol->options().peer;
+      const bool held = drained.contains(peer);
+      auto self = drained.find(cfg.node_name);
+      std::optional<std::string> why;
+      if (self != drained.end()) why = self->second;
+      loops->at(slot->loop).post([slot, held, why] { spawn(drain_on_loop(slot, held, why)); });
+    }
+  }
+
+  // This node drained: step down from the set (retried every tick until it holds). Its peer
+  // drained: hold it out of the set.
+  static Task<void> drain_on_loop(std::shared_ptr<MirrorSlot> slot, bool peer_held,
+                                  std::optional<std::string> reason) {
+    slot->vol->hold_peer(peer_held);
+    if (!reason) {
+      slot->drain_refused.clear();
+      co_return;
+    }
+    if (slot->stepping_down || slot->vol->status().role.empty()) co_return;  // out of the set already
+    slot->stepping_down = true;
+    Status st = co_await slot->vol->step_down(*reason);
+    slot->stepping_down = false;
+    if (st) {
+      slot->drain_refused.clear();
+      spdlog::info("event=mirror.drained volume={} reason=\"{}\"", slot->volume, *reason);
+    } else if (st.message() != slot->drain_refused) {
+      slot->drain_refused = st.message();
+      spdlog::warn("event=mirror.drain_refused volume={} error=\"{}\"", slot->volume, st.to_string());
+    }
   }
 
   // What a front-end serves for export `name`: the mirror for a mirrored volume's own export,

@@ -14,6 +14,7 @@ const std::string kExports = std::string(cluster::kRoot) + "exports/";
 // A mirrored volume's in-sync set (an operator's promote) and its verify requests.
 const std::string kInSync = std::string(cluster::kRoot) + "insync/";
 const std::string kVerify = std::string(cluster::kRoot) + "verify/";
+const std::string kDrains = std::string(cluster::kRoot) + "drains/";
 
 // The volume a key under volumes/, snapshots/ or exports/ concerns; "" for any other key (our own
 // reports under replicas/ and pools/ must not wake us up again).
@@ -64,10 +65,25 @@ Reconciler::Reconciler(ReconcilerOptions opts, ReconcilerHost& host)
     : opts_(std::move(opts)), host_(host), etcd_(opts_.etcd), cat_(etcd_) {
   worker_ = std::thread([this] { run(); });
   cluster::Watcher::Callbacks cb;
-  cb.on_reset = [this](const std::vector<cluster::Kv>&, std::int64_t) { mark_all(); };
+  cb.on_reset = [this](const std::vector<cluster::Kv>&, std::int64_t) {
+    {
+      std::lock_guard lk(mu_);
+      drains_dirty_ = true;
+    }
+    mark_all();
+  };
   cb.on_events = [this](const std::vector<cluster::WatchEvent>& evs, std::int64_t) {
-    for (const auto& e : evs)
-      if (auto v = volume_of(e.kv.key); !v.empty()) mark(v);
+    for (const auto& e : evs) {
+      if (e.kv.key.starts_with(kDrains)) {
+        {
+          std::lock_guard lk(mu_);
+          drains_dirty_ = true;
+        }
+        cv_.notify_all();
+      } else if (auto v = volume_of(e.kv.key); !v.empty()) {
+        mark(v);
+      }
+    }
   };
   cb.on_error = [](const Status& why) {
     spdlog::warn("event=reconciler.watch_retry error=\"{}\"", why.to_string());
@@ -115,8 +131,15 @@ void Reconciler::run() {
     {
       std::unique_lock lk(mu_);
       cv_.wait_until(lk, std::min(next_period, next_tick),
-                     [&] { return stop_ || all_dirty_ || !dirty_.empty(); });
+                     [&] { return stop_ || all_dirty_ || drains_dirty_ || !dirty_.empty(); });
       if (stop_) return;
+      if (drains_dirty_) {
+        drains_dirty_ = false;
+        lk.unlock();
+        refresh_drains();
+        lk.lock();
+        if (stop_) return;
+      }
       if (std::chrono::steady_clock::now() >= next_tick) {
         next_tick = std::chrono::steady_clock::now() + opts_.mirror_tick;
         lk.unlock();
@@ -184,6 +207,28 @@ void Reconciler::refresh_peers() {
   host_.set_mirror_addresses(addrs);
 }
 
+// A read that fails keeps the drains known so far and retries on the next tick.
+void Reconciler::refresh_drains() {
+  auto d = cat_.drains();
+  if (!d) {
+    spdlog::warn("event=reconciler.read_failed key=drains error=\"{}\"", d.status().to_string());
+    std::lock_guard lk(mu_);
+    drains_dirty_ = true;
+    return;
+  }
+  std::map<std::string, std::string> now;
+  for (const auto& r : *d) now[r.node] = r.reason.empty() ? "drain of " + r.node : r.reason;
+  if (now != drained_ || !drains_read_)
+    spdlog::info("event=reconciler.drains nodes={}", [&] {
+      std::string s;
+      for (const auto& [n, _] : now) s += (s.empty() ? "" : ",") + n;
+      return s.empty() ? std::string("none") : s;
+    }());
+  drained_ = std::move(now);
+  drains_read_ = true;
+  host_.set_drains(drained_);
+}
+
 void Reconciler::mirror_tick() {
   const auto names = host_.mirrored();
   for (auto it = mirror_reports_.begin(); it != mirror_reports_.end();) {
@@ -196,6 +241,7 @@ void Reconciler::mirror_tick() {
   }
   if (names.empty()) return;
   refresh_peers();
+  if (!drained_.empty()) host_.set_drains(drained_);  // retries a refused step-down
   for (const auto& name : names) {
     auto m = host_.mirror_report(name);
     auto rep = mirror_reports_.find(name);

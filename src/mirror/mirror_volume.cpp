@@ -948,6 +948,16 @@ copy:
     }
   }
   if (stopping_ || !ch->up() || chan_ != ch || !is_owner()) co_return;
+  if (peer_held_ && !peer_member()) {
+    // The peer's node is drained: keep it current (it gets every write) but out of the set, so
+    // that stopping it costs no freeze. Whatever it missed meanwhile is copied once released.
+    event(fmt::format("resync_held peer={} (drained)", o_.peer));
+    // Polled: the hold, the link and the ownership each end the wait, and this is rare.
+    while (peer_held_ && !stopping_ && ch->up() && chan_ == ch && is_owner())
+      co_await sleep_for(loop_, milliseconds(100));
+    pos = 0;
+    goto copy;  // NOLINT(cppcoreguidelines-avoid-goto): the same retry loop
+  }
   // Nothing dirty: with every write held off, make the peer a member again.
   auto all = co_await lock_.lock(0, size(), true);
   if (!ch->up() || chan_ != ch || !is_owner()) co_return;  // the connector's next link retries
@@ -981,6 +991,24 @@ Task<void> MirrorVolume::persister() {
     co_await sleep_for(loop_, o_.persist_period);
     if (auto st = co_await meta_->persist(); !st.is_ok())
       spdlog::error("event=mirror.persist_failed volume={} error=\"{}\"", name(), st.message());
+  }
+}
+
+void MirrorVolume::hold_peer(bool held) {
+  if (peer_held_ != held) {
+    peer_held_ = held;
+    event(fmt::format("peer {} {}", o_.peer, held ? "held out of the set (drained)" : "released (resumed)"));
+  }
+  // A peer that stepped down while this node kept the order (it was not the owner) stays linked
+  // and in step but out of the set, and no resync runs to add it back: start one now (it copies
+  // what failed to reach the peer meanwhile, then adds it by CAS).
+  if (!held && is_owner() && link_up() && !peer_member() && peer_mode_ == PeerMode::in_step) {
+    peer_mode_ = PeerMode::catching_up;
+    auto self = shared_from_this();
+    ++background_;
+    spawn(resync(chan_), [self] {
+      if (--self->background_ == 0) self->background_done_.notify_all();
+    });
   }
 }
 

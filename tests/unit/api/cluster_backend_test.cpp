@@ -330,3 +330,21 @@ TEST_F(ClusterApi, MirroredVolumeShowsItsSetAndPromoteChangesItInEtcd) {
   r = call("POST", "/v1/volumes/m/promote", R"({"node":"n2","accept_data_loss":true})");
   EXPECT_EQ(r.status, 409) << r.body;
 }
+
+TEST_F(ClusterApi, ADrainedNodeIsListedWhileDownAndResumeRemovesTheRecord) {
+  auto r = call("POST", "/v1/nodes/n1/drain", R"({"reason":"kernel upgrade"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(parse(r)["drain"]["reason"], "drain of n1: kernel upgrade");
+  EXPECT_EQ(parse(r)["drain"]["state"], "drained");  // no volume holds it in a set
+  // Stopped for its upgrade: the leased node record goes, the drain stays, and the node is listed.
+  ASSERT_TRUE(client.del(std::string(cluster::kRoot) + "nodes/n1"));
+  json list = parse(call("GET", "/v1/nodes"));
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["name"], "n1");
+  EXPECT_EQ(list[0]["alive"], false);
+  EXPECT_EQ(list[0]["drain"]["by"], "api");
+  EXPECT_EQ(call("GET", "/v1/nodes/n1").status, 200);
+  ASSERT_EQ(call("POST", "/v1/nodes/n1/resume", "{}").status, 200);
+  EXPECT_TRUE(parse(call("GET", "/v1/nodes")).empty());
+  EXPECT_EQ(call("POST", "/v1/nodes/n1/resume", "{}").status, 404);
+}

@@ -293,10 +293,10 @@ TEST_F(HandlerTest, StatusNodesPools) {
   n.site = "a";
   n.address = "127.0.0.11";
   n.nbd = {"127.0.0.11:10809"};
-  backend.node_list.push_back({n, true});
+  backend.node_list.push_back({n, true, std::nullopt});
   n.name = "n2";
   n.site = "b";
-  backend.node_list.push_back({n, true});
+  backend.node_list.push_back({n, true, std::nullopt});
   backend.pool_list.push_back(cluster::PoolRecord{"n1", "p0", "u", 1 << 30, 1 << 29, 65536, 1});
   ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"v","size":"1MiB"})").status, 201);
 
@@ -493,4 +493,84 @@ TEST_F(HandlerTest, PromoteThatLosesTheRaceIsAConflict) {
   expect_error(r, 409, "conflict");
   EXPECT_EQ(v.insync->members, std::vector<std::string>{"n1"});
   EXPECT_EQ(v.insync->generation, 2);
+}
+
+namespace {
+api::NodeView live_node(const std::string& name, const std::string& site) {
+  api::NodeView n;
+  n.rec.name = name;
+  n.rec.site = site;
+  n.alive = true;
+  return n;
+}
+}  // namespace
+
+TEST_F(HandlerTest, DrainRefusedWhileAVolumeWouldHaveNoInSyncReplica) {
+  backend.node_list = {live_node("n1", "a"), live_node("n2", "b")};
+  // A one-replica volume on n1: the refusal says that it is not mirrored.
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"solo","size":4096})").status, 201);
+  auto r = call("POST", "/v1/nodes/n1/drain", R"({"reason":"upgrade"})");
+  expect_error(r, 409, "conflict");
+  EXPECT_NE(parse(r)["error"]["message"].get<std::string>().find("volume solo has a single replica"),
+            std::string::npos)
+      << r.body;
+  ASSERT_EQ(call("DELETE", "/v1/volumes/solo").status, 200);
+  // A mirror whose other replica is out of the set (n2 resyncing): draining n1 would leave none.
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"m","size":4096,"replicas":2})").status, 201);
+  auto& v = backend.stored("m");
+  ASSERT_TRUE(backend.change_insync(*v.insync, {"n1"}, "n1", "peer n2 lost", {}));
+  v.replicas[0].report = report("n1", "in-sync", 2);
+  v.replicas[0].report->link_up = true;
+  r = call("POST", "/v1/nodes/n1/drain", "");
+  expect_error(r, 409, "conflict");
+  EXPECT_NE(parse(r)["error"]["message"].get<std::string>().find("on n2, is not in sync"), std::string::npos)
+      << r.body;
+  // Both in the set but the link down (n1's report), or n2 down: still refused.
+  ASSERT_TRUE(backend.change_insync(*v.insync, {"n1", "n2"}, "n1", "resync of n2 complete", {}));
+  v.replicas[0].report->link_up = false;
+  expect_error(call("POST", "/v1/nodes/n1/drain", "{}"), 409, "conflict");
+  v.replicas[0].report->link_up = true;
+  backend.node_list[1].alive = false;
+  r = call("POST", "/v1/nodes/n1/drain", "{}");
+  expect_error(r, 409, "conflict");
+  EXPECT_NE(parse(r)["error"]["message"].get<std::string>().find("n2, is down"), std::string::npos) << r.body;
+  for (const auto& n : backend.node_list) EXPECT_FALSE(n.drain) << "nothing recorded";
+  // Unknown nodes and bad bodies.
+  expect_error(call("POST", "/v1/nodes/n9/drain", "{}"), 404, "not_found");
+  expect_error(call("POST", "/v1/nodes/n1/drain", R"({"force":true})"), 400, "invalid", "force");
+  expect_error(call("GET", "/v1/nodes/n1/drain"), 405, "method_not_allowed");
+}
+
+TEST_F(HandlerTest, DrainIsRecordedThenShowsDrainingUntilTheNodeLeftEverySetAndResumeEndsIt) {
+  backend.node_list = {live_node("n1", "a"), live_node("n2", "b")};
+  ASSERT_EQ(call("POST", "/v1/volumes", R"({"name":"m","size":4096,"replicas":2})").status, 201);
+  auto& v = backend.stored("m");
+  v.replicas[0].report = report("n1", "in-sync", 1);
+  v.replicas[0].report->link_up = true;
+  auto r = call("POST", "/v1/nodes/n1/drain", R"({"reason":"kernel upgrade"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = parse(r);
+  EXPECT_EQ(j["name"], "n1");
+  EXPECT_EQ(j["drain"]["reason"], "drain of n1: kernel upgrade");
+  EXPECT_EQ(j["drain"]["by"], "api");
+  EXPECT_EQ(j["drain"]["state"], "draining");
+  EXPECT_EQ(j["drain"]["in_sync"], json::array({"m"}));
+  // n1's mirror stepped down: drained. The list shows it; n2 is not drained.
+  ASSERT_TRUE(
+      backend.change_insync(*v.insync, {"n2"}, "n1", "stepping down: drain of n1: kernel upgrade", {}));
+  j = parse(call("GET", "/v1/nodes/n1"));
+  EXPECT_EQ(j["drain"]["state"], "drained");
+  EXPECT_EQ(j["drain"]["in_sync"], json::array());
+  const json list = parse(call("GET", "/v1/nodes"));
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["drain"]["state"], "drained");
+  EXPECT_TRUE(list[1]["drain"].is_null());
+  // n2 cannot be drained now: it holds the only in-sync replica.
+  expect_error(call("POST", "/v1/nodes/n2/drain", "{}"), 409, "conflict");
+  // Draining again is harmless (n1 is out of every set already).
+  EXPECT_EQ(call("POST", "/v1/nodes/n1/drain", "{}").status, 200);
+  r = call("POST", "/v1/nodes/n1/resume", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(parse(r)["drain"].is_null());
+  expect_error(call("POST", "/v1/nodes/n1/resume", "{}"), 404, "not_found");
 }

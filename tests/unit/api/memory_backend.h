@@ -179,6 +179,29 @@ class MemoryBackend final : public api::Backend {
     v.decisions.push_back({next.generation, next.members, decided_by, reason, "", std::move(may_lose)});
     return next;
   }
+  // Drains live on the node list, as ClusterBackend shows them.
+  Result<cluster::DrainRecord> drain_node(const std::string& node, const std::string& by,
+                                          const std::string& reason) override {
+    cluster::DrainRecord d{node, reason, by, "2026-11-25T04:00:00Z"};
+    auto it =
+        std::find_if(node_list.begin(), node_list.end(), [&](const auto& n) { return n.rec.name == node; });
+    if (it == node_list.end()) {
+      node_list.emplace_back();
+      it = std::prev(node_list.end());
+      it->rec.name = node;
+    }
+    it->drain = d;
+    return d;
+  }
+  Status resume_node(const std::string& node) override {
+    for (auto& n : node_list)
+      if (n.rec.name == node && n.drain) {
+        n.drain.reset();
+        return Status::ok();
+      }
+    return Status::error(Errc::not_found, "node '{}' is not drained", node);
+  }
+
   std::string metrics() override { return metrics_text; }
 
   // A volume as stored, for a test to set reports or the in-sync set as the nodes would.

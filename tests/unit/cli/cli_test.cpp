@@ -292,6 +292,64 @@ TEST(CliCommands, CreateSendsReplicasTwoAndRefusesThree) {
                CLI::ParseError);
 }
 
+TEST(CliRender, NodesShowTheirDrain) {
+  const json nodes = json::parse(R"([
+    {"name": "n1", "site": "a", "alive": false,
+     "drain": {"reason": "drain of n1: kernel upgrade", "by": "api", "at": "2026-11-25T04:00:00Z",
+               "state": "drained", "in_sync": []}},
+    {"name": "n2", "site": "b", "alive": true, "drain": null}])");
+  const std::string t = render_nodes(nodes);
+  EXPECT_NE(t.find("DRAIN"), std::string::npos) << t;
+  EXPECT_NE(t.find("no     drained"), std::string::npos) << t;
+  EXPECT_NE(t.find("yes    -"), std::string::npos) << t;
+  json draining = nodes[0];
+  draining["drain"]["state"] = "draining";
+  draining["drain"]["in_sync"] = json::array({"m", "v"});
+  const std::string one = render_node(draining);
+  EXPECT_NE(
+      one.find(
+          "draining (still in sync: m, v) since 2026-11-25T04:00:00Z by api: drain of n1: kernel upgrade"),
+      std::string::npos)
+      << one;
+  EXPECT_NE(render_node(nodes[1]).find("drain:          -"), std::string::npos) << render_node(nodes[1]);
+}
+
+TEST(CliCommands, DrainWaitsUntilDrainedAndResumeSendsNoReason) {
+  FakeApi api;
+  std::vector<json> bodies;
+  int polls = 0;
+  auto drain = [](const std::string& state) {
+    return json{{"name", "n1"},
+                {"alive", true},
+                {"drain",
+                 {{"reason", "drain of n1: upgrade"},
+                  {"by", "api"},
+                  {"at", "2026-11-25T04:00:00Z"},
+                  {"state", state},
+                  {"in_sync", state == "drained" ? json::array() : json::array({"m"})}}}};
+  };
+  api.server().Post("/v1/nodes/n1/drain", [&](const httplib::Request& req, httplib::Response& res) {
+    bodies.push_back(json::parse(req.body));
+    res.set_content(drain("draining").dump(), "application/json");
+  });
+  api.server().Get("/v1/nodes/n1", [&](const httplib::Request&, httplib::Response& res) {
+    ++polls;
+    res.set_content(drain(polls < 2 ? "draining" : "drained").dump(), "application/json");
+  });
+  api.server().Post("/v1/nodes/n1/resume", [&](const httplib::Request& req, httplib::Response& res) {
+    bodies.push_back(json::parse(req.body));
+    res.set_content(json{{"name", "n1"}, {"alive", true}, {"drain", nullptr}}.dump(), "application/json");
+  });
+  ASSERT_TRUE(run_cli({"node", "drain", "n1", "--reason", "upgrade"}, api.url()));
+  EXPECT_EQ(polls, 0) << "without --wait the answer is enough";
+  ASSERT_TRUE(run_cli({"node", "drain", "n1", "--reason", "upgrade", "--wait"}, api.url()));
+  EXPECT_EQ(polls, 2) << "polled until drained";
+  ASSERT_TRUE(run_cli({"node", "resume", "n1"}, api.url()));
+  ASSERT_EQ(bodies.size(), 3u);
+  EXPECT_EQ(bodies[0], (json{{"reason", "upgrade"}}));
+  EXPECT_EQ(bodies[2], json::object());
+}
+
 TEST(CliClient, NoNodeReachableIsOneClearError) {
   ApiClient client(Endpoint{{"http://127.0.0.1:1"}, ""}, std::chrono::seconds(1));
   auto r = client.get("/v1/volumes");

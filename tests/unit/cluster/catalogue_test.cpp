@@ -110,6 +110,29 @@ TEST_F(OneNode, CreateListShowAndDuplicate) {
   EXPECT_EQ(ex->mod_revision, 0);
 }
 
+TEST_F(OneNode, ADrainOutlivesTheNodeRecordUntilResumed) {
+  auto d = cat.drain_node("n1", "api", "drain of n1: kernel upgrade");
+  ASSERT_TRUE(d) << d.status().to_string();
+  EXPECT_EQ(d->node, "n1");
+  // Not under the node's lease: the node record going (a stop) leaves the drain.
+  ASSERT_TRUE(e.del(std::string(kRoot) + "nodes/n1"));
+  auto all = cat.drains();
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ(all->front().node, "n1");
+  EXPECT_EQ(all->front().reason, "drain of n1: kernel upgrade");
+  EXPECT_EQ(all->front().by, "api");
+  // A second drain keeps the first time and takes the new reason.
+  auto again = cat.drain_node("n1", "api", "drain of n1: firmware");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->at, d->at);
+  EXPECT_EQ(cat.drains()->front().reason, "drain of n1: firmware");
+  EXPECT_TRUE(cat.resume_node("n1"));
+  EXPECT_TRUE(cat.drains()->empty());
+  EXPECT_EQ(cat.resume_node("n1").code(), Errc::not_found);
+  EXPECT_EQ(cat.drain_node("bad/name", "api", "x").status().code(), Errc::invalid);
+}
+
 TEST_F(OneNode, BadInputIsInvalidNamingTheField) {
   auto expect_invalid = [](const Result<VolumeRecord>& r, const std::string& field) {
     ASSERT_FALSE(r);

@@ -499,6 +499,54 @@ TEST_F(MirrorTest, ADrainedNodeStepsDownWithoutAnOutageAndReturnsWithoutAFullRes
   });
 }
 
+TEST_F(MirrorTest, AHeldPeerIsKeptCurrentButOutOfTheSetUntilReleased) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    // n1 drained (its daemon holds it out on n2, then n1 steps down).
+    n[1].vol->hold_peer(true);
+    Status st = co_await n[0].vol->step_down("test: drain of n1");
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    auto a = pattern(8192, 31);
+    EXPECT_TRUE((co_await n[0].vol->write(1u << 20, a, false)).is_ok()) << "forwarded to n2";
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().role == "owner"; }));
+    co_await sleep_for(&loop, milliseconds(300));
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n2"}) << "not added back while held";
+    auto b = pattern(4096, 32);
+    co_await restart(0, false, [&]() -> Task<void> {
+      EXPECT_TRUE((co_await n[1].vol->write(5u << 20, b, false)).is_ok());  // n1 is away
+    });
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up; }));
+    co_await sleep_for(&loop, milliseconds(300));
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n2"}) << "still held after n1's return";
+    n[1].vol->hold_peer(false);
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().state == "in-sync"; }));
+    EXPECT_EQ(co_await replica(0, 0, kSize), co_await replica(1, 0, kSize));
+    EXPECT_LE(n[1].vol->status().resync_done, b.size()) << "only what n1 missed while down";
+  });
+}
+
+TEST_F(MirrorTest, ADrainedNonOwnerRejoinsWhenReleasedWithoutARestart) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    // n2 drained: n1 keeps the order, n2 steps down but stays linked and keeps forwarding.
+    n[0].vol->hold_peer(true);
+    Status st = co_await n[1].vol->step_down("test: drain of n2");
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    EXPECT_TRUE((co_await n[0].vol->reload("test: the daemon's watch")).is_ok());
+    auto a = pattern(8192, 41);
+    EXPECT_TRUE((co_await n[1].vol->write(3u << 20, a, false)).is_ok()) << "forwarded to n1";
+    co_await sleep_for(&loop, milliseconds(300));
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+    n[0].vol->hold_peer(false);
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().state == "in-sync"; }));
+    EXPECT_EQ(co_await replica(0, 0, kSize), co_await replica(1, 0, kSize));
+  });
+}
+
 TEST_F(MirrorTest, APeerThatLostPowerWhileStillAMemberServesNothingStale) {
   run([this]() -> Task<void> {
     EXPECT_TRUE(

@@ -31,6 +31,8 @@ struct Applied {
 struct NodeView {
   cluster::NodeRecord rec;
   bool alive = false;  // the node's leased record is present
+  // Drained for planned maintenance (a drained node is listed even while it is down).
+  std::optional<cluster::DrainRecord> drain;
 };
 
 struct ReplicaView {
@@ -113,6 +115,16 @@ class Backend {
                                                       const std::string& decided_by,
                                                       const std::string& reason,
                                                       std::vector<std::string> may_lose) = 0;
+
+  // Planned maintenance (cluster::Catalogue::drain_node / resume_node). The handler checks first
+  // that no volume would be left without an in-sync replica.
+  virtual Result<cluster::DrainRecord> drain_node(const std::string& /*node*/, const std::string& /*by*/,
+                                                  const std::string& /*reason*/) {
+    return Status::error(Errc::unsupported, "this backend cannot drain nodes");
+  }
+  virtual Status resume_node(const std::string& /*node*/) {
+    return Status::error(Errc::unsupported, "this backend cannot resume nodes");
+  }
 
   // Prometheus text of this node (its volumes, replicas, pools, connections).
   virtual std::string metrics() = 0;

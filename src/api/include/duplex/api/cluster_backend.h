@@ -47,6 +47,9 @@ class ClusterBackend final : public Backend {
   HealthView health() override;
   Result<std::vector<NodeView>> nodes() override;
   Result<std::vector<cluster::PoolRecord>> pools() override;
+  Result<cluster::DrainRecord> drain_node(const std::string& node, const std::string& by,
+                                          const std::string& reason) override;
+  Status resume_node(const std::string& node) override;
   Result<std::vector<VolumeView>> volumes() override;
   Result<VolumeView> volume(const std::string& name) override;
 

@@ -50,6 +50,17 @@ struct NodeRecord {
   std::string started;  // RFC 3339 UTC
 };
 
+// drains/<name>: an operator drained the node for planned maintenance (docs/mirror.md). Unlike
+// nodes/<name> it outlives the node's lease: the node stays drained across its restart until
+// resumed. While it exists the node's replicas step out of every in-sync set (they keep serving by
+// forwarding to the peer), and the peers copy what they miss but do not add them back.
+struct DrainRecord {
+  std::string node;
+  std::string reason;
+  std::string by;  // "api:<who>"
+  std::string at;  // RFC 3339
+};
+
 // pools/<node>/<pool>: the node's report of a pool (informational, refreshed by the node).
 struct PoolRecord {
   std::string node;
@@ -192,6 +203,7 @@ class Catalogue {
   // --- reads ---
   Result<std::vector<NodeRecord>> nodes();
   Result<std::vector<PoolRecord>> pools();
+  Result<std::vector<DrainRecord>> drains();
   Result<std::vector<VolumeRecord>> volumes();
   Result<VolumeRecord> volume(const std::string& name);
   Result<std::vector<SnapshotRecord>> snapshots(const std::string& volume);
@@ -227,6 +239,11 @@ class Catalogue {
   Result<InSyncRecord> change_insync(const InSyncRecord& expected, std::vector<std::string> members,
                                      const std::string& decided_by, const std::string& reason,
                                      const std::vector<std::string>& may_lose = {});
+
+  // Planned maintenance: marks the node drained (idempotent: a second drain keeps the first
+  // record's time and updates the reason), and resumes it (not_found if it was not drained).
+  Result<DrainRecord> drain_node(const std::string& node, const std::string& by, const std::string& reason);
+  Status resume_node(const std::string& node);
 
   // --- reports (node side) ---
   Status report_pool(const PoolRecord& rec);

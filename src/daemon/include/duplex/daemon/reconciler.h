@@ -27,6 +27,10 @@
 // from the node records.
 //
 // Pools are reported (pools/<node>/<pool>) at start, every `period`, and after every change.
+//
+// Drains (drains/<node>, planned maintenance): read at start and whenever the watcher sees a change
+// there, and handed to the host (set_drains) then and every mirror tick, which retries a step-down
+// that was refused (the peer was not in step yet).
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -86,6 +90,9 @@ class ReconcilerHost {
   virtual std::optional<MirrorReport> mirror_report(const std::string& /*volume*/) { return std::nullopt; }
   // Node name -> its advertised mirror address (from the node records), for the mirrors' dialers.
   virtual void set_mirror_addresses(const std::map<std::string, std::string>& /*addresses*/) {}
+  // The nodes drained for maintenance (node -> reason), after every change and every mirror tick:
+  // the mirrors here step down (this node drained) or hold their peer out of the set.
+  virtual void set_drains(const std::map<std::string, std::string>& /*drained*/) {}
   // An online verify was asked for (request id, repair): the owner's mirror runs it, once per id.
   virtual void mirror_verify(const std::string& /*volume*/, std::int64_t /*id*/, bool /*repair*/) {}
   // Removes the volume and its snapshots from the pool (absent already: OK).
@@ -122,6 +129,7 @@ class Reconciler {
   void report_pools();
   void mirror_tick();
   void refresh_peers();
+  void refresh_drains();
 
   ReconcilerOptions opts_;
   ReconcilerHost& host_;
@@ -131,6 +139,7 @@ class Reconciler {
   std::condition_variable cv_;
   std::set<std::string> dirty_;
   bool all_dirty_ = true;
+  bool drains_dirty_ = true;  // under mu_
   bool stop_ = false;
   std::set<std::string> applied_;
   std::set<std::string> published_;  // volumes this reconciler published (worker thread only)
@@ -138,6 +147,9 @@ class Reconciler {
   // the mirror's fields updated when they changed.
   std::map<std::string, cluster::ReplicaStatus> mirror_reports_;
   std::map<std::string, MirrorReport> mirror_seen_;
+  // drains/ (worker thread only): re-read when the watcher saw a change there.
+  std::map<std::string, std::string> drained_;
+  bool drains_read_ = false;
   std::thread worker_;
   std::unique_ptr<cluster::Watcher> watcher_;
 };

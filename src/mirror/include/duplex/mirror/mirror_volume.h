@@ -110,6 +110,10 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   // so the peer goes on ordering writes and tracks what this one misses; on return only those
   // regions are copied. Refused when the peer is not a member (the volume would have none).
   Task<Status> step_down(std::string reason);
+  // The peer's node is drained: as the owner, copy what it lacks but do not add it back to the
+  // set until the hold is lifted (it may be stopped at any time; a member would cost a freeze).
+  // Releasing also resyncs a linked peer that stepped down while this node kept the order.
+  void hold_peer(bool held);
   // Closes the link (the connector dials again); for operators and tests.
   void disconnect(const std::string& why);
   // Stops the link and the background tasks, persists the metadata (clean close).
@@ -191,6 +195,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   AsyncMutex decide_;
   std::shared_ptr<Channel> chan_;
   PeerMode peer_mode_ = PeerMode::absent;
+  bool peer_held_ = false;
   bool peer_caught_up_ = true;  // non-owner: false while the owner resyncs us (reads forwarded)
   std::chrono::steady_clock::time_point lease_until_{};
   bool stopping_ = false;
