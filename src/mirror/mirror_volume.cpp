@@ -26,7 +26,9 @@ Status reply_status(const Message& m) {
   return Status::error(static_cast<Errc>(m.header.status), "peer answered {}",
                        errc_name(static_cast<Errc>(m.header.status)));
 }
-// The owner's `state` notice: the set it acts on (it made or read it in etcd) and why.
+// The owner's `state` notice: the set it acts on (it made or read it in etcd) and why. A node
+// whose disk failed sends kDiskFailedNote with its set just before it leaves that set.
+constexpr const char* kDiskFailedNote = "local replica failed";
 std::string state_notice(const InSyncSet& set, const std::string& note) {
   nlohmann::json j{
       {"generation", set.generation}, {"members", set.members}, {"owner", set.owner}, {"note", note}};
@@ -182,6 +184,8 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
     if (peer_member()) {
       peer_mode_ = PeerMode::in_step;
       event("peer in step (ownership moved here)");
+    } else if (peer_disk_failed_) {
+      event("peer's disk failed: no resync until it links again");
     } else if (peer_mode_ == PeerMode::absent) {
       peer_mode_ = PeerMode::catching_up;
       auto self = shared_from_this();
@@ -386,12 +390,23 @@ Task<Status> MirrorVolume::leave(std::string reason, bool failed) {
     }
     std::vector<std::string> rest{o_.peer};
     const std::string why = failed ? "local replica failed: " + reason : "stepping down: " + reason;
+    if (failed && link_up()) {
+      // Told before the compare-and-swap, on the link, ahead of the peer's etcd watch: the
+      // peer, owner from then on, must not "resync" us from its bitmap (it would copy nothing,
+      // add our broken replica back and hand it the ownership again).
+      auto ch = chan_;
+      (void)co_await ch->send(header(wire::Type::state), as_bytes(state_notice(set_, kDiskFailedNote)));
+      // A ping answered after it: the peer handled the notice (dispatched in order) before it can
+      // see our compare-and-swap. The lease answer itself does not matter.
+      (void)co_await ch->renew(std::chrono::nanoseconds(1));
+    }
     auto r = co_await arbiter_->change(set_.generation, std::move(rest), fmt::format("{}: {}", o_.node, why));
     if (r.is_ok()) {
       peer_mode_ = PeerMode::absent;
       st = co_await adopt(*r, why);
       if (failed) {
         MetaRecord rec = meta_->record();
+        local_failed_ = true;
         rec.state = ReplicaState::inconsistent;  // never trusted again without a full copy
         rec.bitmap_complete = false;
         if (auto u = co_await meta_->update(rec); !u.is_ok() && st.is_ok()) st = u;
@@ -675,6 +690,7 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
   if (!ch->up() || stopping_) co_return;
   if (chan_ && chan_ != ch) chan_->close(Status::error(Errc::conflict, "replaced by a new link"));
   chan_ = std::move(ch);
+  peer_disk_failed_ = false;  // its hello says what its replica is now
   link_changed_.notify_all();
   spdlog::info(
       "event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
@@ -835,6 +851,12 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
         ch->close(Status::error(Errc::invalid, "bad state notice"));
         co_return;
       }
+      if (note == kDiskFailedNote) {
+        // Its set is ours; it is about to leave it (MirrorVolume::leave).
+        peer_disk_failed_ = true;
+        event("peer's disk failed");
+        co_return;
+      }
       if (set->generation < set_.generation) co_return;  // older than what we know
       if (set->generation == set_.generation && is_owner() && set->owner != o_.node) {
         // Two owners at one generation: a compare-and-swap cannot produce that. Refuse it.
@@ -957,6 +979,12 @@ copy:
     pos = 0;
     goto copy;  // NOLINT(cppcoreguidelines-avoid-goto): one retry loop around two phases
   }
+  if (peer_disk_failed_) {
+    // The notice came after this resync started: a replica that failed is not added back.
+    peer_mode_ = PeerMode::absent;
+    event(fmt::format("resync of {} abandoned: its disk failed", o_.peer));
+    co_return;
+  }
   if (!peer_member()) {
     std::vector<std::string> members = {o_.node, o_.peer};
     auto r = co_await arbiter_->change(set_.generation, members,
@@ -1073,6 +1101,7 @@ MirrorStatus MirrorVolume::status() const {
   const auto& r = meta_->record();
   s.state = std::string(to_string(r.state));
   if (is_owner() && peer_mode_ == PeerMode::catching_up) s.state = "resyncing";
+  if (local_failed_ && r.state != ReplicaState::in_sync) s.state = "failed";
   s.role = is_owner() ? "owner" : (member() ? "peer" : "");
   s.generation = set_.generation;
   s.last_member_generation = r.generation;

@@ -339,7 +339,14 @@ TEST_F(MirrorTest, AFailedDiskOnTheOwnerHandsOverAndTheNodeGoesOnServingThroughT
     Status st = co_await n[0].vol->write(1u << 20, b, false);
     EXPECT_TRUE(st.is_ok()) << "the peer has it and now orders alone: " << st.message();
     EXPECT_EQ(arb->set().members, std::vector<std::string>{"n2"});
-    EXPECT_EQ(n[0].vol->status().state, "inconsistent");
+    EXPECT_EQ(n[0].vol->status().state, "failed") << "persisted inconsistent, reported as failed";
+    // n2, owner now, learns the set (the daemon's etcd watch). It must not "resync" n1 from its
+    // bitmap (nothing: n2 missed no write) and add the failed replica back as the owner again.
+    EXPECT_TRUE((co_await n[1].vol->reload("test: watch")).is_ok());
+    const auto readded = milliseconds(500);
+    EXPECT_FALSE(co_await wait_until([this] { return arb->set().members.size() == 2; }, readded))
+        << "the failed replica was added back: " << arb->reasons.back();
+    EXPECT_EQ(n[0].vol->status().state, "failed");
     EXPECT_EQ(co_await replica(1, 1u << 20, b.size()), b);
     // n1 keeps serving its initiators: reads and writes go to n2.
     std::vector<std::byte> back(a.size());
