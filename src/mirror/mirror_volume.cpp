@@ -429,8 +429,13 @@ Task<Status> MirrorVolume::leave(std::string reason, bool failed) {
 // Freeze before decide: the caller holds its write (unacknowledged) while this removes the peer
 // from the in-sync set by compare-and-swap, or finds that it cannot.
 Task<Status> MirrorVolume::peer_lost(std::string reason) {
+  // Writes that pile up behind a decision that times out fail with it. Deciding again, each for
+  // its own freeze_timeout, would hold the n-th queued write n times the bound (seen with a site
+  // partition: a write through the cut-off owner failed after 17 s with freeze_timeout 8 s).
+  const std::uint64_t failed_before = decisions_failed_;
   co_await decide_.lock();
-  Status st = co_await decide(std::move(reason));
+  Status st = last_decision_failure_;
+  if (decisions_failed_ == failed_before) st = co_await decide(std::move(reason));
   decide_.unlock();
   co_return st;
 }
@@ -480,8 +485,11 @@ Task<Status> MirrorVolume::decide(std::string reason) {
     if (Clock::now() - frozen > o_.freeze_timeout) {
       spdlog::error("event=mirror.freeze_timeout volume={} node={} reason=\"no decision within {} ms: {}\"",
                     name(), o_.node, o_.freeze_timeout.count(), r.status().message());
-      co_return Status::error(Errc::io_error, "volume {}: peer unreachable and no quorum to decide ({})",
-                              name(), r.status().message());
+      ++decisions_failed_;
+      last_decision_failure_ =
+          Status::error(Errc::io_error, "volume {}: peer unreachable and no quorum to decide ({})", name(),
+                        r.status().message());
+      co_return last_decision_failure_;
     }
     co_await sleep_for(loop_, milliseconds(250));
   }

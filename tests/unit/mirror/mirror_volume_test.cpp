@@ -324,6 +324,23 @@ TEST_F(MirrorTest, WithoutQuorumAndWithoutPeerNoWriteIsAcknowledged) {
     EXPECT_FALSE(st.is_ok());
     EXPECT_GE(std::chrono::steady_clock::now() - t0, milliseconds(800)) << "frozen for freeze_timeout first";
     EXPECT_EQ(arb->set().generation, 1u);
+    // Three writes at once: those queued behind the first decision fail with it, all within the
+    // bound (one decision of 800 ms, not one after the other).
+    std::vector<Task<Status>> writes;
+    std::vector<Status> results(3);
+    const auto t1 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 3; ++i)
+      writes.push_back([](MirrorVolume* v, std::uint64_t off, std::vector<std::byte> d,
+                          Status* out) -> Task<Status> {
+        *out = co_await v->write(off, d, false);
+        co_return Status::ok();
+      }(n[0].vol.get(), 65536u * static_cast<unsigned>(i + 1), pattern(4096, 60 + i),
+                                       &results[static_cast<std::size_t>(i)]));
+    EXPECT_TRUE((co_await when_all(std::move(writes))).is_ok());
+    for (const auto& r : results) EXPECT_FALSE(r.is_ok());
+    EXPECT_LT(std::chrono::steady_clock::now() - t1, milliseconds(1600))
+        << "one freeze for all, not one each";
+    EXPECT_EQ(arb->set().generation, 1u);
     arb->available = true;
     cut = false;
   });

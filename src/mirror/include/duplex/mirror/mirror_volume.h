@@ -189,6 +189,10 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   InSyncSet set_;
   RangeLock lock_;
   AsyncMutex decide_;
+  // Decisions that ran out of freeze_timeout, and the last one's error: a caller that waited for
+  // decide_ while one failed fails with it rather than freezing again (see peer_lost).
+  std::uint64_t decisions_failed_ = 0;
+  Status last_decision_failure_;
   std::shared_ptr<Channel> chan_;
   PeerMode peer_mode_ = PeerMode::absent;
   bool peer_caught_up_ = true;  // non-owner: false while the owner resyncs us (reads forwarded)
