@@ -22,6 +22,7 @@ for tool in nbdkit nbdfuse; do
   command -v "$tool" >/dev/null || { echo "SKIP - $tool not installed (scripts/install-deps.sh)"; exit 77; }
 done
 [ -c /dev/fuse ] || { echo "SKIP - no /dev/fuse"; exit 77; }
+if [ "$(id -u)" != 0 ] && ! command -v fusermount3 >/dev/null; then echo "SKIP - FUSE mounts need root or fusermount3"; exit 77; fi
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=mirror_lib.sh
