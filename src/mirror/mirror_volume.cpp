@@ -445,11 +445,21 @@ Task<Status> MirrorVolume::decide(std::string reason) {
   if (!member())
     co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
   const auto frozen = Clock::now();
+  std::uint64_t decided_on = set_.generation;
   spdlog::warn("event=mirror.freeze volume={} node={} generation={} reason=\"{}\"", name(), o_.node,
                set_.generation, reason);
   if (!is_owner()) co_await sleep_for(loop_, o_.tiebreak_delay);  // the preferred site wins a tie
   while (true) {
     if (stopping_) co_return Status::error(Errc::shutdown, "stopping");
+    if (set_.generation != decided_on) {
+      // The set changed while we waited (tie-break, retry): a link that came back brought the
+      // peer's newer set. A CAS on it would let a replica the peer removed (or removed and
+      // resynced) take the volume alone; judge the new set instead.
+      if (!member())
+        co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
+      if (!peer_member()) co_return Status::ok();
+      co_return Status::error(Errc::busy, "the in-sync set of {} changed while deciding", name());
+    }
     std::vector<std::string> alone{o_.node};
     auto r =
         co_await arbiter_->change(set_.generation, std::move(alone), fmt::format("{}: {}", o_.node, reason));
@@ -479,6 +489,7 @@ Task<Status> MirrorVolume::decide(std::string reason) {
           co_return Status::error(Errc::io_error,
                                   "volume {}: the peer removed this replica from the in-sync set", name());
         }
+        decided_on = set_.generation;
         continue;  // the set changed otherwise (both still members): decide again on it
       }
     }

@@ -346,6 +346,40 @@ TEST_F(MirrorTest, WithoutQuorumAndWithoutPeerNoWriteIsAcknowledged) {
   });
 }
 
+TEST_F(MirrorTest, ANonOwnerRemovedWhileItWaitsOutTheTieBreakDoesNotTakeTheVolume) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    cut = true;
+    n[1].vol->disconnect("test: link lost");
+    // n2 loses the owner and waits out the tie-break; meanwhile n1 removes n2 (its CAS) and the
+    // link comes back: n2 learns generation 2 from n1's hello before its own CAS.
+    Status flushed;
+    std::vector<Task<Status>> both;
+    both.push_back([](MirrorVolume* v, Status* out) -> Task<Status> {
+      *out = co_await v->flush();
+      co_return Status::ok();
+    }(n[1].vol.get(), &flushed));
+    both.push_back([](auto* t) -> Task<Status> {
+      co_await sleep_for(&t->loop, milliseconds(20));
+      std::vector<std::string> owner_alone{"n1"};
+      auto changed = co_await t->arb->change(1, std::move(owner_alone), "n1: replicate to n2 failed (test)");
+      EXPECT_TRUE(changed.is_ok());
+      Status reloaded = co_await t->n[0].vol->reload("test: watch");
+      EXPECT_TRUE(reloaded.is_ok()) << reloaded.message();
+      t->cut = false;
+      co_return Status::ok();
+    }(this));
+    EXPECT_TRUE((co_await when_all(std::move(both))).is_ok());
+    EXPECT_FALSE(flushed.is_ok()) << "n2 was removed while it waited";
+    // n1 may have resynced n2 and added it back meanwhile (nothing differs); n2 never decides.
+    co_await sleep_for(&loop, milliseconds(400));
+    EXPECT_TRUE(arb->set().has("n1"));
+    EXPECT_EQ(arb->set().owner, "n1");
+    for (const auto& why : arb->reasons) EXPECT_FALSE(why.starts_with("n2:")) << "n2 decided: " << why;
+  });
+}
+
 TEST_F(MirrorTest, AFailedDiskOnTheOwnerHandsOverAndTheNodeGoesOnServingThroughThePeer) {
   run([this]() -> Task<void> {
     EXPECT_TRUE(
