@@ -614,6 +614,7 @@ Hello MirrorVolume::my_hello() const {
   h.node = o_.node;
   h.generation = r.generation;
   h.state = std::string(to_string(r.state));
+  if (local_failed_ && r.state != ReplicaState::in_sync) h.state = "failed";  // do not resync us yet
   h.set_generation = set_.generation;
   h.clean = !o_.crashed;
   h.hot = meta_->hot_ranges();
@@ -709,13 +710,19 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
   if (!ch->up() || stopping_) co_return;
   if (chan_ && chan_ != ch) chan_->close(Status::error(Errc::conflict, "replaced by a new link"));
   chan_ = std::move(ch);
-  peer_disk_failed_ = false;  // its hello says what its replica is now
+  peer_disk_failed_ = peer.state == "failed";  // its hello says what its replica is now
   link_changed_.notify_all();
   spdlog::info(
       "event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
       o_.node, o_.peer, peer.generation, peer.state, peer.clean);
   if (!is_owner()) {
     peer_caught_up_ = !peer.catch_up;
+    co_return;
+  }
+  if (peer_disk_failed_) {
+    // Its disk failed: it forwards its I/O to us; copying to it would fail and close the link.
+    peer_mode_ = PeerMode::absent;
+    event("peer's disk failed: no resync until it links again");
     co_return;
   }
   // Owner: what may differ is what we wrote without the peer (bitmap), plus what either side
@@ -812,7 +819,19 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
         st = Status::error(Errc::conflict, "{} orders the writes of {} itself", o_.node, name());
       } else if (op.offset <= size() && op.length <= size() - op.offset) {
         auto pin = co_await meta_->pin_write(op.offset, op.length);
-        st = pin.is_ok() ? co_await write_local(op) : pin.status();
+        // Not `pin.is_ok() ? co_await ... : ...`: GCC 12 loses the message of a status made that
+        // way (seen as garbage bytes in the log, then invalid UTF-8 in the set's reason).
+        if (pin.is_ok())
+          st = co_await write_local(op);
+        else
+          st = pin.status();
+        if (pin.is_ok() && !st.is_ok() && h.type == wire::Type::replicate && member()) {
+          // Our disk failed under the owner's write: leave the set ourselves (telling the owner
+          // first), as the owner does for its own disk, and forward our I/O from now on.
+          spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,
+                        st.message());
+          (void)co_await leave(st.message(), true);
+        }
       }
       rep.type = h.type == wire::Type::replicate ? wire::Type::replicate_reply : wire::Type::resync_reply;
       rep.status = static_cast<std::int32_t>(st.code());

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # The failure-table row "pool/disk failure on one node" (../shared/DESIGN.md; docs/mirror.md
-# "Failures and their outcome") with a real disk fault: n1's pool is a file served by nbdkit
-# through its error filter and mounted with nbdfuse, so that while $work/disk-fail exists every
-# read, write and flush of n1's pool fails with EIO (the daemon opens it O_DIRECT through io_uring,
-# as a real disk). Real etcd, two real duplexd, libnbd clients writing through both nodes:
-#   - the fault: n1 (the owner) leaves the in-sync set by a logged decision naming the disk error,
-#     its replica is `failed` and not a member in the API and `duplexctl volume show`;
-#   - the writers through both nodes go on; writes through n1 after the decision are forwarded to
-#     n2 with no error; no acknowledged write is lost; both nodes read the same data;
-#   - n2 does not take the failed replica back (the set stays {n2});
-#   - recovery: the disk works again (the fault file removed) and n1 restarts: n2 copies the whole
-#     volume back to n1 (an inconsistent replica is never trusted for an incremental resync), and
-#     both are in the set again.
+# "Failures and their outcome") with a real disk fault: one node's pool is a file served by
+# nbdkit through its error filter and mounted with nbdfuse, so that while $work/disk-fail exists
+# every read, write and flush of that pool fails with EIO (the daemon opens it O_DIRECT through
+# io_uring, as a real disk). The failing node is n1, the owner (default), or with DISK_NODE=n2 the
+# other node. Real etcd, two real duplexd, libnbd clients writing through both nodes:
+#   - the fault: the failing node leaves the in-sync set by a logged decision naming the disk
+#     error; its replica is `failed` and not a member in the API and `duplexctl volume show`;
+#   - the writers through both nodes go on with no error; writes through the failing node are
+#     forwarded to its peer; no acknowledged write is lost; both nodes read the same data;
+#   - the peer does not take the failed replica back (the set stays {peer});
+#   - recovery: the disk works again (the fault file removed) and the node restarts: the peer
+#     copies the whole volume to it (an inconsistent replica is never trusted for an incremental
+#     resync), and both are in the set again.
 # Only 127.0.0.1, free ports; every process started here is stopped by its pid.
-#   DUPLEXD=path/to/duplexd DUPLEXCTL=path/to/duplexctl tests/system/mirror_disk.sh
+#   DUPLEXD=path/to/duplexd DUPLEXCTL=path/to/duplexctl [DISK_NODE=n2] tests/system/mirror_disk.sh
 set -euo pipefail
+# DISK_NODE=n2: the disk of n2 (not the owner) fails instead of n1's (the owner).
+D=${DISK_NODE:-n1}
+case $D in n1) P=n2 ;; n2) P=n1 ;; *) echo "DISK_NODE must be n1 or n2"; exit 2 ;; esac
 DUPLEXD=${DUPLEXD:-duplexd}
 HOST=127.0.0.1
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,26 +36,26 @@ IO="$PY $here/mirror_failures_io.py"
 BS=4096
 SIZE=$((32 * 1024 * 1024))
 T_START=$SECONDS
-FUSE=$work/n1/fuse
+FUSE=$work/${D}/fuse
 # The daemons hold the FUSE file open: stop them and unmount before nbdfuse is killed, else the
 # work directory cannot be removed.
 cleanup_hook() {
   if [ -n "${MIRROR_KEEP_LOGS:-}" ]; then mkdir -p "$MIRROR_KEEP_LOGS" && cp "$work"/*.log "$work"/*.jsonl "$MIRROR_KEEP_LOGS"/ 2>/dev/null; fi
-  for n in n1 n2; do [ -n "${DPID[$n]:-}" ] && kill_node "$n"; done
+  for n in ${D} ${P}; do [ -n "${DPID[$n]:-}" ] && kill_node "$n"; done
   if mountpoint -q "$FUSE" 2>/dev/null; then umount "$FUSE" 2>/dev/null || umount -l "$FUSE" 2>/dev/null; fi
   return 0
 }
 
-# n1's pool: created by duplexd on a plain file first (a pool must be formatted), then that file is
-# served by nbdkit and n1 uses it through FUSE.
-mkdir -p "$work/n1" "$work/fmt" "$FUSE"
+# ${D}'s pool: created by duplexd on a plain file first (a pool must be formatted), then that file is
+# served by nbdkit and ${D} uses it through FUSE.
+mkdir -p "$work/${D}" "$work/fmt" "$FUSE"
 cat >"$work/fmt.toml" <<TOML
 state_dir = "$work/fmt"
 [listen]
 nbd = "$HOST:$(free_port)"
 [[pool]]
 name = "p"
-path = "$work/n1/disk.img"
+path = "$work/${D}/disk.img"
 create_size = "256MiB"
 TOML
 "$DUPLEXD" --config "$work/fmt.toml" >"$work/fmt.log" 2>&1 &
@@ -59,17 +63,17 @@ fmt_pid=$!
 pids+=("$fmt_pid")
 for _ in $(seq 100); do grep -q "event=ready" "$work/fmt.log" && break; sleep 0.1; done
 kill -TERM "$fmt_pid" 2>/dev/null || true
-wait "$fmt_pid" || { echo "FAIL - formatting n1's pool: $(tail -5 "$work/fmt.log")"; exit 1; }
+wait "$fmt_pid" || { echo "FAIL - formatting ${D}'s pool: $(tail -5 "$work/fmt.log")"; exit 1; }
 # nbdkit exits on SIGHUP: its own session.
-setsid nbdkit -f -U "$work/n1.sock" --filter=error file "$work/n1/disk.img" \
+setsid nbdkit -f -U "$work/${D}.sock" --filter=error file "$work/${D}/disk.img" \
   error-rate=100% error-file="$work/disk-fail" error=EIO </dev/null >"$work/nbdkit.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do [ -S "$work/n1.sock" ] && break; sleep 0.05; done
-nbdfuse "$FUSE" --unix "$work/n1.sock" </dev/null >"$work/nbdfuse.log" 2>&1 &
+for _ in $(seq 100); do [ -S "$work/${D}.sock" ] && break; sleep 0.05; done
+nbdfuse "$FUSE" --unix "$work/${D}.sock" </dev/null >"$work/nbdfuse.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -f "$FUSE/nbd" ] && break; sleep 0.05; done
 [ -f "$FUSE/nbd" ] || { echo "FAIL - nbdfuse did not mount: $(cat "$work/nbdfuse.log")"; exit 1; }
-POOL_PATH[n1]=$FUSE/nbd
+POOL_PATH[${D}]=$FUSE/nbd
 
 mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
 
@@ -103,47 +107,47 @@ writer() {
 
 api POST /v1/volumes "{\"name\": \"d\", \"size\": $SIZE, \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
 if until_vol 60 d "$IN_SYNC and d['insync']['owner']=='n1'"; then
-  ok "volume d ($SIZE bytes): in sync, n1 (its pool on nbdkit + nbdfuse) owns it"
+  ok "volume d ($SIZE bytes): in sync, n1 owns it; ${D}'s pool is on nbdkit + nbdfuse"
 else
   bad "volume d never in sync"
   exit 1
 fi
-for n in n1 n2; do
-  for _ in $(seq 100); do nbdinfo --size "$(nbd_uri $n d)" >/dev/null 2>&1 && break; sleep 0.1; done
+for n in ${D} ${P}; do
+  for _ in $(seq 100); do nbdinfo --size "$(nbd_uri "$n" d)" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 gen0=$(vol "d['insync']['generation']")
 
-echo "# disk failure on n1 while clients write through both nodes"
-writer n1 1 0 60
+echo "# disk failure on ${D} while clients write through both nodes"
+writer "${D}" 1 0 60
 w1=$!
-writer n2 2 512 60
+writer ${P} 2 512 60
 w2=$!
-until_acks "$work/w1.log" 100 20 || bad "the writer through n1 did not start: $(cat "$work/w1.out")"
-until_acks "$work/w2.log" 100 20 || bad "the writer through n2 did not start: $(cat "$work/w2.out")"
+until_acks "$work/w1.log" 100 20 || bad "the writer through ${D} did not start: $(cat "$work/w1.out")"
+until_acks "$work/w2.log" 100 20 || bad "the writer through ${P} did not start: $(cat "$work/w2.out")"
 touch "$work/disk-fail"
-if until_vol 20 d "d['insync']['members']==['n2'] and d['insync']['generation']>$gen0"; then
+if until_vol 20 d "d['insync']['members']==['${P}'] and d['insync']['generation']>$gen0"; then
   gen1=$(vol "d['insync']['generation']")
-  ok "n1 left the in-sync set: generation $gen1, reason: $(vol "d['insync']['reason']")"
+  ok "${D} left the in-sync set: generation $gen1, reason: $(vol "d['insync']['reason']")"
 else
-  bad "n1 still in the in-sync set after its disk failed: $(vol "d['insync']")"
+  bad "${D} still in the in-sync set after its disk failed: $(vol "d['insync']")"
 fi
 a1=$(acks "$work/w1.log")
 a2=$(acks "$work/w2.log")
 e1=$(grep -c '^E' "$work/w1.log" || true)
 e2=$(grep -c '^E' "$work/w2.log" || true)
 reason=$(vol "d['insync']['reason']")
-if echo "$reason" | grep -q "n1: local replica failed" && echo "$reason" | grep -qi "input/output error"; then
+if echo "$reason" | grep -q "${D}: local replica failed" && echo "$reason" | grep -qi "input/output error"; then
   ok "the decision names the disk error"
 else
   bad "the decision does not name the disk error: $reason"
 fi
-if grep -q 'event=mirror.local_error volume=d node=n1 error=".*[Ii]nput/output error' "$work/n1.log"; then
-  ok "n1 logged: $(grep -o 'event=mirror.local_error volume=d node=n1.*' "$work/n1.log" | head -1)"
+if grep -q "event=mirror.local_error volume=d node=${D} error=\".*[Ii]nput/output error" "$work/${D}.log"; then
+  ok "${D} logged: $(grep -o "event=mirror.local_error volume=d node=${D}.*" "$work/${D}.log" | head -1)"
 else
-  bad "no event=mirror.local_error naming the I/O error in n1's log"
+  bad "no event=mirror.local_error naming the I/O error in ${D}'s log"
 fi
 if grep -q "injecting EIO" "$work/nbdkit.log"; then
-  ok "nbdkit failed n1's disk requests ($(grep -c "injecting EIO" "$work/nbdkit.log") injected errors)"
+  ok "nbdkit failed ${D}'s disk requests ($(grep -c "injecting EIO" "$work/nbdkit.log") injected errors)"
 else
   bad "nbdkit injected no error: the fault did not reach the disk"
 fi
@@ -154,7 +158,7 @@ touch "$work/w1.stop" "$work/w2.stop"
 wait "$w1" "$w2" || true
 for t in 1 2; do
   s=$(tail -1 "$work/w$t.out")
-  n=$([ $t = 1 ] && echo n1 || echo n2)
+  n=$([ $t = 1 ] && echo "${D}" || echo ${P})
   eb=$([ $t = 1 ] && echo "$e1" || echo "$e2")
   ab=$([ $t = 1 ] && echo "$a1" || echo "$a2")
   ea=$(grep -c '^E' "$work/w$t.log" || true)
@@ -169,70 +173,70 @@ for t in 1 2; do
     echo "  note: the writer through $n saw $eb error(s) before the decision: $(field "$s" first_error)"
   fi
 done
-for n in n1 n2; do
-  if out=$($IO check "$(nbd_uri $n d)" "$work/w1.log" --tag 1 2>&1) && out2=$($IO check "$(nbd_uri $n d)" "$work/w2.log" --tag 2 2>&1); then
+for n in ${D} ${P}; do
+  if out=$($IO check "$(nbd_uri "$n" d)" "$work/w1.log" --tag 1 2>&1) && out2=$($IO check "$(nbd_uri "$n" d)" "$work/w2.log" --tag 2 2>&1); then
     ok "no acknowledged write lost, read through $n: $out / $out2"
   else
     bad "read through $n: $out ${out2:-}"
   fi
 done
-d1=$($IO digest "$(nbd_uri n1 d)" 0 $((1024 * BS)) 2>&1 || true)
-d2=$($IO digest "$(nbd_uri n2 d)" 0 $((1024 * BS)) 2>&1 || true)
-if [ "$d1" = "$d2" ] && [ ${#d1} = 64 ]; then ok "n1 and n2 read the same 4 MiB"; else bad "n1 reads $d1, n2 reads $d2"; fi
-# n2 must not take the failed replica back (a resync from its bitmap would copy nothing).
-if [ "$(vol "d['insync']['generation']")" = "${gen1:-?}" ] && [ "$(vol "d['insync']['members']")" = "['n2']" ]; then
-  ok "the set stayed {n2} at generation $gen1 while the clients wrote (the failed replica was not taken back)"
+d1=$($IO digest "$(nbd_uri "${D}" d)" 0 $((1024 * BS)) 2>&1 || true)
+d2=$($IO digest "$(nbd_uri ${P} d)" 0 $((1024 * BS)) 2>&1 || true)
+if [ "$d1" = "$d2" ] && [ ${#d1} = 64 ]; then ok "${D} and ${P} read the same 4 MiB"; else bad "${D} reads $d1, ${P} reads $d2"; fi
+# ${P} must not take the failed replica back (a resync from its bitmap would copy nothing).
+if [ "$(vol "d['insync']['generation']")" = "${gen1:-?}" ] && [ "$(vol "d['insync']['members']")" = "['${P}']" ]; then
+  ok "the set stayed {${P}} at generation $gen1 while the clients wrote (the failed replica was not taken back)"
 else
-  bad "the set changed again after n1 left: $(vol "d['insync']"), decisions $(vol "len(d['decisions'])")"
+  bad "the set changed again after ${D} left: $(vol "d['insync']"), decisions $(vol "len(d['decisions'])")"
 fi
-if until_vol 10 d "r['n1'].get('member') is False and r['n1'].get('state')=='failed' and r['n2'].get('role')=='owner'"; then
-  ok "the API: n1 state $(vol "r['n1']['state']") member=$(vol "r['n1']['member']"), n2 $(vol "r['n2']['role']"); last decision: $(vol "d['decisions'][-1]")"
+if until_vol 10 d "r['${D}'].get('member') is False and r['${D}'].get('state')=='failed' and r['${P}'].get('role')=='owner'"; then
+  ok "the API: ${D} state $(vol "r['${D}']['state']") member=$(vol "r['${D}']['member']"), ${P} $(vol "r['${P}']['role']"); last decision: $(vol "d['decisions'][-1]")"
 else
-  bad "the API does not show n1's replica out: $(vol "d['replicas']")"
+  bad "the API does not show ${D}'s replica out: $(vol "d['replicas']")"
 fi
 if [ -n "${DUPLEXCTL:-}" ]; then
   shown=$("$DUPLEXCTL" --api "$API" --token "$TOKEN" volume show d 2>&1 || true)
-  if echo "$shown" | grep -Eq "^ *n1 .* no +failed" && echo "$shown" | grep -q "members n2,"; then
-    ok "duplexctl volume show d: n1 not a member ($(echo "$shown" | grep -E "^ *n1 " | tr -s ' '))"
+  if echo "$shown" | grep -Eq "^ *${D} .* no +failed" && echo "$shown" | grep -q "members ${P},"; then
+    ok "duplexctl volume show d: ${D} not a member ($(echo "$shown" | grep -E "^ *${D} " | tr -s ' '))"
   else
     bad "duplexctl volume show d: $shown"
   fi
 fi
 
-# Recovery: the disk works again (or was replaced by one holding the pool) and n1 restarts; its
-# hello says its replica is inconsistent, so n2 copies the whole volume.
-echo "# recovery: n1's disk works again, n1 restarts"
+# Recovery: the disk works again (or was replaced by one holding the pool) and ${D} restarts; its
+# hello says its replica is inconsistent, so ${P} copies the whole volume.
+echo "# recovery: ${D}'s disk works again, ${D} restarts"
 rm -f "$work/disk-fail"
-stop_node n1 || bad "n1's exit status on SIGTERM after its disk failed"
-start_node n1
+stop_node "${D}" || bad "${D}'s exit status on SIGTERM after its disk failed"
+start_node "${D}"
 if until_vol 60 d "$IN_SYNC"; then
-  ok "n1 resynced and back in the set: generation $(vol "d['insync']['generation']"), owner $(vol "d['insync']['owner']")"
+  ok "${D} resynced and back in the set: generation $(vol "d['insync']['generation']"), owner $(vol "d['insync']['owner']")"
 else
-  bad "n1 not back in sync after its disk recovered"
+  bad "${D} not back in sync after its disk recovered"
 fi
-full=$(grep -o "event=mirror.resync_start peer=n1 bytes=[0-9]* volume=d" "$work/n2.log" | tail -1 | grep -o "bytes=[0-9]*" | cut -d= -f2 || true)
+full=$(grep -o "event=mirror.resync_start peer=${D} bytes=[0-9]* volume=d" "$work/${P}.log" | tail -1 | grep -o "bytes=[0-9]*" | cut -d= -f2 || true)
 if [ "${full:-0}" = "$SIZE" ]; then
-  ok "a full resync: n2 copied $full bytes of $SIZE"
+  ok "a full resync: ${P} copied $full bytes of $SIZE"
 else
   bad "the resync of the inconsistent replica copied '${full:-}' bytes, not the whole $SIZE"
 fi
-for n in n1 n2; do
-  if out=$($IO check "$(nbd_uri $n d)" "$work/w1.log" --tag 1 2>&1) && out2=$($IO check "$(nbd_uri $n d)" "$work/w2.log" --tag 2 2>&1); then
+for n in ${D} ${P}; do
+  if out=$($IO check "$(nbd_uri "$n" d)" "$work/w1.log" --tag 1 2>&1) && out2=$($IO check "$(nbd_uri "$n" d)" "$work/w2.log" --tag 2 2>&1); then
     ok "after recovery $n serves every acknowledged write: $out / $out2"
   else
     bad "after recovery, read through $n: $out ${out2:-}"
   fi
 done
-d1=$($IO digest "$(nbd_uri n1 d)" 0 $SIZE 2>&1 || true)
-d2=$($IO digest "$(nbd_uri n2 d)" 0 $SIZE 2>&1 || true)
-if [ "$d1" = "$d2" ] && [ ${#d1} = 64 ]; then ok "after recovery n1 and n2 read the same $SIZE bytes"; else bad "after recovery n1 reads $d1, n2 $d2"; fi
+d1=$($IO digest "$(nbd_uri "${D}" d)" 0 $SIZE 2>&1 || true)
+d2=$($IO digest "$(nbd_uri ${P} d)" 0 $SIZE 2>&1 || true)
+if [ "$d1" = "$d2" ] && [ ${#d1} = 64 ]; then ok "after recovery ${D} and ${P} read the same $SIZE bytes"; else bad "after recovery ${D} reads $d1, ${P} $d2"; fi
 
-for n in n2 n1; do
+for n in ${P} ${D}; do
   if stop_node "$n"; then ok "$n stops cleanly"; else bad "$n exit status on SIGTERM"; fi
 done
 echo "took $((SECONDS - T_START)) s"
 if [ "$fails" -ne 0 ]; then
-  for n in n1 n2; do echo "--- $n.log (tail)"; tail -n 60 "$work/$n.log"; done
+  for n in ${D} ${P}; do echo "--- $n.log (tail)"; tail -n 60 "$work/$n.log"; done
   echo "$fails check(s) failed"
   exit 1
 fi

@@ -412,6 +412,34 @@ TEST_F(MirrorTest, AFailedDiskOnTheOwnerHandsOverAndTheNodeGoesOnServingThroughT
   });
 }
 
+TEST_F(MirrorTest, AFailedDiskOnThePeerTakesItOutAndItGoesOnServingThroughTheOwner) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto a = pattern(65536, 30), b = pattern(8192, 31);
+    EXPECT_TRUE((co_await n[0].vol->write(0, a, false)).is_ok());
+    n[1].disk->crash_after(0);  // n2's pool disk is dead
+    Status st = co_await n[0].vol->write(1u << 20, b, false);
+    EXPECT_TRUE(st.is_ok()) << "n1 has it and n2 left the set: " << st.message();
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+    EXPECT_TRUE(arb->reasons.back().starts_with("n2: local replica failed")) << arb->reasons.back();
+    EXPECT_EQ(n[1].vol->status().state, "failed");
+    // n2 serves its initiators through n1, and n1 does not try to resync it (that would fail on
+    // n2's disk and drop the link n2 forwards over).
+    auto c = pattern(4096, 32);
+    st = co_await n[1].vol->write(2u << 20, c, true);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    std::vector<std::byte> back(a.size());
+    st = co_await n[1].vol->read(0, back);
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    EXPECT_EQ(back, a);
+    co_await sleep_for(&loop, milliseconds(500));
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+    EXPECT_TRUE(n[1].vol->status().link_up);
+    EXPECT_EQ(co_await replica(0, 2u << 20, c.size()), c);
+  });
+}
+
 TEST_F(MirrorTest, ADeposedOwnerIsFencedAndItsUnacknowledgedWriteIsCopiedOverOnHeal) {
   run([this]() -> Task<void> {
     EXPECT_TRUE(
