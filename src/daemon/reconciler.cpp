@@ -30,7 +30,8 @@ std::string volume_of(const std::string& key) {
 
 // The replica report's mirror fields from the engine's status. The report's state is this
 // replica's: the owner whose engine says "resyncing" (its view of the peer catching up) is itself
-// in-sync; a resync target ("inconsistent") is reported as "resyncing".
+// in-sync; a resync target ("inconsistent") is reported as "resyncing"; a replica whose disk
+// failed (the engine's "failed") as such.
 void fill_mirror(cluster::ReplicaStatus& st, const MirrorReport& m) {
   if (m.state == "resyncing")
     st.state = "in-sync";

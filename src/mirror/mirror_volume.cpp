@@ -26,7 +26,9 @@ Status reply_status(const Message& m) {
   return Status::error(static_cast<Errc>(m.header.status), "peer answered {}",
                        errc_name(static_cast<Errc>(m.header.status)));
 }
-// The owner's `state` notice: the set it acts on (it made or read it in etcd) and why.
+// The owner's `state` notice: the set it acts on (it made or read it in etcd) and why. A node
+// whose disk failed sends kDiskFailedNote with its set just before it leaves that set.
+constexpr const char* kDiskFailedNote = "local replica failed";
 std::string state_notice(const InSyncSet& set, const std::string& note) {
   nlohmann::json j{
       {"generation", set.generation}, {"members", set.members}, {"owner", set.owner}, {"note", note}};
@@ -182,6 +184,8 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
     if (peer_member()) {
       peer_mode_ = PeerMode::in_step;
       event("peer in step (ownership moved here)");
+    } else if (peer_disk_failed_) {
+      event("peer's disk failed: no resync until it links again");
     } else if (peer_mode_ == PeerMode::absent) {
       peer_mode_ = PeerMode::catching_up;
       auto self = shared_from_this();
@@ -386,12 +390,23 @@ Task<Status> MirrorVolume::leave(std::string reason, bool failed) {
     }
     std::vector<std::string> rest{o_.peer};
     const std::string why = failed ? "local replica failed: " + reason : "stepping down: " + reason;
+    if (failed && link_up()) {
+      // Told before the compare-and-swap, on the link, ahead of the peer's etcd watch: the
+      // peer, owner from then on, must not "resync" us from its bitmap (it would copy nothing,
+      // add our broken replica back and hand it the ownership again).
+      auto ch = chan_;
+      (void)co_await ch->send(header(wire::Type::state), as_bytes(state_notice(set_, kDiskFailedNote)));
+      // A ping answered after it: the peer handled the notice (dispatched in order) before it can
+      // see our compare-and-swap. The lease answer itself does not matter.
+      (void)co_await ch->renew(std::chrono::nanoseconds(1));
+    }
     auto r = co_await arbiter_->change(set_.generation, std::move(rest), fmt::format("{}: {}", o_.node, why));
     if (r.is_ok()) {
       peer_mode_ = PeerMode::absent;
       st = co_await adopt(*r, why);
       if (failed) {
         MetaRecord rec = meta_->record();
+        local_failed_ = true;
         rec.state = ReplicaState::inconsistent;  // never trusted again without a full copy
         rec.bitmap_complete = false;
         if (auto u = co_await meta_->update(rec); !u.is_ok() && st.is_ok()) st = u;
@@ -414,8 +429,13 @@ Task<Status> MirrorVolume::leave(std::string reason, bool failed) {
 // Freeze before decide: the caller holds its write (unacknowledged) while this removes the peer
 // from the in-sync set by compare-and-swap, or finds that it cannot.
 Task<Status> MirrorVolume::peer_lost(std::string reason) {
+  // Writes that pile up behind a decision that times out fail with it. Deciding again, each for
+  // its own freeze_timeout, would hold the n-th queued write n times the bound (seen with a site
+  // partition: a write through the cut-off owner failed after 17 s with freeze_timeout 8 s).
+  const std::uint64_t failed_before = decisions_failed_;
   co_await decide_.lock();
-  Status st = co_await decide(std::move(reason));
+  Status st = last_decision_failure_;
+  if (decisions_failed_ == failed_before) st = co_await decide(std::move(reason));
   decide_.unlock();
   co_return st;
 }
@@ -425,11 +445,21 @@ Task<Status> MirrorVolume::decide(std::string reason) {
   if (!member())
     co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
   const auto frozen = Clock::now();
+  std::uint64_t decided_on = set_.generation;
   spdlog::warn("event=mirror.freeze volume={} node={} generation={} reason=\"{}\"", name(), o_.node,
                set_.generation, reason);
   if (!is_owner()) co_await sleep_for(loop_, o_.tiebreak_delay);  // the preferred site wins a tie
   while (true) {
     if (stopping_) co_return Status::error(Errc::shutdown, "stopping");
+    if (set_.generation != decided_on) {
+      // The set changed while we waited (tie-break, retry): a link that came back brought the
+      // peer's newer set. A CAS on it would let a replica the peer removed (or removed and
+      // resynced) take the volume alone; judge the new set instead.
+      if (!member())
+        co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
+      if (!peer_member()) co_return Status::ok();
+      co_return Status::error(Errc::busy, "the in-sync set of {} changed while deciding", name());
+    }
     std::vector<std::string> alone{o_.node};
     auto r =
         co_await arbiter_->change(set_.generation, std::move(alone), fmt::format("{}: {}", o_.node, reason));
@@ -459,14 +489,18 @@ Task<Status> MirrorVolume::decide(std::string reason) {
           co_return Status::error(Errc::io_error,
                                   "volume {}: the peer removed this replica from the in-sync set", name());
         }
+        decided_on = set_.generation;
         continue;  // the set changed otherwise (both still members): decide again on it
       }
     }
     if (Clock::now() - frozen > o_.freeze_timeout) {
       spdlog::error("event=mirror.freeze_timeout volume={} node={} reason=\"no decision within {} ms: {}\"",
                     name(), o_.node, o_.freeze_timeout.count(), r.status().message());
-      co_return Status::error(Errc::io_error, "volume {}: peer unreachable and no quorum to decide ({})",
-                              name(), r.status().message());
+      ++decisions_failed_;
+      last_decision_failure_ =
+          Status::error(Errc::io_error, "volume {}: peer unreachable and no quorum to decide ({})", name(),
+                        r.status().message());
+      co_return last_decision_failure_;
     }
     co_await sleep_for(loop_, milliseconds(250));
   }
@@ -580,6 +614,7 @@ Hello MirrorVolume::my_hello() const {
   h.node = o_.node;
   h.generation = r.generation;
   h.state = std::string(to_string(r.state));
+  if (local_failed_ && r.state != ReplicaState::in_sync) h.state = "failed";  // do not resync us yet
   h.set_generation = set_.generation;
   h.clean = !o_.crashed;
   h.hot = meta_->hot_ranges();
@@ -675,12 +710,19 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
   if (!ch->up() || stopping_) co_return;
   if (chan_ && chan_ != ch) chan_->close(Status::error(Errc::conflict, "replaced by a new link"));
   chan_ = std::move(ch);
+  peer_disk_failed_ = peer.state == "failed";  // its hello says what its replica is now
   link_changed_.notify_all();
   spdlog::info(
       "event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
       o_.node, o_.peer, peer.generation, peer.state, peer.clean);
   if (!is_owner()) {
     peer_caught_up_ = !peer.catch_up;
+    co_return;
+  }
+  if (peer_disk_failed_) {
+    // Its disk failed: it forwards its I/O to us; copying to it would fail and close the link.
+    peer_mode_ = PeerMode::absent;
+    event("peer's disk failed: no resync until it links again");
     co_return;
   }
   // Owner: what may differ is what we wrote without the peer (bitmap), plus what either side
@@ -777,7 +819,19 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
         st = Status::error(Errc::conflict, "{} orders the writes of {} itself", o_.node, name());
       } else if (op.offset <= size() && op.length <= size() - op.offset) {
         auto pin = co_await meta_->pin_write(op.offset, op.length);
-        st = pin.is_ok() ? co_await write_local(op) : pin.status();
+        // Not `pin.is_ok() ? co_await ... : ...`: GCC 12 loses the message of a status made that
+        // way (seen as garbage bytes in the log, then invalid UTF-8 in the set's reason).
+        if (pin.is_ok())
+          st = co_await write_local(op);
+        else
+          st = pin.status();
+        if (pin.is_ok() && !st.is_ok() && h.type == wire::Type::replicate && member()) {
+          // Our disk failed under the owner's write: leave the set ourselves (telling the owner
+          // first), as the owner does for its own disk, and forward our I/O from now on.
+          spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,
+                        st.message());
+          (void)co_await leave(st.message(), true);
+        }
       }
       rep.type = h.type == wire::Type::replicate ? wire::Type::replicate_reply : wire::Type::resync_reply;
       rep.status = static_cast<std::int32_t>(st.code());
@@ -833,6 +887,12 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       auto set = parse_notice(as_text(m.payload), &note);
       if (!set) {
         ch->close(Status::error(Errc::invalid, "bad state notice"));
+        co_return;
+      }
+      if (note == kDiskFailedNote) {
+        // Its set is ours; it is about to leave it (MirrorVolume::leave).
+        peer_disk_failed_ = true;
+        event("peer's disk failed");
         co_return;
       }
       if (set->generation < set_.generation) co_return;  // older than what we know
@@ -966,6 +1026,12 @@ copy:
     all.release();
     pos = 0;
     goto copy;  // NOLINT(cppcoreguidelines-avoid-goto): one retry loop around two phases
+  }
+  if (peer_disk_failed_) {
+    // The notice came after this resync started: a replica that failed is not added back.
+    peer_mode_ = PeerMode::absent;
+    event(fmt::format("resync of {} abandoned: its disk failed", o_.peer));
+    co_return;
   }
   if (!peer_member()) {
     std::vector<std::string> members = {o_.node, o_.peer};
@@ -1101,6 +1167,7 @@ MirrorStatus MirrorVolume::status() const {
   const auto& r = meta_->record();
   s.state = std::string(to_string(r.state));
   if (is_owner() && peer_mode_ == PeerMode::catching_up) s.state = "resyncing";
+  if (local_failed_ && r.state != ReplicaState::in_sync) s.state = "failed";
   s.role = is_owner() ? "owner" : (member() ? "peer" : "");
   s.generation = set_.generation;
   s.last_member_generation = r.generation;

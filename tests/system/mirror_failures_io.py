@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Client I/O for tests/system/mirror_failures.sh, through libnbd (Debian's python3-libnbd).
 
-  write URI LOG --start BLOCK --count N --seconds S [--stop FILE] [--tag T]
+  write URI LOG --start BLOCK --count N --seconds S [--stop FILE] [--tag T] [--pause S]
       Writes tagged 4 KiB blocks round-robin over [start, start+count) until S seconds passed (or
-      FILE exists). LOG gets "A block seq" before each write and "K block seq latency" after its
+      FILE exists), pausing S seconds after each acknowledgement (default 0: as fast as it goes). LOG gets "A block seq" before each write and "K block seq latency" after its
       acknowledgement. A failed write is logged ("E block seq error"), retried after 0.2 s on a
       fresh connection (a host retrying its only path). Prints one JSON line: acked, errors,
       max_latency (one write), max_gap (between two acknowledgements), first_error.
@@ -100,6 +100,8 @@ def cmd_write(a):
         acked += 1
         log.write(f"K {block} {seq} {lat:.3f}\n")
         i += 1
+        if a.pause:
+            time.sleep(a.pause)
     try:
         if h is not None:
             h.flush()
@@ -187,6 +189,7 @@ def main():
     w.add_argument("--seconds", type=float, default=10)
     w.add_argument("--stop", default="")
     w.add_argument("--tag", type=int, default=1)
+    w.add_argument("--pause", type=float, default=0)
     c = sub.add_parser("check")
     c.add_argument("uri")
     c.add_argument("log", nargs="+")

@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Shared by the mirror system tests (source after lib.sh, with HOST set and work_dir called):
 # a two-node cluster on loopback - n1 in site a (the preferred site, and the API), n2 in site b,
-# one etcd - with n2's mirror port behind tests/support/link_proxy.py, so that tests can cut and
-# heal the replication link. Every process started is added to `pids` (stopped on exit).
+# one etcd (three with MIRROR_ETCD_MEMBERS=3, below) - with n2's mirror port behind
+# tests/support/link_proxy.py, so that tests can cut and heal the replication link. Every
+# process started is added to `pids` (stopped on exit).
 #
 #   mirror_cluster "[mirror] settings (TOML lines, optional)"   starts etcd, the proxy, n1 and n2
 #   start_node N / stop_node N (SIGTERM, waits) / kill_node N (SIGKILL, as a crash)
@@ -14,20 +15,32 @@
 # With MIRROR_ISCSI=1 each node also serves iSCSI, on $HOST:${ISCSI[n1]} and $HOST:${ISCSI[n2]}.
 #   until_vol SECONDS VOL 'python expr'  polls GET /v1/volumes/VOL; d = the volume, r = replicas by node
 #   nbd_uri N VOL                        the volume's NBD export on node N
+# POOL_PATH[nX]=PATH (set before mirror_cluster) puts node nX's pool there instead of $work/nX/p.pool.
+# With MIRROR_ETCD_MEMBERS=3 (set before mirror_cluster) etcd has three members on HOST: ea in site a,
+# eb in site b, ew the witness (a third site). n1 talks to ea only, n2 to eb and ew. Every byte of
+# etcd peer traffic between ea and the others goes through link_proxy.py instances (each member
+# resolves the others' peer names through its own /etc/hosts, bind-mounted in a private mount
+# namespace, so ea reaches eb and ew through proxies while eb and ew talk directly), so that:
+#   site_a cut|heal|blackhole            cuts site a (n1's mirror link and ea's peer traffic) off
+#   kill_etcd_member a|b|w / start_etcd_member a|b|w   (SIGKILL / start again, same ports and data)
 # Needs DUPLEXD; PY is Debian's python3 (it has libnbd's module).
 PY=/usr/bin/python3
 MIRROR_PROXY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/link_proxy.py
 TOKEN=mirror-test-token
-declare -A NBD MIRROR DPID APIS ISCSI
+declare -A NBD MIRROR DPID APIS ISCSI POOL_PATH ETCD_LIST ECLIENT EPEER EPID ECTL
 # MIRROR_KEEP_LOGS=DIR keeps the daemons' and the proxy's logs (debugging).
 cleanup_hook() { if [ -n "${MIRROR_KEEP_LOGS:-}" ]; then mkdir -p "$MIRROR_KEEP_LOGS" && cp "$work"/*.log "$work"/*.jsonl "$MIRROR_KEEP_LOGS"/ 2>/dev/null; fi; }
 ectl() { ETCDCTL_API=3 etcdctl --endpoints="$ETCD" --command-timeout=2s "$@"; }
 
 mirror_cluster() {
   local mirror_toml=${1:-}
-  start_etcd
+  if [ "${MIRROR_ETCD_MEMBERS:-1}" = 3 ]; then
+    _etcd3_start
+  else
+    start_etcd
+  fi
   for _ in $(seq 100); do ectl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
-  ectl endpoint health >/dev/null 2>&1 || { echo "FAIL - etcd did not start"; tail "$work/etcd.log"; exit 1; }
+  ectl endpoint health >/dev/null 2>&1 || { echo "FAIL - etcd did not start"; tail "$work"/etcd*.log; exit 1; }
   echo "$TOKEN" >"$work/token"
   API_PORT=$(free_port)
   API=http://$HOST:$API_PORT
@@ -66,6 +79,8 @@ mirror_cluster() {
 }
 
 _mirror_config() {  # NODE SITE EXTRA_SECTIONS MIRROR_TOML [EXTRA_CLUSTER_LINE [ETCD_URL]]
+  local etcd_list="\"${6:-$ETCD}\""
+  [ -n "${ETCD_LIST[$1]:-}" ] && etcd_list=${ETCD_LIST[$1]}
   cat >"$work/$1.toml" <<TOML
 state_dir = "$work/$1/state"
 [node]
@@ -75,7 +90,7 @@ site = "$2"
 nbd = "$HOST:${NBD[$1]}"
 $(if [ -n "${MIRROR_ISCSI:-}" ]; then printf '[iscsi]\nlisten = ["%s:%s"]' "$HOST" "${ISCSI[$1]}"; fi)
 [cluster]
-etcd = ["${6:-$ETCD}"]
+etcd = [$etcd_list]
 lease_ttl = "5s"
 address = "$HOST"
 mirror_listen = "$HOST:${MIRROR[$1]}"
@@ -84,7 +99,7 @@ $3
 $4
 [[pool]]
 name = "p"
-path = "$work/$1/p.pool"
+path = "${POOL_PATH[$1]:-$work/$1/p.pool}"
 create_size = "${MIRROR_POOL_SIZE:-512MiB}"
 TOML
 }
@@ -132,6 +147,68 @@ restart_etcd() {
   start_etcd
   for _ in $(seq 100); do ectl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
   ectl endpoint health >/dev/null 2>&1 || { echo "FAIL - etcd did not restart"; tail "$work/etcd.log"; exit 1; }
+}
+
+_etcd3_start() {
+  local m net
+  net=127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))
+  declare -gA EPROXY_IP=([a]=$net.1 [b]=$net.2 [w]=$net.3)
+  for m in a b w; do
+    ECLIENT[$m]=$(free_port)
+    EPEER[$m]=$(free_port)
+  done
+  ETCD=http://$HOST:${ECLIENT[a]},http://$HOST:${ECLIENT[b]},http://$HOST:${ECLIENT[w]}
+  ETCD_LIST[n1]="\"http://$HOST:${ECLIENT[a]}\""
+  ETCD_LIST[n2]="\"http://$HOST:${ECLIENT[b]}\", \"http://$HOST:${ECLIENT[w]}\""
+  # The proxies: into ea (used by eb and ew), and from ea into eb and into ew; each listens on its
+  # own address with the port of the member it stands for, the name resolving to it.
+  for m in a b w; do
+    ECTL[$m]=$(free_port)
+    $PY "$MIRROR_PROXY" --listen "${EPROXY_IP[$m]}:${EPEER[$m]}" --target "$HOST:${EPEER[$m]}" \
+      --control "$HOST:${ECTL[$m]}" >"$work/etcd-proxy-$m.log" 2>&1 &
+    pids+=($!)
+  done
+  for m in a b w; do
+    for _ in $(seq 100); do grep -q ready "$work/etcd-proxy-$m.log" && break; sleep 0.05; done
+    grep -q ready "$work/etcd-proxy-$m.log" || { echo "FAIL - etcd proxy $m did not start"; cat "$work/etcd-proxy-$m.log"; exit 1; }
+  done
+  {
+    echo "127.0.0.1 localhost"
+    echo "$HOST etcd-a.duplex"
+    echo "${EPROXY_IP[b]} etcd-b.duplex"
+    echo "${EPROXY_IP[w]} etcd-w.duplex"
+  } >"$work/hosts-a"
+  {
+    echo "127.0.0.1 localhost"
+    echo "${EPROXY_IP[a]} etcd-a.duplex"
+    echo "$HOST etcd-b.duplex"
+    echo "$HOST etcd-w.duplex"
+  } >"$work/hosts-b"
+  cp "$work/hosts-b" "$work/hosts-w"
+  for m in a b w; do start_etcd_member $m; done
+  for _ in $(seq 150); do ectl endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+}
+start_etcd_member() {  # a|b|w
+  local m=$1 initial="ea=http://etcd-a.duplex:${EPEER[a]},eb=http://etcd-b.duplex:${EPEER[b]},ew=http://etcd-w.duplex:${EPEER[w]}"
+  # shellcheck disable=SC2016
+  unshare -m --propagation private sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$work/hosts-$m" \
+    etcd --name "e$m" --data-dir "$work/etcd-$m" --listen-client-urls "http://$HOST:${ECLIENT[$m]}" \
+    --advertise-client-urls "http://$HOST:${ECLIENT[$m]}" --listen-peer-urls "http://$HOST:${EPEER[$m]}" \
+    --initial-advertise-peer-urls "http://etcd-$m.duplex:${EPEER[$m]}" --initial-cluster "$initial" \
+    --initial-cluster-state new --heartbeat-interval 100 --election-timeout 1000 --pre-vote >>"$work/etcd-$m.log" 2>&1 &
+  EPID[$m]=$!
+  pids+=("${EPID[$m]}")
+}
+kill_etcd_member() {
+  kill -KILL "${EPID[$1]}" 2>/dev/null || true
+  wait "${EPID[$1]}" 2>/dev/null || true
+}
+# site_a cut|heal|blackhole: every etcd peer connection of ea, then n1's mirror link (in that
+# order: with the link cut first, n1 could still win a CAS through ea during the cut).
+site_a() {
+  local m
+  for m in a b w; do _proxy_control "${ECTL[$m]}" "$1" >/dev/null; done
+  proxy "$1" >/dev/null
 }
 
 api() {

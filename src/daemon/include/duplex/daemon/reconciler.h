@@ -58,7 +58,7 @@ struct AppliedVolume {
 // A mirrored replica's state as the engine sees it (mirror::MirrorStatus, without the engine's
 // types: the reconciler only reports it).
 struct MirrorReport {
-  std::string state;  // engine state: "in-sync" | "outdated" | "inconsistent" | "resyncing"
+  std::string state;  // engine state: "in-sync" | "outdated" | "inconsistent" | "resyncing" | "failed"
   std::string role;   // "owner" | "peer" | ""
   std::int64_t insync_generation = 0;
   bool link_up = false;

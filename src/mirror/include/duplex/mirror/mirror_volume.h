@@ -73,8 +73,11 @@ struct PeerAddress {
 using PeerLocator = std::function<std::optional<PeerAddress>()>;
 
 struct MirrorStatus {
-  std::string state;  // "in-sync" | "outdated" | "inconsistent" | "resyncing" (owner's view of the peer)
-  std::string role;   // "owner" | "peer" | ""
+  // "in-sync" | "outdated" | "inconsistent" | "resyncing" (owner's view of the peer) | "failed"
+  // (this replica left the set on a disk error; persisted as inconsistent, resynced in full once
+  // the node links again, e.g. after a restart)
+  std::string state;
+  std::string role;  // "owner" | "peer" | ""
   std::uint64_t generation = 0;
   std::uint64_t last_member_generation = 0;  // the set's generation when this replica was last in it
   std::vector<std::string> members;
@@ -193,10 +196,18 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   InSyncSet set_;
   RangeLock lock_;
   AsyncMutex decide_;
+  // Decisions that ran out of freeze_timeout, and the last one's error: a caller that waited for
+  // decide_ while one failed fails with it rather than freezing again (see peer_lost).
+  std::uint64_t decisions_failed_ = 0;
+  Status last_decision_failure_;
   std::shared_ptr<Channel> chan_;
   PeerMode peer_mode_ = PeerMode::absent;
   bool peer_held_ = false;
   bool peer_caught_up_ = true;  // non-owner: false while the owner resyncs us (reads forwarded)
+  // The peer's disk failed (its notice before it left the set): not resynced over this link, only
+  // after it links again and its hello says what its replica is (a full copy for `inconsistent`).
+  bool peer_disk_failed_ = false;
+  bool local_failed_ = false;  // this replica left the set on a disk error (until a restart)
   std::chrono::steady_clock::time_point lease_until_{};
   bool stopping_ = false;
   int background_ = 0;
