@@ -5,10 +5,10 @@
 #
 #   1. scripts/install-deps.sh                        (Debian packages; DUPLEX_SKIP_APT=1 to skip apt)
 #   2. build/       normal build, `ctest` (every test)
-#   3. build-asan/  ASan+UBSan build of what the unit tests run (target unit_tests), `ctest -L unit`
-#   4. build-fuzz/  clang + libFuzzer build, `ctest -L fuzz` (short runs); skipped while no test
-#                   carries the label `fuzz`, or if the fuzz tree does not configure
-#   5. scripts/lint.sh (clang-format + clang-tidy)    (DUPLEX_LINT=warn: report only; =off: skip)
+#   3. build-fuzz/  ONE clang build with ASan+UBSan (and libFuzzer instrumentation) of what the unit
+#                   tests and the fuzz tests run: `ctest -L unit`, then `ctest -L fuzz` (short runs).
+#                   Without a clang that has libFuzzer: build-asan/ (GCC ASan+UBSan), unit tests only
+#   4. scripts/lint.sh (clang-format + clang-tidy)    (DUPLEX_LINT=warn: report only; =off: skip)
 #                   started in the background at nice 19 right after the normal build (it needs only
 #                   build/compile_commands.json), so it runs in the CPU the tests leave idle; its
 #                   result is collected here
@@ -121,37 +121,30 @@ else
   step_failed build "$t0"
 fi
 
-# 3. ASan + UBSan build, unit tests.
-banner "build --sanitize (build-asan/)"
+# 3. Sanitizer tree (clang + ASan + UBSan + libFuzzer instrumentation): the unit tests and the fuzz
+#    targets from ONE build, so the libraries are compiled once for both. If the tree does not
+#    configure (no clang with libFuzzer), the unit tests run under GCC's ASan+UBSan instead.
+banner "build --fuzz (build-fuzz/): unit tests + fuzz targets under ASan+UBSan"
 t0=$(date +%s)
-if run_logged build-asan "$ROOT/scripts/build.sh" --sanitize --dir build-asan --jobs "$JOBS" --target unit_tests; then
-  step_passed build-asan "$t0"
-  # ASan instrumentation stops GCC from turning coroutine symmetric transfer into a tail call, so
-  # long chains of inline completions (a million awaits in Task.InlineCompletionChains..., whole
-  # NBD sessions over an in-memory volume) grow the stack; optimized builds do not. Give the
-  # sanitizer run the stack it needs rather than weaken those tests.
-  # (The later stages do not mind the larger limit.)
-  ulimit -s unlimited 2>/dev/null || ulimit -s 4194304 2>/dev/null || true
-  ctest_suite ctest-asan build-asan -L unit
-else
-  step_failed build-asan "$t0"
-fi
-
-# 4. Fuzz build (clang + libFuzzer): only what the `fuzz` tests need.
-banner "build --fuzz (build-fuzz/)"
-t0=$(date +%s)
+# ASan instrumentation can stop symmetric transfer between coroutines from being a tail call, so
+# long chains of inline completions (a million awaits in Task.InlineCompletionChains..., whole
+# NBD sessions over an in-memory volume) grow the stack; optimized builds do not. Give the
+# sanitizer runs the stack they need rather than weaken those tests.
+ulimit -s unlimited 2>/dev/null || ulimit -s 4194304 2>/dev/null || true
 if ! run_logged build-fuzz-configure "$ROOT/scripts/build.sh" --fuzz --dir build-fuzz --configure-only; then
-  note "$(printf '%-22s skipped: the fuzz tree does not configure (log out/test-all/build-fuzz-configure.log)' fuzz)"
-else
-  nfuzz=$(ctest --test-dir build-fuzz -N -L fuzz 2>/dev/null | grep -cE '^ *Test +#' || true)
-  if [[ "$nfuzz" -eq 0 ]]; then
-    note "$(printf '%-22s skipped: no test labelled fuzz yet' fuzz)"
+  note "$(printf '%-22s no clang tree (log out/test-all/build-fuzz-configure.log): fuzz skipped, unit tests under GCC ASan' fuzz)"
+  if run_logged build-asan "$ROOT/scripts/build.sh" --sanitize --dir build-asan --jobs "$JOBS" --target unit_tests; then
+    step_passed build-asan "$t0"
+    ctest_suite ctest-asan build-asan -L unit
   else
-    # Build only what the fuzz tests need: the executable a test runs if ctest knows it already,
-    # else every target of the directory that defines the test (`<dir>/all`); anything else (a
-    # test outside the build tree) builds the whole tree.
-    mapfile -t outs < <(ctest --test-dir build-fuzz -L fuzz --show-only=json-v1 2>/dev/null |
-      python3 -c '
+    step_failed build-asan "$t0"
+  fi
+else
+  # Build only what the tests need: `unit_tests`, plus the executable each fuzz test runs if ctest
+  # knows it already, else every target of the directory that defines the test (`<dir>/all`);
+  # anything else (a test outside the build tree) builds the whole tree.
+  mapfile -t outs < <(ctest --test-dir build-fuzz -L fuzz --show-only=json-v1 2>/dev/null |
+    python3 -c '
 import json, os, sys
 root = os.path.realpath(sys.argv[1])
 outs = set()
@@ -166,21 +159,21 @@ for t in json.load(sys.stdin).get("tests", []):
     else:
         print("ALL"); sys.exit(0)
 print("\n".join(sorted(outs)))' "$ROOT/build-fuzz")
-    if [[ ${#outs[@]} -eq 0 || " ${outs[*]} " == *" ALL "* ]]; then
-      build_cmd=(cmake --build build-fuzz -j "$JOBS")
-    else
-      build_cmd=(ninja -C build-fuzz -j "$JOBS" "${outs[@]}")
-    fi
-    if run_logged build-fuzz "${build_cmd[@]}"; then
-      step_passed build-fuzz "$t0"
-      ctest_suite ctest-fuzz build-fuzz -L fuzz
-    else
-      step_failed build-fuzz "$t0"
-    fi
+  if [[ " ${outs[*]} " == *" ALL "* ]]; then
+    build_cmd=(cmake --build build-fuzz -j "$JOBS")
+  else
+    build_cmd=(ninja -C build-fuzz -j "$JOBS" unit_tests "${outs[@]}")
+  fi
+  if run_logged build-fuzz "${build_cmd[@]}"; then
+    step_passed build-fuzz "$t0"
+    ctest_suite ctest-asan build-fuzz -L unit
+    ctest_suite ctest-fuzz build-fuzz -L fuzz
+  else
+    step_failed build-fuzz "$t0"
   fi
 fi
 
-# 5. Lint.
+# 4. Lint.
 banner "lint"
 t0=$(date +%s)
 case "$LINT_MODE" in
