@@ -306,7 +306,9 @@ Task<void> Channel::ping_loop(std::shared_ptr<Channel> self) {
 }
 
 Task<Result<std::unique_ptr<TcpStream>>> connect_tcp(EventLoop* loop, std::string host, std::uint16_t port,
-                                                     std::chrono::milliseconds timeout) {
+                                                     std::chrono::milliseconds timeout,
+                                                     std::shared_ptr<const TlsContext> tls,
+                                                     std::string peer_name) {
   std::string bare = host;
   if (bare.size() >= 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
   std::error_code ec;
@@ -336,7 +338,12 @@ Task<Result<std::unique_ptr<TcpStream>>> connect_tcp(EventLoop* loop, std::strin
   if (ec)
     co_return Status::error(Errc::unavailable, "cannot connect to mirror peer {}:{}: {}", host, port,
                             ec.message());
-  co_return std::make_unique<TcpStream>(std::move(st->sock));
+  auto stream = std::make_unique<TcpStream>(std::move(st->sock));
+  if (tls) {
+    Status hs = co_await stream->start_tls(std::move(tls), false, std::move(peer_name), timeout);
+    if (!hs) co_return hs;
+  }
+  co_return stream;
 }
 
 }  // namespace duplex::mirror

@@ -25,6 +25,7 @@
 #include "duplex/mirror/wire.h"
 #include "duplex/reactor/event_loop.h"
 #include "duplex/reactor/tcp_stream.h"
+#include "duplex/reactor/tls.h"
 
 namespace duplex::mirror {
 
@@ -121,7 +122,11 @@ class Channel : public std::enable_shared_from_this<Channel> {
 };
 
 // Opens a TCP connection to host:port on `loop` (bounded by `timeout`). host is an IP address.
+// With `tls`, the TLS handshake follows (bounded by `timeout` again); `peer_name`, if not empty,
+// must then be the name in the peer's certificate.
 Task<Result<std::unique_ptr<TcpStream>>> connect_tcp(EventLoop* loop, std::string host, std::uint16_t port,
-                                                     std::chrono::milliseconds timeout);
+                                                     std::chrono::milliseconds timeout,
+                                                     std::shared_ptr<const TlsContext> tls = nullptr,
+                                                     std::string peer_name = {});
 
 }  // namespace duplex::mirror
