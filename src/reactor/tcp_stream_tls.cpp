@@ -133,9 +133,10 @@ Task<Status> TcpStream::start_tls(std::shared_ptr<const TlsContext> ctx, bool se
                          "refused our certificate or PSK)",
                          peer_);
     } else {
-      std::string why = ec.category() == asio::error::get_ssl_category()
-                            ? ssl_error_text(static_cast<unsigned long>(ec.value()))
-                            : ec.message();
+      const bool ssl = ec.category() == asio::error::get_ssl_category();
+      std::string why = ssl ? ssl_error_text(static_cast<unsigned long>(ec.value())) : ec.message();
+      if (ssl && ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_WRONG_VERSION_NUMBER)
+        why += " (the peer does not speak TLS: is TLS on there?)";
       if (const long v = SSL_get_verify_result(ssl_); v != X509_V_OK)
         why += fmt::format(" ({})", X509_verify_cert_error_string(v));
       st = Status::error(Errc::unavailable, "TLS handshake with {} failed: {}", peer_, why);
