@@ -146,7 +146,7 @@ Task<void> MirrorListener::greet(std::shared_ptr<State> st, std::unique_ptr<TcpS
     drop(fmt::format("hello of {} bytes (at most {})", h->payload_len, kMaxHello));
     co_return;
   }
-  mirror::Message m{*h, std::vector<std::byte>(h->payload_len)};
+  mirror::Message m{*h, mirror::Payload(h->payload_len)};
   if (Status r = co_await s->read_exact(m.payload.data(), m.payload.size()); !r) {
     drop(fmt::format("hello payload: {}", r.message()));
     co_return;

@@ -18,7 +18,7 @@ using std::chrono::milliseconds;
 std::span<const std::byte> as_bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
-std::string_view as_text(const std::vector<std::byte>& v) {
+std::string_view as_text(std::span<const std::byte> v) {
   return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
 Status reply_status(const Message& m) {

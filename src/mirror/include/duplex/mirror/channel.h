@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <asio/steady_timer.hpp>
@@ -29,9 +30,31 @@
 
 namespace duplex::mirror {
 
+// Leaves the elements a resize() adds uninitialised: a payload buffer is read into at once, and
+// zero-filling up to kMaxPayload bytes first would be a wasted pass over the data.
+template <typename T>
+struct UninitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <typename U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using Payload = std::vector<std::byte, UninitAllocator<std::byte>>;
+
 struct Message {
   wire::Header header;
-  std::vector<std::byte> payload;
+  Payload payload;
 };
 
 struct ChannelOptions {
