@@ -117,6 +117,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
 
   Task<Status> write_message(wire::Header h, std::span<const std::byte> payload);
   void complete(const std::shared_ptr<Pending>& p, Result<Message> r);
+  void arm_call_timer(std::chrono::steady_clock::time_point at);
+  void expire_calls();
   Status down_status() const;
   void answered(std::chrono::steady_clock::time_point sent);
   static Task<void> read_loop(std::shared_ptr<Channel> self);
@@ -133,6 +135,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
   DownHandler down_;
   AsyncMutex write_mu_;
   asio::steady_timer ping_timer_;
+  asio::steady_timer call_timer_;  // the earliest deadline of a call (see arm_call_timer)
+  std::chrono::steady_clock::time_point call_timer_at_{};
+  bool call_timer_armed_ = false;
   bool started_ = false;
   bool up_ = true;
   bool ping_in_flight_ = false;
