@@ -21,7 +21,7 @@ namespace duplex {
 namespace {
 
 // Small buffers (a 96-byte header and its payload) gathered into one record, not one each.
-constexpr std::size_t kGather = 16 * 1024;
+constexpr std::size_t kGather = std::size_t{16} * 1024;
 
 std::string ssl_error_text(unsigned long e) {
   char buf[256];

@@ -39,8 +39,9 @@ struct UninitAllocator : std::allocator<T> {
     using other = UninitAllocator<U>;
   };
   UninitAllocator() = default;
+  // Rebinds convert implicitly, as std::allocator's do.
   template <typename U>
-  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}  // NOLINT(google-explicit-constructor)
   template <typename U>
   void construct(U* p) noexcept {
     ::new (static_cast<void*>(p)) U;
