@@ -11,6 +11,7 @@
 #include "duplex/iscsi/chap.h"
 #include "duplex/iscsi/target.h"
 #include "duplex/reactor/listen.h"
+#include "duplex/reactor/tls.h"
 
 namespace duplex::daemon {
 
@@ -380,7 +381,49 @@ void parse_api(Ctx& c, const toml::table& t, ApiSection& api) {
   api.token = tok;
 }
 
+void parse_mirror_tls(Ctx& c, const toml::table& t, Config::MirrorSection& m) {
+  if (auto v = get_str(c, t, "tls", "mirror")) {
+    if (*v != "on" && *v != "off")
+      c.fail("mirror.tls must be \"on\" or \"off\", not \"{}\"", *v);
+    else
+      m.tls = *v == "on";
+  }
+  for (auto [key, field] : {std::pair{"tls_cert", &m.tls_cert}, std::pair{"tls_key", &m.tls_key},
+                            std::pair{"tls_ca", &m.tls_ca}, std::pair{"tls_psk", &m.tls_psk}})
+    if (auto v = get_str(c, t, key, "mirror")) *field = *v;
+  if (auto v = get_bool(c, t, "tls_check_name", "mirror")) m.tls_check_name = *v;
+  const bool certs = !m.tls_cert.empty() || !m.tls_key.empty() || !m.tls_ca.empty();
+  if (!m.tls) {
+    if (certs || !m.tls_psk.empty())
+      c.fail("[mirror]: tls_cert/tls_key/tls_ca/tls_psk are set but tls is not \"on\"");
+    return;
+  }
+  if (certs && !m.tls_psk.empty()) {
+    c.fail("[mirror]: tls_psk or tls_cert+tls_key+tls_ca, not both");
+    return;
+  }
+  if (!m.tls_psk.empty() && m.tls_check_name)
+    c.fail("[mirror]: tls_check_name needs certificates, not tls_psk");
+  if (m.tls_psk.empty() && (m.tls_cert.empty() || m.tls_key.empty() || m.tls_ca.empty())) {
+    c.fail("[mirror]: tls = \"on\" needs tls_cert, tls_key and tls_ca (mutual TLS) or tls_psk");
+    return;
+  }
+  // Loaded once here so that an unreadable file or a key that does not match its certificate
+  // stops the daemon at start, not at the first link.
+  if (auto ctx = TlsContext::make(mirror_tls_options(m)); !ctx)
+    c.fail("[mirror]: {}", ctx.status().message());
+}
+
 }  // namespace
+
+TlsOptions mirror_tls_options(const Config::MirrorSection& m) {
+  TlsOptions o;
+  o.cert = m.tls_cert;
+  o.key = m.tls_key;
+  o.ca = m.tls_ca;
+  o.psk = m.tls_psk;
+  return o;
+}
 
 Result<Config> parse_config(std::string_view text, const std::string& source) {
   Ctx c{source, {}};
@@ -480,7 +523,8 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
   if (auto* t = sub_table(c, root, "mirror")) {
     check_keys(c, *t, "[mirror]",
                {"ping_interval", "link_timeout", "replicate_timeout", "freeze_timeout", "tiebreak_delay",
-                "lease", "resync_rate_max", "resync_rate_min"});
+                "lease", "resync_rate_max", "resync_rate_min", "tls", "tls_cert", "tls_key", "tls_ca",
+                "tls_psk", "tls_check_name"});
     auto& m = cfg.mirror;
     for (auto [key, field] :
          {std::pair{"ping_interval", &m.ping_interval}, std::pair{"link_timeout", &m.link_timeout},
@@ -504,6 +548,7 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
       c.fail("mirror.freeze_timeout must be at least tiebreak_delay + link_timeout");
     if (m.resync_rate_max != 0 && m.resync_rate_min > m.resync_rate_max)
       c.fail("mirror.resync_rate_min must not exceed resync_rate_max");
+    parse_mirror_tls(c, *t, m);
   }
   if (auto* t = sub_table(c, root, "nbd")) {
     check_keys(c, *t, "[nbd]", {"default_export", "handshake_timeout", "stop_grace"});

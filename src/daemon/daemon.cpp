@@ -290,6 +290,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
   std::vector<std::shared_ptr<MirrorSlot>> retired_mirrors;
   std::shared_ptr<PeerBook> peer_book = std::make_shared<PeerBook>();
   std::unique_ptr<MirrorListener> mirror_listener;
+  std::shared_ptr<const TlsContext> mirror_tls;  // [mirror] tls = "on": every link, both ways
   std::unique_ptr<asio::signal_set> signals;
   bool stopping = false;
   int exit_code = 0;
@@ -919,6 +920,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     o.lease = cfg.mirror.lease;
     o.resync_rate_max = cfg.mirror.resync_rate_max;
     o.resync_rate_min = cfg.mirror.resync_rate_min;
+    o.link_tls = mirror_tls;
+    o.link_tls_check_name = cfg.mirror.tls_check_name;
     mirror::PeerLocator locate = [book = peer_book, peer]() -> std::optional<mirror::PeerAddress> {
       std::string addr;
       {
@@ -1583,6 +1586,11 @@ Status Daemon::start(const StartOptions& opts) {
     if (I.cfg.etcd.empty())
       return Status::error(Errc::invalid,
                            "{}: [cluster] mirror_listen needs [cluster] etcd (the in-sync set)", I.cfg.file);
+    if (I.cfg.mirror.tls) {
+      auto tls = TlsContext::make(mirror_tls_options(I.cfg.mirror));
+      if (!tls) return Status::error(Errc::invalid, "{}: [mirror] {}", I.cfg.file, tls.status().message());
+      I.mirror_tls = std::move(*tls);
+    }
     Impl* impl = impl_.get();
     I.mirror_listener = std::make_unique<MirrorListener>(
         I.loops->at(0), [impl](const Uuid& u) -> std::optional<MirrorTarget> {
@@ -1592,6 +1600,7 @@ Status Daemon::start(const StartOptions& opts) {
             if (m->uuid == id) return MirrorTarget{&impl->loops->at(m->loop), served(m)};
           return std::nullopt;
         });
+    I.mirror_listener->set_tls(I.mirror_tls);
     DPX_TRY(I.mirror_listener->start(I.cfg.mirror_listen));
     mirror_ep = I.cfg.mirror_advertise.empty() ? I.mirror_listener->endpoint() : I.cfg.mirror_advertise;
   }

@@ -20,6 +20,7 @@ struct MirrorListener::State {
   EventLoop* loop = nullptr;
   Lookup lookup;
   std::chrono::milliseconds greet_timeout{10000};
+  std::shared_ptr<const TlsContext> tls;
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
   bool stopping = false;
 };
@@ -64,12 +65,14 @@ MirrorListener::~MirrorListener() {
   }
 }
 
+void MirrorListener::set_tls(std::shared_ptr<const TlsContext> tls) { st_->tls = std::move(tls); }
+
 Status MirrorListener::start(const std::string& address) {
   auto a = listen_on(loop_.context(), address, "mirror");
   if (!a) return a.status();
   st_->acceptor = std::move(*a);
   endpoint_ = endpoint_string(st_->acceptor->local_endpoint());
-  spdlog::info("event=mirror.listen address={}", endpoint_);
+  spdlog::info("event=mirror.listen address={} tls={}", endpoint_, st_->tls ? "on" : "off");
   accept_next();
   return Status::ok();
 }
@@ -117,6 +120,14 @@ Task<void> MirrorListener::greet(std::shared_ptr<State> st, std::unique_ptr<TcpS
     s->close();
   };
 
+  if (st->tls) {
+    // Peers are not named here: the hello says who they are, the CA or the PSK that they are ours.
+    std::string any_name;
+    if (Status r = co_await s->start_tls(st->tls, true, std::move(any_name), st->greet_timeout); !r) {
+      drop(r.message());
+      co_return;
+    }
+  }
   std::array<std::byte, wire::kHeaderSize> hb{};
   if (Status r = co_await s->read_exact(hb.data(), hb.size()); !r) {
     drop(fmt::format("no hello: {}", r.message()));
@@ -135,7 +146,7 @@ Task<void> MirrorListener::greet(std::shared_ptr<State> st, std::unique_ptr<TcpS
     drop(fmt::format("hello of {} bytes (at most {})", h->payload_len, kMaxHello));
     co_return;
   }
-  mirror::Message m{*h, std::vector<std::byte>(h->payload_len)};
+  mirror::Message m{*h, mirror::Payload(h->payload_len)};
   if (Status r = co_await s->read_exact(m.payload.data(), m.payload.size()); !r) {
     drop(fmt::format("hello payload: {}", r.message()));
     co_return;

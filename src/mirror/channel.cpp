@@ -37,10 +37,10 @@ std::uint64_t clock_ns(Clock::time_point t) {
 
 }  // namespace
 
-// One outstanding call(). Shared with its timer's handler, which may run after the call returned.
+// One outstanding call(). Shared with pending_ and the awaiting coroutine.
 struct Channel::Pending {
-  explicit Pending(asio::io_context& ctx) : timer(ctx) {}
-  asio::steady_timer timer;
+  Clock::time_point deadline{};
+  std::chrono::milliseconds timeout{};
   std::uint64_t id = 0;
   wire::Type type = wire::Type::ping;
   Clock::time_point sent{};  // an answer proves the peer heard us at or after this moment
@@ -65,6 +65,7 @@ Channel::Channel(EventLoop& loop, std::unique_ptr<TcpStream> s, ChannelOptions o
       opts_(o),
       peer_(stream_->peer()),
       ping_timer_(loop.context()),
+      call_timer_(loop.context()),
       last_heard_(Clock::now()) {}
 
 Channel::~Channel() = default;
@@ -89,6 +90,7 @@ void Channel::close(Status why) {
   why_ = why.is_ok() ? Status::error(Errc::shutdown, "mirror link to {} closed", peer_) : std::move(why);
   stream_->close();
   ping_timer_.cancel();
+  call_timer_.cancel();
   auto pending = std::move(pending_);
   pending_.clear();
   for (auto& [id, p] : pending) complete(p, down_status());
@@ -122,7 +124,6 @@ void Channel::complete(const std::shared_ptr<Pending>& p, Result<Message> r) {
   if (p->result) return;
   p->result.emplace(std::move(r));
   pending_.erase(p->id);
-  p->timer.cancel();
   // Resumed from the loop, not from here: the caller of complete() (the reader, close(), maybe
   // inside a handler) must not run the awaiting coroutine's continuation on its own stack.
   if (p->waiter) loop_.post([h = p->waiter] { h.resume(); });
@@ -157,24 +158,52 @@ Task<Result<Message>> Channel::call(wire::Header h, std::span<const std::byte> p
                                     std::chrono::milliseconds timeout) {
   auto self = shared_from_this();
   if (!up_) co_return down_status();
-  auto p = std::make_shared<Pending>(loop_.context());
+  auto p = std::make_shared<Pending>();
   p->id = next_id_++;
   p->type = h.type;
   p->sent = Clock::now();
+  // The deadline runs from before the send: a peer that stopped reading blocks the send too.
+  p->timeout = timeout;
+  p->deadline = p->sent + timeout;
   h.request_id = p->id;
   pending_.emplace(p->id, p);
-  // The timer runs from before the send: a peer that stopped reading blocks the send too.
-  p->timer.expires_after(timeout);
-  p->timer.async_wait([self, p, timeout](std::error_code ec) {
-    if (ec || p->result) return;
-    Status st = Status::error(Errc::timeout, "mirror link to {}: no reply to {} #{} within {} ms",
-                              self->peer_, wire::type_name(p->type), p->id, timeout.count());
-    self->complete(p, st);
-    self->close(std::move(st));
-  });
+  arm_call_timer(p->deadline);
   Status st = co_await write_message(h, payload);
   if (!st) complete(p, std::move(st));
   co_return co_await Pending::Awaiter{p.get()};
+}
+
+// One timer for every call's deadline, not one per call: it is armed for the earliest deadline
+// and left running when calls complete sooner (the common case), so a call costs no timer set-up
+// and cancel; when it fires it fails a call whose deadline passed, or re-arms for the next one.
+void Channel::arm_call_timer(Clock::time_point at) {
+  if (call_timer_armed_ && call_timer_at_ <= at) return;
+  call_timer_armed_ = true;
+  call_timer_at_ = at;
+  call_timer_.expires_at(at);
+  call_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (!ec) self->expire_calls();
+  });
+}
+
+void Channel::expire_calls() {
+  call_timer_armed_ = false;
+  if (!up_) return;
+  const auto now = Clock::now();
+  std::shared_ptr<Pending> late;
+  Clock::time_point next = Clock::time_point::max();
+  for (const auto& [id, p] : pending_) {
+    if (p->deadline <= now && (!late || p->deadline < late->deadline)) late = p;
+    next = std::min(next, p->deadline);
+  }
+  if (late) {
+    Status st = Status::error(Errc::timeout, "mirror link to {}: no reply to {} #{} within {} ms", peer_,
+                              wire::type_name(late->type), late->id, late->timeout.count());
+    complete(late, st);
+    close(std::move(st));
+  } else if (next != Clock::time_point::max()) {
+    arm_call_timer(next);
+  }
 }
 
 Task<Status> Channel::reply(const wire::Header& request, wire::Header h, std::span<const std::byte> payload) {
@@ -306,7 +335,9 @@ Task<void> Channel::ping_loop(std::shared_ptr<Channel> self) {
 }
 
 Task<Result<std::unique_ptr<TcpStream>>> connect_tcp(EventLoop* loop, std::string host, std::uint16_t port,
-                                                     std::chrono::milliseconds timeout) {
+                                                     std::chrono::milliseconds timeout,
+                                                     std::shared_ptr<const TlsContext> tls,
+                                                     std::string peer_name) {
   std::string bare = host;
   if (bare.size() >= 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
   std::error_code ec;
@@ -336,7 +367,12 @@ Task<Result<std::unique_ptr<TcpStream>>> connect_tcp(EventLoop* loop, std::strin
   if (ec)
     co_return Status::error(Errc::unavailable, "cannot connect to mirror peer {}:{}: {}", host, port,
                             ec.message());
-  co_return std::make_unique<TcpStream>(std::move(st->sock));
+  auto stream = std::make_unique<TcpStream>(std::move(st->sock));
+  if (tls) {
+    Status hs = co_await stream->start_tls(std::move(tls), false, std::move(peer_name), timeout);
+    if (!hs) co_return hs;
+  }
+  co_return stream;
 }
 
 }  // namespace duplex::mirror

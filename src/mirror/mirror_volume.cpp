@@ -18,7 +18,7 @@ using std::chrono::milliseconds;
 std::span<const std::byte> as_bytes(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
-std::string_view as_text(const std::vector<std::byte>& v) {
+std::string_view as_text(std::span<const std::byte> v) {
   return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
 Status reply_status(const Message& m) {
@@ -638,8 +638,13 @@ Task<void> MirrorVolume::connector() {
     if (!link_up()) {
       auto addr = locate_ ? locate_() : std::nullopt;
       if (addr) {
-        auto s = co_await connect_tcp(loop_, addr->host, addr->port, o_.link.timeout);
-        if (s.is_ok()) {
+        const std::string cert_name = o_.link_tls_check_name ? o_.peer : std::string();
+        auto s = co_await connect_tcp(loop_, addr->host, addr->port, o_.link.timeout, o_.link_tls, cert_name);
+        if (!s.is_ok()) {
+          // A TLS refusal (certificate, PSK, TLS off at the peer) is a configuration problem an
+          // operator must see: the volume's last event, once per distinct reason, not per retry.
+          if (o_.link_tls) tls_refused(s.status().message());
+        } else {
           auto ch = Channel::make(*loop_, std::move(*s), o_.link);
           std::weak_ptr<MirrorVolume> weak = self;
           Channel* raw = ch.get();
@@ -657,6 +662,8 @@ Task<void> MirrorVolume::connector() {
           const std::string text = encode_hello(mine);
           auto r = co_await ch->call(header(wire::Type::hello), as_bytes(text), o_.link.timeout);
           if (!r.is_ok() || r->header.status != 0) {
+            // TLS 1.3: a server that refuses our certificate says so after our handshake ended.
+            if (o_.link_tls && !r.is_ok()) tls_refused(r.status().message());
             spdlog::warn("event=mirror.link_refused volume={} node={} peer={} reason=\"{}\"", name(), o_.node,
                          o_.peer, r.is_ok() ? std::string(as_text(r->payload)) : r.status().message());
             ch->close(Status::error(Errc::invalid, "hello refused"));
@@ -675,6 +682,14 @@ Task<void> MirrorVolume::connector() {
       }
     }
     co_await sleep_for(loop_, o_.connect_retry);
+  }
+}
+
+void MirrorVolume::tls_refused(const std::string& reason) {
+  if (std::string why = fmt::format("link_refused: {}", reason); why != last_event_) {
+    spdlog::warn("event=mirror.link_refused volume={} node={} peer={} reason=\"{}\"", name(), o_.node,
+                 o_.peer, reason);
+    last_event_ = std::move(why);
   }
 }
 

@@ -25,7 +25,10 @@ TcpStream::TcpStream(asio::ip::tcp::socket s) : sock_(std::move(s)), rbuf_(kRead
   sock_.non_blocking(true, ec);
 }
 
-TcpStream::~TcpStream() { close(); }
+TcpStream::~TcpStream() {
+  close();
+  tls_free();
+}
 
 void TcpStream::close() {
   if (closed_) return;
@@ -71,8 +74,9 @@ Task<Status> TcpStream::read_exact(std::byte* dst, std::size_t n) {
     // A large payload goes straight to its destination; anything else refills the buffer.
     const bool direct = dst != nullptr && n >= kReadBuffer;
     std::error_code ec;
-    const std::size_t got = direct ? sock_.read_some(asio::buffer(dst, n), ec)
-                                   : sock_.read_some(asio::buffer(rbuf_.data(), rbuf_.size()), ec);
+    bool want_read = true;
+    const std::size_t got =
+        direct ? read_some(dst, n, ec, &want_read) : read_some(rbuf_.data(), rbuf_.size(), ec, &want_read);
     if (!ec) {
       if (direct) {
         dst += got;
@@ -85,7 +89,7 @@ Task<Status> TcpStream::read_exact(std::byte* dst, std::size_t n) {
     if (ec == asio::error::eof) co_return Status::error(Errc::shutdown, "{} closed the connection", peer_);
     if (ec != asio::error::would_block && ec != asio::error::try_again)
       co_return Status::error(Errc::io_error, "read from {}: {}", peer_, ec.message());
-    DPX_CO_TRY(co_await wait(true));
+    DPX_CO_TRY(co_await wait(want_read));
   }
   co_return Status::ok();
 }
@@ -106,11 +110,12 @@ Task<Status> TcpStream::write_all(std::span<const asio::const_buffer> bufs) {
   while (first < rest.size()) {
     if (closed_) co_return Status::error(Errc::shutdown, "connection closed");
     std::error_code ec;
-    std::size_t n = sock_.write_some(rest.subspan(first), ec);
+    bool want_read = false;
+    std::size_t n = write_some(rest.subspan(first), ec, &want_read);
     if (ec) {
       if (ec != asio::error::would_block && ec != asio::error::try_again)
         co_return Status::error(Errc::io_error, "write to {}: {}", peer_, ec.message());
-      DPX_CO_TRY(co_await wait(false));
+      DPX_CO_TRY(co_await wait(want_read));
       continue;
     }
     // Drop what was written: whole buffers, then the front of a partial one.

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "duplex/daemon/config.h"
+#include "test_certs.h"
 
 using namespace duplex;
 using namespace duplex::daemon;
@@ -94,6 +95,40 @@ TEST(ClusterConfig, MirrorTimings) {
   EXPECT_NE(error_of("[mirror]\nfreeze_timeout = \"2s\"\n").find("freeze_timeout"), std::string::npos);
   EXPECT_NE(error_of("[mirror]\nlease = \"1ms\"\n").find("mirror.lease"), std::string::npos);
   EXPECT_NE(error_of("[mirror]\nspeed = 1\n").find("speed"), std::string::npos);
+}
+
+TEST(ClusterConfig, MirrorTls) {
+  const auto certs = duplex::testing::TestCerts::make();
+  ASSERT_TRUE(certs.ok) << "openssl could not make the test certificates";
+  const std::string nbd = "[listen]\nnbd = \"127.0.0.11:10809\"\n";
+  auto c = parse_config(nbd, "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_FALSE(c->mirror.tls) << "off by default";
+  c = parse_config(nbd + "[mirror]\ntls = \"on\"\ntls_cert = \"" + certs.n1_cert + "\"\ntls_key = \"" +
+                       certs.n1_key + "\"\ntls_ca = \"" + certs.ca + "\"\ntls_check_name = true\n",
+                   "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_TRUE(c->mirror.tls);
+  EXPECT_TRUE(c->mirror.tls_check_name);
+  EXPECT_EQ(mirror_tls_options(c->mirror).cert, certs.n1_cert);
+  c = parse_config(nbd + "[mirror]\ntls = \"on\"\ntls_psk = \"" + certs.psk + "\"\n", "f");
+  ASSERT_TRUE(c) << c.status().to_string();
+  EXPECT_EQ(c->mirror.tls_psk, certs.psk);
+  EXPECT_NE(error_of("[mirror]\ntls = \"yes\"\n").find("mirror.tls"), std::string::npos);
+  EXPECT_NE(error_of("[mirror]\ntls = \"on\"\n").find("tls_cert, tls_key and tls_ca"), std::string::npos);
+  EXPECT_NE(error_of("[mirror]\ntls_psk = \"" + certs.psk + "\"\n").find("tls is not"), std::string::npos);
+  EXPECT_NE(
+      error_of("[mirror]\ntls = \"on\"\ntls_psk = \"" + certs.psk + "\"\ntls_ca = \"" + certs.ca + "\"\n")
+          .find("not both"),
+      std::string::npos);
+  // Files are loaded at start: a key that is not the certificate's is named.
+  EXPECT_NE(error_of("[mirror]\ntls = \"on\"\ntls_cert = \"" + certs.n1_cert + "\"\ntls_key = \"" +
+                     certs.n2_key + "\"\ntls_ca = \"" + certs.ca + "\"\n")
+                .find(certs.n2_key),
+            std::string::npos);
+  EXPECT_NE(error_of("[mirror]\ntls = \"on\"\ntls_psk = \"/nonexistent/psk\"\n").find("/nonexistent/psk"),
+            std::string::npos);
+  certs.remove();
 }
 
 TEST(ClusterConfig, MirrorListenAndAdvertise) {

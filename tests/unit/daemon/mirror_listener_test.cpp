@@ -6,6 +6,7 @@
 
 #include <array>
 #include <chrono>
+#include <csignal>
 #include <string>
 
 #include "duplex/daemon/mirror_listener.h"
@@ -13,6 +14,7 @@
 #include "duplex/mirror/wire.h"
 #include "duplex/reactor/event_loop.h"
 #include "duplex/reactor/tcp_stream.h"
+#include "test_certs.h"
 
 namespace duplex::daemon {
 namespace {
@@ -148,6 +150,58 @@ TEST_F(MirrorListenerTest, BadInputIsClosedAndTheListenerGoesOn) {
     EXPECT_TRUE((co_await s->read_exact(hb.data(), hb.size())).is_ok());
     EXPECT_EQ(lookups, 1);
   });
+}
+
+// [mirror] tls = "on": the listener takes only TLS. A plain peer's hello is closed without an
+// answer; a TLS peer with the right PSK gets its hello answered over TLS; a TLS peer with the
+// wrong PSK is refused in the handshake. None of them reaches the volume lookup but the good one.
+TEST_F(MirrorListenerTest, TlsListenerTakesOnlyTls) {
+  ::signal(SIGPIPE, SIG_IGN);  // as in duplexd: OpenSSL writes with write(2)
+  const auto certs = duplex::testing::TestCerts::make();
+  ASSERT_TRUE(certs.ok) << "openssl could not make the test certificates";
+  auto good = TlsContext::make(TlsOptions{"", "", "", certs.psk});
+  auto bad = TlsContext::make(TlsOptions{"", "", "", certs.other_psk});
+  ASSERT_TRUE(good && bad);
+  listener->stop();
+  listener = std::make_unique<MirrorListener>(
+      loop,
+      [this](const Uuid&) -> std::optional<MirrorTarget> {
+        ++lookups;
+        return std::nullopt;
+      },
+      milliseconds(300));
+  listener->set_tls(*good);
+  ASSERT_TRUE(listener->start("127.0.0.1:0"));
+  const auto ep = listener->endpoint();
+  port = static_cast<std::uint16_t>(std::stoi(ep.substr(ep.rfind(':') + 1)));
+  std::shared_ptr<const TlsContext> good_ctx = *good, bad_ctx = *bad;
+  run([&]() -> Task<void> {
+    const std::string payload = "{}";
+    {  // plain
+      auto s = co_await dial();
+      EXPECT_TRUE((co_await send(*s, hello_header(payload), payload)).is_ok());
+      EXPECT_TRUE(co_await closed_silently(*s));
+    }
+    {  // the wrong PSK
+      auto s = co_await mirror::connect_tcp(&loop, "127.0.0.1", port, milliseconds(2000), bad_ctx);
+      EXPECT_FALSE(s.is_ok());
+      if (s.is_ok()) {
+        EXPECT_TRUE(co_await closed_silently(**s));
+      }
+    }
+    EXPECT_EQ(lookups, 0);
+    auto s = co_await mirror::connect_tcp(&loop, "127.0.0.1", port, milliseconds(2000), good_ctx);
+    EXPECT_TRUE(s.is_ok()) << s.status().to_string();
+    if (!s.is_ok()) co_return;
+    EXPECT_TRUE((*s)->tls());
+    EXPECT_TRUE((co_await send(**s, hello_header(payload), payload)).is_ok());
+    std::array<std::byte, wire::kHeaderSize> hb{};
+    EXPECT_TRUE((co_await (*s)->read_exact(hb.data(), hb.size())).is_ok());
+    auto h = wire::decode(std::span<const std::byte, wire::kHeaderSize>(hb));
+    EXPECT_TRUE(h.is_ok() && h->type == wire::Type::hello_reply && h->status != 0);
+    EXPECT_EQ(lookups, 1);
+  });
+  certs.remove();
 }
 
 }  // namespace

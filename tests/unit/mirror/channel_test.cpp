@@ -20,7 +20,7 @@ using Clock = std::chrono::steady_clock;
 using tcp = asio::ip::tcp;
 
 std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s)); }
-std::string text_of(const std::vector<std::byte>& v) {
+std::string text_of(std::span<const std::byte> v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size());
 }
 

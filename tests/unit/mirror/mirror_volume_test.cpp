@@ -106,7 +106,7 @@ class MirrorTest : public ::testing::Test {
       if (!(co_await s->read_exact(hb.data(), hb.size())).is_ok()) continue;
       auto h = wire::decode(std::span<const std::byte, wire::kHeaderSize>(hb));
       if (!h.is_ok()) continue;
-      Message m{*h, std::vector<std::byte>(h->payload_len)};
+      Message m{*h, Payload(h->payload_len)};
       if (!(co_await s->read_exact(m.payload.data(), m.payload.size())).is_ok()) continue;
       if (n[1].vol) n[1].vol->accept(std::move(s), std::move(m));  // none while n2 is down
     }

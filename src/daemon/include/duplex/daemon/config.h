@@ -9,6 +9,7 @@
 
 #include "duplex/base/status.h"
 #include "duplex/iscsi/target.h"
+#include "duplex/reactor/tls.h"
 
 namespace duplex::daemon {
 
@@ -121,9 +122,17 @@ struct Config {
     std::chrono::milliseconds lease{2000};              // read lease after the last answered ping
     std::uint64_t resync_rate_max = 0;                  // bytes/s, 0 = unlimited
     std::uint64_t resync_rate_min = 10ULL << 20;        // the adaptive resync never goes slower
+    // TLS on the link ("on": the listener accepts only TLS and links are dialed only with TLS):
+    // mutual certificates (tls_cert + tls_key + tls_ca) or a shared PSK file (tls_psk).
+    bool tls = false;
+    std::string tls_cert, tls_key, tls_ca, tls_psk;
+    bool tls_check_name = false;  // the dialer requires the peer's certificate to name its node
   } mirror;
   ApiSection api;
 };
+
+// [mirror] tls_* as the options of the link's TLS context.
+TlsOptions mirror_tls_options(const Config::MirrorSection& m);
 
 // Parses and validates; every error is one line naming the file, the key and the problem.
 Result<Config> load_config(const std::string& path);

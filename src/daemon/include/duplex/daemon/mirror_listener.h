@@ -2,6 +2,8 @@
 // The node's mirror port ([cluster] mirror_listen): peers open one link per mirrored volume here.
 //
 // Per accepted connection (on the listener's loop, loop 0):
+//   with TLS on (set_tls): the TLS handshake first; a plain peer, a bad certificate or PSK, or
+//     no handshake within `greet_timeout` --> close (logged with the reason)
 //   read the 96-byte header (wire::decode) and its payload, within `greet_timeout`
 //     malformed, not a hello, too large, bad CRC, or too slow --> close (logged; nothing else)
 //     volume uuid unknown here --> hello_reply{status = not_found, reason} --> close
@@ -22,6 +24,7 @@
 #include "duplex/base/uuid.h"
 #include "duplex/mirror/mirror_volume.h"
 #include "duplex/reactor/event_loop.h"
+#include "duplex/reactor/tls.h"
 
 namespace duplex::daemon {
 
@@ -40,6 +43,8 @@ class MirrorListener {
   MirrorListener(const MirrorListener&) = delete;
   MirrorListener& operator=(const MirrorListener&) = delete;
 
+  // Accept only TLS connections made with this context (before start()).
+  void set_tls(std::shared_ptr<const TlsContext> tls);
   // Binds and starts accepting (call before the loop runs, or on it).
   Status start(const std::string& address);
   // The bound address ("127.0.0.11:7789"), what the node record advertises.

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <asio/steady_timer.hpp>
@@ -25,12 +26,36 @@
 #include "duplex/mirror/wire.h"
 #include "duplex/reactor/event_loop.h"
 #include "duplex/reactor/tcp_stream.h"
+#include "duplex/reactor/tls.h"
 
 namespace duplex::mirror {
 
+// Leaves the elements a resize() adds uninitialised: a payload buffer is read into at once, and
+// zero-filling up to kMaxPayload bytes first would be a wasted pass over the data.
+template <typename T>
+struct UninitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  // Rebinds convert implicitly, as std::allocator's do.
+  template <typename U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}  // NOLINT(google-explicit-constructor)
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using Payload = std::vector<std::byte, UninitAllocator<std::byte>>;
+
 struct Message {
   wire::Header header;
-  std::vector<std::byte> payload;
+  Payload payload;
 };
 
 struct ChannelOptions {
@@ -93,6 +118,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
 
   Task<Status> write_message(wire::Header h, std::span<const std::byte> payload);
   void complete(const std::shared_ptr<Pending>& p, Result<Message> r);
+  void arm_call_timer(std::chrono::steady_clock::time_point at);
+  void expire_calls();
   Status down_status() const;
   void answered(std::chrono::steady_clock::time_point sent);
   static Task<void> read_loop(std::shared_ptr<Channel> self);
@@ -109,6 +136,9 @@ class Channel : public std::enable_shared_from_this<Channel> {
   DownHandler down_;
   AsyncMutex write_mu_;
   asio::steady_timer ping_timer_;
+  asio::steady_timer call_timer_;  // the earliest deadline of a call (see arm_call_timer)
+  std::chrono::steady_clock::time_point call_timer_at_{};
+  bool call_timer_armed_ = false;
   bool started_ = false;
   bool up_ = true;
   bool ping_in_flight_ = false;
@@ -121,7 +151,11 @@ class Channel : public std::enable_shared_from_this<Channel> {
 };
 
 // Opens a TCP connection to host:port on `loop` (bounded by `timeout`). host is an IP address.
+// With `tls`, the TLS handshake follows (bounded by `timeout` again); `peer_name`, if not empty,
+// must then be the name in the peer's certificate.
 Task<Result<std::unique_ptr<TcpStream>>> connect_tcp(EventLoop* loop, std::string host, std::uint16_t port,
-                                                     std::chrono::milliseconds timeout);
+                                                     std::chrono::milliseconds timeout,
+                                                     std::shared_ptr<const TlsContext> tls = nullptr,
+                                                     std::string peer_name = {});
 
 }  // namespace duplex::mirror

@@ -51,6 +51,10 @@ struct MirrorOptions {
   // one replica only, so the owner copies them on the next link.
   bool crashed = false;
   ChannelOptions link;
+  // TLS on the link (null: plain TCP). The dialer also checks that the peer's certificate names
+  // `peer` when link_tls_check_name is set.
+  std::shared_ptr<const TlsContext> link_tls;
+  bool link_tls_check_name = false;
   std::chrono::milliseconds replicate_timeout{3000};
   std::chrono::milliseconds freeze_timeout{30000};
   std::chrono::milliseconds tiebreak_delay{3000};
@@ -178,6 +182,8 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<void> handle(std::shared_ptr<Channel> ch, Message m);
   Task<void> attach(std::shared_ptr<Channel> ch, Hello peer);
   void link_down(Channel* ch, const Status& why);
+  // A TLS link could not be set up: why, in the log and as the last event (once per reason).
+  void tls_refused(const std::string& reason);
   Hello my_hello() const;
   Task<void> connector();
   Task<void> persister();
