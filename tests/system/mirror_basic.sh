@@ -211,7 +211,10 @@ grep -q "event=mirror.meta_opened volume=m .*crashed=false" "$work/n2.log" && ok
 kill -KILL "${DPID[n2]}"
 wait "${DPID[n2]}" 2>/dev/null || true
 start_node n2
-if until_show 60 "r['n2'].get('state')=='in-sync' and r['n2'].get('link_up') and sorted(d['insync']['members'])==['n1','n2']"; then
+# A crashed replica may lack writes it had acknowledged, so it first leaves the set (a decision,
+# "recovered from a crash") and rejoins after its resync (a second one): wait for both, not for a
+# report written before the first.
+if until_show 60 "r['n2'].get('state')=='in-sync' and r['n2'].get('link_up') and sorted(d['insync']['members'])==['n1','n2'] and d['insync']['generation']>=$gen_now+2"; then
   ok "n2 after kill -9 and restart: in the in-sync set and linked again"
 else
   bad "n2 did not come back after kill -9"
