@@ -889,8 +889,9 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       co_return;
     }
     case wire::Type::flush: {
-      Status st = member() ? co_await local_->flush()
-                           : Status::error(Errc::unavailable, "{} is not in sync", o_.node);
+      // Not `member() ? co_await ... : ...` (GCC 12 can lose the message of a status made so).
+      Status st = Status::error(Errc::unavailable, "{} is not in sync", o_.node);
+      if (member()) st = co_await local_->flush();
       rep.type = wire::Type::flush_reply;
       rep.status = static_cast<std::int32_t>(st.code());
       (void)co_await ch->reply(h, rep, {});
