@@ -77,27 +77,7 @@ POOL_PATH[${D}]=$FUSE/nbd
 
 mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
 
-vol() {
-  api GET /v1/volumes/d 2>/dev/null | $PY -c "
-import json, sys
-d = json.load(sys.stdin)
-r = {x['node']: x for x in d.get('replicas', [])}
-print($1)" 2>/dev/null || echo "?"
-}
-acks() {
-  local c
-  c=$(grep -c '^K' "$1" 2>/dev/null) || true
-  echo "${c:-0}"
-}
-until_acks() {  # LOG N SECONDS
-  local deadline=$((SECONDS + $3))
-  while [ $SECONDS -le $deadline ]; do
-    [ "$(acks "$1")" -ge "$2" ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-field() { echo "$1" | $PY -c "import json,sys; print(json.loads(sys.stdin.readline()).get('$2', '?'))" 2>/dev/null || echo "?"; }
+VOL=d  # for vol() (mirror_lib.sh)
 # writer NODE TAG START SECONDS: tagged writes through NODE's export, in the background (pid in $!).
 writer() {
   $IO write "$(nbd_uri "$1" d)" "$work/w$2.log" --start "$3" --count 256 --seconds "$4" --pause 0.004 --stop "$work/w$2.stop" \

@@ -44,31 +44,7 @@ mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"
 FREEZE=8
 
 # vol PYEXPR: the expression on d (GET /v1/volumes/f) and r (replicas by node), printed.
-vol() {
-  api GET /v1/volumes/f 2>/dev/null | $PY -c "
-import json, sys
-d = json.load(sys.stdin)
-r = {x['node']: x for x in d.get('replicas', [])}
-print($1)" 2>/dev/null || echo "?"
-}
-acks() {
-  local c
-  c=$(grep -c '^K' "$1" 2>/dev/null) || true
-  echo "${c:-0}"
-}
-# until_acks LOG N SECONDS: the writer logging to LOG has N acknowledged writes.
-until_acks() {
-  local deadline=$((SECONDS + $3))
-  while [ $SECONDS -le $deadline ]; do
-    [ "$(acks "$1")" -ge "$2" ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-now() { date +%s.%N; }
-since() { $PY -c "print(f'{$(now) - $1:.1f}')"; }
-# field JSON KEY
-field() { echo "$1" | $PY -c "import json,sys; print(json.loads(sys.stdin.readline()).get('$2', '?'))" 2>/dev/null || echo "?"; }
+VOL=f  # for vol() (mirror_lib.sh)
 # op NODE read|write BLOCK [TIMEOUT]: one 4 KiB I/O through NODE's export, "ok S" / "error S msg".
 op() { $IO op "$(nbd_uri "$1" f)" "$2" $(($3 * BS)) --timeout "${4:-20}" || true; }
 # is_in_sync SECONDS: both replicas members, in-sync and linked.

@@ -233,3 +233,34 @@ sys.exit(0 if ($3) else 1)" 2>/dev/null; then
 # Both replicas members of the in-sync set, in-sync, and linked.
 IN_SYNC="sorted(d['insync']['members'])==['n1','n2'] and all(r[n].get('state')=='in-sync' and r[n].get('link_up') for n in ('n1','n2'))"
 nbd_uri() { echo "nbd://$HOST:${NBD[$1]}/$2"; }
+
+# For the tests that write through libnbd while faults happen (mirror_failures_io.py logs each
+# acknowledged write as a line starting with K):
+#   vol 'python expr'         one look at the volume $VOL (d = the volume, r = replicas by node)
+#   acks LOG                  how many writes the writer logging to LOG had acknowledged
+#   until_acks LOG N SECONDS  waits until it has N
+#   now / since T             a timestamp / the seconds since it (one decimal)
+#   field JSON KEY            one key of a one-line JSON report
+vol() {
+  api GET "/v1/volumes/${VOL:?set VOL to the volume}" 2>/dev/null | $PY -c "
+import json, sys
+d = json.load(sys.stdin)
+r = {x['node']: x for x in d.get('replicas', [])}
+print($1)" 2>/dev/null || echo "?"
+}
+acks() {
+  local c
+  c=$(grep -c '^K' "$1" 2>/dev/null) || true
+  echo "${c:-0}"
+}
+until_acks() {
+  local deadline=$((SECONDS + $3))
+  while [ $SECONDS -le $deadline ]; do
+    [ "$(acks "$1")" -ge "$2" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+now() { date +%s.%N; }
+since() { $PY -c "print(f'{$(now) - $1:.1f}')"; }
+field() { echo "$1" | $PY -c "import json,sys; print(json.loads(sys.stdin.readline()).get('$2', '?'))" 2>/dev/null || echo "?"; }

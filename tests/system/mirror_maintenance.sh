@@ -32,27 +32,7 @@ T_START=$SECONDS
 mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
 API=${APIS[n2]} # n1 goes away for its maintenance
 
-vol() {
-  api GET /v1/volumes/m 2>/dev/null | $PY -c "
-import json, sys
-d = json.load(sys.stdin)
-r = {x['node']: x for x in d.get('replicas', [])}
-print($1)" 2>/dev/null || echo "?"
-}
-acks() {
-  local c
-  c=$(grep -c '^K' "$1" 2>/dev/null) || true
-  echo "${c:-0}"
-}
-until_acks() { # LOG N SECONDS
-  local deadline=$((SECONDS + $3))
-  while [ $SECONDS -le $deadline ]; do
-    [ "$(acks "$1")" -ge "$2" ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-field() { echo "$1" | $PY -c "import json,sys; print(json.loads(sys.stdin.readline()).get('$2', '?'))" 2>/dev/null || echo "?"; }
+VOL=m  # for vol() (mirror_lib.sh)
 op() { $IO op "$(nbd_uri "$1" m)" "$2" $(($3 * BS)) --timeout "${4:-20}" || true; }
 ctl() { "$DUPLEXCTL" --api "$API" --token "$TOKEN" "$@"; }
 # post PATH BODY: "HTTP-status body"

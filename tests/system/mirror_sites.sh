@@ -35,29 +35,7 @@ FREEZE=8
 # n1 is cut off in both rows: ask n2's API.
 API=${APIS[n2]}
 
-vol() {
-  api GET /v1/volumes/s 2>/dev/null | $PY -c "
-import json, sys
-d = json.load(sys.stdin)
-r = {x['node']: x for x in d.get('replicas', [])}
-print($1)" 2>/dev/null || echo "?"
-}
-acks() {
-  local c
-  c=$(grep -c '^K' "$1" 2>/dev/null) || true
-  echo "${c:-0}"
-}
-until_acks() {  # LOG N SECONDS
-  local deadline=$((SECONDS + $3))
-  while [ $SECONDS -le $deadline ]; do
-    [ "$(acks "$1")" -ge "$2" ] && return 0
-    sleep 0.1
-  done
-  return 1
-}
-now() { date +%s.%N; }
-since() { $PY -c "print(f'{$(now) - $1:.1f}')"; }
-field() { echo "$1" | $PY -c "import json,sys; print(json.loads(sys.stdin.readline()).get('$2', '?'))" 2>/dev/null || echo "?"; }
+VOL=s  # for vol() (mirror_lib.sh)
 op() { $IO op "$(nbd_uri "$1" s)" "$2" $(($3 * BS)) --timeout "${4:-20}" || true; }
 # writer TAG START: tagged writes through n2 until $work/wTAG.stop exists (pid in $!).
 writer() {
