@@ -34,8 +34,15 @@ PYEOF
 pids=()
 fails=0
 ok() { echo "ok - $*"; }
-bad() { echo "FAIL - $*"; fails=$((fails + 1)); }
+failed_checks=()
+bad() { echo "FAIL - $*"; fails=$((fails + 1)); failed_checks+=("$*"); }
+# The failed checks again as the last lines: CI shows only the tail of a failed test's output,
+# which the daemons' logs printed at the end would otherwise fill.
 cleanup() {
+  if [ "${#failed_checks[@]}" -gt 0 ]; then
+    echo "--- failed checks (${#failed_checks[@]}):"
+    for c in "${failed_checks[@]}"; do echo "FAIL - ${c:0:400}"; done
+  fi
   if declare -F cleanup_hook >/dev/null; then cleanup_hook || true; fi
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done

@@ -121,7 +121,11 @@ start_node() {
 stop_node() {
   kill -TERM "${DPID[$1]}" 2>/dev/null || true
   for _ in $(seq 150); do kill -0 "${DPID[$1]}" 2>/dev/null || break; sleep 0.1; done
-  wait "${DPID[$1]}" 2>/dev/null
+  local rc=0
+  wait "${DPID[$1]}" 2>/dev/null || rc=$?
+  # The status itself, for the failure message the caller prints (>128: killed by a signal).
+  [ "$rc" = 0 ] || echo "note: $1 (pid ${DPID[$1]}) exited with status $rc on SIGTERM"
+  return "$rc"
 }
 kill_node() {
   kill -KILL "${DPID[$1]}" 2>/dev/null || true
