@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "duplex/base/buffer.h"
 #include "duplex/base/crc32c.h"
 #include "duplex/base/endian.h"
 
@@ -242,6 +243,26 @@ Task<Status> MirrorVolume::write_zeroes(std::uint64_t offset, std::uint64_t leng
   return mutate(Op{wire::Op::write_zeroes, offset, length, {}, f});
 }
 
+Task<Result<volume::CompareOutcome>> MirrorVolume::compare_and_write(std::uint64_t offset,
+                                                                     std::span<const std::byte> expected,
+                                                                     std::span<const std::byte> data,
+                                                                     bool fua) {
+  if (expected.size() != data.size())
+    co_return Status::error(Errc::invalid, "compare and write: {} bytes to compare, {} to write",
+                            expected.size(), data.size());
+  if (expected.size() > wire::kMaxPayload / 2)
+    co_return Status::error(Errc::invalid, "compare and write of {} bytes is too large", expected.size());
+  // One payload, as it is forwarded: what to compare, then what to write.
+  std::vector<std::byte> both(expected.size() * 2);
+  std::copy(expected.begin(), expected.end(), both.begin());
+  std::copy(data.begin(), data.end(), both.begin() + static_cast<std::ptrdiff_t>(expected.size()));
+  volume::CompareOutcome out;
+  Op op{wire::Op::compare_write, offset, expected.size(), both, fua ? wire::kFlagFua : std::uint8_t{0}, &out};
+  Status st = co_await mutate(op);
+  if (!st.is_ok()) co_return st;
+  co_return out;
+}
+
 Task<Status> MirrorVolume::mutate(Op op) {
   if (op.offset > size() || op.length > size() - op.offset)
     co_return Status::error(Errc::out_of_range, "{}+{} beyond {}", op.offset, op.length, size());
@@ -299,6 +320,24 @@ Task<Status> MirrorVolume::write_local(Op op) {
 Task<Status> MirrorVolume::owner_mutate(Op op) {
   auto guard = co_await lock_.lock(op.offset, op.length, true);
   if (!is_owner()) co_return Status::error(Errc::busy, "{} no longer orders writes of {}", o_.node, name());
+  bool compared = false;
+  if (op.op == wire::Op::compare_write) {
+    // Compared and written under one exclusive range lock on the node that orders every write
+    // of the volume: no write through either node can land in between. The peer gets a write.
+    op.outcome->matched = false;
+    AlignedBuffer current(op.length);
+    if (Status rs = co_await local_->read(op.offset, current.span()); !rs.is_ok()) co_return rs;
+    const auto expected = op.data.first(op.length);
+    const auto diff = std::mismatch(expected.begin(), expected.end(), current.span().begin());
+    if (diff.first != expected.end()) {
+      op.outcome->miscompare_at = static_cast<std::uint64_t>(diff.first - expected.begin());
+      co_return Status::ok();
+    }
+    op.outcome->matched = true;
+    compared = true;
+    op.op = wire::Op::write;
+    op.data = op.data.subspan(op.length, op.length);
+  }
   auto pin = co_await meta_->pin_write(op.offset, op.length);
   if (!pin.is_ok()) co_return pin.status();
   ++app_writes_;
@@ -343,6 +382,12 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
     if (remote_st.code() == Errc::conflict) {
       // The peer knows a newer in-sync set than ours: learn it, then route the write again.
       if (auto st = co_await refresh("the peer refused our generation"); !st.is_ok()) co_return st;
+      // A matched compare has written our replica: routed again, it would be compared with the
+      // data it wrote itself. It fails instead (its data may or may not stand, as for any
+      // failed write); the host re-reads and retries.
+      if (compared)
+        co_return Status::error(Errc::io_error, "volume {}: the in-sync set changed during compare and write",
+                                name());
       co_return Status::error(Errc::busy, "the in-sync set of {} changed", name());
     }
     if (peer_member()) {
@@ -367,7 +412,12 @@ Task<Status> MirrorVolume::forward(Op op) {
   auto r = co_await ch->call(h, op.data, o_.replicate_timeout + o_.freeze_timeout);
   if (!r.is_ok())
     co_return Status::error(Errc::unavailable, "forward to {}: {}", o_.peer, r.status().message());
-  co_return reply_status(*r);
+  Status st = reply_status(*r);
+  if (st.is_ok() && op.op == wire::Op::compare_write) {
+    op.outcome->matched = (r->header.flags & wire::kFlagMiscompare) == 0;
+    op.outcome->miscompare_at = op.outcome->matched ? 0 : r->header.offset;
+  }
+  co_return st;
 }
 
 // This node's replica failed: remove it from the set (the peer orders and serves from then on;
@@ -855,16 +905,25 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
     }
     case wire::Type::write: {
       Status st;
+      volume::CompareOutcome compared;
       // The sender acts on a newer set (it may have made us the owner): learn it first.
       if (h.generation > set_.generation) (void)co_await refresh("a forwarded write names a newer set");
       if (h.generation < set_.generation)
         st = Status::error(Errc::conflict, "generation {} is older than {}", h.generation, set_.generation);
       else if (!is_owner())
         st = Status::error(Errc::busy, "{} does not order writes of {}", o_.node, name());
+      else if (h.op == wire::Op::compare_write &&
+               (h.length > m.payload.size() / 2 || m.payload.size() != 2 * h.length))
+        st = Status::error(Errc::invalid, "compare and write of {} bytes with a payload of {}", h.length,
+                           m.payload.size());
       else
-        st = co_await mutate(Op{h.op, h.offset, h.length, m.payload, h.flags});
+        st = co_await mutate(Op{h.op, h.offset, h.length, m.payload, h.flags, &compared});
       rep.type = wire::Type::write_reply;
       rep.status = static_cast<std::int32_t>(st.code());
+      if (st.is_ok() && h.op == wire::Op::compare_write && !compared.matched) {
+        rep.flags = wire::kFlagMiscompare;
+        rep.offset = compared.miscompare_at;
+      }
       (void)co_await ch->reply(h, rep, {});
       co_return;
     }

@@ -149,6 +149,13 @@ class LoopProxyVolume final : public volume::BlockVolume {
     co_await switch_to(home_);
     co_return s;
   }
+  Task<Result<volume::CompareOutcome>> compare_and_write(std::uint64_t o, std::span<const std::byte> e,
+                                                         std::span<const std::byte> d, bool fua) override {
+    co_await switch_to(owner_);
+    Result<volume::CompareOutcome> r = co_await inner_.compare_and_write(o, e, d, fua);
+    co_await switch_to(home_);
+    co_return r;
+  }
   Result<std::vector<volume::Extent>> block_status(std::uint64_t o, std::uint64_t l) const override {
     return sync([&] { return inner_.block_status(o, l); });
   }

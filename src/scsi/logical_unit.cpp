@@ -476,24 +476,18 @@ Task<CommandResult> LogicalUnit::compare_and_write(Command c) {
   if (n > kMaxCompareAndWriteBlocks) co_return illegal_request(asc::kInvalidFieldInCdb, 13);
   if (auto r = check_range(lba, n); r.status != ScsiStatus::good) co_return r;
   const bool fua = cdb[1] & 0x08;
+  // The range lock orders it against this LU's own commands; the volume makes the compare and
+  // the write one step against writes through every node (a mirror's owner does both).
   co_await lock_range(lba, n, true);
-  AlignedBuffer current(bytes);
-  Status st = co_await volume_.read(lba * bs, current.span());
+  Result<volume::CompareOutcome> out = co_await volume_.compare_and_write(
+      lba * bs, c.data_out.first(bytes), c.data_out.subspan(bytes, bytes), fua);
   CommandResult r;
-  if (!st) {
-    r = from_status(st, false);
-  } else {
-    const std::byte* verify = c.data_out.data();
-    std::uint64_t i = 0;
-    while (i < bytes && current.data()[i] == verify[i]) ++i;
-    if (i < bytes) {
-      r = check_condition(SenseKey::miscompare, asc::kMiscompareDuringVerify);
-      r.sense.information_valid = true;
-      r.sense.information = i;
-    } else {
-      st = co_await volume_.write(lba * bs, c.data_out.subspan(bytes, bytes), fua);
-      if (!st) r = from_status(st, true);
-    }
+  if (!out.is_ok()) {
+    r = from_status(out.status(), true);
+  } else if (!out->matched) {
+    r = check_condition(SenseKey::miscompare, asc::kMiscompareDuringVerify);
+    r.sense.information_valid = true;
+    r.sense.information = out->miscompare_at;
   }
   unlock_range(lba, n, true);
   r.data_out_used = static_cast<std::uint32_t>(2 * bytes);

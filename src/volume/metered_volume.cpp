@@ -47,4 +47,13 @@ Task<Status> MeteredVolume::write_zeroes(std::uint64_t offset, std::uint64_t len
   co_return st;
 }
 
+Task<Result<CompareOutcome>> MeteredVolume::compare_and_write(std::uint64_t offset,
+                                                              std::span<const std::byte> expected,
+                                                              std::span<const std::byte> data, bool fua) {
+  const auto t0 = Clock::now();
+  Result<CompareOutcome> r = co_await inner_->compare_and_write(offset, expected, data, fua);
+  stats_->record(IoOp::write, data.size(), r.is_ok(), Clock::now() - t0);
+  co_return r;
+}
+
 }  // namespace duplex::volume

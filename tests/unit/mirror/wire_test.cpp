@@ -149,7 +149,7 @@ TEST(MirrorWire, UnknownTypeOpAndFlagsAreRefused) {
     reseal(b);
     EXPECT_NE(refusal(b, Errc::invalid).find("type"), std::string::npos) << t;
   }
-  for (std::uint8_t op : {4, 0xFF}) {
+  for (std::uint8_t op : {5, 0xFF}) {
     Bytes b = encoded(sample(Type::ping));
     b[layout::op] = std::byte{op};
     reseal(b);

@@ -28,6 +28,11 @@ class SharedVolume final : public volume::BlockVolume {
   Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) override {
     return v_->write_zeroes(offset, length, no_unmap, fua);
   }
+  Task<Result<volume::CompareOutcome>> compare_and_write(std::uint64_t offset,
+                                                         std::span<const std::byte> expected,
+                                                         std::span<const std::byte> data, bool fua) override {
+    return v_->compare_and_write(offset, expected, data, fua);
+  }
   Result<std::vector<volume::Extent>> block_status(std::uint64_t offset,
                                                    std::uint64_t length) const override {
     return v_->block_status(offset, length);

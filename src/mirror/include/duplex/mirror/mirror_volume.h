@@ -147,6 +147,11 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> flush() override;
   Task<Status> trim(std::uint64_t offset, std::uint64_t length) override;
   Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) override;
+  // Atomic across both nodes: the owner compares and writes under its range lock, the other node
+  // forwards the pair (docs/mirror.md "COMPARE AND WRITE").
+  Task<Result<volume::CompareOutcome>> compare_and_write(std::uint64_t offset,
+                                                         std::span<const std::byte> expected,
+                                                         std::span<const std::byte> data, bool fua) override;
   Result<std::vector<volume::Extent>> block_status(std::uint64_t offset, std::uint64_t length) const override;
   Result<std::vector<volume::Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
                                                     std::uint64_t length) const override;
@@ -156,8 +161,9 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   struct Op {
     wire::Op op = wire::Op::write;
     std::uint64_t offset = 0, length = 0;
-    std::span<const std::byte> data;
+    std::span<const std::byte> data;  // compare_write: the bytes to compare, then those to write
     std::uint8_t flags = 0;
+    volume::CompareOutcome* outcome = nullptr;  // compare_write: where the result goes
   };
 
   bool is_owner() const { return set_.owner == o_.node && set_.has(o_.node); }

@@ -41,10 +41,15 @@ enum class Type : std::uint16_t {
 inline constexpr std::uint16_t kMinType = 1, kMaxType = 18;
 inline constexpr std::uint32_t kDigestBlock = 4096;
 
-enum class Op : std::uint8_t { none = 0, write = 1, write_zeroes = 2, trim = 3 };
-inline constexpr std::uint8_t kMaxOp = 3;
-inline constexpr std::uint8_t kFlagFua = 1, kFlagNoUnmap = 2;
-inline constexpr std::uint8_t kKnownFlags = kFlagFua | kFlagNoUnmap;
+// compare_write (type write only, non-owner -> owner): COMPARE AND WRITE of `length` bytes; the
+// payload is the bytes to compare, then the bytes to write (2 * length). The owner compares and
+// writes under its range lock and replicates an ordinary write; its write_reply carries
+// kFlagMiscompare and, in `offset`, the first differing byte's offset in the range when the
+// compare failed (nothing written).
+enum class Op : std::uint8_t { none = 0, write = 1, write_zeroes = 2, trim = 3, compare_write = 4 };
+inline constexpr std::uint8_t kMaxOp = 4;
+inline constexpr std::uint8_t kFlagFua = 1, kFlagNoUnmap = 2, kFlagMiscompare = 4;
+inline constexpr std::uint8_t kKnownFlags = kFlagFua | kFlagNoUnmap | kFlagMiscompare;
 
 struct Header {
   Type type = Type::ping;

@@ -7,8 +7,9 @@
 // transfer length. The result says how much of each was used, so the transport can set residuals.
 //
 // Concurrency: one LogicalUnit belongs to one event-loop thread (its volume's). COMPARE AND WRITE
-// is atomic against every overlapping write through this LU (a range lock); across nodes the
-// mirror layer extends it (issue: multipath).
+// is atomic against every overlapping write through this LU (a range lock) and, on a mirrored
+// volume, through every node (BlockVolume::compare_and_write: the mirror's owner compares and
+// writes under its own range lock).
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -164,7 +165,6 @@ class LogicalUnit {
   std::map<Nexus, std::vector<Asc>> unit_attentions_;
   std::vector<Asc> pending_for_new_;  // raised before a nexus was first seen
   bool swp_ = false;                  // control mode page SWP: software write protect
-  AsyncMutex caw_;                    // orders COMPARE AND WRITE among themselves
   struct Range {
     std::uint64_t lba, blocks;
     bool exclusive;

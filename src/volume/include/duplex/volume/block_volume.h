@@ -28,6 +28,14 @@ struct Extent {
   bool zero = false;       // reads as zeroes
 };
 
+// What COMPARE AND WRITE found: the range held the expected bytes and now holds the new ones
+// (`matched`), or the offset from the start of the range of the first byte that differed
+// (nothing was written).
+struct CompareOutcome {
+  bool matched = true;
+  std::uint64_t miscompare_at = 0;
+};
+
 class BlockVolume {
  public:
   virtual ~BlockVolume() = default;
@@ -44,6 +52,14 @@ class BlockVolume {
   virtual Task<Status> trim(std::uint64_t offset, std::uint64_t length) = 0;
   virtual Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) = 0;
   virtual Result<std::vector<Extent>> block_status(std::uint64_t offset, std::uint64_t length) const = 0;
+  // COMPARE AND WRITE (SBC-3 5.2): if [offset, offset + expected.size()) holds `expected`, write
+  // `data` (the same size) over it. A mirrored volume makes the pair atomic against every write
+  // through every node (the owner compares and writes under its range lock). This default reads,
+  // compares and writes: atomic only if the caller holds off overlapping writes itself (the SCSI
+  // LU's range lock does on one node). Wrappers must forward it, or they lose that atomicity.
+  virtual Task<Result<CompareOutcome>> compare_and_write(std::uint64_t offset,
+                                                         std::span<const std::byte> expected,
+                                                         std::span<const std::byte> data, bool fua);
   // Regions that may differ from the named snapshot of this volume ("vol@snap" or "snap").
   virtual Result<std::vector<Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
                                                     std::uint64_t length) const = 0;

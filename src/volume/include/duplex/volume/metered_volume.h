@@ -29,6 +29,9 @@ class MeteredVolume final : public BlockVolume {
   Task<Status> flush() override;
   Task<Status> trim(std::uint64_t offset, std::uint64_t length) override;
   Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) override;
+  // Counted as a write of the range (whether or not it matched).
+  Task<Result<CompareOutcome>> compare_and_write(std::uint64_t offset, std::span<const std::byte> expected,
+                                                 std::span<const std::byte> data, bool fua) override;
   Result<std::vector<Extent>> block_status(std::uint64_t offset, std::uint64_t length) const override {
     return inner_->block_status(offset, length);
   }
