@@ -566,7 +566,13 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     const Uuid id = vol.uuid();
     auto saved = prs.load(id);
     if (!saved) return Status::error(saved.status().code(), "export {}: {}", name, saved.status().message());
-    if (*saved) {
+    const auto& now = lu.reservations().state();
+    if (*saved && (now.generation != 0 || !now.registrations.empty())) {
+      // The mirror's peer already gave this LU the volume's current reservations (newer than
+      // anything this node saved before it stopped).
+      spdlog::info("event=pr.from_peer export={} registrations={} reserved={} generation={}", name,
+                   now.registrations.size(), now.holder.has_value(), now.generation);
+    } else if (*saved) {
       if ((*saved)->aptpl) {
         spdlog::info("event=pr.restored export={} file={} registrations={} reserved={} generation={}", name,
                      prs.path(id), (*saved)->registrations.size(), (*saved)->holder.has_value(),

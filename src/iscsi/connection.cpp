@@ -993,7 +993,7 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
       const Lun* l = target_->lun(*decode_lun(lun_field));
       EventLoop& home = portal_.loops.at(loop);
       co_await switch_to(portal_.loops.at(l->loop));
-      l->lu->reset();
+      co_await l->lu->reset_everywhere();  // LU-wide: the other node serving it resets too
       co_await switch_to(home);
       spdlog::info("event=iscsi.lun_reset conn={} initiator={} target={} lun={}", id_, params_.initiator_name,
                    params_.target_name, l->number);

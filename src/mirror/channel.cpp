@@ -26,6 +26,8 @@ std::optional<wire::Type> reply_type(wire::Type t) {
     case wire::Type::flush: return wire::Type::flush_reply;
     case wire::Type::resync_data: return wire::Type::resync_reply;
     case wire::Type::digest: return wire::Type::digest_reply;
+    case wire::Type::shared_call: return wire::Type::shared_call_reply;
+    case wire::Type::shared_state: return wire::Type::shared_state_reply;
     default: return std::nullopt;
   }
 }

@@ -12,7 +12,8 @@ std::string encode_hello(const Hello& h) {
                    {"state", h.state},
                    {"clean", h.clean},
                    {"catch_up", h.catch_up},
-                   {"set_generation", h.set_generation}};
+                   {"set_generation", h.set_generation},
+                   {"shared_version", h.shared_version}};
   auto hot = nlohmann::json::array();
   for (const auto& [o, l] : h.hot) hot.push_back({o, l});
   j["hot"] = std::move(hot);
@@ -38,6 +39,7 @@ Result<Hello> decode_hello(std::string_view text) {
     h.clean = j.value("clean", false);
     h.catch_up = j.value("catch_up", false);
     h.set_generation = j.value("set_generation", std::uint64_t{0});
+    h.shared_version = j.value("shared_version", std::uint64_t{0});
     for (const auto& r : j.value("hot", nlohmann::json::array())) {
       if (!r.is_array() || r.size() != 2) return Status::error(Errc::invalid, "hello: bad hot range");
       h.hot.emplace_back(r[0].get<std::uint64_t>(), r[1].get<std::uint64_t>());

@@ -263,6 +263,116 @@ Task<Result<volume::CompareOutcome>> MirrorVolume::compare_and_write(std::uint64
   co_return out;
 }
 
+// --- front-end shared state (SCSI persistent reservations) ---------------------------------------
+
+bool MirrorVolume::attach_shared_state(std::weak_ptr<volume::SharedStateKeeper> k) {
+  keeper_ = std::move(k);
+  if (auto keeper = keeper_.lock(); keeper && !pending_shared_.empty()) {
+    // Received before the front-end was there: the state, without the events (they are old).
+    if (Status st = keeper->import_state(pending_shared_, false); !st.is_ok())
+      spdlog::warn("event=mirror.shared_state_refused volume={} node={} reason=\"{}\"", name(), o_.node,
+                   st.message());
+    pending_shared_.clear();
+  }
+  return true;
+}
+
+Status MirrorVolume::install_shared(std::span<const std::byte> blob, std::uint64_t version, bool force) {
+  if (!force && version <= shared_version_) return Status::ok();  // an older push overtaken by a newer one
+  shared_version_ = version;
+  auto keeper = keeper_.lock();
+  if (!keeper) {
+    pending_shared_.assign(blob.begin(), blob.end());
+    return Status::ok();
+  }
+  return keeper->import_state(blob, true);
+}
+
+Task<Status> MirrorVolume::push_shared(bool with_events, bool force) {
+  if (!link_up()) co_return Status::error(Errc::unavailable, "no link to {}", o_.peer);
+  std::vector<std::byte> blob;
+  if (auto keeper = keeper_.lock())
+    blob = keeper->export_state(with_events);
+  else if (!pending_shared_.empty())
+    blob = pending_shared_;
+  else
+    co_return Status::ok();  // nothing kept here: nothing to give
+  wire::Header h = header(wire::Type::shared_state);
+  h.seq = shared_version_;
+  if (force) h.flags = wire::kFlagForce;
+  auto ch = chan_;
+  auto r = co_await ch->call(h, blob, o_.replicate_timeout);
+  co_return r.is_ok() ? reply_status(*r) : r.status();
+}
+
+// At the owner, one change at a time: applied here, then installed on the peer before the answer,
+// so a change acknowledged through either node is enforced through both (docs/multipath.md).
+Task<Result<std::vector<std::byte>>> MirrorVolume::owner_shared(std::span<const std::byte> request) {
+  co_await shared_mu_.lock();
+  struct Unlock {
+    AsyncMutex& m;
+    ~Unlock() { m.unlock(); }
+  } unlock{shared_mu_};
+  if (!is_owner()) co_return Status::error(Errc::busy, "{} no longer orders changes of {}", o_.node, name());
+  auto keeper = keeper_.lock();
+  if (!keeper)
+    co_return Status::error(Errc::unavailable, "no front-end keeps the shared state of {} here", name());
+  bool changed = false;
+  std::vector<std::byte> answer = keeper->apply_change(request, changed);
+  keeper.reset();  // not held across the push: the LU may be retired meanwhile
+  if (!changed) co_return answer;
+  ++shared_version_;
+  if (!link_up()) {
+    if (!peer_member()) co_return answer;
+    if (auto st = co_await peer_lost(fmt::format("{} unreachable (shared state)", o_.peer)); !st.is_ok())
+      co_return st;
+    co_return answer;
+  }
+  Status pushed = co_await push_shared(true, false);
+  if (!pushed.is_ok() && peer_member()) {
+    if (auto st = co_await peer_lost(fmt::format("shared state to {} failed: {}", o_.peer, pushed.message()));
+        !st.is_ok())
+      co_return st;
+  }
+  co_return answer;
+}
+
+Task<Result<std::vector<std::byte>>> MirrorVolume::shared_change(std::vector<std::byte> request) {
+  if (stopping_) co_return Status::error(Errc::shutdown, "volume {} is stopping", name());
+  const auto until = Clock::now() + o_.link.timeout;
+  for (int attempt = 0; attempt < 64 && Clock::now() < until; ++attempt) {
+    if (is_owner()) {
+      auto r = co_await owner_shared(request);
+      if (r.is_ok() || r.status().code() != Errc::busy) co_return r;
+      continue;
+    }
+    if (!link_up()) break;
+    auto ch = chan_;
+    auto r =
+        co_await ch->call(header(wire::Type::shared_call), request, o_.replicate_timeout + o_.freeze_timeout);
+    if (!r.is_ok()) break;
+    Status st = reply_status(*r);
+    if (st.is_ok()) co_return std::vector<std::byte>(r->payload.begin(), r->payload.end());
+    if (st.code() == Errc::conflict) {
+      if (auto f = co_await refresh("the owner refused our generation"); !f.is_ok()) co_return f;
+      continue;
+    }
+    if (st.code() == Errc::busy) {
+      co_await sleep_for(loop_, milliseconds(std::min(10 << std::min(attempt, 5), 200)));
+      continue;
+    }
+    co_return st;
+  }
+  if (is_owner()) co_return Status::error(Errc::io_error, "volume {}: ownership kept changing", name());
+  if (!member())
+    co_return Status::error(Errc::io_error,
+                            "volume {}: this replica is not in sync and the owner is unreachable", name());
+  if (auto st = co_await peer_lost(fmt::format("owner {} unreachable", o_.peer)); !st.is_ok()) co_return st;
+  if (!is_owner())
+    co_return Status::error(Errc::io_error, "volume {}: no in-sync replica orders changes", name());
+  co_return co_await owner_shared(request);
+}
+
 Task<Status> MirrorVolume::mutate(Op op) {
   if (op.offset > size() || op.length > size() - op.offset)
     co_return Status::error(Errc::out_of_range, "{}+{} beyond {}", op.offset, op.length, size());
@@ -666,6 +776,7 @@ Hello MirrorVolume::my_hello() const {
   h.state = std::string(to_string(r.state));
   if (local_failed_ && r.state != ReplicaState::in_sync) h.state = "failed";  // do not resync us yet
   h.set_generation = set_.generation;
+  h.shared_version = shared_version_;
   h.clean = !o_.crashed;
   h.hot = meta_->hot_ranges();
   // Bounded: a hello is one message; past this many runs the owner copies everything.
@@ -780,6 +891,15 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
   spdlog::info(
       "event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
       o_.node, o_.peer, peer.generation, peer.state, peer.clean);
+  if (!keeper_.expired() && shared_version_ > peer.shared_version) {
+    // Our reservations are newer (the peer restarted, or missed changes while out of the set).
+    // Sent first: the channel keeps order, so the peer installs them before anything below.
+    spawn([](std::shared_ptr<MirrorVolume> self) -> Task<void> {
+      if (Status st = co_await self->push_shared(false, false); !st.is_ok())
+        spdlog::warn("event=mirror.shared_state_push_failed volume={} node={} reason=\"{}\"", self->name(),
+                     self->o_.node, st.message());
+    }(shared_from_this()));
+  }
   if (!is_owner()) {
     peer_caught_up_ = !peer.catch_up;
     co_return;
@@ -924,6 +1044,28 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
         rep.flags = wire::kFlagMiscompare;
         rep.offset = compared.miscompare_at;
       }
+      (void)co_await ch->reply(h, rep, {});
+      co_return;
+    }
+    case wire::Type::shared_call: {
+      Result<std::vector<std::byte>> r = Status::ok();
+      std::vector<std::byte> answer;
+      if (h.generation > set_.generation) (void)co_await refresh("a shared-state change names a newer set");
+      if (h.generation < set_.generation) {
+        r = Status::error(Errc::conflict, "generation {} is older than {}", h.generation, set_.generation);
+      } else {
+        r = co_await owner_shared(m.payload);
+        if (r.is_ok()) answer = std::move(*r);
+      }
+      rep.type = wire::Type::shared_call_reply;
+      rep.status = static_cast<std::int32_t>(r.status().code());
+      (void)co_await ch->reply(h, rep, answer);
+      co_return;
+    }
+    case wire::Type::shared_state: {
+      rep.type = wire::Type::shared_state_reply;
+      rep.status = static_cast<std::int32_t>(
+          install_shared(m.payload, h.seq, (h.flags & wire::kFlagForce) != 0).code());
       (void)co_await ch->reply(h, rep, {});
       co_return;
     }
@@ -1109,16 +1251,29 @@ copy:
     co_return;
   }
   if (!peer_member()) {
+    // A member serves SCSI at once: it must hold the reservations first, and no change may slip
+    // in between (shared_mu_ is held until it is a member; later changes reach it as a member).
+    co_await shared_mu_.lock();
+    Status pushed = co_await push_shared(false, true);
+    if (!pushed.is_ok()) {
+      shared_mu_.unlock();
+      spdlog::warn("event=mirror.rejoin_failed volume={} node={} peer={} reason=\"shared state: {}\"", name(),
+                   o_.node, o_.peer, pushed.message());
+      ch->close(pushed);
+      co_return;
+    }
     std::vector<std::string> members = {o_.node, o_.peer};
     auto r = co_await arbiter_->change(set_.generation, members,
                                        fmt::format("{}: resync of {} complete", o_.node, o_.peer));
     if (!r.is_ok()) {
+      shared_mu_.unlock();
       spdlog::warn("event=mirror.rejoin_failed volume={} node={} peer={} reason=\"{}\"", name(), o_.node,
                    o_.peer, r.status().message());
       ch->close(r.status());
       co_return;
     }
     (void)co_await adopt(*r, "resync complete");
+    shared_mu_.unlock();
   }
   (void)co_await meta_->persist();
   if (is_owner()) peer_mode_ = PeerMode::in_step;  // else the placement made the peer the owner

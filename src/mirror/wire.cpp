@@ -17,7 +17,9 @@ bool is_reply(Type t) {
     case Type::read_reply:
     case Type::flush_reply:
     case Type::resync_reply:
-    case Type::digest_reply: return true;
+    case Type::digest_reply:
+    case Type::shared_call_reply:
+    case Type::shared_state_reply: return true;
     default: return false;
   }
 }
@@ -42,6 +44,10 @@ std::string_view type_name(Type t) {
     case Type::close: return "close";
     case Type::digest: return "digest";
     case Type::digest_reply: return "digest_reply";
+    case Type::shared_call: return "shared_call";
+    case Type::shared_call_reply: return "shared_call_reply";
+    case Type::shared_state: return "shared_state";
+    case Type::shared_state_reply: return "shared_state_reply";
   }
   return "unknown";
 }

@@ -36,13 +36,14 @@ LogicalUnit::LogicalUnit(volume::BlockVolume& volume, LuConfig cfg) : volume_(vo
   if (cfg_.port_groups.empty())
     cfg_.port_groups.push_back({cfg_.tpg_id, AluaState::active_optimized, false, {cfg_.relative_port}});
   pr_ = std::make_unique<PersistentReservations>(PersistentReservations::Hooks{
-      [this](const Nexus& n, Asc a) { unit_attention(n, a); },
-      [this](const Nexus& n) {
-        if (abort_hook_) abort_hook_(n);
-      },
+      [this](const Nexus& n, Asc a) { pr_event(PrEvent{PrEvent::unit_attention, n, a}); },
+      [this](const Nexus& n) { pr_event(PrEvent{PrEvent::abort_tasks, n, {}}); },
       [this](const PrState& s) { return persist_hook_ ? persist_hook_(s) : Status::ok(); }});
+  keeper_ = make_keeper();
+  shared_ = volume_.attach_shared_state(keeper_);
 }
 
+// The volume holds keeper_ weakly, so nothing needs to be told when the LU goes.
 LogicalUnit::~LogicalUnit() = default;
 
 void LogicalUnit::set_abort_hook(std::function<void(const Nexus&)> f) { abort_hook_ = std::move(f); }
@@ -299,7 +300,9 @@ Task<CommandResult> LogicalUnit::dispatch(Command c) {
     case op::kUnmap: co_return co_await unmap(c);
     case op::kCompareAndWrite: co_return co_await compare_and_write(c);
     case op::kPersistentReserveIn: co_return pr_->in(*c.nexus, cdb, c.data_in);
-    case op::kPersistentReserveOut: co_return pr_->out(*c.nexus, cdb, c.data_out);
+    case op::kPersistentReserveOut:
+      if (shared_) co_return co_await shared_reserve_out(c);
+      co_return pr_->out(*c.nexus, cdb, c.data_out);
     default: co_return illegal_request(asc::kInvalidOpcode, 0);
   }
 }

@@ -21,4 +21,9 @@ Task<Result<CompareOutcome>> BlockVolume::compare_and_write(std::uint64_t offset
   co_return CompareOutcome{};
 }
 
+bool BlockVolume::attach_shared_state(std::weak_ptr<SharedStateKeeper> /*k*/) { return false; }
+Task<Result<std::vector<std::byte>>> BlockVolume::shared_change(std::vector<std::byte> /*request*/) {
+  co_return Status::error(Errc::unsupported, "volume {} does not order shared state", name());
+}
+
 }  // namespace duplex::volume

@@ -210,6 +210,26 @@ class Session:
             else:
                 raise IscsiError(f"unexpected opcode 0x{op:02x}")
 
+    def task_management(self, function, lun=0):
+        """A task management request (RFC 7143 11.5), e.g. 5 = LOGICAL UNIT RESET; returns the
+        response code (0 = function complete)."""
+        itt = self._next_itt()
+        bhs = bytearray(48)
+        bhs[0] = 0x40 | 0x02
+        bhs[1] = 0x80 | function
+        bhs[8:16] = (lun << 48).to_bytes(8, "big")
+        struct.pack_into(">I", bhs, 16, itt)
+        struct.pack_into(">I", bhs, 20, 0xFFFFFFFF)
+        struct.pack_into(">I", bhs, 24, self.cmd_sn)
+        struct.pack_into(">I", bhs, 28, self.exp_stat_sn)
+        self._send(bhs)
+        self.cmd_sn = (self.cmd_sn + 1) & 0xFFFFFFFF
+        while True:
+            rsp, _ = self._recv()
+            if rsp[0] & 0x3F == 0x22 and struct.unpack(">I", rsp[16:20])[0] == itt:
+                self._note_stat_sn(rsp)
+                return rsp[2]
+
     def command_past_ua(self, cdb, data_out=b"", data_in_len=0, lun=0):
         """command(), repeated while the answer is a UNIT ATTENTION (reported once each)."""
         for _ in range(8):

@@ -349,6 +349,80 @@ TEST_F(MirrorTest, CompareAndWriteIsAtomicAcrossBothNodes) {
   });
 }
 
+// A front-end's shared state as the mirror sees it: opaque bytes. This keeper appends each
+// request to its text and answers with the text; events are a suffix only the exporter adds.
+class TextKeeper final : public volume::SharedStateKeeper {
+ public:
+  std::vector<std::byte> apply_change(std::span<const std::byte> request, bool& changed) override {
+    text.append(reinterpret_cast<const char*>(request.data()), request.size());
+    changed = !request.empty();
+    ++applied;
+    return std::vector<std::byte>(as_bytes(std::span(text)).begin(), as_bytes(std::span(text)).end());
+  }
+  std::vector<std::byte> export_state(bool with_events) const override {
+    std::string out = text + (with_events ? "|events" : "");
+    return std::vector<std::byte>(as_bytes(std::span(out)).begin(), as_bytes(std::span(out)).end());
+  }
+  Status import_state(std::span<const std::byte> blob, bool raise_events) override {
+    std::string in(reinterpret_cast<const char*>(blob.data()), blob.size());
+    const bool had_events = in.ends_with("|events");
+    if (had_events) in.resize(in.size() - 7);
+    text = in;
+    ++imported;
+    if (had_events && raise_events) ++raised;
+    return Status::ok();
+  }
+  std::string text;
+  int applied = 0, imported = 0, raised = 0;
+};
+
+std::vector<std::byte> bytes_of(std::string_view s) {
+  return std::vector<std::byte>(as_bytes(std::span(s)).begin(), as_bytes(std::span(s)).end());
+}
+
+// Shared state (SCSI reservations): a change through either node runs on the owner, in one order,
+// and is on the peer before the call returns; a node that was away gets the newer state at link-up.
+TEST_F(MirrorTest, SharedStateChangesRunOnTheOwnerAndReachThePeerBeforeTheAnswer) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto k1p = std::make_shared<TextKeeper>(), k2p = std::make_shared<TextKeeper>();
+    TextKeeper &k1 = *k1p, &k2 = *k2p;
+    EXPECT_TRUE(n[0].vol->attach_shared_state(k1p));
+    EXPECT_TRUE(n[1].vol->attach_shared_state(k2p));
+    auto a = co_await n[0].vol->shared_change(bytes_of("a"));
+    EXPECT_TRUE(a.is_ok()) << a.status().message();
+    EXPECT_EQ(k2.text, "a") << "installed on the peer before the answer";
+    EXPECT_EQ(k2.raised, 1);
+    auto b = co_await n[1].vol->shared_change(bytes_of("b"));  // forwarded to the owner
+    EXPECT_TRUE(b.is_ok()) << b.status().message();
+    if (b.is_ok()) {
+      EXPECT_EQ(*b, bytes_of("ab")) << "the owner's answer comes back";
+    }
+    EXPECT_EQ(k1.applied, 2);
+    EXPECT_EQ(k2.applied, 0) << "the non-owner never applies a change itself";
+    EXPECT_EQ(k1.text, "ab");
+    EXPECT_EQ(k2.text, "ab");
+    // Concurrent changes through both nodes: one order, the same on both.
+    std::vector<Task<Result<std::vector<std::byte>>>> many;
+    for (int i = 0; i < 20; ++i)
+      many.push_back(n[i % 2].vol->shared_change(bytes_of(std::string(1, char('c' + i)))));
+    for (auto& t : many) EXPECT_TRUE((co_await std::move(t)).is_ok());
+    EXPECT_EQ(k1.text.size(), 22u);
+    EXPECT_EQ(k1.text, k2.text);
+
+    // n2 restarts: its keeper starts empty (a new LU), and gets the state from n1 at link-up.
+    k2p.reset();  // the LU goes with the node: the volume holds it weakly
+    auto k2bp = std::make_shared<TextKeeper>();
+    TextKeeper& k2b = *k2bp;
+    co_await restart(1, false, []() -> Task<void> { co_return; });
+    EXPECT_TRUE(n[1].vol->attach_shared_state(k2bp));
+    EXPECT_TRUE(co_await wait_until([&] { return k2b.text == k1.text; }))
+        << "n2 after its restart holds '" << k2b.text << "'";
+    EXPECT_EQ(k2b.raised, 0) << "old events are not raised again";
+  });
+}
+
 TEST_F(MirrorTest, LinkCutOwnerRemovesPeerByCasAndPeerFencesThenResyncCopiesOnlyDirty) {
   run([this]() -> Task<void> {
     EXPECT_TRUE(

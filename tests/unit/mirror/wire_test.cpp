@@ -143,13 +143,14 @@ TEST(MirrorWire, OversizePayloadIsRefused) {
 }
 
 TEST(MirrorWire, UnknownTypeOpAndFlagsAreRefused) {
-  for (std::uint16_t t : {0, 19, 0xFFFF}) {
+  for (std::uint16_t t :
+       {std::uint16_t{0}, static_cast<std::uint16_t>(kMaxType + 1), std::uint16_t{0xFFFF}}) {
     Bytes b = encoded(sample(Type::ping));
     store_be<std::uint16_t>(b.data() + layout::type, t);
     reseal(b);
     EXPECT_NE(refusal(b, Errc::invalid).find("type"), std::string::npos) << t;
   }
-  for (std::uint8_t op : {5, 0xFF}) {
+  for (std::uint8_t op : {static_cast<std::uint8_t>(kMaxOp + 1), std::uint8_t{0xFF}}) {
     Bytes b = encoded(sample(Type::ping));
     b[layout::op] = std::byte{op};
     reseal(b);

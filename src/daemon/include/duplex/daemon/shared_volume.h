@@ -33,6 +33,12 @@ class SharedVolume final : public volume::BlockVolume {
                                                          std::span<const std::byte> data, bool fua) override {
     return v_->compare_and_write(offset, expected, data, fua);
   }
+  bool attach_shared_state(std::weak_ptr<volume::SharedStateKeeper> k) override {
+    return v_->attach_shared_state(std::move(k));
+  }
+  Task<Result<std::vector<std::byte>>> shared_change(std::vector<std::byte> request) override {
+    return v_->shared_change(std::move(request));
+  }
   Result<std::vector<volume::Extent>> block_status(std::uint64_t offset,
                                                    std::uint64_t length) const override {
     return v_->block_status(offset, length);

@@ -27,6 +27,9 @@ struct Hello {
   std::vector<std::pair<std::uint64_t, std::uint64_t>> diverged;
   bool diverged_all = false;
   bool catch_up = false;  // sent by the owner: "I will resync you; forward your reads"
+  // Version of the front-ends' shared state (SCSI reservations) this node holds: at link-up the
+  // node with the newer one sends it to the other (0: none since this node started).
+  std::uint64_t shared_version = 0;
 };
 
 std::string encode_hello(const Hello& h);

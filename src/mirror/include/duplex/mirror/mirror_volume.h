@@ -152,6 +152,10 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Result<volume::CompareOutcome>> compare_and_write(std::uint64_t offset,
                                                          std::span<const std::byte> expected,
                                                          std::span<const std::byte> data, bool fua) override;
+  // SCSI persistent reservations (opaque here): changed on the owner one at a time and installed
+  // on the peer before the change is answered; at link-up the newer side sends its state.
+  bool attach_shared_state(std::weak_ptr<volume::SharedStateKeeper> k) override;
+  Task<Result<std::vector<std::byte>>> shared_change(std::vector<std::byte> request) override;
   Result<std::vector<volume::Extent>> block_status(std::uint64_t offset, std::uint64_t length) const override;
   Result<std::vector<volume::Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
                                                     std::uint64_t length) const override;
@@ -184,6 +188,9 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> leave(std::string reason, bool failed);
   Task<Status> decide(std::string reason);  // peer_lost's body, under decide_
   Task<Status> wait_for_link(std::chrono::milliseconds limit);
+  Task<Result<std::vector<std::byte>>> owner_shared(std::span<const std::byte> request);
+  Task<Status> push_shared(bool with_events, bool force);
+  Status install_shared(std::span<const std::byte> blob, std::uint64_t version, bool force);
 
   Task<void> handle(std::shared_ptr<Channel> ch, Message m);
   Task<void> attach(std::shared_ptr<Channel> ch, Hello peer);
@@ -232,6 +239,12 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   std::string last_event_;
   bool verifying_ = false;
   std::uint64_t verify_total_ = 0, verify_done_ = 0, verify_mismatches_ = 0;
+  // Shared state: the front-end that keeps it (null: none here yet; a push is kept in
+  // pending_shared_ for it), the owner's order of changes and the version this node holds.
+  std::weak_ptr<volume::SharedStateKeeper> keeper_;
+  std::vector<std::byte> pending_shared_;
+  AsyncMutex shared_mu_;
+  std::uint64_t shared_version_ = 0;
 };
 
 }  // namespace duplex::mirror

@@ -37,8 +37,13 @@ enum class Type : std::uint16_t {
   close = 16,         // orderly close with a reason text
   digest = 17,        // online verify: CRC32C of each 4 KiB block of offset/length (both 4 KiB aligned)
   digest_reply = 18,  // payload = one big-endian CRC32C per block
+  // Front-end shared state (SCSI persistent reservations; opaque here, the front-end's format):
+  shared_call = 19,  // non-owner -> owner: a change request; the reply's payload is the answer
+  shared_call_reply = 20,
+  shared_state = 21,  // owner -> peer: the state after change `seq` (kFlagForce: install even if not newer)
+  shared_state_reply = 22,
 };
-inline constexpr std::uint16_t kMinType = 1, kMaxType = 18;
+inline constexpr std::uint16_t kMinType = 1, kMaxType = 22;
 inline constexpr std::uint32_t kDigestBlock = 4096;
 
 // compare_write (type write only, non-owner -> owner): COMPARE AND WRITE of `length` bytes; the
@@ -48,8 +53,8 @@ inline constexpr std::uint32_t kDigestBlock = 4096;
 // compare failed (nothing written).
 enum class Op : std::uint8_t { none = 0, write = 1, write_zeroes = 2, trim = 3, compare_write = 4 };
 inline constexpr std::uint8_t kMaxOp = 4;
-inline constexpr std::uint8_t kFlagFua = 1, kFlagNoUnmap = 2, kFlagMiscompare = 4;
-inline constexpr std::uint8_t kKnownFlags = kFlagFua | kFlagNoUnmap | kFlagMiscompare;
+inline constexpr std::uint8_t kFlagFua = 1, kFlagNoUnmap = 2, kFlagMiscompare = 4, kFlagForce = 8;
+inline constexpr std::uint8_t kKnownFlags = kFlagFua | kFlagNoUnmap | kFlagMiscompare | kFlagForce;
 
 struct Header {
   Type type = Type::ping;

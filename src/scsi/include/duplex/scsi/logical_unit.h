@@ -89,10 +89,16 @@ struct CommandResult {
 class PersistentReservations;
 struct PrState;
 
+// Persistent reservations are one state for the LU on every node that serves it: on a volume
+// that orders shared state (a mirror), a PERSISTENT RESERVE OUT or a LOGICAL UNIT RESET runs on
+// the volume's owner and its result, with the unit attentions it owes initiators on the other
+// node, is installed there before the command completes (shared_reservations.cpp).
 class LogicalUnit {
  public:
   LogicalUnit(volume::BlockVolume& volume, LuConfig cfg);
   ~LogicalUnit();
+  LogicalUnit(const LogicalUnit&) = delete;
+  LogicalUnit& operator=(const LogicalUnit&) = delete;
 
   // PREEMPT AND ABORT: the transport aborts that nexus's tasks. APTPL: persist the state.
   void set_abort_hook(std::function<void(const Nexus&)> f);
@@ -105,8 +111,16 @@ class LogicalUnit {
   // Events every nexus must hear about (SPC-4 unit attention conditions).
   void unit_attention_all(Asc code);
   void unit_attention(const Nexus& nexus, Asc code);
-  // LOGICAL UNIT RESET task management: clears state and raises 29/03 on every nexus.
+  // LOGICAL UNIT RESET task management: clears state and raises 29/03 on every nexus of this
+  // node. reset_everywhere() does it on every node serving the LU (the transport calls it).
   void reset();
+  Task<void> reset_everywhere();
+
+  // The LU's side of volume::SharedStateKeeper (the volume calls them through keeper_, on the
+  // LU's loop; public for tests).
+  std::vector<std::byte> apply_change(std::span<const std::byte> request, bool& changed);
+  std::vector<std::byte> export_state(bool with_events) const;
+  Status import_state(std::span<const std::byte> blob, bool raise_events);
 
   // Asymmetric access (docs/multipath.md). The cluster decides the groups' states; a change of any
   // group raises ASYMMETRIC ACCESS STATE CHANGED (2A/06) on every nexus, so the hosts re-read
@@ -150,6 +164,17 @@ class LogicalUnit {
   Task<CommandResult> unmap(Command c);
   Task<CommandResult> compare_and_write(Command c);
   Task<CommandResult> synchronize_cache(Command c, bool sixteen);
+  Task<CommandResult> shared_reserve_out(Command c);
+  // A reservation event: a unit attention for a nexus, an abort of its tasks, or a reset of the
+  // whole LU. Raised here for this node's nexuses; kept for the other node while a change runs.
+  struct PrEvent {
+    enum Kind : std::uint8_t { unit_attention = 1, abort_tasks = 2, reset = 3 } kind = unit_attention;
+    Nexus nexus;
+    Asc code;
+  };
+  void pr_event(PrEvent e);
+  std::shared_ptr<volume::SharedStateKeeper> make_keeper();
+  bool own_nexus(const Nexus& n) const { return !shared_ || n.relative_port == cfg_.relative_port; }
 
   CommandResult data_in(Command c, std::span<const std::uint8_t> bytes, std::uint32_t alloc) const;
   CommandResult check_range(std::uint64_t lba, std::uint64_t blocks) const;
@@ -162,6 +187,11 @@ class LogicalUnit {
   std::function<Status(const PrState&)> persist_hook_;
   std::function<void(LogicalUnit&)> refresh_hook_;
   std::atomic<bool> gone_{false};
+  // What the volume holds (weakly) to reach the calls above; shared_: the volume orders
+  // reservation changes.
+  std::shared_ptr<volume::SharedStateKeeper> keeper_;
+  bool shared_ = false;
+  std::vector<PrEvent> pr_events_;  // of the change being applied here (apply_change)
   std::map<Nexus, std::vector<Asc>> unit_attentions_;
   std::vector<Asc> pending_for_new_;  // raised before a nexus was first seen
   bool swp_ = false;                  // control mode page SWP: software write protect

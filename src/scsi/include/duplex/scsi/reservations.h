@@ -1,8 +1,9 @@
 #pragma once
 // SCSI-3 persistent reservations (SPC-4 §5.13, PERSISTENT RESERVE IN/OUT), for one logical unit.
 // Registrations belong to I_T nexuses (initiator port + relative target port), so a registration
-// made through one node's port is distinct from the same initiator's through another node; the
-// multipath issue shares this state cluster-wide. APTPL state is serialized through `persist`.
+// made through one node's port is distinct from the same initiator's through another node. On a
+// mirrored volume one state serves both nodes (LogicalUnit, shared_reservations.cpp): every change
+// runs on the mirror's owner. APTPL state is serialized through `persist`.
 //
 // The state machine of a reservation:
 //   none --RESERVE(type) by a registrant--> held(holder, type)

@@ -11,6 +11,7 @@
 // - trim/write_zeroes: the range reads as zeroes afterwards (LBPRZ).
 // - read_only volumes (snapshots, read-only exports) refuse modifications with Errc::read_only.
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -34,6 +35,24 @@ struct Extent {
 struct CompareOutcome {
   bool matched = true;
   std::uint64_t miscompare_at = 0;
+};
+
+// Front-end state that must be one for every node serving the volume (SCSI persistent
+// reservations), kept by the front-end. The volume decides where a change runs: here, or on the
+// node that orders the volume's writes, with the result installed on the other node before the
+// change completes (docs/multipath.md "Persistent reservations").
+class SharedStateKeeper {
+ public:
+  virtual ~SharedStateKeeper() = default;
+  // Runs one change here, on the node that orders changes (one at a time); returns the answer for
+  // the caller. `changed`: the state or the events for other nodes moved.
+  virtual std::vector<std::byte> apply_change(std::span<const std::byte> request, bool& changed) = 0;
+  // The state as one blob; with the events of the last change (what another node must raise for
+  // its own initiators) when `with_events`.
+  virtual std::vector<std::byte> export_state(bool with_events) const = 0;
+  // Replaces the state with the ordering node's and, with `raise_events`, raises the events of
+  // its change that are meant for this node.
+  virtual Status import_state(std::span<const std::byte> blob, bool raise_events) = 0;
 };
 
 class BlockVolume {
@@ -60,6 +79,11 @@ class BlockVolume {
   virtual Task<Result<CompareOutcome>> compare_and_write(std::uint64_t offset,
                                                          std::span<const std::byte> expected,
                                                          std::span<const std::byte> data, bool fua);
+  // Where the keeper's changes run. The default (a volume on one node) keeps nothing and returns
+  // false: the keeper applies its changes itself. A mirror returns true and runs shared_change on
+  // its owner. Held weakly: a keeper that is gone (its LU destroyed) is simply not called.
+  virtual bool attach_shared_state(std::weak_ptr<SharedStateKeeper> k);
+  virtual Task<Result<std::vector<std::byte>>> shared_change(std::vector<std::byte> request);
   // Regions that may differ from the named snapshot of this volume ("vol@snap" or "snap").
   virtual Result<std::vector<Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
                                                     std::uint64_t length) const = 0;

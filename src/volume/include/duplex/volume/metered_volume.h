@@ -29,6 +29,12 @@ class MeteredVolume final : public BlockVolume {
   Task<Status> flush() override;
   Task<Status> trim(std::uint64_t offset, std::uint64_t length) override;
   Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) override;
+  bool attach_shared_state(std::weak_ptr<SharedStateKeeper> k) override {
+    return inner_->attach_shared_state(std::move(k));
+  }
+  Task<Result<std::vector<std::byte>>> shared_change(std::vector<std::byte> request) override {
+    return inner_->shared_change(std::move(request));
+  }
   // Counted as a write of the range (whether or not it matched).
   Task<Result<CompareOutcome>> compare_and_write(std::uint64_t offset, std::span<const std::byte> expected,
                                                  std::span<const std::byte> data, bool fua) override;

@@ -1,0 +1,215 @@
+"""The iSCSI side of tests/system/multipath_pr.sh: SCSI-3 persistent reservations on a mirrored
+volume used by two hosts, host A through node n1's portal and host B through n2's (a failover
+cluster whose nodes reach the disk through different storage nodes). Every check is made through
+the node the change did NOT go through, right after the change completes: one reservation state
+for the LU, enforced through every port at once.
+
+    multipath_pr.py HOST PORT_N1 PORT_N2 TARGET PHASE
+PHASE "live": the failover-cluster sequence and every service action across the nodes.
+PHASE "after-n1-loss" / "after-n2-loss" / "both": the state "live" left is still there through
+the surviving node (the shell script killed the other one), or through both once it is back.
+Prints "ok - ..." / "FAIL - ..." lines; the exit status is the number of failures.
+"""
+import struct
+import sys
+
+from iscsi_initiator import CHECK_CONDITION, GOOD, RESERVATION_CONFLICT, Session, pr_in, pr_out
+
+HOST, P1, P2, TARGET, PHASE = sys.argv[1:6]
+PORT = {"n1": int(P1), "n2": int(P2)}
+BS = 512
+KEY_A, KEY_B, KEY_C = 0xA0A0, 0xB0B0, 0xC0C0
+WE, EA, WE_RO = 1, 3, 5  # WRITE EXCLUSIVE, EXCLUSIVE ACCESS, WRITE EXCLUSIVE - REGISTRANTS ONLY
+REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT, PREEMPT_ABORT, REGISTER_IGNORE, REGISTER_MOVE = range(8)
+fails = 0
+
+
+def ok(msg):
+    print(f"ok - {msg}", flush=True)
+
+
+def bad(msg):
+    global fails
+    fails += 1
+    print(f"FAIL - {msg}", flush=True)
+
+
+def check(cond, msg, detail=""):
+    if cond:
+        ok(msg)
+    else:
+        bad(f"{msg}: {detail}")
+
+
+def host(name, node, isid_last):
+    return Session(HOST, PORT[node], TARGET, f"iqn.2026-11.io.duplex.test:{name}",
+                   isid=bytes([0x80, 0, 0, 0, 0, isid_last]))
+
+
+def status(s, action, key=0, sa_key=0, prtype=0):
+    return pr_out(s, action, key, sa_key, prtype)[0]
+
+
+def keys(s):
+    st, sense, data = pr_in(s, 0x00)
+    assert st == GOOD, f"READ KEYS: status 0x{st:02x} sense {sense.hex()}"
+    gen, length = struct.unpack(">II", data[:8])
+    return gen, sorted(struct.unpack(">Q", data[8 + i:16 + i])[0] for i in range(0, length, 8))
+
+
+def reservation(s):
+    st, sense, data = pr_in(s, 0x01)
+    assert st == GOOD, f"READ RESERVATION: status 0x{st:02x} sense {sense.hex()}"
+    if struct.unpack(">I", data[4:8])[0] == 0:
+        return None
+    return struct.unpack(">Q", data[8:16])[0], data[21] & 0x0F
+
+
+def write(s, lba, fill):
+    return s.command(struct.pack(">BBIBHB", 0x2A, 0, lba, 0, 1, 0), data_out=bytes([fill]) * BS)
+
+
+def read(s, lba):
+    return s.command(struct.pack(">BBIBHB", 0x28, 0, lba, 0, 1, 0), data_in_len=BS)
+
+
+def ua_of(s):
+    """The unit attention a TEST UNIT READY reports now, as (asc, ascq), or None."""
+    st, sense, _ = s.command(bytes(6))
+    if st == CHECK_CONDITION and len(sense) >= 14 and sense[2] & 0x0F == 0x6:
+        return sense[12], sense[13]
+    return None
+
+
+def drain_ua(s):
+    for _ in range(8):
+        if ua_of(s) is None:
+            return
+
+
+def live():
+    a = host("host-a", "n1", 1)
+    b = host("host-b", "n2", 2)
+    c = host("host-c", "n2", 3)  # never registers
+    for s in (a, b, c):
+        drain_ua(s)
+
+    # Registration through one node is seen through the other at once.
+    check(status(a, REGISTER, 0, KEY_A) == GOOD, "A registers through n1")
+    gen, ks = keys(b)
+    check(ks == [KEY_A], "B reads A's key through n2 right after", f"keys {ks}")
+    check(status(b, REGISTER, 0, KEY_B) == GOOD, "B registers through n2")
+    gen2, ks = keys(a)
+    check(ks == [KEY_A, KEY_B] and gen2 > gen, "A reads both keys through n1, PRgeneration moved",
+          f"keys {ks} generation {gen} -> {gen2}")
+    check(status(b, REGISTER, 0, KEY_B) == RESERVATION_CONFLICT,
+          "B's second REGISTER with a wrong old key (0) conflicts: the owner sees B's registration")
+
+    # A reserves (the cluster's active node); B's and C's writes through n2 are refused at once.
+    check(status(a, RESERVE, KEY_A, 0, WE) == GOOD, "A reserves WRITE EXCLUSIVE through n1")
+    check(reservation(b) == (KEY_A, WE), "B sees A's reservation through n2", str(reservation(b)))
+    st, _, _ = write(b, 10, 0xBB)
+    check(st == RESERVATION_CONFLICT, "B's write through n2 gets RESERVATION CONFLICT", f"status 0x{st:02x}")
+    st, _, _ = write(c, 10, 0xCC)
+    check(st == RESERVATION_CONFLICT, "C's write through n2 gets RESERVATION CONFLICT", f"status 0x{st:02x}")
+    st, _, _ = read(b, 10)
+    check(st == GOOD, "B may still read through n2 (WRITE EXCLUSIVE)", f"status 0x{st:02x}")
+    st, _, _ = write(a, 10, 0xAA)
+    check(st == GOOD, "A writes through n1", f"status 0x{st:02x}")
+    check(status(b, RESERVE, KEY_B, 0, WE) == RESERVATION_CONFLICT, "B's RESERVE through n2 conflicts")
+
+    # Host A fails; B (the surviving cluster node) preempts its reservation through n2.
+    check(status(b, PREEMPT, KEY_B, KEY_A, WE) == GOOD, "B preempts A through n2 (A failed)")
+    ua = ua_of(a)  # first: any command but INQUIRY, REPORT LUNS and REQUEST SENSE consumes it
+    check(ua == (0x2A, 0x05), "A hears REGISTRATIONS PREEMPTED (2A/05) through n1", str(ua))
+    check(reservation(a) == (KEY_B, WE), "the reservation is B's, read through n1", str(reservation(a)))
+    st, _, _ = write(a, 11, 0xAA)
+    check(st == RESERVATION_CONFLICT, "A's write through n1 now conflicts (its key is gone)", f"status 0x{st:02x}")
+    _, ks = keys(a)
+    check(ks == [KEY_B], "only B's key is left, read through n1", str(ks))
+    st, _, _ = write(b, 11, 0xBB)
+    check(st == GOOD, "B writes through n2", f"status 0x{st:02x}")
+
+    # A comes back: registers again; B moves its reservation to A's nexus on n1 (REGISTER AND MOVE).
+    check(status(a, REGISTER, 0, KEY_A) == GOOD, "A registers again through n1")
+    tid = b"iqn.2026-11.io.duplex.test:host-a,i,0x800000000001\0"
+    tid += b"\0" * ((4 - len(tid) % 4) % 4)
+    tid = bytes([0x45, 0, 0, len(tid)]) + tid
+    params = struct.pack(">QQBBHI", KEY_B, KEY_A, 0, 0, 1, len(tid)) + tid
+    cdb = struct.pack(">BBBHIB", 0x5F, REGISTER_MOVE, WE, 0, len(params), 0)
+    st, sense, _ = b.command_past_ua(cdb, data_out=params)
+    check(st == GOOD, "B moves the reservation to A's nexus on n1 (REGISTER AND MOVE through n2)",
+          f"status 0x{st:02x} sense {sense.hex()}")
+    check(reservation(b) == (KEY_A, WE), "n2 shows A holding it", str(reservation(b)))
+    st, _, _ = write(a, 12, 0xAA)
+    check(st == GOOD, "A writes through n1 again", f"status 0x{st:02x}")
+    st, _, _ = write(b, 12, 0xBB)
+    check(st == RESERVATION_CONFLICT, "B's write through n2 conflicts again", f"status 0x{st:02x}")
+
+    # RELEASE through n1 and a registrants-only type: B's registration lets it write through n2.
+    check(status(a, RELEASE, KEY_A, 0, WE) == GOOD, "A releases through n1")
+    check(reservation(b) is None, "n2 shows no reservation", str(reservation(b)))
+    check(status(a, RESERVE, KEY_A, 0, WE_RO) == GOOD, "A reserves WRITE EXCLUSIVE - REGISTRANTS ONLY")
+    st, _, _ = write(b, 13, 0xBB)
+    check(st == GOOD, "registered B writes through n2", f"status 0x{st:02x}")
+    st, _, _ = write(c, 13, 0xCC)
+    check(st == RESERVATION_CONFLICT, "unregistered C's write through n2 conflicts", f"status 0x{st:02x}")
+
+    # PREEMPT AND ABORT through n2: A's registration goes; A hears of it through n1.
+    check(status(b, PREEMPT_ABORT, KEY_B, KEY_A, EA) == GOOD, "B preempts and aborts A through n2")
+    ua = ua_of(a)
+    check(ua == (0x2A, 0x05), "A hears 2A/05 through n1 after PREEMPT AND ABORT", str(ua))
+    check(reservation(a) == (KEY_B, EA), "n1 shows B's EXCLUSIVE ACCESS reservation", str(reservation(a)))
+    st, _, _ = read(a, 13)
+    check(st == RESERVATION_CONFLICT, "A may not even read through n1 (EXCLUSIVE ACCESS)", f"status 0x{st:02x}")
+
+    # LOGICAL UNIT RESET through n1 raises 29/03 on n2's nexuses too; reservations stay.
+    drain_ua(b)
+    resp = a.task_management(5)
+    check(resp == 0, "LOGICAL UNIT RESET through n1 completes", f"response {resp}")
+    ua = ua_of(b)
+    check(ua == (0x29, 0x03), "B hears the LUN reset (29/03) through n2", str(ua))
+    check(reservation(b) == (KEY_B, EA), "the reservation survives the LUN reset", str(reservation(b)))
+
+    # CLEAR through n1 by a registrant, then the state the loss tests check.
+    check(status(a, REGISTER, 0, KEY_A) == GOOD, "A registers again through n1")
+    check(status(a, CLEAR, KEY_A) == GOOD, "A clears through n1")
+    ua = ua_of(b)
+    check(ua == (0x2A, 0x03), "B hears RESERVATIONS PREEMPTED (2A/03) through n2 after CLEAR", str(ua))
+    check(keys(b)[1] == [] and reservation(b) is None, "n2 shows no keys and no reservation after CLEAR")
+    check(status(a, REGISTER, 0, KEY_A) == GOOD and status(b, REGISTER, 0, KEY_B) == GOOD,
+          "A and B register again (through n1 and n2)")
+    check(status(b, RESERVE, KEY_B, 0, WE) == GOOD, "B reserves WRITE EXCLUSIVE through n2")
+    for s in (a, b, c):
+        s.logout()
+
+
+def after_loss():
+    """Non-APTPL state lives in the nodes' memory only: it must outlive the loss of either node."""
+    nodes = {"after-n1-loss": ["n2"], "after-n2-loss": ["n1"], "both": ["n1", "n2"]}[PHASE]
+    for node in nodes:
+        s = host("host-d", node, 4)
+        drain_ua(s)
+        _, ks = keys(s)
+        check(ks == [KEY_A, KEY_B], f"{PHASE}: both keys read through {node}", str(ks))
+        r = reservation(s)
+        check(r == (KEY_B, WE), f"{PHASE}: B's reservation read through {node}", str(r))
+        st, _, _ = write(s, 20, 0xDD)
+        check(st == RESERVATION_CONFLICT, f"{PHASE}: an unregistered host's write through {node} conflicts",
+              f"status 0x{st:02x}")
+        s.logout()
+
+
+def main():
+    if PHASE == "live":
+        live()
+    else:
+        after_loss()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001 - any exception is a failed check, with its reason
+        bad(f"{PHASE}: {e!r}")
+    sys.exit(min(fails, 100))
