@@ -3,7 +3,8 @@
 # both nodes; two hosts run a VMware-ATS-style lock loop on one block, host 1 through n1 (the
 # owner) and host 2 through n2 (which forwards to it), for ATS_SECONDS (default 8) seconds
 # (tests/system/multipath_ats.py): each count is won by exactly one host, no win is lost, both
-# nodes read the same record; then the online verify finds the replicas equal.
+# nodes read the same record; then the online verify finds the replicas equal. Also: both nodes'
+# NBD exports of the volume advertise multi-conn (docs/nbd.md).
 # Only 127.0.0.1, free ports; every process started here is stopped by its pid.
 #   DUPLEXD=path/to/duplexd tests/system/multipath_ats.sh
 set -euo pipefail
@@ -28,6 +29,16 @@ rc=0
 PYTHONPATH=$here $PY "$here/multipath_ats.py" "$HOST" "${ISCSI[n1]}" "${ISCSI[n2]}" iqn.2026-11.io.duplex:a \
   "${ATS_SECONDS:-8}" || rc=$?
 fails=$((fails + rc))
+
+# NBD multi-conn across nodes (docs/nbd.md): both exports advertise it, since a flush through
+# either node flushes both replicas.
+for n in n1 n2; do
+  if nbdinfo --can multi-conn "$(nbd_uri "$n" a)" 2>/dev/null; then
+    ok "the NBD export of a on $n advertises multi-conn"
+  else
+    bad "the NBD export of a on $n does not advertise multi-conn: $(nbdinfo --json "$(nbd_uri "$n" a)" 2>&1 | grep -i multi)"
+  fi
+done
 
 VOL=a  # for vol() (mirror_lib.sh)
 req=$(api POST /v1/volumes/a/verify '{}' | $PY -c "import json,sys; print(json.load(sys.stdin)['verify_request'])" || echo 0)

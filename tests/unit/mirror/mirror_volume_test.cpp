@@ -349,6 +349,39 @@ TEST_F(MirrorTest, CompareAndWriteIsAtomicAcrossBothNodes) {
   });
 }
 
+// NBD multi-conn across nodes (docs/nbd.md): a client may write through one node's export and
+// flush through the other's. The flush must make that write durable on both replicas: a power cut
+// of both disks right after it keeps the write on each.
+TEST_F(MirrorTest, AFlushThroughOneNodeMakesWritesThroughTheOtherDurableOnBoth) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    // What a power cut keeps of replica i at offset off, read from a copy of its durable bytes.
+    auto durable = [this](int i, std::uint64_t off, std::uint64_t len) -> Task<std::vector<std::byte>> {
+      FakeDisk copy(n[i].disk->durable_copy());
+      auto pool = co_await store::Pool::open(copy);
+      std::vector<std::byte> b(len);
+      EXPECT_TRUE(pool.is_ok()) << pool.status().message();
+      if (pool.is_ok()) {
+        EXPECT_TRUE((co_await (*pool)->read(n[i].id, off, b)).is_ok());
+      }
+      co_return b;
+    };
+    const auto a = pattern(64 * 1024, 21), b = pattern(64 * 1024, 22);
+    EXPECT_TRUE((co_await n[1].vol->write(2u << 20, a, false)).is_ok());  // through n2, ordered by n1
+    EXPECT_NE(co_await durable(0, 2u << 20, a.size()), a)
+        << "not durable before a flush: the test proves nothing";
+    EXPECT_TRUE((co_await n[0].vol->flush()).is_ok());  // through n1
+    EXPECT_EQ(co_await durable(0, 2u << 20, a.size()), a) << "n1's replica";
+    EXPECT_EQ(co_await durable(1, 2u << 20, a.size()), a) << "n2's replica";
+    // And the other way round: written through the owner, flushed through the other node.
+    EXPECT_TRUE((co_await n[0].vol->write(3u << 20, b, false)).is_ok());
+    EXPECT_TRUE((co_await n[1].vol->flush()).is_ok());
+    EXPECT_EQ(co_await durable(0, 3u << 20, b.size()), b) << "n1's replica";
+    EXPECT_EQ(co_await durable(1, 3u << 20, b.size()), b) << "n2's replica";
+  });
+}
+
 // A front-end's shared state as the mirror sees it: opaque bytes. This keeper appends each
 // request to its text and answers with the text; events are a suffix only the exporter adds.
 class TextKeeper final : public volume::SharedStateKeeper {
