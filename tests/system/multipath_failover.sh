@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A node lost under load, seen by a multipath host (issue 8 item 5; docs/multipath.md "Path
+# failover"): tests/system/multipath_failover.py logs in through both nodes' portals, writes on the
+# ALUA-optimized path and retries a failed I/O on the other path (queueing up to 30 s when no
+# path serves, as dm-multipath's queue_if_no_path). While it writes, n1 (the owner, optimized
+# path) is killed with SIGKILL; after n1 is back in sync, n2 is killed. Each time: the longest
+# pause between two acknowledged writes is at most 5 s, no error reaches the application, and
+# every acknowledged write reads back.
+# Only 127.0.0.1, free ports; every process started here is stopped by its pid.
+#   DUPLEXD=path/to/duplexd tests/system/multipath_failover.sh
+set -euo pipefail
+DUPLEXD=${DUPLEXD:-duplexd}
+HOST=127.0.0.1
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=mirror_lib.sh
+source "$here/mirror_lib.sh"
+work_dir duplex-multipath-failover
+T_START=$SECONDS
+PAUSE_GOAL=5
+
+MIRROR_ISCSI=1
+MIRROR_POOL_SIZE=128MiB
+mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
+
+VOL=f  # for vol() (mirror_lib.sh)
+api POST /v1/volumes "{\"name\": \"f\", \"size\": $((16 * 1024 * 1024)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
+if until_vol 20 f "$IN_SYNC and d['insync']['owner']=='n1'"; then ok "mirrored volume f in sync, n1 owns it"; else bad "f not in sync"; fi
+
+# failover VICTIM: the client writes for 12 s; VICTIM is killed after 4 s.
+failover() {
+  local victim=$1 rc=0
+  PYTHONPATH=$here $PY "$here/multipath_failover.py" "$HOST" "${ISCSI[n1]}" "${ISCSI[n2]}" iqn.2026-11.io.duplex:f 12 \
+    >"$work/client-$victim.json" 2>"$work/client-$victim.err" &
+  local client=$!
+  pids+=("$client")
+  sleep 4
+  kill_node "$victim"
+  wait "$client" || rc=$?
+  local out
+  out=$(cat "$work/client-$victim.json")
+  echo "  client: $out"
+  if [ "$rc" != 0 ] || [ -z "$out" ]; then
+    bad "the client failed: $(tail -3 "$work/client-$victim.err")"
+    return
+  fi
+  local pause errors lost acked
+  pause=$(field "$out" max_pause)
+  errors=$(field "$out" surfaced_errors)
+  lost=$(field "$out" lost)
+  acked=$(field "$out" acked)
+  if [ "$errors" = 0 ]; then ok "$victim killed: no error reached the application ($(field "$out" path_failures) I/O(s) retried on the other path)"; else bad "$victim killed: $errors error(s) reached the application: $(field "$out" first_error)"; fi
+  if $PY -c "import sys; sys.exit(0 if float('$pause') <= $PAUSE_GOAL else 1)"; then
+    ok "$victim killed: longest pause between acknowledged writes ${pause} s (goal <= $PAUSE_GOAL s)"
+  else
+    bad "$victim killed: a pause of ${pause} s (goal <= $PAUSE_GOAL s)"
+  fi
+  if [ "$lost" = 0 ] && [ "$acked" -gt 100 ]; then ok "$victim killed: all $acked acknowledged writes read back"; else bad "$victim killed: $lost of $acked acknowledged writes lost: $(field "$out" bad_blocks)"; fi
+  echo "$victim pause=$pause errors=$errors retried=$(field "$out" path_failures) acked=$acked lost=$lost" >>"$work/summary"
+}
+
+echo "# n1 (owner, optimized path) killed under load"
+failover n1
+API=${APIS[n2]}
+start_node n1
+if until_vol 60 f "$IN_SYNC and d['insync']['owner']=='n1'"; then ok "n1 back in sync and owner"; else bad "n1 not back: $(vol "d['insync']")"; fi
+API=${APIS[n1]}
+echo "# n2 (non-optimized path) killed under load"
+failover n2
+if stop_node n1; then ok "n1 stops cleanly"; else bad "n1 exit status on SIGTERM"; fi
+echo "summary:"; cat "$work/summary"
+echo "took $((SECONDS - T_START)) s"
+if [ "$fails" -ne 0 ]; then
+  for n in n1 n2; do echo "--- $n.log (tail)"; tail -n 60 "$work/$n.log"; done
+  echo "$fails check(s) failed"
+  exit 1
+fi
+echo "all checks passed"
