@@ -172,7 +172,7 @@ std::shared_ptr<volume::SharedStateKeeper> LogicalUnit::make_keeper() {
   return std::make_shared<LuKeeper>(*this);
 }
 
-void LogicalUnit::pr_event(PrEvent e) {
+void LogicalUnit::pr_event(const PrEvent& e) {
   if (shared_) pr_events_.push_back(e);
   if (!own_nexus(e.nexus)) return;  // the other node raises it (import_state)
   if (e.kind == PrEvent::unit_attention) unit_attention(e.nexus, e.code);

@@ -21,7 +21,12 @@ Task<Result<CompareOutcome>> BlockVolume::compare_and_write(std::uint64_t offset
   co_return CompareOutcome{};
 }
 
-bool BlockVolume::attach_shared_state(std::weak_ptr<SharedStateKeeper> /*k*/) { return false; }
+// Both by value in the interface: a mirror keeps the keeper and moves the request into its
+// message to the owner; this default uses neither.
+bool BlockVolume::attach_shared_state(
+    std::weak_ptr<SharedStateKeeper> /*k*/) {  // NOLINT(performance-unnecessary-value-param)
+  return false;
+}
 Task<Result<std::vector<std::byte>>> BlockVolume::shared_change(std::vector<std::byte> /*request*/) {
   co_return Status::error(Errc::unsupported, "volume {} does not order shared state", name());
 }

@@ -172,7 +172,7 @@ class LogicalUnit {
     Nexus nexus;
     Asc code;
   };
-  void pr_event(PrEvent e);
+  void pr_event(const PrEvent& e);
   std::shared_ptr<volume::SharedStateKeeper> make_keeper();
   bool own_nexus(const Nexus& n) const { return !shared_ || n.relative_port == cfg_.relative_port; }
 
