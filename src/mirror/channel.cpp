@@ -16,22 +16,6 @@ using Clock = std::chrono::steady_clock;
 Task<Status> ready(Status s) { co_return s; }
 
 // The reply type of a request type; nullopt for one-way messages and for replies themselves.
-std::optional<wire::Type> reply_type(wire::Type t) {
-  switch (t) {
-    case wire::Type::hello: return wire::Type::hello_reply;
-    case wire::Type::ping: return wire::Type::pong;
-    case wire::Type::write: return wire::Type::write_reply;
-    case wire::Type::replicate: return wire::Type::replicate_reply;
-    case wire::Type::read: return wire::Type::read_reply;
-    case wire::Type::flush: return wire::Type::flush_reply;
-    case wire::Type::resync_data: return wire::Type::resync_reply;
-    case wire::Type::digest: return wire::Type::digest_reply;
-    case wire::Type::shared_call: return wire::Type::shared_call_reply;
-    case wire::Type::shared_state: return wire::Type::shared_state_reply;
-    default: return std::nullopt;
-  }
-}
-
 std::uint64_t clock_ns(Clock::time_point t) {
   return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
@@ -210,7 +194,7 @@ void Channel::expire_calls() {
 
 Task<Status> Channel::reply(const wire::Header& request, wire::Header h, std::span<const std::byte> payload) {
   // Not a coroutine: `request` is read here, before returning, never across a suspension.
-  const auto t = reply_type(request.type);
+  const auto t = wire::reply_type(request.type);
   if (!t)
     return ready(Status::error(Errc::invalid, "mirror link to {}: a {} is not answered", peer_,
                                wire::type_name(request.type)));

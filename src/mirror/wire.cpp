@@ -24,6 +24,22 @@ bool is_reply(Type t) {
   }
 }
 
+std::optional<Type> reply_type(Type t) {
+  switch (t) {
+    case Type::hello: return Type::hello_reply;
+    case Type::ping: return Type::pong;
+    case Type::write: return Type::write_reply;
+    case Type::replicate: return Type::replicate_reply;
+    case Type::read: return Type::read_reply;
+    case Type::flush: return Type::flush_reply;
+    case Type::resync_data: return Type::resync_reply;
+    case Type::digest: return Type::digest_reply;
+    case Type::shared_call: return Type::shared_call_reply;
+    case Type::shared_state: return Type::shared_state_reply;
+    default: return std::nullopt;
+  }
+}
+
 std::string_view type_name(Type t) {
   switch (t) {
     case Type::hello: return "hello";

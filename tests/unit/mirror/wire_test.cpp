@@ -180,5 +180,23 @@ TEST(MirrorWire, EmptyPayloadWithACrcIsRefused) {
   EXPECT_NE(refusal(encoded(h), Errc::invalid).find("empty payload"), std::string::npos);
 }
 
+// Every request type has exactly one reply type and every reply type answers exactly one
+// request: a type missing from either list makes its calls time out on a healthy link.
+TEST(MirrorWire, EveryRequestHasItsReplyType) {
+  int answered = 0, replies = 0;
+  for (std::uint16_t v = kMinType; v <= kMaxType; ++v) {
+    const auto t = static_cast<Type>(v);
+    if (is_reply(t)) ++replies;
+    if (auto r = reply_type(t)) {
+      ++answered;
+      EXPECT_TRUE(is_reply(*r)) << type_name(t);
+      EXPECT_FALSE(is_reply(t)) << type_name(t);
+    }
+  }
+  EXPECT_EQ(answered, replies);
+  EXPECT_EQ(reply_type(Type::state), std::nullopt);
+  EXPECT_EQ(reply_type(Type::close), std::nullopt);
+}
+
 }  // namespace
 }  // namespace duplex::mirror::wire

@@ -5,6 +5,7 @@
 // instead of landing on a replica. Integers are big-endian, like the other wire protocols here.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -100,6 +101,8 @@ static_assert(sizeof(Uuid::bytes) == layout::generation - layout::volume);
 
 // True for the types that answer a request (matched by request_id), including pong.
 bool is_reply(Type t);
+// The type that answers a request of type t (pong for ping), or none for one-way messages.
+std::optional<Type> reply_type(Type t);
 std::string_view type_name(Type t);
 
 // The CRC32C of a payload as it goes in Header::payload_crc (0 for an empty payload).
