@@ -27,7 +27,7 @@ RANDOM=$SEED
 echo "seed $SEED, $TRIALS trial(s) of $RUN_SECONDS s"
 
 # Short timeouts so that a fault is decided in a few seconds, not tens.
-mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
+mirror_cluster "$TEST_MIRROR_TOML"
 api POST /v1/volumes '{"name": "c", "size": 67108864, "replicas": 2, "preferred_site": "a"}' >/dev/null
 if until_vol 60 c "$IN_SYNC"; then ok "volume c: both replicas in sync"; else bad "volume c never in sync"; exit 1; fi
 for n in n1 n2; do

@@ -75,7 +75,7 @@ for _ in $(seq 100); do [ -f "$FUSE/nbd" ] && break; sleep 0.05; done
 [ -f "$FUSE/nbd" ] || { echo "FAIL - nbdfuse did not mount: $(cat "$work/nbdfuse.log")"; exit 1; }
 POOL_PATH[${D}]=$FUSE/nbd
 
-mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
+mirror_cluster "$TEST_MIRROR_TOML"
 
 VOL=d  # for vol() (mirror_lib.sh)
 # writer NODE TAG START SECONDS: tagged writes through NODE's export, in the background (pid in $!).

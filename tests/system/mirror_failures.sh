@@ -382,13 +382,4 @@ isolate cut "row 4" 4
 echo "# 5. site partition (silent): n2's side loses the link and etcd (the witness majority stays with n1)"
 isolate blackhole "row 5" 5
 
-for n in n2 n1; do
-  if stop_node "$n"; then ok "$n stops cleanly"; else bad "$n exit status on SIGTERM"; fi
-done
-echo "took $((SECONDS - T_START)) s"
-if [ "$fails" -ne 0 ]; then
-  for n in n1 n2; do echo "--- $n.log (tail)"; tail -n 60 "$work/$n.log"; done
-  echo "$fails check(s) failed"
-  exit 1
-fi
-echo "all checks passed"
+finish_mirror_test n2 n1

@@ -268,3 +268,32 @@ until_acks() {
 now() { date +%s.%N; }
 since() { $PY -c "print(f'{$(now) - $1:.1f}')"; }
 field() { echo "$1" | $PY -c "import json,sys; print(json.loads(sys.stdin.readline()).get('$2', '?'))" 2>/dev/null || echo "?"; }
+
+# finish_mirror_test [NODE...]: stops the named nodes (SIGTERM, each a check), then ends the test:
+# the time taken and, when a check failed, the daemons' log tails and exit status 1.
+finish_mirror_test() {
+  for n in "$@"; do
+    if stop_node "$n"; then ok "$n stops cleanly"; else bad "$n exit status on SIGTERM"; fi
+  done
+  echo "took $((SECONDS - T_START)) s"
+  if [ "$fails" -ne 0 ]; then
+    for n in n1 n2; do echo "--- $n.log (tail)"; tail -n 60 "$work/$n.log"; done
+    echo "$fails check(s) failed"
+    exit 1
+  fi
+  echo "all checks passed"
+}
+
+# The mirror timings of the failure tests (a lost link noticed within 1 s, a write frozen at most
+# 8 s, rather than the defaults' seconds), for mirror_cluster.
+TEST_MIRROR_TOML=$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')
+# mirrored_volume NAME BYTES: creates a mirrored volume preferring site a through the API, and
+# checks that both replicas are in sync within 20 s.
+mirrored_volume() {
+  api POST /v1/volumes "{\"name\": \"$1\", \"size\": $2, \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
+  if until_vol 20 "$1" "$IN_SYNC and d['insync']['owner']=='n1'"; then
+    ok "mirrored volume $1 ($2 bytes) in sync on n1 and n2, n1 owns it"
+  else
+    bad "mirrored volume $1 not in sync: $(VOL=$1 vol "d.get('insync')")"
+  fi
+}

@@ -29,7 +29,7 @@ SIZE=$((128 * 1024 * 1024))
 T_START=$SECONDS
 
 # The timings of mirror_failures.sh: a node death would stall writes for about link_timeout + lease.
-mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
+mirror_cluster "$TEST_MIRROR_TOML"
 API=${APIS[n2]} # n1 goes away for its maintenance
 
 VOL=m  # for vol() (mirror_lib.sh)

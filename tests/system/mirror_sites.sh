@@ -30,7 +30,7 @@ SIZE=$((64 * 1024 * 1024))
 T_START=$SECONDS
 
 MIRROR_ETCD_MEMBERS=3
-mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
+mirror_cluster "$TEST_MIRROR_TOML"
 FREEZE=8
 # n1 is cut off in both rows: ask n2's API.
 API=${APIS[n2]}
@@ -174,13 +174,4 @@ else
   bad "row 2: read through n1: $out"
 fi
 
-for n in n2 n1; do
-  if stop_node "$n"; then ok "$n stops cleanly"; else bad "$n exit status on SIGTERM"; fi
-done
-echo "took $((SECONDS - T_START)) s"
-if [ "$fails" -ne 0 ]; then
-  for n in n1 n2; do echo "--- $n.log (tail)"; tail -n 60 "$work/$n.log"; done
-  echo "$fails check(s) failed"
-  exit 1
-fi
-echo "all checks passed"
+finish_mirror_test n2 n1

@@ -16,23 +16,13 @@ import sys
 import threading
 import time
 
+from checks import bad, finish, ok
 from iscsi_initiator import CHECK_CONDITION, GOOD, Session
 
 HOST, P1, P2, TARGET, SECONDS = sys.argv[1:6]
 BS = 512
 LBA = 2048
 MISCOMPARE = 0x0E
-fails = 0
-
-
-def ok(msg):
-    print(f"ok - {msg}", flush=True)
-
-
-def bad(msg):
-    global fails
-    fails += 1
-    print(f"FAIL - {msg}", flush=True)
 
 
 def record(count, tag):
@@ -130,4 +120,4 @@ def main():
 
 if __name__ == "__main__":
     main()
-    sys.exit(min(fails, 100))
+    finish()

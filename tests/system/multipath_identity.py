@@ -12,28 +12,11 @@ import sys
 import time
 import urllib.request
 
+from checks import bad, check, finish, ok
 from iscsi_initiator import CHECK_CONDITION, GOOD, Session
 
 HOST, P1, P2, TARGET, CONTROL, API, TOKEN, VOLUME = sys.argv[1:9]
-fails = 0
 BS = 512
-
-
-def ok(msg):
-    print(f"ok - {msg}", flush=True)
-
-
-def bad(msg):
-    global fails
-    fails += 1
-    print(f"FAIL - {msg}", flush=True)
-
-
-def check(cond, msg, detail=""):
-    if cond:
-        ok(msg)
-    else:
-        bad(f"{msg}: {detail}")
 
 
 def sense_of(sense):
@@ -213,4 +196,4 @@ for name, s in (("n1", s1), ("n2", s2)):
           f"status {st} byte 0 {data[:1].hex()}")
 for s in (s1, s2):
     s.logout()
-sys.exit(min(fails, 100))
+finish()

@@ -26,7 +26,7 @@ T_START=$SECONDS
 
 MIRROR_ISCSI=1
 MIRROR_POOL_SIZE=128MiB
-mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
+mirror_cluster "$TEST_MIRROR_TOML"
 
 api POST /v1/volumes "{\"name\": \"m\", \"size\": $((32 * 1024 * 1024)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
 if until_vol 20 m "$IN_SYNC"; then ok "mirrored volume m in sync on n1 and n2"; else bad "m not in sync"; fi
@@ -51,13 +51,4 @@ PYTHONPATH=$here $PY "$here/multipath_identity.py" "$HOST" "${ISCSI[n1]}" "${ISC
   "$CONTROL_PORT" "$API" "$TOKEN" m || rc=$?
 fails=$((fails + rc))
 
-for n in n2 n1; do
-  if stop_node "$n"; then ok "$n stops cleanly"; else bad "$n exit status on SIGTERM"; fi
-done
-echo "took $((SECONDS - T_START)) s"
-if [ "$fails" -ne 0 ]; then
-  for n in n1 n2; do echo "--- $n.log (tail)"; tail -n 60 "$work/$n.log"; done
-  echo "$fails check(s) failed"
-  exit 1
-fi
-echo "all checks passed"
+finish_mirror_test n2 n1

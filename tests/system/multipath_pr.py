@@ -13,6 +13,7 @@ Prints "ok - ..." / "FAIL - ..." lines; the exit status is the number of failure
 import struct
 import sys
 
+from checks import bad, check, finish, ok
 from iscsi_initiator import CHECK_CONDITION, GOOD, RESERVATION_CONFLICT, Session, pr_in, pr_out
 
 HOST, P1, P2, TARGET, PHASE = sys.argv[1:6]
@@ -21,24 +22,6 @@ BS = 512
 KEY_A, KEY_B, KEY_C = 0xA0A0, 0xB0B0, 0xC0C0
 WE, EA, WE_RO = 1, 3, 5  # WRITE EXCLUSIVE, EXCLUSIVE ACCESS, WRITE EXCLUSIVE - REGISTRANTS ONLY
 REGISTER, RESERVE, RELEASE, CLEAR, PREEMPT, PREEMPT_ABORT, REGISTER_IGNORE, REGISTER_MOVE = range(8)
-fails = 0
-
-
-def ok(msg):
-    print(f"ok - {msg}", flush=True)
-
-
-def bad(msg):
-    global fails
-    fails += 1
-    print(f"FAIL - {msg}", flush=True)
-
-
-def check(cond, msg, detail=""):
-    if cond:
-        ok(msg)
-    else:
-        bad(f"{msg}: {detail}")
 
 
 def host(name, node, isid_last):
@@ -212,4 +195,4 @@ if __name__ == "__main__":
         main()
     except Exception as e:  # noqa: BLE001 - any exception is a failed check, with its reason
         bad(f"{PHASE}: {e!r}")
-    sys.exit(min(fails, 100))
+    finish()

@@ -22,11 +22,10 @@ T_START=$SECONDS
 
 MIRROR_ISCSI=1
 MIRROR_POOL_SIZE=128MiB
-mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"')"
+mirror_cluster "$TEST_MIRROR_TOML"
 
 VOL=r  # for vol() (mirror_lib.sh)
-api POST /v1/volumes "{\"name\": \"r\", \"size\": $((16 * 1024 * 1024)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
-if until_vol 20 r "$IN_SYNC"; then ok "mirrored volume r in sync on n1 and n2"; else bad "r not in sync"; fi
+mirrored_volume r $((16 * 1024 * 1024))
 target=iqn.2026-11.io.duplex:r
 pr() {  # PHASE
   local rc=0
@@ -55,11 +54,4 @@ $PY "$here/mirror_failures_io.py" op "$(nbd_uri n1 r)" write 0 --timeout 30 >/de
 if until_vol 30 r "d['insync']['members']==['n1']"; then ok "n1 alone in the set"; else bad "n1 not alone: $(vol "d['insync']")"; fi
 pr after-n2-loss
 
-if stop_node n1; then ok "n1 stops cleanly"; else bad "n1 exit status on SIGTERM"; fi
-echo "took $((SECONDS - T_START)) s"
-if [ "$fails" -ne 0 ]; then
-  for n in n1 n2; do echo "--- $n.log (tail)"; tail -n 60 "$work/$n.log"; done
-  echo "$fails check(s) failed"
-  exit 1
-fi
-echo "all checks passed"
+finish_mirror_test n1
