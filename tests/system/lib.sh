@@ -7,16 +7,28 @@
 # free_port: a port below the kernel's ephemeral range (ip_local_port_range), free now: a port
 # taken with bind(0) is an ephemeral one, which any outgoing connection (etcdctl, a proxy, a
 # daemon's etcd client) may be given before the test's server binds it.
+# Ports already handed out in this test are never handed out again (kept in $work/ports-taken once
+# work_dir ran): nothing binds them until the daemons start, so a second call could pick the same
+# one, and then a daemon fails with "address in use" (about 1 CI run in 25 with ten ports a test).
 free_port() {
-  /usr/bin/python3 - "$HOST" <<'PYEOF'
+  /usr/bin/python3 - "$HOST" "${work:+$work/ports-taken}" <<'PYEOF'
 import random, socket, sys
 try:
     low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 except (OSError, ValueError, IndexError):
     low = 32768
 low = low if low > 12000 else 32768
+taken_file = sys.argv[2] if len(sys.argv) > 2 else ""
+taken = set()
+if taken_file:
+    try:
+        taken = {int(x) for x in open(taken_file).read().split()}
+    except (OSError, ValueError):
+        pass
 for _ in range(200):
     port = random.randrange(10000, low)
+    if port in taken:
+        continue
     s = socket.socket()
     try:
         s.bind((sys.argv[1], port))
@@ -24,6 +36,9 @@ for _ in range(200):
         continue
     finally:
         s.close()
+    if taken_file:
+        with open(taken_file, "a") as f:
+            f.write(f"{port}\n")
     print(port)
     sys.exit(0)
 s = socket.socket()
