@@ -1147,13 +1147,15 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     }
     auto lu = std::make_unique<scsi::LogicalUnit>(vol, lc);
     if (m) {
-      lu->set_refresh_hook(
-          [mv = served(m), replicas, seen = ~std::uint64_t{0}](scsi::LogicalUnit& l) mutable {
-            const auto& set = mv->in_sync_set();
-            if (set.generation == seen) return;
-            seen = set.generation;
-            l.set_port_groups(mirror_port_groups(replicas, set.members, set.owner));
-          });
+      lu->set_refresh_hook([mv = served(m), replicas, node = cfg.node_name,
+                            seen = ~std::uint64_t{0}](scsi::LogicalUnit& l) mutable {
+        const auto& set = mv->in_sync_set();
+        const bool cut_off = mv->cut_off();
+        const std::uint64_t key = set.generation * 2 + (cut_off ? 1 : 0);
+        if (key == seen) return;
+        seen = key;
+        l.set_port_groups(mirror_port_groups(replicas, set.members, set.owner, cut_off ? node : ""));
+      });
     }
     PrStore prs(cfg.state_dir);
     if (auto st = restore_pr(prs, name, vol, *lu); !st)

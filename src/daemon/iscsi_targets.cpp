@@ -88,8 +88,11 @@ std::uint16_t replica_port(const std::vector<std::string>& replicas, const std::
 }
 
 std::vector<scsi::TargetPortGroup> mirror_port_groups(const std::vector<std::string>& replicas,
-                                                      const std::vector<std::string>& members,
-                                                      const std::string& owner) {
+                                                      const std::vector<std::string>& all_members,
+                                                      const std::string& owner, const std::string& cut_off) {
+  std::vector<std::string> members;
+  for (const auto& m : all_members)
+    if (m != cut_off) members.push_back(m);
   std::string first = owner;
   if (first.empty() || std::find(members.begin(), members.end(), first) == members.end()) {
     first.clear();

@@ -365,7 +365,7 @@ Task<Result<std::vector<std::byte>>> MirrorVolume::shared_change(std::vector<std
   }
   if (is_owner()) co_return Status::error(Errc::io_error, "volume {}: ownership kept changing", name());
   if (!member())
-    co_return Status::error(Errc::io_error,
+    co_return Status::error(Errc::unavailable,
                             "volume {}: this replica is not in sync and the owner is unreachable", name());
   if (auto st = co_await peer_lost(fmt::format("owner {} unreachable", o_.peer)); !st.is_ok()) co_return st;
   if (!is_owner())
@@ -404,7 +404,7 @@ Task<Status> MirrorVolume::mutate(Op op) {
   if (is_owner()) co_return Status::error(Errc::io_error, "volume {}: ownership kept changing", name());
   // The owner cannot be reached. A member may take over, by CAS, and then order the write itself.
   if (!member())
-    co_return Status::error(Errc::io_error,
+    co_return Status::error(Errc::unavailable,
                             "volume {}: this replica is not in sync and the owner is unreachable", name());
   if (auto st = co_await peer_lost(fmt::format("owner {} unreachable", o_.peer)); !st.is_ok()) co_return st;
   if (!is_owner())
@@ -595,15 +595,60 @@ Task<Status> MirrorVolume::peer_lost(std::string reason) {
   const std::uint64_t failed_before = decisions_failed_;
   co_await decide_.lock();
   Status st = last_decision_failure_;
-  if (decisions_failed_ == failed_before) st = co_await decide(std::move(reason));
+  if (decisions_failed_ == failed_before) {
+    st = co_await probe_arbiter();
+    if (st.is_ok()) st = co_await decide(std::move(reason));
+  }
   decide_.unlock();
   co_return st;
+}
+
+// A node that is cut off (its last decision ran out of freeze_timeout, the link is still down)
+// does not freeze again for every I/O: while the arbiter cannot even be read it fails at once,
+// so hosts retry on another path instead of waiting out a freeze per command. Probed at most
+// once per kCutOffProbe; I/O in between fails with the last probe's answer.
+Task<Status> MirrorVolume::probe_arbiter() {
+  if (!cut_off_) co_return Status::ok();
+  if (link_up()) {
+    set_cut_off(false, "the link is up again");
+    co_return Status::ok();
+  }
+  constexpr auto kCutOffProbe = std::chrono::seconds(1);
+  if (Clock::now() - cut_off_probed_ < kCutOffProbe) co_return last_decision_failure_;
+  cut_off_probed_ = Clock::now();
+  auto s = co_await arbiter_->read();
+  if (!s.is_ok()) {
+    ++decisions_failed_;
+    last_decision_failure_ =
+        Status::error(Errc::unavailable, "volume {}: cut off from {} and from the arbiter ({})", name(),
+                      o_.peer, s.status().message());
+    co_return last_decision_failure_;
+  }
+  set_cut_off(false, "the arbiter answers again");
+  if (s->generation > set_.generation)
+    if (auto st = co_await adopt(*s, "the arbiter answers again"); !st.is_ok()) co_return st;
+  co_return Status::ok();
+}
+
+void MirrorVolume::set_cut_off(bool on, const std::string& why) {
+  if (cut_off_ == on) return;
+  cut_off_ = on;
+  if (on) {
+    cut_off_probed_ = Clock::now();
+    spdlog::error("event=mirror.cut_off volume={} node={} generation={} reason=\"{}\"", name(), o_.node,
+                  set_.generation, why);
+    event(fmt::format("cut_off: {}", why));
+  } else {
+    spdlog::warn("event=mirror.cut_off_ended volume={} node={} generation={} reason=\"{}\"", name(), o_.node,
+                 set_.generation, why);
+    event(fmt::format("cut_off ended: {}", why));
+  }
 }
 
 Task<Status> MirrorVolume::decide(std::string reason) {
   if (!peer_member() && member()) co_return Status::ok();  // decided meanwhile
   if (!member())
-    co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
+    co_return Status::error(Errc::unavailable, "volume {}: this replica left the in-sync set", name());
   const auto frozen = Clock::now();
   std::uint64_t decided_on = set_.generation;
   spdlog::warn("event=mirror.freeze volume={} node={} generation={} reason=\"{}\"", name(), o_.node,
@@ -616,7 +661,7 @@ Task<Status> MirrorVolume::decide(std::string reason) {
       // peer's newer set. A CAS on it would let a replica the peer removed (or removed and
       // resynced) take the volume alone; judge the new set instead.
       if (!member())
-        co_return Status::error(Errc::io_error, "volume {}: this replica left the in-sync set", name());
+        co_return Status::error(Errc::unavailable, "volume {}: this replica left the in-sync set", name());
       if (!peer_member()) co_return Status::ok();
       co_return Status::error(Errc::busy, "the in-sync set of {} changed while deciding", name());
     }
@@ -646,7 +691,7 @@ Task<Status> MirrorVolume::decide(std::string reason) {
         if (!member()) {
           spdlog::warn("event=mirror.fenced volume={} node={} generation={} members={}", name(), o_.node,
                        set_.generation, join(set_.members));
-          co_return Status::error(Errc::io_error,
+          co_return Status::error(Errc::unavailable,
                                   "volume {}: the peer removed this replica from the in-sync set", name());
         }
         decided_on = set_.generation;
@@ -657,9 +702,11 @@ Task<Status> MirrorVolume::decide(std::string reason) {
       spdlog::error("event=mirror.freeze_timeout volume={} node={} reason=\"no decision within {} ms: {}\"",
                     name(), o_.node, o_.freeze_timeout.count(), r.status().message());
       ++decisions_failed_;
+      // Not a medium error: this path cannot serve, another may (SCSI: NOT READY, port unavailable).
       last_decision_failure_ =
-          Status::error(Errc::io_error, "volume {}: peer unreachable and no quorum to decide ({})", name(),
+          Status::error(Errc::unavailable, "volume {}: peer unreachable and no quorum to decide ({})", name(),
                         r.status().message());
+      if (!link_up()) set_cut_off(true, last_decision_failure_.message());
       co_return last_decision_failure_;
     }
     co_await sleep_for(loop_, milliseconds(250));
@@ -679,8 +726,8 @@ Task<Status> MirrorVolume::read(std::uint64_t offset, std::span<std::byte> buf) 
     co_return Status::error(Errc::out_of_range, "{}+{} beyond {}", offset, buf.size(), size());
   if (member() && peer_member() && !link_up() && Clock::now() >= lease_until_) {
     // A member without its peer and without a lease must either see the link come back or
-    // remove the peer before it may answer from its own disk.
-    if (!(co_await wait_for_link(o_.link.timeout)).is_ok()) {
+    // remove the peer before it may answer from its own disk. Cut off, it has waited already.
+    if (cut_off_ || !(co_await wait_for_link(o_.link.timeout)).is_ok()) {
       if (auto st = co_await peer_lost(fmt::format("{} unreachable (read)", o_.peer)); !st.is_ok())
         co_return st;
     }
@@ -700,13 +747,14 @@ Task<Status> MirrorVolume::read(std::uint64_t offset, std::span<std::byte> buf) 
 Task<Status> MirrorVolume::forward_read(std::uint64_t offset, std::span<std::byte> buf) {
   if (!link_up())
     co_return Status::error(
-        Errc::io_error, "volume {}: this replica may not serve reads and the peer is unreachable", name());
+        Errc::unavailable, "volume {}: this replica may not serve reads and the peer is unreachable", name());
   auto ch = chan_;
   wire::Header h = header(wire::Type::read);
   h.offset = offset;
   h.length = buf.size();
   auto r = co_await ch->call(h, {}, o_.replicate_timeout);
-  if (!r.is_ok()) co_return Status::error(Errc::io_error, "read from {}: {}", o_.peer, r.status().message());
+  if (!r.is_ok())
+    co_return Status::error(Errc::unavailable, "read from {}: {}", o_.peer, r.status().message());
   if (auto st = reply_status(*r); !st.is_ok()) co_return st;
   if (r->payload.size() != buf.size())
     co_return Status::error(Errc::io_error, "read from {}: short reply", o_.peer);
@@ -726,11 +774,12 @@ Task<Status> MirrorVolume::flush() {
   if (!member()) {
     // Not a current replica: what was acknowledged lives on the owner, so the flush goes there.
     if (!link_up())
-      co_return Status::error(Errc::io_error, "volume {}: not in sync and the peer is unreachable", name());
+      co_return Status::error(Errc::unavailable, "volume {}: not in sync and the peer is unreachable",
+                              name());
     auto ch = chan_;
     auto r = co_await ch->call(header(wire::Type::flush), {}, o_.replicate_timeout);
     co_return r.is_ok() ? reply_status(*r)
-                        : Status::error(Errc::io_error, "flush on {}: {}", o_.peer, r.status().message());
+                        : Status::error(Errc::unavailable, "flush on {}: {}", o_.peer, r.status().message());
   }
   // The owner sends flushes only to a peer it replicates to; the other node to the owner.
   if (!link_up() || (is_owner() && peer_mode_ == PeerMode::absent)) {
@@ -738,7 +787,8 @@ Task<Status> MirrorVolume::flush() {
       if (auto st = co_await peer_lost(fmt::format("{} unreachable (flush)", o_.peer)); !st.is_ok())
         co_return st;
     } else if (!member() && !link_up()) {
-      co_return Status::error(Errc::io_error, "volume {}: not in sync and the peer is unreachable", name());
+      co_return Status::error(Errc::unavailable, "volume {}: not in sync and the peer is unreachable",
+                              name());
     }
     co_return Status::ok();
   }
@@ -886,6 +936,7 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
   if (!ch->up() || stopping_) co_return;
   if (chan_ && chan_ != ch) chan_->close(Status::error(Errc::conflict, "replaced by a new link"));
   chan_ = std::move(ch);
+  set_cut_off(false, "the link is up again");
   peer_disk_failed_ = peer.state == "failed";  // its hello says what its replica is now
   link_changed_.notify_all();
   spdlog::info(
@@ -1287,6 +1338,10 @@ Task<void> MirrorVolume::persister() {
     co_await sleep_for(loop_, o_.persist_period);
     if (auto st = co_await meta_->persist(); !st.is_ok())
       spdlog::error("event=mirror.persist_failed volume={} error=\"{}\"", name(), st.message());
+    // A cut-off node answers NOT READY at its ports (no I/O reaches it), so it looks for the
+    // arbiter itself: once etcd answers, the decision it could not make is made (or lost).
+    if (cut_off_ && !stopping_ && member() && peer_member())
+      (void)co_await peer_lost(fmt::format("{} unreachable (retrying after a cut-off)", o_.peer));
   }
 }
 
@@ -1408,6 +1463,7 @@ MirrorStatus MirrorVolume::status() const {
   s.resync_done = resync_done_;
   s.resync_rate = resync_rate_;
   s.last_event = last_event_;
+  s.cut_off = cut_off();
   s.verifying = verifying_;
   s.verify_total = verify_total_;
   s.verify_done = verify_done_;

@@ -120,6 +120,10 @@ CommandResult LogicalUnit::from_status(const Status& s, bool writing) {
     case Errc::io_error:
       return check_condition(SenseKey::medium_error, writing ? asc::kWriteError : asc::kUnrecoveredReadError);
     case Errc::shutdown: return check_condition(SenseKey::not_ready, asc::kLogicalUnitNotReadyShutdown);
+    // The volume cannot be served through this node now (a mirror that is fenced, cut off from
+    // its peer and the witness, or lost its owner): a path error, so the host retries the
+    // command on another path instead of failing it up to the file system as a medium error.
+    case Errc::unavailable: return check_condition(SenseKey::not_ready, asc::kNotReadyUnavailable);
     default: return check_condition(SenseKey::hardware_error, asc::kInternalTargetFailure);
   }
 }

@@ -19,6 +19,8 @@
 #      on after removing n2; heal: back in sync;
 #   5. site partition: the same with every byte silently dropped (blackhole) rather than reset,
 #      etcd (the witness majority) on n1's side.
+#   In rows 4 and 5 n2, once its frozen write failed, is cut off: over iSCSI it answers NOT READY
+#   04/0C at once and its RTPG shows its own group unavailable and n1's active/optimized.
 # (Link cut with both nodes alive is in mirror_basic.sh.) Only 127.0.0.1, free ports; every
 # process started here is stopped by its pid.
 #   DUPLEXD=path/to/duplexd DUPLEXCTL=path/to/duplexctl tests/system/mirror_failures.sh
@@ -40,6 +42,7 @@ T_START=$SECONDS
 # seconds; resyncs capped at 2 MiB/s so that a returning node spends a moment outdated (row 3
 # reads through it meanwhile).
 MIRROR_ETCD_PROXY=1
+MIRROR_ISCSI=1
 mirror_cluster "$(printf '[mirror]\nping_interval = "200ms"\nlink_timeout = "1s"\nreplicate_timeout = "1s"\nfreeze_timeout = "8s"\ntiebreak_delay = "1s"\nlease = "500ms"\nresync_rate_max = "2MiB"\nresync_rate_min = "1MiB"')"
 FREEZE=8
 
@@ -367,6 +370,15 @@ isolate() {
   local w
   w=$(cat "$work/r$tag")
   if [ "${w%% *}" = error ]; then ok "$row: a write through n2 fails: $w"; else bad "$row: n2 acknowledged a write alone: $w"; fi
+  # Cut off now: a path error at once over iSCSI, and its own port group unavailable.
+  local probe
+  probe=$(PYTHONPATH=$here $PY "$here/alua_probe.py" "$HOST" "${ISCSI[n2]}" iqn.2026-11.io.duplex:f 2>&1 || true)
+  if [ "$(field "$probe" tur)" = "[2, 4, 12]" ] && [ "$(field "$probe" groups)" = "{'1': 0, '2': 3}" ] &&
+    $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) < 2 else 1)" "$(field "$probe" seconds)"; then
+    ok "$row: n2 is cut off: TEST UNIT READY through its iSCSI port is NOT READY 04/0C after $(field "$probe" seconds)s, RTPG shows its group unavailable and n1's optimized ($probe)"
+  else
+    bad "$row: n2 over iSCSI while cut off: $probe"
+  fi
   proxy heal >/dev/null
   etcd_proxy heal >/dev/null
   if is_in_sync 90; then ok "$row: healed: back in sync"; else bad "$row: not back in sync after the heal"; fi

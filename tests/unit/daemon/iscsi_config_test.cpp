@@ -398,4 +398,15 @@ TEST(IscsiTargets, MirrorPortGroupsFollowTheInSyncSet) {
   auto no_owner = mirror_port_groups(replicas, {"a-node", "b-node"}, "");
   EXPECT_EQ(no_owner[1].state, AluaState::active_optimized);
   EXPECT_EQ(no_owner[0].state, AluaState::active_non_optimized);
+  // b-node (the owner) is cut off from its peer and the witness: its own port is unavailable and
+  // it points hosts at a-node, which may go on.
+  auto cut = mirror_port_groups(replicas, {"b-node", "a-node"}, "b-node", "b-node");
+  EXPECT_EQ(cut[1].state, AluaState::unavailable);
+  EXPECT_FALSE(cut[1].preferred);
+  EXPECT_EQ(cut[0].state, AluaState::active_optimized);
+  EXPECT_TRUE(cut[0].preferred);
+  // The non-owner cut off: the owner keeps its optimized state.
+  auto cut2 = mirror_port_groups(replicas, {"b-node", "a-node"}, "b-node", "a-node");
+  EXPECT_EQ(cut2[0].state, AluaState::unavailable);
+  EXPECT_EQ(cut2[1].state, AluaState::active_optimized);
 }

@@ -525,6 +525,54 @@ TEST_F(MirrorTest, WithoutQuorumAndWithoutPeerNoWriteIsAcknowledged) {
   });
 }
 
+// Isolated (neither the peer nor the arbiter): after one bounded freeze the node is cut off. Its
+// I/O then fails at once with a path error (Errc::unavailable: SCSI NOT READY, port unavailable,
+// so hosts retry on the other node) instead of freezing again per command; it keeps probing the
+// arbiter on its own and makes the decision it could not make once the arbiter answers.
+TEST_F(MirrorTest, ACutOffNodeFailsFastWithAPathErrorAndDecidesOnceTheArbiterAnswers) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up; }));
+    cut = true;
+    arb->available = false;
+    n[0].vol->disconnect("test: isolated");
+    auto a = pattern(4096, 7);
+    const auto t0 = std::chrono::steady_clock::now();
+    Status st = co_await n[0].vol->write(0, a, false);
+    EXPECT_EQ(st.code(), Errc::unavailable) << st.to_string();
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, milliseconds(800)) << "frozen for freeze_timeout first";
+    EXPECT_TRUE(n[0].vol->cut_off());
+    EXPECT_TRUE(n[0].vol->status().cut_off);
+    EXPECT_NE(n[0].vol->status().last_event.find("cut_off"), std::string::npos)
+        << n[0].vol->status().last_event;
+    // Cut off: the next write and a read fail at once, with the same path error.
+    const auto t1 = std::chrono::steady_clock::now();
+    st = co_await n[0].vol->write(65536, a, false);
+    EXPECT_EQ(st.code(), Errc::unavailable) << st.to_string();
+    std::vector<std::byte> back(4096);
+    st = co_await n[0].vol->read(0, back);
+    EXPECT_EQ(st.code(), Errc::unavailable) << st.to_string();
+    st = co_await n[0].vol->flush();
+    EXPECT_EQ(st.code(), Errc::unavailable) << st.to_string();
+    EXPECT_LT(std::chrono::steady_clock::now() - t1, milliseconds(400)) << "no second freeze";
+    EXPECT_EQ(arb->set().generation, 1u) << "nothing decided without the arbiter";
+    // The arbiter answers again (the link is still cut): the node decides by itself, without any
+    // I/O reaching it (its ports say unavailable), and serves again.
+    arb->available = true;
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members == std::vector<std::string>{"n1"}; }));
+    EXPECT_TRUE(co_await wait_until([this] { return !n[0].vol->cut_off(); }));
+    st = co_await n[0].vol->write(0, a, false);
+    EXPECT_TRUE(st.is_ok()) << st.to_string();
+    st = co_await n[0].vol->read(0, back);
+    EXPECT_TRUE(st.is_ok()) << st.to_string();
+    EXPECT_EQ(back, a);
+    // The link heals: n2 is resynced and comes back; nothing is cut off any more.
+    cut = false;
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }, milliseconds(8000)));
+    EXPECT_FALSE(n[0].vol->cut_off());
+    EXPECT_EQ(co_await replica(1, 0, 4096), a);
+  });
+}
+
 TEST_F(MirrorTest, ANonOwnerRemovedWhileItWaitsOutTheTieBreakDoesNotTakeTheVolume) {
   run([this]() -> Task<void> {
     EXPECT_TRUE(

@@ -52,9 +52,13 @@ std::uint16_t replica_port(const std::vector<std::string>& replicas, const std::
 // The groups of every replica as the in-sync set says: the owner (the first member in placement
 // order, i.e. the preferred site's node while it is in the set) active/optimized and preferred,
 // another member active/non-optimized, a node outside the set unavailable (it may not serve: its
-// data may be stale).
+// data may be stale). `cut_off` names a member that can reach neither its peer nor the witness
+// (MirrorVolume::cut_off(), only ever this node's own view of itself): it is shown unavailable like
+// a node outside the set, and the other member takes the optimized state, so hosts move their I/O
+// to the node that can go on.
 std::vector<scsi::TargetPortGroup> mirror_port_groups(const std::vector<std::string>& replicas,
                                                       const std::vector<std::string>& members,
-                                                      const std::string& owner);
+                                                      const std::string& owner,
+                                                      const std::string& cut_off = "");
 
 }  // namespace duplex::daemon

@@ -90,6 +90,9 @@ struct MirrorStatus {
   std::uint64_t resync_total = 0, resync_done = 0;
   double resync_rate = 0;  // bytes/s
   std::string last_event;
+  // A member that can reach neither its peer nor the arbiter, after a decision ran out of
+  // freeze_timeout: its I/O fails at once (a path error) until the link or the arbiter returns.
+  bool cut_off = false;
   bool verifying = false;
   std::uint64_t verify_total = 0, verify_done = 0, verify_mismatches = 0;  // bytes
 };
@@ -130,6 +133,8 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   // The in-sync set this node acts on (read-only, on the volume's loop). Cheap enough to read
   // for every SCSI command: the iSCSI LUs derive their ALUA states from it.
   const InSyncSet& in_sync_set() const { return set_; }
+  // This node is cut off (MirrorStatus::cut_off): its iSCSI ports report their group unavailable.
+  bool cut_off() const { return cut_off_ && !link_up(); }
   // Online verify, on the owner with its peer in step: compares the replicas region by region
   // (CRC32C per 4 KiB, the region's writes held off meanwhile) while I/O goes on. With `repair`,
   // a differing block is copied from the owner's replica over the peer's.
@@ -187,6 +192,8 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> peer_lost(std::string reason);
   Task<Status> leave(std::string reason, bool failed);
   Task<Status> decide(std::string reason);  // peer_lost's body, under decide_
+  Task<Status> probe_arbiter();             // under decide_: a cut-off node fails fast
+  void set_cut_off(bool on, const std::string& why);
   Task<Status> wait_for_link(std::chrono::milliseconds limit);
   Task<Result<std::vector<std::byte>>> owner_shared(std::span<const std::byte> request);
   Task<Status> push_shared(bool with_events, bool force);
@@ -219,6 +226,8 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   // decide_ while one failed fails with it rather than freezing again (see peer_lost).
   std::uint64_t decisions_failed_ = 0;
   Status last_decision_failure_;
+  bool cut_off_ = false;
+  std::chrono::steady_clock::time_point cut_off_probed_{};
   std::shared_ptr<Channel> chan_;
   PeerMode peer_mode_ = PeerMode::absent;
   bool peer_held_ = false;
