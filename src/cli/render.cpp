@@ -176,6 +176,48 @@ std::string render_volumes(const json& volumes) {
   return t.str();
 }
 
+namespace {
+// Why a mirrored replica outside the in-sync set serves nothing, in one sentence per replica
+// (docs/mirror.md, "Rolling failure"): since which generation it is behind, who holds the data,
+// and, when no holder is alive, the override and what it costs.
+std::string refusals(const json& v, const json& set) {
+  const json& members = list(set, "members");
+  if (set.empty() || members.empty()) return "";
+  std::vector<std::string> holders, live;
+  for (const auto& m : members) {
+    if (!m.is_string()) continue;
+    holders.push_back(m.get<std::string>());
+    for (const auto& r : list(v, "replicas"))
+      if (str(r, "node") == holders.back() && flag(r, "alive")) live.push_back(holders.back());
+  }
+  std::string out;
+  for (const auto& r : list(v, "replicas")) {
+    const std::string node = str(r, "node");
+    if (node.empty() || std::find(holders.begin(), holders.end(), node) != holders.end()) continue;
+    // The last generation the replica was in (the API reports it for a replica outside the set).
+    const bool known = r.contains("insync_generation");
+    const std::uint64_t since = u64(r, "insync_generation");
+    std::string line = fmt::format("  {} serves nothing: {}", node, or_dash(str(r, "state")));
+    if (known) line += fmt::format(" since generation {}", since);
+    line += fmt::format(" (the set is at generation {}); ", u64(set, "generation"));
+    const std::string who =
+        fmt::format("{} {}", holders.size() == 1 ? "the only in-sync replica is" : "the in-sync replicas are",
+                    fmt::join(holders, ", "));
+    if (!live.empty()) {
+      line += who + (str(r, "state") == "resyncing" ? ", resyncing it" : ", which resyncs it once linked");
+    } else {
+      line += fmt::format(
+          "{}, unreachable; to serve from {} anyway: duplexctl volume promote {} --node {} "
+          "--accept-data-loss (loses what {} acknowledged after generation {})",
+          who, node, str(v, "name"), node, fmt::join(holders, ", "),
+          known ? fmt::format("{}", since) : std::string("?"));
+    }
+    out += line + "\n";
+  }
+  return out.empty() ? "" : "\nrefusals:\n" + out;
+}
+}  // namespace
+
 std::string render_volume(const json& v) {
   std::string out;
   kv(out, "volume", str(v, "name"));
@@ -248,6 +290,7 @@ std::string render_volume(const json& v) {
     if (!str(r, "last_event").empty()) events += fmt::format("  {}: {}\n", node, str(r, "last_event"));
   }
   out += "\nreplicas:\n" + reps.str() + resyncs + events;
+  out += refusals(v, set);
 
   const json& decisions = list(v, "decisions");
   if (!decisions.empty()) {

@@ -259,6 +259,11 @@ if [ -n "${DUPLEXCTL:-}" ]; then
   else
     bad "duplexctl volume show f: $shown"
   fi
+  if echo "$shown" | grep -q "n2 serves nothing: outdated since generation [0-9]* (the set is at generation [0-9]*); the only in-sync replica is n1, unreachable; to serve from n2 anyway: duplexctl volume promote f --node n2 --accept-data-loss"; then
+    ok "duplexctl volume show f says why: $(echo "$shown" | grep "n2 serves nothing" | sed 's/^ *//')"
+  else
+    bad "duplexctl volume show f does not say why n2 refuses: $shown"
+  fi
   out=$("$DUPLEXCTL" --api "$API" --token "$TOKEN" volume promote f --node n2 2>&1) && rc=0 || rc=$?
   if [ "$rc" != 0 ] && echo "$out" | grep -q "writes acknowledged by n1 after generation" && echo "$out" | grep -q accept_data_loss; then
     ok "promote without --accept-data-loss refused (exit $rc): $out"

@@ -112,6 +112,25 @@ const json kMirrored = json::parse(R"({"name": "m", "size": 1073741824, "state":
                 {"generation": 6, "members": ["n1", "n2"], "decided_by": "n1", "reason": "r6"},
                 {"generation": 7, "members": ["n1"], "decided_by": "n1", "reason": "peer n2 lost: link timeout"}]})");
 
+// The rolling failure (docs/mirror.md): n2 returns outdated while n1, the only in-sync replica,
+// is down. volume show says why n2 refuses and what the override costs.
+TEST(CliRender, AnOutdatedReplicaSaysWhyItRefusesAndWhatThePromoteWouldLose) {
+  const json v = json::parse(R"({"name": "m", "size": 1048576, "state": "ready", "generation": 1,
+    "replicas": [{"node": "n1", "site": "a", "alive": false, "state": "in-sync", "insync_generation": 5,
+                  "role": "owner", "member": true},
+                 {"node": "n2", "site": "b", "alive": true, "state": "outdated", "insync_generation": 4,
+                  "role": "", "member": false}],
+    "insync": {"generation": 5, "members": ["n1"], "owner": "n1"}})");
+  const std::string out = render_volume(v);
+  EXPECT_NE(
+      out.find("n2 serves nothing: outdated since generation 4 (the set is at generation 5); the only "
+               "in-sync replica is n1, unreachable; to serve from n2 anyway: duplexctl volume promote m "
+               "--node n2 --accept-data-loss (loses what n1 acknowledged after generation 4)"),
+      std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("n1 serves nothing"), std::string::npos) << out;
+}
+
 TEST(CliRender, MirroredVolumeShowsTheSetResyncProgressAndTheLastFiveDecisions) {
   const std::string out = render_volume(kMirrored);
   EXPECT_NE(out.find("in-sync set: generation 7, members n1, owner n1"), std::string::npos) << out;
@@ -134,6 +153,11 @@ TEST(CliRender, MirroredVolumeShowsTheSetResyncProgressAndTheLastFiveDecisions) 
   EXPECT_NE(out.find("n2    b     yes    peer   no      resyncing"), std::string::npos) << out;
   EXPECT_EQ(progress_bar(1.5, 4), "[####] 100%");
   EXPECT_EQ(progress_bar(-1, 4), "[....] 0%");
+  // n2 is out of the set while n1, which holds the data, is alive: it is being resynced.
+  EXPECT_NE(out.find("n2 serves nothing: resyncing (the set is at generation 7); the only in-sync replica "
+                     "is n1, resyncing it"),
+            std::string::npos)
+      << out;
   // Odd types in the new fields do not throw either.
   EXPECT_NO_THROW(render_volume(json::parse(R"({"insync": [1], "decisions": {"a": 1},
       "replicas": [{"resync_rate": "fast", "state": "resyncing", "verify_mismatches": -1}]})")));
