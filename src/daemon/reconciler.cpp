@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
+#include <memory>
 
 namespace duplex::daemon {
 
@@ -66,7 +68,17 @@ Reconciler::Reconciler(ReconcilerOptions opts, ReconcilerHost& host)
     : opts_(std::move(opts)), host_(host), etcd_(opts_.etcd), cat_(etcd_) {
   worker_ = std::thread([this] { run(); });
   cluster::Watcher::Callbacks cb;
-  cb.on_reset = [this](const std::vector<cluster::Kv>&, std::int64_t) {
+  // The watcher retries every 100-200 ms while etcd is away: the first failure is logged, then
+  // one line per 30 s with how many retries it stood for, and one when the watch is back.
+  struct Retries {
+    std::uint64_t failed = 0, unlogged = 0;
+    std::chrono::steady_clock::time_point logged{};
+  };
+  auto retries = std::make_shared<Retries>();  // used on the watcher's thread only
+  cb.on_reset = [this, retries](const std::vector<cluster::Kv>&, std::int64_t) {
+    if (retries->failed != 0)
+      spdlog::info("event=reconciler.watch_resumed failed_attempts={}", retries->failed);
+    *retries = Retries{};
     {
       std::lock_guard lk(mu_);
       drains_dirty_ = true;
@@ -86,8 +98,17 @@ Reconciler::Reconciler(ReconcilerOptions opts, ReconcilerHost& host)
       }
     }
   };
-  cb.on_error = [](const Status& why) {
-    spdlog::warn("event=reconciler.watch_retry error=\"{}\"", why.to_string());
+  cb.on_error = [retries](const Status& why) {
+    const auto now = std::chrono::steady_clock::now();
+    ++retries->failed;
+    if (retries->failed > 1 && now - retries->logged < std::chrono::seconds(30)) {
+      ++retries->unlogged;
+      return;
+    }
+    spdlog::warn("event=reconciler.watch_retry error=\"{}\" retries_since_last_line={}", why.to_string(),
+                 retries->unlogged);
+    retries->logged = now;
+    retries->unlogged = 0;
   };
   watcher_ = std::make_unique<cluster::Watcher>(opts_.etcd, std::string(cluster::kRoot), std::move(cb));
 }
