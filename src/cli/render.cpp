@@ -197,9 +197,10 @@ std::string refusals(const json& v, const json& set) {
     // The last generation the replica was in (the API reports it for a replica outside the set).
     const bool known = r.contains("insync_generation");
     const std::uint64_t since = u64(r, "insync_generation");
-    std::string line = fmt::format("  {} serves nothing: {}", node, or_dash(str(r, "state")));
-    if (known) line += fmt::format(" since generation {}", since);
-    line += fmt::format(" (the set is at generation {}); ", u64(set, "generation"));
+    std::string line = fmt::format("  {} serves nothing: out of the in-sync set (generation {}", node,
+                                   u64(set, "generation"));
+    if (known) line += fmt::format("; last in it at generation {}", since);
+    line += fmt::format("; {}); ", flag(r, "alive") ? or_dash(str(r, "state")) : "node down");
     const std::string who =
         fmt::format("{} {}", holders.size() == 1 ? "the only in-sync replica is" : "the in-sync replicas are",
                     fmt::join(holders, ", "));

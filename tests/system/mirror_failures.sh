@@ -259,7 +259,7 @@ if [ -n "${DUPLEXCTL:-}" ]; then
   else
     bad "duplexctl volume show f: $shown"
   fi
-  if echo "$shown" | grep -q "n2 serves nothing: outdated since generation [0-9]* (the set is at generation [0-9]*); the only in-sync replica is n1, unreachable; to serve from n2 anyway: duplexctl volume promote f --node n2 --accept-data-loss"; then
+  if echo "$shown" | grep -q "n2 serves nothing: out of the in-sync set (generation [0-9]*; last in it at generation [0-9]*; outdated); the only in-sync replica is n1, unreachable; to serve from n2 anyway: duplexctl volume promote f --node n2 --accept-data-loss"; then
     ok "duplexctl volume show f says why: $(echo "$shown" | grep "n2 serves nothing" | sed 's/^ *//')"
   else
     bad "duplexctl volume show f does not say why n2 refuses: $shown"

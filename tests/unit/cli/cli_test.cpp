@@ -123,9 +123,10 @@ TEST(CliRender, AnOutdatedReplicaSaysWhyItRefusesAndWhatThePromoteWouldLose) {
     "insync": {"generation": 5, "members": ["n1"], "owner": "n1"}})");
   const std::string out = render_volume(v);
   EXPECT_NE(
-      out.find("n2 serves nothing: outdated since generation 4 (the set is at generation 5); the only "
-               "in-sync replica is n1, unreachable; to serve from n2 anyway: duplexctl volume promote m "
-               "--node n2 --accept-data-loss (loses what n1 acknowledged after generation 4)"),
+      out.find(
+          "n2 serves nothing: out of the in-sync set (generation 5; last in it at generation 4; "
+          "outdated); the only in-sync replica is n1, unreachable; to serve from n2 anyway: duplexctl "
+          "volume promote m --node n2 --accept-data-loss (loses what n1 acknowledged after generation 4)"),
       std::string::npos)
       << out;
   EXPECT_EQ(out.find("n1 serves nothing"), std::string::npos) << out;
@@ -154,8 +155,8 @@ TEST(CliRender, MirroredVolumeShowsTheSetResyncProgressAndTheLastFiveDecisions) 
   EXPECT_EQ(progress_bar(1.5, 4), "[####] 100%");
   EXPECT_EQ(progress_bar(-1, 4), "[....] 0%");
   // n2 is out of the set while n1, which holds the data, is alive: it is being resynced.
-  EXPECT_NE(out.find("n2 serves nothing: resyncing (the set is at generation 7); the only in-sync replica "
-                     "is n1, resyncing it"),
+  EXPECT_NE(out.find("n2 serves nothing: out of the in-sync set (generation 7; resyncing); the only "
+                     "in-sync replica is n1, resyncing it"),
             std::string::npos)
       << out;
   // Odd types in the new fields do not throw either.
