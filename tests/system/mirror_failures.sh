@@ -19,6 +19,9 @@
 #      on after removing n2; heal: back in sync;
 #   5. site partition: the same with every byte silently dropped (blackhole) rather than reset,
 #      etcd (the witness majority) on n1's side.
+#   6. a slow peer (issue 7 item 3): 1.5 s of latency on the link, both nodes alive: n1 ejects n2
+#      by timeout and goes on (no write waits longer than the bound), instead of stalling; the
+#      latency gone, n2 is resynced and back.
 #   In rows 4 and 5 n2, once its frozen write failed, is cut off: over iSCSI it answers NOT READY
 #   04/0C at once and its RTPG shows its own group unavailable and n1's active/optimized.
 # (Link cut with both nodes alive is in mirror_basic.sh.) Only 127.0.0.1, free ports; every
@@ -398,5 +401,34 @@ echo "# 4. node isolated from everything: n2 cut from the link and from etcd"
 isolate cut "row 4" 4
 echo "# 5. site partition (silent): n2's side loses the link and etcd (the witness majority stays with n1)"
 isolate blackhole "row 5" 5
+
+# ---------------------------------------------------------------------------------------------
+echo "# 6. a slow peer: 1.5 s of latency on the mirror link (replicate_timeout and link_timeout 1 s)"
+API=${APIS[n1]}
+is_in_sync 60 >/dev/null || bad "row 6: not in sync before the fault"
+gen=$(vol "d['insync']['generation']")
+proxy "delay 1500" >/dev/null
+$IO write "$(nbd_uri n1 f)" "$work/w6.log" --start 7168 --count 256 --seconds 5 --tag 6 >"$work/w6.out" 2>&1 || true
+s=$(tail -1 "$work/w6.out")
+# The bound: a replicate times out (1 s), the owner removes n2 by CAS at once, then waits out n2's
+# read lease (0.5 s): well under 4 s, against a stall for as long as the link stays slow.
+if [ "$(field "$s" errors)" = 0 ] && [ "$(field "$s" acked)" -gt 100 ] &&
+  $PY -c "import sys; sys.exit(0 if float(sys.argv[1]) < 4 else 1)" "$(field "$s" max_latency)"; then
+  ok "row 6: n1 ejects the slow n2 and goes on: longest write $(field "$s" max_latency)s, $(field "$s" acked) acknowledged, no error"
+else
+  bad "row 6: writes through n1 with a slow peer: $s"
+fi
+if until_vol 20 f "d['insync']['members']==['n1'] and d['insync']['generation']>$gen"; then
+  ok "row 6: n2 removed from the set: $(vol "d['insync']['reason']")"
+else
+  bad "row 6: the slow n2 is still in the set: $(vol "d['insync']")"
+fi
+proxy "delay 0" >/dev/null
+if is_in_sync 90; then ok "row 6: the latency gone, n2 is resynced and back in the set"; else bad "row 6: not back in sync"; fi
+if out=$($IO check "$(nbd_uri n2 f)" "$work/w6.log" --tag 6 2>&1); then
+  ok "row 6: n2 holds what n1 wrote while it was slow: $out"
+else
+  bad "row 6: n2 after the slow link: $out"
+fi
 
 finish_mirror_test n2 n1
