@@ -88,9 +88,14 @@ json to_json(const VolumeView& v) {
         j["insync_generation"] = s.insync_generation;
       }
     }
-    if (v.insync)
-      j["member"] =
+    if (v.insync) {
+      const bool member =
           std::find(v.insync->members.begin(), v.insync->members.end(), rep.node) != v.insync->members.end();
+      j["member"] = member;
+      // The role is the set's, not the report's: a node that died or was removed keeps its last
+      // report ("owner") until it reports again, and status must not say it still orders writes.
+      j["role"] = !member ? "" : (v.insync->owner == rep.node ? "owner" : "peer");
+    }
     replicas.push_back(std::move(j));
   }
   json snapshots = json::array();

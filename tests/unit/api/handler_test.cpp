@@ -384,6 +384,7 @@ TEST_F(HandlerTest, VolumeShowsTheInSyncSetTheMirrorFieldsAndTheDecisions) {
   EXPECT_EQ(reps[0]["member"], true);
   EXPECT_EQ(reps[0]["last_event"], "peer n2 back: resync started");
   EXPECT_EQ(reps[1]["member"], false);
+  EXPECT_EQ(reps[1]["role"], "") << "the set's view, not n2's report (peer)";
   EXPECT_EQ(reps[1]["state"], "resyncing");
   EXPECT_EQ(reps[1]["resync_rate"], 1048576.0);
   EXPECT_EQ(reps[1]["resync_eta_seconds"], 30.0);
