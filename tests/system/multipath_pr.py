@@ -138,13 +138,25 @@ def live():
     st, _, _ = write(c, 13, 0xCC)
     check(st == RESERVATION_CONFLICT, "unregistered C's write through n2 conflicts", f"status 0x{st:02x}")
 
-    # PREEMPT AND ABORT through n2: A's registration goes; A hears of it through n1.
+    # PREEMPT AND ABORT through n2 while A has a write in flight through n1 (sent, waiting for its
+    # Data-Out): A's registration goes and its command is aborted on n1 (TAS=0: never answered,
+    # the late Data-Out dropped); A hears 2A/05, then 2F/00 (commands cleared by another initiator).
+    itt, ttt = a.start_write_awaiting_r2t(14)
     check(status(b, PREEMPT_ABORT, KEY_B, KEY_A, EA) == GOOD, "B preempts and aborts A through n2")
+    a.send_data_out(itt, ttt, bytes([0xA5]) * BS)
+    late = a.next_answer(1.0)
+    check(late is None, "A's write in flight through n1 is aborted: never answered, its Data-Out dropped",
+          f"got opcode/itt {late}")
     ua = ua_of(a)
     check(ua == (0x2A, 0x05), "A hears 2A/05 through n1 after PREEMPT AND ABORT", str(ua))
+    ua = ua_of(a)
+    check(ua == (0x2F, 0x00), "then COMMANDS CLEARED BY ANOTHER INITIATOR (2F/00) for its aborted write", str(ua))
     check(reservation(a) == (KEY_B, EA), "n1 shows B's EXCLUSIVE ACCESS reservation", str(reservation(a)))
     st, _, _ = read(a, 13)
     check(st == RESERVATION_CONFLICT, "A may not even read through n1 (EXCLUSIVE ACCESS)", f"status 0x{st:02x}")
+    st, _, data = b.command_past_ua(struct.pack(">BBIBHB", 0x28, 0, 14, 0, 1, 0), data_in_len=BS)
+    check(st == GOOD and data != bytes([0xA5]) * BS, "the aborted write never reached the volume (read through n2)",
+          f"status 0x{st:02x}")
 
     # LOGICAL UNIT RESET through n1 raises 29/03 on n2's nexuses too; reservations stay.
     drain_ua(b)
@@ -153,6 +165,30 @@ def live():
     ua = ua_of(b)
     check(ua == (0x29, 0x03), "B hears the LUN reset (29/03) through n2", str(ua))
     check(reservation(b) == (KEY_B, EA), "the reservation survives the LUN reset", str(reservation(b)))
+
+    # And a reset aborts the LU's commands on the other node too. B's write in flight through n2
+    # ends unanswered when A resets the LU through n1 (the owner: n2 aborts it when the reset is
+    # installed there), and A's through n1 when B resets it through n2 (forwarded to n1, which
+    # aborts it before it answers). Each hears 29/03 and nothing more.
+    for who, node, other, other_node, lba, fill in ((b, "n2", a, "n1", 15, 0xB5), (a, "n1", b, "n2", 16, 0xA6)):
+        drain_ua(a)
+        drain_ua(b)
+        itt, ttt = who.start_write_awaiting_r2t(lba)
+        resp = other.task_management(5)
+        check(resp == 0, f"LOGICAL UNIT RESET through {other_node} completes", f"response {resp}")
+        who.send_data_out(itt, ttt, bytes([fill]) * BS)
+        late = who.next_answer(1.0)
+        check(late is None, f"a write in flight through {node} is aborted by the reset through {other_node}: "
+              "never answered", f"got opcode/itt {late}")
+        ua = ua_of(who)
+        check(ua == (0x29, 0x03), f"its host hears 29/03 through {node}", str(ua))
+        ua = ua_of(who)
+        check(ua is None, f"and nothing more through {node} (a reset's aborts are told by 29/03 alone)", str(ua))
+        st, _, data = b.command_past_ua(struct.pack(">BBIBHB", 0x28, 0, lba, 0, 1, 0), data_in_len=BS)
+        check(st == GOOD and data != bytes([fill]) * BS, "the aborted write never reached the volume",
+              f"status 0x{st:02x}")
+    drain_ua(a)
+    drain_ua(b)
 
     # CLEAR through n1 by a registrant, then the state the loss tests check.
     check(status(a, REGISTER, 0, KEY_A) == GOOD, "A registers again through n1")
