@@ -967,13 +967,13 @@ Task<void> Connection::wait_ended(std::vector<std::uint32_t> itts) {
 
 // ---------------------------------------------------------------- LU-wide aborts
 
-Task<std::size_t> SessionTasks::abort_tasks(const scsi::LogicalUnit& lu) {
+Task<std::size_t> SessionTasks::abort_tasks(const scsi::LogicalUnit* lu) {
   EventLoop* back = &home_;
   for (const auto& [l, l_loop] : lus_)
-    if (l == &lu) back = l_loop;
+    if (l == lu) back = l_loop;
   co_await switch_to(home_);
   std::size_t n = 0;
-  if (conn) n = co_await conn->abort_for_lu(&lu);
+  if (conn) n = co_await conn->abort_for_lu(lu);
   co_await switch_to(*back);
   co_return n;
 }

@@ -52,7 +52,7 @@ class SessionTasks final : public scsi::TaskSetMember {
                std::vector<std::pair<const scsi::LogicalUnit*, EventLoop*>> lus)
       : conn(conn), home_(home), nexus_(std::move(nexus)), lus_(std::move(lus)) {}
   const scsi::Nexus& nexus() const override { return nexus_; }
-  Task<std::size_t> abort_tasks(const scsi::LogicalUnit& lu) override;
+  Task<std::size_t> abort_tasks(const scsi::LogicalUnit* lu) override;
 
   // Touched on the home loop only; cleared once the connection holds no command any more.
   Connection* conn;

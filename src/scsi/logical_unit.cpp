@@ -69,7 +69,7 @@ void LogicalUnit::abort_tasks_here(const std::optional<Nexus>& nexus, bool clear
     // Each member completes on this loop; the member is held until it has.
     spawn([](std::shared_ptr<TaskSetMember> member, std::shared_ptr<Aborts> a, bool tell) -> Task<void> {
       std::size_t n = 0;
-      if (const LogicalUnit* lu = a->lu) n = co_await member->abort_tasks(*lu);
+      if (const LogicalUnit* lu = a->lu) n = co_await member->abort_tasks(lu);
       // TAS=0: the initiator hears of its lost commands only through this unit attention.
       if (n > 0 && tell && a->lu)
         a->lu->unit_attention(member->nexus(), asc::kCommandsClearedByAnotherInitiator);

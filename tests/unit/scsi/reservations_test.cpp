@@ -17,7 +17,7 @@ class NotingMember final : public TaskSetMember {
  public:
   NotingMember(Nexus n, std::vector<std::string>& log) : n_(std::move(n)), log_(log) {}
   const Nexus& nexus() const override { return n_; }
-  Task<std::size_t> abort_tasks(const LogicalUnit& /*lu*/) override {
+  Task<std::size_t> abort_tasks(const LogicalUnit* /*lu*/) override {
     log_.push_back(n_.initiator_port);
     co_return 0;
   }

@@ -81,7 +81,7 @@ class HoldingMember final : public TaskSetMember {
  public:
   HoldingMember(Nexus n, std::size_t held) : n_(std::move(n)), held_(held) {}
   const Nexus& nexus() const override { return n_; }
-  Task<std::size_t> abort_tasks(const LogicalUnit& /*lu*/) override {
+  Task<std::size_t> abort_tasks(const LogicalUnit* /*lu*/) override {
     ++asked;
     while (!released_) co_await gate_.wait();
     const std::size_t n = held_;

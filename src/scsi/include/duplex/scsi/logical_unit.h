@@ -106,13 +106,14 @@ class TaskSetMember {
  public:
   virtual ~TaskSetMember() = default;
   virtual const Nexus& nexus() const = 0;
-  // Aborts this session's commands for `lu` (SAM-5 5.6): none of them is answered (the Control
+  // Aborts this session's commands for `lu` (never null: a pointer because coroutine parameters
+  // must not be references) (SAM-5 5.6): none of them is answered (the Control
   // mode page says TAS=0) and data still arriving for them is dropped. Completes, on the LU's
   // loop, once none of them is executing any more (none can still change the medium), with the
   // number aborted. A PERSISTENT RESERVE OUT that is already executing is left alone: reservation
   // changes are applied one at a time in one order, so it is applied after the change that
   // caused the abort (as if received after it) and answered; waiting for it could deadlock.
-  virtual Task<std::size_t> abort_tasks(const LogicalUnit& lu) = 0;
+  virtual Task<std::size_t> abort_tasks(const LogicalUnit* lu) = 0;
 };
 
 // Persistent reservations are one state for the LU on every node that serves it: on a volume
