@@ -272,8 +272,26 @@ class Session:
         struct.pack_into(">I", dout, 28, self.exp_stat_sn)
         self._send(dout, data)
 
+    def send_command(self, cdb, data_out=b"", lun=0):
+        """Sends a command whose Data-Out (if any) goes whole as immediate data, without waiting
+        for its answer (next_answer() reads it); returns its ITT."""
+        itt = self._next_itt()
+        bhs = bytearray(48)
+        bhs[0] = 0x01
+        bhs[1] = 0x80 | (0x20 if data_out else 0) | 0x01
+        bhs[8:16] = (lun << 48).to_bytes(8, "big")
+        struct.pack_into(">I", bhs, 16, itt)
+        struct.pack_into(">I", bhs, 20, len(data_out))
+        struct.pack_into(">I", bhs, 24, self.cmd_sn)
+        struct.pack_into(">I", bhs, 28, self.exp_stat_sn)
+        bhs[32:48] = bytes(cdb).ljust(16, b"\0")
+        self._send(bhs, data_out)
+        self.cmd_sn = (self.cmd_sn + 1) & 0xFFFFFFFF
+        return itt
+
     def next_answer(self, timeout):
-        """The next PDU other than a ping within `timeout` seconds, as (opcode, itt), or None."""
+        """The next PDU other than a ping within `timeout` seconds, as (opcode, itt, byte 3: the
+        SCSI status of a SCSI Response), or None."""
         self.sock.settimeout(timeout)
         try:
             while True:
@@ -281,11 +299,28 @@ class Session:
                 if rsp[0] & 0x3F == 0x20:
                     self._answer_ping(rsp)
                     continue
-                return rsp[0] & 0x3F, struct.unpack(">I", rsp[16:20])[0]
+                if rsp[0] & 0x3F in (0x21, 0x22):
+                    self._note_stat_sn(rsp)
+                return rsp[0] & 0x3F, struct.unpack(">I", rsp[16:20])[0], rsp[3]
         except socket.timeout:
             return None
         finally:
             self.sock.settimeout(self.timeout)
+
+    def send_task_management(self, function, lun=0):
+        """task_management() without waiting for the answer (next_answer() reads it); its ITT."""
+        itt = self._next_itt()
+        bhs = bytearray(48)
+        bhs[0] = 0x40 | 0x02
+        bhs[1] = 0x80 | function
+        bhs[8:16] = (lun << 48).to_bytes(8, "big")
+        struct.pack_into(">I", bhs, 16, itt)
+        struct.pack_into(">I", bhs, 20, 0xFFFFFFFF)
+        struct.pack_into(">I", bhs, 24, self.cmd_sn)
+        struct.pack_into(">I", bhs, 28, self.exp_stat_sn)
+        self._send(bhs)
+        self.cmd_sn = (self.cmd_sn + 1) & 0xFFFFFFFF
+        return itt
 
     def command_past_ua(self, cdb, data_out=b"", data_in_len=0, lun=0):
         """command(), repeated while the answer is a UNIT ATTENTION (reported once each)."""

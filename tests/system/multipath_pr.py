@@ -4,14 +4,19 @@ cluster whose nodes reach the disk through different storage nodes). Every check
 the node the change did NOT go through, right after the change completes: one reservation state
 for the LU, enforced through every port at once.
 
-    multipath_pr.py HOST PORT_N1 PORT_N2 TARGET PHASE
+    multipath_pr.py HOST PORT_N1 PORT_N2 TARGET PHASE [PAUSE_SOCKET]
 PHASE "live": the failover-cluster sequence and every service action across the nodes.
 PHASE "after-n1-loss" / "after-n2-loss" / "both": the state "live" left is still there through
 the surviving node (the shell script killed the other one), or through both once it is back.
+PHASE "executing" (tests/system/multipath_pr_inflight.sh): n1's pool disk can be paused through
+PAUSE_SOCKET (nbdkit's pause filter), which holds a write of host A (through n2) executing in
+the volume while host B (through n1) preempts and aborts A, then resets the LU.
 Prints "ok - ..." / "FAIL - ..." lines; the exit status is the number of failures.
 """
+import socket
 import struct
 import sys
+import time
 
 from checks import bad, check, finish, ok
 from iscsi_initiator import CHECK_CONDITION, GOOD, RESERVATION_CONFLICT, Session, pr_in, pr_out
@@ -219,9 +224,77 @@ def after_loss():
         s.logout()
 
 
+def disk(command):
+    """Pauses ('p': once the requests already received have completed) or resumes ('r') n1's
+    pool disk through nbdkit's pause filter."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(10)
+        c.connect(sys.argv[6])
+        c.sendall(command.encode())
+        reply = c.recv(1)
+        assert reply == command.upper().encode(), f"pause filter answered {reply!r} to {command!r}"
+
+
+def executing():
+    """A write of host A through n2 is forwarded to the owner n1, where it waits for n1's paused
+    disk: it is executing when B, through n1, preempts and aborts A (or resets the LU). The peer
+    n2 aborts it when the change is installed there and answers the owner only once it ended, so
+    B's command is answered only after A's write is over, and A's write never is."""
+    a = host("host-a", "n2", 1)
+    b = host("host-b", "n1", 2)
+    for s in (a, b):
+        drain_ua(s)
+    check(status(a, REGISTER, 0, KEY_A) == GOOD and status(b, REGISTER, 0, KEY_B) == GOOD,
+          "A registers through n2, B through n1")
+    check(status(a, RESERVE, KEY_A, 0, WE) == GOOD, "A reserves WRITE EXCLUSIVE through n2")
+    for lba in (30, 31):
+        st, _, _ = write(a, lba, 0x11)
+        check(st == GOOD, f"A writes block {lba} through n2 (its clusters exist before the pause)",
+              f"status 0x{st:02x}")
+
+    # The reset first: A keeps its reservation through it, so its next write is allowed too.
+    for step, lba, fill in (("LOGICAL UNIT RESET", 31, 0xA8), ("PREEMPT AND ABORT", 30, 0xA7)):
+        drain_ua(a)
+        drain_ua(b)
+        disk("p")
+        itt = a.send_command(struct.pack(">BBIBHB", 0x2A, 0, lba, 0, 1, 0), bytes([fill]) * BS)
+        time.sleep(0.3)  # forwarded to n1, where it waits for the disk
+        if step == "PREEMPT AND ABORT":
+            params = struct.pack(">QQIBBH", KEY_B, KEY_A, 0, 0, 0, 0)
+            mine = b.send_command(struct.pack(">BBBHIB", 0x5F, PREEMPT_ABORT, WE, 0, len(params), 0), params)
+            want = 0x21
+        else:
+            mine = b.send_task_management(5)
+            want = 0x22
+        early = b.next_answer(1.5)
+        check(early is None, f"{step} through n1 is not answered while A's write through n2 still executes",
+              f"answered: {early}")
+        t0 = time.monotonic()
+        disk("r")
+        got = early or b.next_answer(15)
+        check(got is not None and got[0] == want and got[1] == mine and got[2] == GOOD,
+              f"{step} answered once A's write is over ({time.monotonic() - t0:.2f} s after the disk resumed)",
+              f"got {got}")
+        late = a.next_answer(1.0)
+        check(late is None, f"A's write through n2, executing during the {step}, is never answered",
+              f"got opcode/itt/status {late}")
+        expect = [(0x2A, 0x05), (0x2F, 0x00)] if step == "PREEMPT AND ABORT" else [(0x29, 0x03)]
+        heard = [ua_of(a) for _ in expect]
+        check(heard == expect, f"A hears {' then '.join(f'{x:02X}/{y:02X}' for x, y in expect)} through n2",
+              str(heard))
+        st, _, data = b.command_past_ua(struct.pack(">BBIBHB", 0x28, 0, lba, 0, 1, 0), data_in_len=BS)
+        check(st == GOOD and data == bytes([fill]) * BS,
+              "A's aborted write had been executing: it completed before the answer (read through n1)",
+              f"status 0x{st:02x}")
+    for s in (a, b):
+        s.logout()
+
+
 def main():
     if PHASE == "live":
         live()
+    elif PHASE == "executing":
+        executing()
     else:
         after_loss()
 
