@@ -314,7 +314,12 @@ Task<Result<std::vector<std::byte>>> MirrorVolume::owner_shared(std::span<const 
   co_await shared_mu_.lock();
   struct Unlock {
     AsyncMutex& m;
-    ~Unlock() { m.unlock(); }
+    bool held = true;
+    void now() {
+      if (held) m.unlock();
+      held = false;
+    }
+    ~Unlock() { now(); }
   } unlock{shared_mu_};
   if (!is_owner()) co_return Status::error(Errc::busy, "{} no longer orders changes of {}", o_.node, name());
   auto keeper = keeper_.lock();
@@ -339,8 +344,11 @@ Task<Result<std::vector<std::byte>>> MirrorVolume::owner_shared(std::span<const 
     }
   }
   // And here: a PREEMPT AND ABORT or a LUN RESET is answered only once no command it aborted, on
-  // either node, can still touch the volume. Held across the push: settle() needs only what the
-  // keeper owns, never the LU itself.
+  // either node, can still touch the volume. The change is in place on both nodes: the order of
+  // changes is released first, because an aborted write may wait for the range lock, which the
+  // resync holds while it waits for that order (rejoin). Held across the push: settle() needs
+  // only what the keeper owns, never the LU itself.
+  unlock.now();
   co_await keeper->settle();
   co_return answer;
 }
