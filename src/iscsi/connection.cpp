@@ -18,6 +18,7 @@ using namespace std::chrono_literals;
 constexpr std::uint8_t kFinal = 0x80;
 constexpr std::uint32_t kMaxBuffer = 32u << 20;  // largest Data-Out/Data-In buffer per command
 constexpr std::uint8_t kOpReportLuns = 0xa0, kOpInquiry = 0x12, kOpRequestSense = 0x03;
+constexpr std::uint8_t kOpPersistentReserveOut = 0x5f;
 
 // Task management functions (RFC 7143 §11.5.1) and responses (§11.6.1).
 enum Tmf : std::uint8_t {
@@ -231,6 +232,15 @@ Task<void> Connection::run() {
       portal_.conns[static_cast<std::size_t>(loop)].push_front(this);
       pos = portal_.conns[static_cast<std::size_t>(loop)].begin();
     }
+    if (target_) {
+      // Before the first command: an LU-wide abort must find every command of the session.
+      std::vector<std::pair<const scsi::LogicalUnit*, EventLoop*>> lus;
+      lus.reserve(target_->luns.size());
+      for (const auto& l : target_->luns)
+        lus.emplace_back(l.lu, &portal_.loops.at(std::clamp(l.loop, 0, portal_.loops.size() - 1)));
+      tasks_ = std::make_shared<SessionTasks>(this, portal_.loops.at(loop), nexus_, std::move(lus));
+      for (const auto& l : target_->luns) l.lu->join_task_set(tasks_);
+    }
     co_await full_feature();
     spdlog::info(
         "event=iscsi.logout conn={} peer={} initiator={} target={} reason=\"{}\" commands={} errors={} "
@@ -314,6 +324,9 @@ Task<void> Connection::full_feature() {
   // Commands that are still collecting data are dropped; executing ones finish unanswered.
   abort_where([](const Cmd&) { return true; });
   while (executing_ > 0) co_await idle_.wait();
+  // No command left: an LU-wide abort from now on has nothing to wait for here (and must not
+  // count on this connection, which goes away).
+  if (tasks_) tasks_->conn = nullptr;
   if (!pinger_done) co_await pinger_exit.wait();
   timer_.reset();
 }
@@ -728,8 +741,15 @@ Task<Status> Connection::on_data_out(const Bhs* pdu) {
   ++burst.next_data_sn;
   burst.next_offset = offset + dsl;
   bool ok = true;
+  c->receiving = true;
   DPX_CO_TRY(
       co_await read_data(c->out.size() == 0 || out_of_sequence ? nullptr : c->out.data() + offset, dsl, &ok));
+  c->receiving = false;
+  if (c->aborted) {
+    // Aborted while its data arrived (a TMF or an LU-wide abort): abort_where left it to us.
+    forget(c);
+    co_return Status::ok();
+  }
   if (out_of_sequence || !ok) {
     spdlog::info(
         "event=iscsi.data_out_error conn={} itt={:#x} data_sn={} offset={} expected_data_sn={} "
@@ -925,10 +945,57 @@ void Connection::abort_where(const std::function<bool(const Cmd&)>& pred) {
   for (auto& [itt, c] : cmds_) {
     if (!pred(*c) || c->aborted) continue;
     c->aborted = true;
-    if (!c->executing) drop.push_back(c.get());
+    if (!c->executing && !c->receiving) drop.push_back(c.get());
   }
-  // Not yet executing: nothing references them but the map.
+  // Neither executing nor receiving data: nothing references them but the map. The others are
+  // forgotten by execute() or on_data_out() when they are done with them.
   for (Cmd* c : drop) forget(c);
+}
+
+Task<void> Connection::wait_ended(std::vector<std::uint32_t> itts) {
+  // Aborted commands that are still executing; they are gone from cmds_ when done.
+  for (;;) {
+    Cmd* busy = nullptr;
+    for (auto itt : itts) {
+      auto it = cmds_.find(itt);
+      if (it != cmds_.end() && it->second->aborted && it->second->executing) busy = it->second.get();
+    }
+    if (!busy) co_return;
+    co_await busy->finished.wait();
+  }
+}
+
+// ---------------------------------------------------------------- LU-wide aborts
+
+Task<std::size_t> SessionTasks::abort_tasks(const scsi::LogicalUnit* lu) {
+  EventLoop* back = &home_;
+  for (const auto& [l, l_loop] : lus_)
+    if (l == lu) back = l_loop;
+  co_await switch_to(home_);
+  std::size_t n = 0;
+  if (conn) n = co_await conn->abort_for_lu(lu);
+  co_await switch_to(*back);
+  co_return n;
+}
+
+Task<std::size_t> Connection::abort_for_lu(const scsi::LogicalUnit* lu) {
+  ++executing_;  // the connection does not finish before this has
+  std::vector<std::uint32_t> itts;
+  for (auto& [itt, c] : cmds_) {
+    if (c->aborted || !c->lun || c->lun->lu != lu) continue;
+    // Already waiting for the order of reservation changes (scsi::TaskSetMember): left alone.
+    if (c->executing && !c->cdb.empty() && c->cdb[0] == kOpPersistentReserveOut) continue;
+    itts.push_back(itt);
+  }
+  abort_where([&itts](const Cmd& c) { return std::find(itts.begin(), itts.end(), c.itt) != itts.end(); });
+  const std::size_t n = itts.size();
+  if (n > 0)
+    spdlog::info(
+        "event=iscsi.tasks_aborted conn={} initiator={} target={} commands={} reason=\"LU-wide abort\"", id_,
+        nexus_.initiator_port, params_.target_name, n);
+  co_await wait_ended(std::move(itts));
+  if (--executing_ == 0) idle_.notify_all();
+  co_return n;
 }
 
 // ---------------------------------------------------------------- task management
@@ -941,18 +1008,6 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
   const std::uint32_t exp_before = exp_cmd_sn_;
   advance_cmd_sn(h);
   const std::uint64_t lun_field = h.lun();
-  auto wait_for = [this](std::vector<std::uint32_t> itts) -> Task<void> {
-    // Wait for every aborted command that is still executing; they are gone from cmds_ when done.
-    for (;;) {
-      Cmd* busy = nullptr;
-      for (auto itt : itts) {
-        auto it = cmds_.find(itt);
-        if (it != cmds_.end() && it->second->aborted && it->second->executing) busy = it->second.get();
-      }
-      if (!busy) co_return;
-      co_await busy->finished.wait();
-    }
-  };
   auto lun_exists = [&] {
     auto n = decode_lun(lun_field);
     return n && target_ && target_->lun(*n);
@@ -974,7 +1029,7 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
       }
       abort_where([rtt](const Cmd& c) { return c.itt == rtt; });
       std::vector<std::uint32_t> one(1, rtt);  // not {rtt}: GCC 12 miscompiles init lists in coroutines
-      co_await wait_for(std::move(one));
+      co_await wait_ended(std::move(one));
       break;
     }
     case kAbortTaskSet:
@@ -988,7 +1043,7 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
       for (auto& [itt, c] : cmds_)
         if (c->lun_field == lun_field) itts.push_back(itt);
       abort_where([lun_field](const Cmd& c) { return c.lun_field == lun_field; });
-      co_await wait_for(std::move(itts));
+      co_await wait_ended(std::move(itts));
       if (function != kLunReset) break;
       const Lun* l = target_->lun(*decode_lun(lun_field));
       EventLoop& home = portal_.loops.at(loop);
@@ -1009,11 +1064,11 @@ Task<void> Connection::on_task_management(std::unique_ptr<Bhs> pdu) {
       itts.reserve(cmds_.size());
       for (auto& [itt, c] : cmds_) itts.push_back(itt);
       abort_where([](const Cmd&) { return true; });
-      co_await wait_for(itts);
+      co_await wait_ended(itts);
       EventLoop& home = portal_.loops.at(loop);
       for (const auto& l : target_->luns) {
         co_await switch_to(portal_.loops.at(l.loop));
-        l.lu->reset();
+        co_await l.lu->reset_everywhere();  // each LU is reset as a whole, on every node serving it
         co_await switch_to(home);
       }
       spdlog::info("event=iscsi.target_reset conn={} initiator={} target={} cold={}", id_,

@@ -14,6 +14,9 @@
 //   collecting --all data in--> executing (on the LUN's loop) --> responding (Data-In, status)
 //   any state --ABORT TASK / ABORT TASK SET / LUN RESET / connection close--> aborted: data that
 //   still arrives is discarded, no response is sent; the TMF answers once execution has ended.
+//   The same for an LU-wide abort from another session, on this node or the other one serving
+//   the LU (SessionTasks): a LUN RESET aborts every session's commands for the LU, a PREEMPT AND
+//   ABORT the preempted nexus's; the command that caused it is answered once they have ended.
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -22,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <asio/steady_timer.hpp>
@@ -36,6 +40,28 @@
 namespace duplex::iscsi {
 
 class Connection;
+
+// The session as a member of its LUs' task sets (scsi::TaskSetMember): an LU-wide event (a
+// PREEMPT AND ABORT of this nexus, a LOGICAL UNIT RESET, through any session on any node) aborts
+// its commands for that LU. Owned by the connection; the LUs hold it weakly, an abort in
+// progress holds it.
+class SessionTasks final : public scsi::TaskSetMember {
+ public:
+  // `lus`: each LU of the session's target and the loop it runs on (where aborts return).
+  SessionTasks(Connection* conn, EventLoop& home, scsi::Nexus nexus,
+               std::vector<std::pair<const scsi::LogicalUnit*, EventLoop*>> lus)
+      : conn(conn), home_(home), nexus_(std::move(nexus)), lus_(std::move(lus)) {}
+  const scsi::Nexus& nexus() const override { return nexus_; }
+  Task<std::size_t> abort_tasks(const scsi::LogicalUnit* lu) override;
+
+  // Touched on the home loop only; cleared once the connection holds no command any more.
+  Connection* conn;
+
+ private:
+  EventLoop& home_;
+  scsi::Nexus nexus_;
+  std::vector<std::pair<const scsi::LogicalUnit*, EventLoop*>> lus_;
+};
 
 struct Portal::Impl {
   LoopGroup& loops;
@@ -73,6 +99,7 @@ class Connection {
   const std::string& id() const { return id_; }
 
  private:
+  friend class SessionTasks;
   struct Cmd {
     std::uint32_t itt = 0;
     std::uint32_t cmd_sn = 0;
@@ -100,6 +127,7 @@ class Connection {
     Burst unsolicited_burst;
     std::optional<scsi::CommandResult> early;  // refused before execution (answered when data is in)
     bool executing = false;
+    bool receiving = false;  // Data-Out is being read into `out`: an abort must not free it now
     bool aborted = false;
     bool done = false;
     WaitQueue finished;
@@ -133,6 +161,11 @@ class Connection {
   Task<Status> respond(Cmd* c, scsi::CommandResult r, std::span<const std::byte> data_in);
   void forget(Cmd* c);
   void abort_where(const std::function<bool(const Cmd&)>& pred);
+  // Completes once none of the (aborted) commands `itts` is executing any more.
+  Task<void> wait_ended(std::vector<std::uint32_t> itts);
+  // An LU-wide abort (SessionTasks::abort_tasks) on the home loop: this session's commands for
+  // `lu`; returns how many, once they have ended.
+  Task<std::size_t> abort_for_lu(const scsi::LogicalUnit* lu);
 
   // Staging buffers of 64 KiB and more are reused: a fresh large allocation costs a page fault
   // per page (it is a new mapping), which dominated the CPU of sequential I/O.
@@ -151,6 +184,7 @@ class Connection {
   SessionParams params_;
   const Target* target_ = nullptr;
   scsi::Nexus nexus_;
+  std::shared_ptr<SessionTasks> tasks_;  // a normal session's membership of its LUs' task sets
   std::string registry_key_;
   bool registered_ = false;
   std::uint16_t tsih_ = 0;

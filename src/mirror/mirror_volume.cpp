@@ -301,7 +301,10 @@ Task<Status> MirrorVolume::push_shared(bool with_events, bool force) {
   h.seq = shared_version_;
   if (force) h.flags = wire::kFlagForce;
   auto ch = chan_;
-  auto r = co_await ch->call(h, blob, o_.replicate_timeout);
+  // With events the peer answers once the commands they abort there have ended (settle()), which
+  // takes as long as a write can: up to replicate_timeout + freeze_timeout.
+  const auto timeout = with_events ? (2 * o_.replicate_timeout) + o_.freeze_timeout : o_.replicate_timeout;
+  auto r = co_await ch->call(h, blob, timeout);
   co_return r.is_ok() ? reply_status(*r) : r.status();
 }
 
@@ -311,7 +314,12 @@ Task<Result<std::vector<std::byte>>> MirrorVolume::owner_shared(std::span<const 
   co_await shared_mu_.lock();
   struct Unlock {
     AsyncMutex& m;
-    ~Unlock() { m.unlock(); }
+    bool held = true;
+    void now() {
+      if (held) m.unlock();
+      held = false;
+    }
+    ~Unlock() { now(); }
   } unlock{shared_mu_};
   if (!is_owner()) co_return Status::error(Errc::busy, "{} no longer orders changes of {}", o_.node, name());
   auto keeper = keeper_.lock();
@@ -319,21 +327,29 @@ Task<Result<std::vector<std::byte>>> MirrorVolume::owner_shared(std::span<const 
     co_return Status::error(Errc::unavailable, "no front-end keeps the shared state of {} here", name());
   bool changed = false;
   std::vector<std::byte> answer = keeper->apply_change(request, changed);
-  keeper.reset();  // not held across the push: the LU may be retired meanwhile
   if (!changed) co_return answer;
   ++shared_version_;
   if (!link_up()) {
-    if (!peer_member()) co_return answer;
-    if (auto st = co_await peer_lost(fmt::format("{} unreachable (shared state)", o_.peer)); !st.is_ok())
-      co_return st;
-    co_return answer;
+    if (peer_member())
+      if (auto st = co_await peer_lost(fmt::format("{} unreachable (shared state)", o_.peer)); !st.is_ok())
+        co_return st;
+  } else {
+    // The peer installs the change and ends the commands it aborts there before it answers.
+    Status pushed = co_await push_shared(true, false);
+    if (!pushed.is_ok() && peer_member()) {
+      if (auto st =
+              co_await peer_lost(fmt::format("shared state to {} failed: {}", o_.peer, pushed.message()));
+          !st.is_ok())
+        co_return st;
+    }
   }
-  Status pushed = co_await push_shared(true, false);
-  if (!pushed.is_ok() && peer_member()) {
-    if (auto st = co_await peer_lost(fmt::format("shared state to {} failed: {}", o_.peer, pushed.message()));
-        !st.is_ok())
-      co_return st;
-  }
+  // And here: a PREEMPT AND ABORT or a LUN RESET is answered only once no command it aborted, on
+  // either node, can still touch the volume. The change is in place on both nodes: the order of
+  // changes is released first, because an aborted write may wait for the range lock, which the
+  // resync holds while it waits for that order (rejoin). Held across the push: settle() needs
+  // only what the keeper owns, never the LU itself.
+  unlock.now();
+  co_await keeper->settle();
   co_return answer;
 }
 
@@ -348,8 +364,10 @@ Task<Result<std::vector<std::byte>>> MirrorVolume::shared_change(std::vector<std
     }
     if (!link_up()) break;
     auto ch = chan_;
-    auto r =
-        co_await ch->call(header(wire::Type::shared_call), request, o_.replicate_timeout + o_.freeze_timeout);
+    // The owner applies the change, pushes it to us (push_shared: up to 2 x replicate_timeout +
+    // freeze_timeout when it aborts commands) and waits for its own aborted commands.
+    auto r = co_await ch->call(header(wire::Type::shared_call), request,
+                               (3 * o_.replicate_timeout) + (2 * o_.freeze_timeout));
     if (!r.is_ok()) break;
     Status st = reply_status(*r);
     if (st.is_ok()) co_return std::vector<std::byte>(r->payload.begin(), r->payload.end());
@@ -1115,8 +1133,10 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
     }
     case wire::Type::shared_state: {
       rep.type = wire::Type::shared_state_reply;
-      rep.status = static_cast<std::int32_t>(
-          install_shared(m.payload, h.seq, (h.flags & wire::kFlagForce) != 0).code());
+      const Status st = install_shared(m.payload, h.seq, (h.flags & wire::kFlagForce) != 0);
+      rep.status = static_cast<std::int32_t>(st.code());
+      // The commands the change aborted here have ended before the owner hears it is installed.
+      if (auto keeper = keeper_.lock(); keeper && st.is_ok()) co_await keeper->settle();
       (void)co_await ch->reply(h, rep, {});
       co_return;
     }

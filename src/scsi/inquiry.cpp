@@ -194,6 +194,11 @@ std::vector<std::uint8_t> mode_page(std::uint8_t page, bool changeable, bool swp
         p[4] = 0x08;  // SWP
       } else {
         if (swp) p[4] = 0x08;
+        // TST 000b (one task set for the LU) and TAS 0: commands aborted by another nexus's action
+        // (PREEMPT AND ABORT, LOGICAL UNIT RESET) end without status, their nexus learns of it by a
+        // unit attention (TaskSetMember, LogicalUnit::abort_tasks_here).
+        p[2] = 0x00;
+        p[5] = 0x00;
         p[3] = 0x10;  // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering
         p[8] = 0xff;  // BUSY TIMEOUT PERIOD: unlimited
         p[9] = 0xff;

@@ -39,15 +39,50 @@ LogicalUnit::LogicalUnit(volume::BlockVolume& volume, LuConfig cfg) : volume_(vo
       [this](const Nexus& n, Asc a) { pr_event(PrEvent{PrEvent::unit_attention, n, a}); },
       [this](const Nexus& n) { pr_event(PrEvent{PrEvent::abort_tasks, n, {}}); },
       [this](const PrState& s) { return persist_hook_ ? persist_hook_(s) : Status::ok(); }});
+  aborts_->lu = this;
   keeper_ = make_keeper();
   shared_ = volume_.attach_shared_state(keeper_);
 }
 
-// The volume holds keeper_ weakly, so nothing needs to be told when the LU goes.
-LogicalUnit::~LogicalUnit() = default;
+// The volume holds keeper_ weakly, so nothing needs to be told when the LU goes; an abort still
+// running (only at shutdown) finds aborts_->lu cleared.
+LogicalUnit::~LogicalUnit() { aborts_->lu = nullptr; }
 
-void LogicalUnit::set_abort_hook(std::function<void(const Nexus&)> f) { abort_hook_ = std::move(f); }
 void LogicalUnit::set_persist_hook(std::function<Status(const PrState&)> f) { persist_hook_ = std::move(f); }
+
+void LogicalUnit::join_task_set(std::weak_ptr<TaskSetMember> member) {
+  const std::lock_guard lock(members_mu_);
+  std::erase_if(members_, [](const std::weak_ptr<TaskSetMember>& m) { return m.expired(); });
+  members_.push_back(std::move(member));
+}
+
+void LogicalUnit::abort_tasks_here(const std::optional<Nexus>& nexus, bool cleared) {
+  std::vector<std::shared_ptr<TaskSetMember>> hit;
+  {
+    const std::lock_guard lock(members_mu_);
+    std::erase_if(members_, [](const std::weak_ptr<TaskSetMember>& m) { return m.expired(); });
+    for (const auto& w : members_)
+      if (auto m = w.lock(); m && (!nexus || same_nexus(m->nexus(), *nexus))) hit.push_back(std::move(m));
+  }
+  for (auto& m : hit) {
+    ++aborts_->running;
+    // Each member completes on this loop; the member is held until it has.
+    spawn([](std::shared_ptr<TaskSetMember> member, std::shared_ptr<Aborts> a, bool tell) -> Task<void> {
+      std::size_t n = 0;
+      if (const LogicalUnit* lu = a->lu) n = co_await member->abort_tasks(lu);
+      // TAS=0: the initiator hears of its lost commands only through this unit attention.
+      if (n > 0 && tell && a->lu)
+        a->lu->unit_attention(member->nexus(), asc::kCommandsClearedByAnotherInitiator);
+      if (--a->running == 0) a->idle.notify_all();
+    }(std::move(m), aborts_, cleared));
+  }
+}
+
+Task<void> LogicalUnit::aborts_settled() { return wait_aborts(aborts_); }
+
+Task<void> LogicalUnit::wait_aborts(std::shared_ptr<Aborts> a) {
+  while (a->running > 0) co_await a->idle.wait();
+}
 
 void LogicalUnit::unit_attention(const Nexus& nexus, Asc code) {
   auto& queue = unit_attentions_[nexus];
@@ -304,9 +339,12 @@ Task<CommandResult> LogicalUnit::dispatch(Command c) {
     case op::kUnmap: co_return co_await unmap(c);
     case op::kCompareAndWrite: co_return co_await compare_and_write(c);
     case op::kPersistentReserveIn: co_return pr_->in(*c.nexus, cdb, c.data_in);
-    case op::kPersistentReserveOut:
+    case op::kPersistentReserveOut: {
       if (shared_) co_return co_await shared_reserve_out(c);
-      co_return pr_->out(*c.nexus, cdb, c.data_out);
+      CommandResult r = pr_->out(*c.nexus, cdb, c.data_out);
+      co_await aborts_settled();  // PREEMPT AND ABORT: answered once the preempted commands are gone
+      co_return r;
+    }
     default: co_return illegal_request(asc::kInvalidOpcode, 0);
   }
 }

@@ -153,7 +153,7 @@ CommandResult internal_failure() {
 // What the volume calls: forwards to the LU, which owns it.
 class LuKeeper final : public volume::SharedStateKeeper {
  public:
-  explicit LuKeeper(LogicalUnit& lu) : lu_(lu) {}
+  explicit LuKeeper(LogicalUnit& lu) : lu_(lu), aborts_(lu.aborts_) {}
   std::vector<std::byte> apply_change(std::span<const std::byte> request, bool& changed) override {
     return lu_.apply_change(request, changed);
   }
@@ -163,9 +163,12 @@ class LuKeeper final : public volume::SharedStateKeeper {
   Status import_state(std::span<const std::byte> blob, bool raise_events) override {
     return lu_.import_state(blob, raise_events);
   }
+  // Only what the keeper holds itself: the volume may await it after the LU is gone (shutdown).
+  Task<void> settle() override { return LogicalUnit::wait_aborts(aborts_); }
 
  private:
   LogicalUnit& lu_;
+  std::shared_ptr<LogicalUnit::Aborts> aborts_;
 };
 
 std::shared_ptr<volume::SharedStateKeeper> LogicalUnit::make_keeper() {
@@ -176,7 +179,8 @@ void LogicalUnit::pr_event(const PrEvent& e) {
   if (shared_) pr_events_.push_back(e);
   if (!own_nexus(e.nexus)) return;  // the other node raises it (import_state)
   if (e.kind == PrEvent::unit_attention) unit_attention(e.nexus, e.code);
-  if (e.kind == PrEvent::abort_tasks && abort_hook_) abort_hook_(e.nexus);
+  // PREEMPT AND ABORT; the change is answered after aborts_settled() (here, or in the volume).
+  if (e.kind == PrEvent::abort_tasks) abort_tasks_here(e.nexus, true);
 }
 
 Task<CommandResult> LogicalUnit::shared_reserve_out(Command c) {
@@ -197,9 +201,14 @@ Task<CommandResult> LogicalUnit::shared_reserve_out(Command c) {
   co_return *answer;
 }
 
+// The volume runs the reset on its owner, which resets and aborts there and on the other node
+// before it answers (MirrorVolume settles both): a LUN RESET through either node ends the LU's
+// commands on both.
 Task<void> LogicalUnit::reset_everywhere() {
   if (!shared_) {
     reset();
+    abort_tasks_here(std::nullopt, false);
+    co_await aborts_settled();
     co_return;
   }
   Writer w;
@@ -213,6 +222,8 @@ Task<void> LogicalUnit::reset_everywhere() {
     spdlog::warn("event=scsi.lun_reset_local_only volume={} reason=\"{}\"", volume_.name(),
                  r.status().message());
     reset();
+    abort_tasks_here(std::nullopt, false);
+    co_await aborts_settled();
   }
 }
 
@@ -223,7 +234,9 @@ std::vector<std::byte> LogicalUnit::apply_change(std::span<const std::byte> requ
   const std::uint8_t kind = in.u8();
   pr_events_.clear();
   if (kind == kKindReset && in.done()) {
+    // 29/03 tells every nexus; no 2F/00 besides (SAM-5: the reset's own unit attention).
     reset();
+    abort_tasks_here(std::nullopt, false);
     pr_events_.push_back(PrEvent{PrEvent::reset, {}, asc::kLunReset});
     changed = true;
     return encode_answer(CommandResult{});
@@ -286,14 +299,16 @@ Status LogicalUnit::import_state(std::span<const std::byte> blob, bool raise_eve
     if (Status p = persist_hook_(*state); !p.is_ok()) return p;
   pr_->restore(std::move(*state));
   if (!raise_events) return Status::ok();
+  // The aborts started here end before the volume answers the change (it awaits settle()).
   for (const PrEvent& e : events) {
     if (e.kind == PrEvent::reset) {
       reset();
+      abort_tasks_here(std::nullopt, false);
       continue;
     }
     if (e.nexus.relative_port != cfg_.relative_port) continue;  // raised on the node that made it
     if (e.kind == PrEvent::unit_attention) unit_attention(e.nexus, e.code);
-    if (e.kind == PrEvent::abort_tasks && abort_hook_) abort_hook_(e.nexus);
+    if (e.kind == PrEvent::abort_tasks) abort_tasks_here(e.nexus, true);
   }
   return Status::ok();
 }

@@ -21,6 +21,8 @@ Task<Result<CompareOutcome>> BlockVolume::compare_and_write(std::uint64_t offset
   co_return CompareOutcome{};
 }
 
+Task<void> SharedStateKeeper::settle() { co_return; }
+
 // Both by value in the interface: a mirror keeps the keeper and moves the request into its
 // message to the owner; this default uses neither.
 bool BlockVolume::attach_shared_state(

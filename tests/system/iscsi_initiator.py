@@ -43,6 +43,7 @@ class Session:
         self.target = target
         self.initiator = initiator
         self.isid = isid
+        self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.itt = 1
         self.cmd_sn = 1
@@ -153,17 +154,7 @@ class Session:
             rsp, data = self._recv()
             op = rsp[0] & 0x3F
             if op == 0x20:  # NOP-In: a ping from the target wants an answer
-                ttt = rsp[20:24]
-                if ttt != b"\xff\xff\xff\xff":
-                    nop = bytearray(48)
-                    nop[0] = 0x40 | 0x00
-                    nop[1] = 0x80
-                    nop[8:16] = rsp[8:16]
-                    nop[16:20] = b"\xff\xff\xff\xff"
-                    nop[20:24] = ttt
-                    struct.pack_into(">I", nop, 24, self.cmd_sn)
-                    struct.pack_into(">I", nop, 28, self.exp_stat_sn)
-                    self._send(nop)
+                self._answer_ping(rsp)
                 continue
             if op == 0x3F or op == 0x3A or op == 0x32:  # reject, async message
                 if op == 0x3F:
@@ -229,6 +220,107 @@ class Session:
             if rsp[0] & 0x3F == 0x22 and struct.unpack(">I", rsp[16:20])[0] == itt:
                 self._note_stat_sn(rsp)
                 return rsp[2]
+
+    def _answer_ping(self, rsp):
+        """A NOP-In with a target transfer tag is a ping that wants a NOP-Out back."""
+        ttt = rsp[20:24]
+        if ttt != b"\xff\xff\xff\xff":
+            nop = bytearray(48)
+            nop[0] = 0x40 | 0x00
+            nop[1] = 0x80
+            nop[8:16] = rsp[8:16]
+            nop[16:20] = b"\xff\xff\xff\xff"
+            nop[20:24] = ttt
+            struct.pack_into(">I", nop, 24, self.cmd_sn)
+            struct.pack_into(">I", nop, 28, self.exp_stat_sn)
+            self._send(nop)
+
+    def start_write_awaiting_r2t(self, lba, blocks=1, lun=0):
+        """WRITE(10) sent without any data (F set, no immediate data), so that the target must ask
+        for it by R2T; reads that R2T. The command then waits in the target for its Data-Out:
+        a command in flight for as long as the test likes. Returns (itt, ttt)."""
+        itt = self._next_itt()
+        bhs = bytearray(48)
+        bhs[0] = 0x01
+        bhs[1] = 0x80 | 0x20 | 0x01
+        bhs[8:16] = (lun << 48).to_bytes(8, "big")
+        struct.pack_into(">I", bhs, 16, itt)
+        struct.pack_into(">I", bhs, 20, blocks * 512)
+        struct.pack_into(">I", bhs, 24, self.cmd_sn)
+        struct.pack_into(">I", bhs, 28, self.exp_stat_sn)
+        bhs[32:48] = struct.pack(">BBIBHB", 0x2A, 0, lba, 0, blocks, 0).ljust(16, b"\0")
+        self._send(bhs)
+        self.cmd_sn = (self.cmd_sn + 1) & 0xFFFFFFFF
+        while True:
+            rsp, _ = self._recv()
+            op = rsp[0] & 0x3F
+            if op == 0x20:
+                self._answer_ping(rsp)
+                continue
+            if op != 0x31 or struct.unpack(">I", rsp[16:20])[0] != itt:
+                raise IscsiError(f"expected an R2T, got opcode 0x{op:02x}")
+            return itt, rsp[20:24]
+
+    def send_data_out(self, itt, ttt, data, lun=0):
+        """The Data-Out an R2T asked for, in one PDU (final), from offset 0."""
+        dout = bytearray(48)
+        dout[0] = 0x05
+        dout[1] = 0x80
+        dout[8:16] = (lun << 48).to_bytes(8, "big")
+        struct.pack_into(">I", dout, 16, itt)
+        dout[20:24] = ttt
+        struct.pack_into(">I", dout, 28, self.exp_stat_sn)
+        self._send(dout, data)
+
+    def send_command(self, cdb, data_out=b"", lun=0):
+        """Sends a command whose Data-Out (if any) goes whole as immediate data, without waiting
+        for its answer (next_answer() reads it); returns its ITT."""
+        itt = self._next_itt()
+        bhs = bytearray(48)
+        bhs[0] = 0x01
+        bhs[1] = 0x80 | (0x20 if data_out else 0) | 0x01
+        bhs[8:16] = (lun << 48).to_bytes(8, "big")
+        struct.pack_into(">I", bhs, 16, itt)
+        struct.pack_into(">I", bhs, 20, len(data_out))
+        struct.pack_into(">I", bhs, 24, self.cmd_sn)
+        struct.pack_into(">I", bhs, 28, self.exp_stat_sn)
+        bhs[32:48] = bytes(cdb).ljust(16, b"\0")
+        self._send(bhs, data_out)
+        self.cmd_sn = (self.cmd_sn + 1) & 0xFFFFFFFF
+        return itt
+
+    def next_answer(self, timeout):
+        """The next PDU other than a ping within `timeout` seconds, as (opcode, itt, byte 3: the
+        SCSI status of a SCSI Response), or None."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                rsp, _ = self._recv()
+                if rsp[0] & 0x3F == 0x20:
+                    self._answer_ping(rsp)
+                    continue
+                if rsp[0] & 0x3F in (0x21, 0x22):
+                    self._note_stat_sn(rsp)
+                return rsp[0] & 0x3F, struct.unpack(">I", rsp[16:20])[0], rsp[3]
+        except socket.timeout:
+            return None
+        finally:
+            self.sock.settimeout(self.timeout)
+
+    def send_task_management(self, function, lun=0):
+        """task_management() without waiting for the answer (next_answer() reads it); its ITT."""
+        itt = self._next_itt()
+        bhs = bytearray(48)
+        bhs[0] = 0x40 | 0x02
+        bhs[1] = 0x80 | function
+        bhs[8:16] = (lun << 48).to_bytes(8, "big")
+        struct.pack_into(">I", bhs, 16, itt)
+        struct.pack_into(">I", bhs, 20, 0xFFFFFFFF)
+        struct.pack_into(">I", bhs, 24, self.cmd_sn)
+        struct.pack_into(">I", bhs, 28, self.exp_stat_sn)
+        self._send(bhs)
+        self.cmd_sn = (self.cmd_sn + 1) & 0xFFFFFFFF
+        return itt
 
     def command_past_ua(self, cdb, data_out=b"", data_in_len=0, lun=0):
         """command(), repeated while the answer is a UNIT ATTENTION (reported once each)."""

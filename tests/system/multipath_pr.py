@@ -4,14 +4,19 @@ cluster whose nodes reach the disk through different storage nodes). Every check
 the node the change did NOT go through, right after the change completes: one reservation state
 for the LU, enforced through every port at once.
 
-    multipath_pr.py HOST PORT_N1 PORT_N2 TARGET PHASE
+    multipath_pr.py HOST PORT_N1 PORT_N2 TARGET PHASE [PAUSE_SOCKET]
 PHASE "live": the failover-cluster sequence and every service action across the nodes.
 PHASE "after-n1-loss" / "after-n2-loss" / "both": the state "live" left is still there through
 the surviving node (the shell script killed the other one), or through both once it is back.
+PHASE "executing" (tests/system/multipath_pr_inflight.sh): n1's pool disk can be paused through
+PAUSE_SOCKET (nbdkit's pause filter), which holds a write of host A (through n2) executing in
+the volume while host B (through n1) preempts and aborts A, then resets the LU.
 Prints "ok - ..." / "FAIL - ..." lines; the exit status is the number of failures.
 """
+import socket
 import struct
 import sys
+import time
 
 from checks import bad, check, finish, ok
 from iscsi_initiator import CHECK_CONDITION, GOOD, RESERVATION_CONFLICT, Session, pr_in, pr_out
@@ -138,13 +143,25 @@ def live():
     st, _, _ = write(c, 13, 0xCC)
     check(st == RESERVATION_CONFLICT, "unregistered C's write through n2 conflicts", f"status 0x{st:02x}")
 
-    # PREEMPT AND ABORT through n2: A's registration goes; A hears of it through n1.
+    # PREEMPT AND ABORT through n2 while A has a write in flight through n1 (sent, waiting for its
+    # Data-Out): A's registration goes and its command is aborted on n1 (TAS=0: never answered,
+    # the late Data-Out dropped); A hears 2A/05, then 2F/00 (commands cleared by another initiator).
+    itt, ttt = a.start_write_awaiting_r2t(14)
     check(status(b, PREEMPT_ABORT, KEY_B, KEY_A, EA) == GOOD, "B preempts and aborts A through n2")
+    a.send_data_out(itt, ttt, bytes([0xA5]) * BS)
+    late = a.next_answer(1.0)
+    check(late is None, "A's write in flight through n1 is aborted: never answered, its Data-Out dropped",
+          f"got opcode/itt {late}")
     ua = ua_of(a)
     check(ua == (0x2A, 0x05), "A hears 2A/05 through n1 after PREEMPT AND ABORT", str(ua))
+    ua = ua_of(a)
+    check(ua == (0x2F, 0x00), "then COMMANDS CLEARED BY ANOTHER INITIATOR (2F/00) for its aborted write", str(ua))
     check(reservation(a) == (KEY_B, EA), "n1 shows B's EXCLUSIVE ACCESS reservation", str(reservation(a)))
     st, _, _ = read(a, 13)
     check(st == RESERVATION_CONFLICT, "A may not even read through n1 (EXCLUSIVE ACCESS)", f"status 0x{st:02x}")
+    st, _, data = b.command_past_ua(struct.pack(">BBIBHB", 0x28, 0, 14, 0, 1, 0), data_in_len=BS)
+    check(st == GOOD and data != bytes([0xA5]) * BS, "the aborted write never reached the volume (read through n2)",
+          f"status 0x{st:02x}")
 
     # LOGICAL UNIT RESET through n1 raises 29/03 on n2's nexuses too; reservations stay.
     drain_ua(b)
@@ -153,6 +170,30 @@ def live():
     ua = ua_of(b)
     check(ua == (0x29, 0x03), "B hears the LUN reset (29/03) through n2", str(ua))
     check(reservation(b) == (KEY_B, EA), "the reservation survives the LUN reset", str(reservation(b)))
+
+    # And a reset aborts the LU's commands on the other node too. B's write in flight through n2
+    # ends unanswered when A resets the LU through n1 (the owner: n2 aborts it when the reset is
+    # installed there), and A's through n1 when B resets it through n2 (forwarded to n1, which
+    # aborts it before it answers). Each hears 29/03 and nothing more.
+    for who, node, other, other_node, lba, fill in ((b, "n2", a, "n1", 15, 0xB5), (a, "n1", b, "n2", 16, 0xA6)):
+        drain_ua(a)
+        drain_ua(b)
+        itt, ttt = who.start_write_awaiting_r2t(lba)
+        resp = other.task_management(5)
+        check(resp == 0, f"LOGICAL UNIT RESET through {other_node} completes", f"response {resp}")
+        who.send_data_out(itt, ttt, bytes([fill]) * BS)
+        late = who.next_answer(1.0)
+        check(late is None, f"a write in flight through {node} is aborted by the reset through {other_node}: "
+              "never answered", f"got opcode/itt {late}")
+        ua = ua_of(who)
+        check(ua == (0x29, 0x03), f"its host hears 29/03 through {node}", str(ua))
+        ua = ua_of(who)
+        check(ua is None, f"and nothing more through {node} (a reset's aborts are told by 29/03 alone)", str(ua))
+        st, _, data = b.command_past_ua(struct.pack(">BBIBHB", 0x28, 0, lba, 0, 1, 0), data_in_len=BS)
+        check(st == GOOD and data != bytes([fill]) * BS, "the aborted write never reached the volume",
+              f"status 0x{st:02x}")
+    drain_ua(a)
+    drain_ua(b)
 
     # CLEAR through n1 by a registrant, then the state the loss tests check.
     check(status(a, REGISTER, 0, KEY_A) == GOOD, "A registers again through n1")
@@ -183,9 +224,77 @@ def after_loss():
         s.logout()
 
 
+def disk(command):
+    """Pauses ('p': once the requests already received have completed) or resumes ('r') n1's
+    pool disk through nbdkit's pause filter."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(10)
+        c.connect(sys.argv[6])
+        c.sendall(command.encode())
+        reply = c.recv(1)
+        assert reply == command.upper().encode(), f"pause filter answered {reply!r} to {command!r}"
+
+
+def executing():
+    """A write of host A through n2 is forwarded to the owner n1, where it waits for n1's paused
+    disk: it is executing when B, through n1, preempts and aborts A (or resets the LU). The peer
+    n2 aborts it when the change is installed there and answers the owner only once it ended, so
+    B's command is answered only after A's write is over, and A's write never is."""
+    a = host("host-a", "n2", 1)
+    b = host("host-b", "n1", 2)
+    for s in (a, b):
+        drain_ua(s)
+    check(status(a, REGISTER, 0, KEY_A) == GOOD and status(b, REGISTER, 0, KEY_B) == GOOD,
+          "A registers through n2, B through n1")
+    check(status(a, RESERVE, KEY_A, 0, WE) == GOOD, "A reserves WRITE EXCLUSIVE through n2")
+    for lba in (30, 31):
+        st, _, _ = write(a, lba, 0x11)
+        check(st == GOOD, f"A writes block {lba} through n2 (its clusters exist before the pause)",
+              f"status 0x{st:02x}")
+
+    # The reset first: A keeps its reservation through it, so its next write is allowed too.
+    for step, lba, fill in (("LOGICAL UNIT RESET", 31, 0xA8), ("PREEMPT AND ABORT", 30, 0xA7)):
+        drain_ua(a)
+        drain_ua(b)
+        disk("p")
+        itt = a.send_command(struct.pack(">BBIBHB", 0x2A, 0, lba, 0, 1, 0), bytes([fill]) * BS)
+        time.sleep(0.3)  # forwarded to n1, where it waits for the disk
+        if step == "PREEMPT AND ABORT":
+            params = struct.pack(">QQIBBH", KEY_B, KEY_A, 0, 0, 0, 0)
+            mine = b.send_command(struct.pack(">BBBHIB", 0x5F, PREEMPT_ABORT, WE, 0, len(params), 0), params)
+            want = 0x21
+        else:
+            mine = b.send_task_management(5)
+            want = 0x22
+        early = b.next_answer(1.5)
+        check(early is None, f"{step} through n1 is not answered while A's write through n2 still executes",
+              f"answered: {early}")
+        t0 = time.monotonic()
+        disk("r")
+        got = early or b.next_answer(15)
+        check(got is not None and got[0] == want and got[1] == mine and got[2] == GOOD,
+              f"{step} answered once A's write is over ({time.monotonic() - t0:.2f} s after the disk resumed)",
+              f"got {got}")
+        late = a.next_answer(1.0)
+        check(late is None, f"A's write through n2, executing during the {step}, is never answered",
+              f"got opcode/itt/status {late}")
+        expect = [(0x2A, 0x05), (0x2F, 0x00)] if step == "PREEMPT AND ABORT" else [(0x29, 0x03)]
+        heard = [ua_of(a) for _ in expect]
+        check(heard == expect, f"A hears {' then '.join(f'{x:02X}/{y:02X}' for x, y in expect)} through n2",
+              str(heard))
+        st, _, data = b.command_past_ua(struct.pack(">BBIBHB", 0x28, 0, lba, 0, 1, 0), data_in_len=BS)
+        check(st == GOOD and data == bytes([fill]) * BS,
+              "A's aborted write had been executing: it completed before the answer (read through n1)",
+              f"status 0x{st:02x}")
+    for s in (a, b):
+        s.logout()
+
+
 def main():
     if PHASE == "live":
         live()
+    elif PHASE == "executing":
+        executing()
     else:
         after_loss()
 

@@ -4,7 +4,9 @@
 #   - live (tests/system/multipath_pr.py): every change made through one node is enforced and
 #     reported through the other at once: REGISTER, RESERVE, conflicts for writes, the failover
 #     cluster's PREEMPT after a host failure, REGISTER AND MOVE, RELEASE, registrants-only,
-#     PREEMPT AND ABORT, LUN RESET (29/03 on the other node), CLEAR, with their unit attentions;
+#     PREEMPT AND ABORT (the preempted host's write in flight through the other node is aborted:
+#     never answered, 2F/00), LUN RESET (29/03 on the other node, and a write in flight through
+#     either node aborted by a reset through the other), CLEAR, with their unit attentions;
 #   - the state (without APTPL: in memory only) survives the loss of n1 (SIGKILL: n2 serves it),
 #     n1's return (it gets the state from n2), then the loss of n2 (n1 serves it).
 # Only 127.0.0.1, free ports; every process started here is stopped by its pid.

@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "duplex/base/endian.h"
 #include "duplex/iscsi/pdu.h"
@@ -50,6 +52,53 @@ class Catalogue final : public TargetCatalogue {
   std::vector<Target> targets_;
 };
 
+// Forwards to a volume; while armed, a write at kGateLba waits until open() (posted to the loop)
+// lets it go: a command that stays executing for as long as a test needs.
+class GatedVolume final : public volume::BlockVolume {
+ public:
+  static constexpr std::uint32_t kGateLba = 4000;
+  explicit GatedVolume(volume::BlockVolume& v) : v_(v) {}
+  void arm() { armed_ = true; }  // any thread, before the write is sent
+  void open() {                  // on the loop
+    armed_ = false;
+    gate_.notify_all();
+  }
+  int waiting() const { return waiting_.load(); }
+
+  const std::string& name() const override { return v_.name(); }
+  Uuid uuid() const override { return v_.uuid(); }
+  std::uint64_t size() const override { return v_.size(); }
+  bool read_only() const override { return v_.read_only(); }
+  std::uint32_t preferred_block_size() const override { return v_.preferred_block_size(); }
+  Task<Status> read(std::uint64_t o, std::span<std::byte> b) override { return v_.read(o, b); }
+  Task<Status> write(std::uint64_t o, std::span<const std::byte> b, bool fua) override {
+    if (o == std::uint64_t{kGateLba} * 512) {
+      ++waiting_;
+      while (armed_) co_await gate_.wait();
+      --waiting_;
+    }
+    co_return co_await v_.write(o, b, fua);
+  }
+  Task<Status> flush() override { return v_.flush(); }
+  Task<Status> trim(std::uint64_t o, std::uint64_t l) override { return v_.trim(o, l); }
+  Task<Status> write_zeroes(std::uint64_t o, std::uint64_t l, bool nu, bool fua) override {
+    return v_.write_zeroes(o, l, nu, fua);
+  }
+  Result<std::vector<volume::Extent>> block_status(std::uint64_t o, std::uint64_t l) const override {
+    return v_.block_status(o, l);
+  }
+  Result<std::vector<volume::Extent>> changed_since(const std::string& s, std::uint64_t o,
+                                                    std::uint64_t l) const override {
+    return v_.changed_since(s, o, l);
+  }
+
+ private:
+  volume::BlockVolume& v_;
+  std::atomic<bool> armed_{false};
+  std::atomic<int> waiting_{0};
+  WaitQueue gate_;
+};
+
 std::string run(const std::string& cmd, int* rc) {
   std::string out;
   FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
@@ -76,10 +125,11 @@ class PortalTest : public ::testing::Test {
     auto id = sync_wait(pool_->create_volume("lun0", kVolBytes));
     ASSERT_TRUE(id);
     vol_ = std::make_unique<volume::LocalVolume>(*pool_, *id, "lun0");
+    gated_ = std::make_unique<GatedVolume>(*vol_);
     scsi::LuConfig cfg;
     cfg.serial = "0123456789abcdef0123456789abcdef";
     cfg.target_port_name = std::string(kRw) + ",t,0x0001";
-    lu_ = std::make_unique<scsi::LogicalUnit>(*vol_, cfg);
+    lu_ = std::make_unique<scsi::LogicalUnit>(*gated_, cfg);
 
     Target rw;
     rw.name = kRw;
@@ -210,9 +260,76 @@ class PortalTest : public ::testing::Test {
     return fd;
   }
 
+  // Sends a SCSI command (F bit; W with `data` as immediate data, or with no data at all so that
+  // the target must ask for it by R2T; R with `read_len`).
+  static void send_cmd(int fd, std::uint32_t* sn, std::uint32_t itt, const std::vector<std::uint8_t>& cdb,
+                       const std::vector<std::uint8_t>& data = {}, std::uint32_t write_len = 0,
+                       std::uint32_t read_len = 0) {
+    BhsBuilder b(Opcode::scsi_command);
+    const std::uint32_t edtl = write_len ? write_len : read_len;
+    b.flags(static_cast<std::uint8_t>(0x80 | (write_len ? 0x20 : 0) | (read_len ? 0x40 : 0) | 0x01))
+        .itt(itt)
+        .u32(Bhs::kEdtl, edtl)
+        .u32(24, (*sn)++)
+        .data_segment_length(static_cast<std::uint32_t>(data.size()));
+    std::array<std::uint8_t, 16> c{};
+    std::copy(cdb.begin(), cdb.end(), c.begin());
+    b.copy(32, c);
+    send_pdu(fd, b.bytes(), data);
+  }
+  static std::vector<std::uint8_t> write10_cdb(std::uint32_t lba) {
+    std::vector<std::uint8_t> c{0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0};
+    store_be<std::uint32_t>(c.data() + 2, lba);
+    return c;
+  }
+  static std::vector<std::uint8_t> pr_params(std::uint64_t key, std::uint64_t sa_key) {
+    std::vector<std::uint8_t> p(24, 0);
+    store_be<std::uint64_t>(p.data(), key);
+    store_be<std::uint64_t>(p.data() + 8, sa_key);
+    return p;
+  }
+  // The next answer (not a ping) within `ms`; false if none came.
+  static bool answer_within(int fd, int ms, Bhs* h, std::vector<std::uint8_t>* d) {
+    timeval tv{ms / 1000, (ms % 1000) * 1000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const bool got = recv_answer(fd, h, d);
+    timeval back{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &back, sizeof back);
+    return got;
+  }
+  // Runs one command and returns its SCSI Response (status byte 3, sense in the data), after
+  // checking that no other task's answer came first.
+  static Bhs command(int fd, std::uint32_t* sn, std::uint32_t itt, const std::vector<std::uint8_t>& cdb,
+                     const std::vector<std::uint8_t>& data = {}, std::vector<std::uint8_t>* sense = nullptr) {
+    send_cmd(fd, sn, itt, cdb, data, static_cast<std::uint32_t>(data.size()));
+    Bhs h;
+    std::vector<std::uint8_t> d;
+    EXPECT_TRUE(recv_answer(fd, &h, &d));
+    EXPECT_EQ(h.opcode(), Opcode::scsi_response);
+    EXPECT_EQ(h.itt(), itt) << "an answer for another task";
+    if (sense) *sense = d;
+    return h;
+  }
+  // The unit attention TEST UNIT READY reports (asc, ascq), or (0, 0) for GOOD.
+  static std::pair<int, int> tur_ua(int fd, std::uint32_t* sn, std::uint32_t itt) {
+    std::vector<std::uint8_t> sense;
+    const Bhs h = command(fd, sn, itt, {0, 0, 0, 0, 0, 0}, {}, &sense);
+    if (h.byte(3) != 0x02 || sense.size() < 2 + 14) return {0, 0};
+    return {sense[2 + 12], sense[2 + 13]};
+  }
+  // Until the write at kGateLba is held in the volume (it is executing).
+  void wait_until_gated() const {
+    for (int i = 0; i < 400 && gated_->waiting() == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  void open_gate() {
+    loops_->at(0).post([g = gated_.get()] { g->open(); });
+  }
+
   std::unique_ptr<test::FakeDisk> disk_;
   std::unique_ptr<store::Pool> pool_;
   std::unique_ptr<volume::LocalVolume> vol_;
+  std::unique_ptr<GatedVolume> gated_;
   std::unique_ptr<scsi::LogicalUnit> lu_;
   Catalogue cat_;
   std::unique_ptr<LoopGroup> loops_;
@@ -470,6 +587,96 @@ TEST_F(PortalTest, SilentInitiatorIsDisconnected) {
   EXPECT_GE(pings, 1);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   ::close(fd);
+}
+
+}  // namespace
+}  // namespace duplex::iscsi
+
+namespace duplex::iscsi {
+namespace {
+
+constexpr const char* kInit2 = "iqn.2026-11.io.duplex.test:other";
+
+// Host A has one write executing (held in the volume) and one waiting for its Data-Out when host
+// B, in another session, preempts and aborts A's registration. B is answered only once A's write
+// has ended; A gets no answer for either write (TAS=0), its late Data-Out is dropped, and it hears
+// REGISTRATIONS PREEMPTED then COMMANDS CLEARED BY ANOTHER INITIATOR.
+TEST_F(PortalTest, PreemptAndAbortEndsThePreemptedSessionsCommandsBeforeItsAnswer) {
+  std::uint32_t sn_a = 0, sn_b = 0;
+  const int a = login(&sn_a);
+  const int b = login(&sn_b, kInit2);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  EXPECT_EQ(command(a, &sn_a, 1, {0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0}, pr_params(0, 0xA)).byte(3), 0);
+  EXPECT_EQ(command(b, &sn_b, 1, {0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0}, pr_params(0, 0xB)).byte(3), 0);
+  EXPECT_EQ(command(a, &sn_a, 2, {0x5f, 1, 5, 0, 0, 0, 0, 0, 24, 0}, pr_params(0xA, 0)).byte(3), 0);
+
+  gated_->arm();
+  send_cmd(a, &sn_a, 3, write10_cdb(GatedVolume::kGateLba), std::vector<std::uint8_t>(512, 0xAA), 512);
+  send_cmd(a, &sn_a, 4, write10_cdb(8), {}, 512);  // no data: wants an R2T
+  Bhs h;
+  std::vector<std::uint8_t> d;
+  ASSERT_TRUE(recv_answer(a, &h, &d));
+  ASSERT_EQ(h.opcode(), Opcode::r2t);
+  const std::uint32_t ttt = h.u32(20);
+  wait_until_gated();
+  ASSERT_EQ(gated_->waiting(), 1) << "A's first write is executing";
+
+  send_cmd(b, &sn_b, 2, {0x5f, 5, 3, 0, 0, 0, 0, 0, 24, 0}, pr_params(0xB, 0xA), 24);
+  EXPECT_FALSE(answer_within(b, 300, &h, &d)) << "PREEMPT AND ABORT answered while A's write still runs";
+  open_gate();
+  ASSERT_TRUE(answer_within(b, 5000, &h, &d));
+  EXPECT_EQ(h.opcode(), Opcode::scsi_response);
+  EXPECT_EQ(h.itt(), 2u);
+  EXPECT_EQ(h.byte(3), 0) << "PREEMPT AND ABORT status";
+
+  // A's Data-Out for the aborted write is dropped quietly; neither write is ever answered.
+  BhsBuilder dout(Opcode::data_out);
+  dout.flags(0x80)
+      .itt(4)
+      .u32(20, ttt)
+      .u32(Bhs::kDataSn, 0)
+      .u32(Bhs::kBufferOffset, 0)
+      .data_segment_length(512);
+  send_pdu(a, dout.bytes(), std::vector<std::uint8_t>(512, 0xA4));
+  EXPECT_EQ(tur_ua(a, &sn_a, 5), std::make_pair(0x2a, 0x05));
+  EXPECT_EQ(tur_ua(a, &sn_a, 6), std::make_pair(0x2f, 0x00));
+  EXPECT_EQ(tur_ua(a, &sn_a, 7), std::make_pair(0, 0));
+  EXPECT_FALSE(answer_within(a, 300, &h, &d)) << "an aborted command was answered";
+  ::close(a);
+  ::close(b);
+}
+
+// A LUN RESET from another session aborts this session's executing write too: the reset is
+// answered once the write has ended, the write never is, and its session hears 29/03.
+TEST_F(PortalTest, LunResetFromAnotherSessionEndsItsCommandsBeforeItsAnswer) {
+  std::uint32_t sn_a = 0, sn_b = 0;
+  const int a = login(&sn_a);
+  const int b = login(&sn_b, kInit2);
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  EXPECT_EQ(tur_ua(a, &sn_a, 1), std::make_pair(0, 0));
+  EXPECT_EQ(tur_ua(b, &sn_b, 1), std::make_pair(0, 0));
+  gated_->arm();
+  send_cmd(a, &sn_a, 2, write10_cdb(GatedVolume::kGateLba), std::vector<std::uint8_t>(512, 0xAA), 512);
+  wait_until_gated();
+  ASSERT_EQ(gated_->waiting(), 1);
+
+  BhsBuilder tmf(Opcode::task_management);
+  tmf.flags(0x80 | 5).itt(9).u32(20, kReservedTag).u32(24, sn_b);  // LOGICAL UNIT RESET, LUN 0
+  send_pdu(b, tmf.bytes());
+  Bhs h;
+  std::vector<std::uint8_t> d;
+  EXPECT_FALSE(answer_within(b, 300, &h, &d)) << "LUN RESET answered while A's write still runs";
+  open_gate();
+  ASSERT_TRUE(answer_within(b, 5000, &h, &d));
+  EXPECT_EQ(h.opcode(), Opcode::task_management_response);
+  EXPECT_EQ(h.byte(2), 0) << "function complete";
+  EXPECT_EQ(tur_ua(a, &sn_a, 3), std::make_pair(0x29, 0x03));
+  EXPECT_EQ(tur_ua(a, &sn_a, 4), std::make_pair(0, 0));
+  EXPECT_FALSE(answer_within(a, 300, &h, &d)) << "the aborted write was answered";
+  ::close(a);
+  ::close(b);
 }
 
 }  // namespace

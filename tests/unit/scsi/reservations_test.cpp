@@ -12,6 +12,21 @@
 namespace duplex::scsi {
 namespace {
 
+// A session that holds no command for the LU: notes that the LU asked it to abort.
+class NotingMember final : public TaskSetMember {
+ public:
+  NotingMember(Nexus n, std::vector<std::string>& log) : n_(std::move(n)), log_(log) {}
+  const Nexus& nexus() const override { return n_; }
+  Task<std::size_t> abort_tasks(const LogicalUnit* /*lu*/) override {
+    log_.push_back(n_.initiator_port);
+    co_return 0;
+  }
+
+ private:
+  Nexus n_;
+  std::vector<std::string>& log_;
+};
+
 class PrTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -21,7 +36,10 @@ class PrTest : public ::testing::Test {
     id_ = sync_wait(pool_->create_volume("lun0", 4 << 20)).value();
     vol_ = std::make_unique<volume::LocalVolume>(*pool_, id_, "lun0");
     lu_ = std::make_unique<LogicalUnit>(*vol_, LuConfig{});
-    lu_->set_abort_hook([this](const Nexus& n) { aborted_.push_back(n.initiator_port); });
+    for (const Nexus* n : {&a_, &b_, &c_}) {
+      members_.push_back(std::make_shared<NotingMember>(*n, aborted_));
+      lu_->join_task_set(members_.back());
+    }
     lu_->set_persist_hook([this](const PrState& s) -> Status {
       if (fail_persist_) return Status::error(Errc::io_error, "disk full");
       saved_ = s.serialize();
@@ -68,6 +86,7 @@ class PrTest : public ::testing::Test {
   std::unique_ptr<LogicalUnit> lu_;
   std::vector<std::byte> in_, out_;
   std::vector<std::string> aborted_;
+  std::vector<std::shared_ptr<NotingMember>> members_;
   std::vector<std::uint8_t> saved_;
   bool fail_persist_ = false;
   const Nexus a_{"iqn.a,i,0x1", 1}, b_{"iqn.b,i,0x1", 1}, c_{"iqn.c,i,0x1", 2};
@@ -120,6 +139,11 @@ TEST_F(PrTest, AllRegistrantsEveryRegistrantHolds) {
   EXPECT_EQ(read_as(c_), ScsiStatus::reservation_conflict);
   pr_out(b_, 0, 0, 0xb, 0);
   EXPECT_EQ(read_as(c_), ScsiStatus::good);
+}
+
+TEST_F(PrTest, LunResetAbortsTheCommandsOfEverySession) {
+  sync_wait(lu_->reset_everywhere());
+  EXPECT_EQ(aborted_, (std::vector<std::string>{"iqn.a,i,0x1", "iqn.b,i,0x1", "iqn.c,i,0x1"}));
 }
 
 TEST_F(PrTest, PreemptAndAbortTakesOverAndAbortsTheLoser) {

@@ -3,11 +3,14 @@
 // change on the "owner" LU (port 1) and installing the result on the other (port 2) before the
 // answer, as MirrorVolume does. Checked here: changes through either LU are seen through both; the
 // unit attentions a change owes land on the LU that has the nexus; a LUN reset reaches both; a
-// state blob that does not parse changes nothing.
+// state blob that does not parse changes nothing; PREEMPT AND ABORT and LUN RESET abort commands
+// held by sessions of the other "node" and are answered only once those have ended.
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <optional>
 
+#include "duplex/base/async.h"
 #include "duplex/base/endian.h"
 #include "duplex/scsi/logical_unit.h"
 #include "duplex/scsi/reservations.h"
@@ -58,15 +61,44 @@ class RoutedVolume final : public volume::BlockVolume {
     auto answer = owner->apply_change(request, changed);
     if (changed)
       for (std::size_t i = 1; i < r_.keepers.size(); ++i) {
-        Status st = r_.keepers[i].lock()->import_state(owner->export_state(true), true);
+        auto other = r_.keepers[i].lock();
+        Status st = other->import_state(owner->export_state(true), true);
         if (!st.is_ok()) co_return st;
+        co_await other->settle();  // the peer answers the push once its aborts are over
       }
+    co_await owner->settle();
     co_return answer;
   }
 
  private:
   volume::BlockVolume& v_;
   Router& r_;
+};
+
+// A session holding `held` commands for an LU: aborting them takes until release() (they are
+// still executing in the volume until then).
+class HoldingMember final : public TaskSetMember {
+ public:
+  HoldingMember(Nexus n, std::size_t held) : n_(std::move(n)), held_(held) {}
+  const Nexus& nexus() const override { return n_; }
+  Task<std::size_t> abort_tasks(const LogicalUnit* /*lu*/) override {
+    ++asked;
+    while (!released_) co_await gate_.wait();
+    const std::size_t n = held_;
+    held_ = 0;
+    co_return n;
+  }
+  void release() {
+    released_ = true;
+    gate_.notify_all();
+  }
+  int asked = 0;
+
+ private:
+  Nexus n_;
+  std::size_t held_;
+  bool released_ = false;
+  WaitQueue gate_;
 };
 
 class SharedPrTest : public ::testing::Test {
@@ -166,6 +198,92 @@ TEST_F(SharedPrTest, LunResetReachesTheOtherPortAndKeepsReservations) {
   ASSERT_TRUE(a.has_value());
   EXPECT_EQ(*a, asc::kLunReset);
   EXPECT_EQ(keys(0), std::vector<std::uint64_t>{0xB});
+}
+
+// Host A (port 1) has two commands executing when host B preempts and aborts it through port 2:
+// both are aborted on port 1's "node", B's PREEMPT AND ABORT is answered only after they ended,
+// and A hears 2A/05 then 2F/00 (TAS=0: it got no status for them). Host C on port 1 loses nothing.
+TEST_F(SharedPrTest, PreemptAndAbortEndsThePreemptedCommandsOnTheOtherNodeFirst) {
+  EXPECT_FALSE(ua(0, "iqn.a").has_value());
+  EXPECT_FALSE(ua(0, "iqn.c").has_value());
+  EXPECT_FALSE(ua(1, "iqn.b").has_value());
+  ASSERT_EQ(pr_out(0, "iqn.a", 0, 0, 0xA).status, ScsiStatus::good);
+  ASSERT_EQ(pr_out(1, "iqn.b", 0, 0, 0xB).status, ScsiStatus::good);
+  ASSERT_EQ(pr_out(0, "iqn.a", 1, 0xA, 0, 5).status, ScsiStatus::good);  // WE - registrants only
+  auto a = std::make_shared<HoldingMember>(Nexus{"iqn.a,i,0x1", 1}, 2);
+  auto c = std::make_shared<HoldingMember>(Nexus{"iqn.c,i,0x1", 1}, 1);
+  auto b = std::make_shared<HoldingMember>(Nexus{"iqn.b,i,0x1", 2}, 0);
+  lus_[0]->join_task_set(a);
+  lus_[0]->join_task_set(c);
+  lus_[1]->join_task_set(b);
+
+  std::vector<std::byte> params(24);
+  store_be<std::uint64_t>(reinterpret_cast<std::uint8_t*>(params.data()), 0xB);
+  store_be<std::uint64_t>(reinterpret_cast<std::uint8_t*>(params.data()) + 8, 0xA);
+  const std::vector<std::uint8_t> cdb{0x5f, 5, 3, 0, 0, 0, 0, 0, 24, 0};  // PREEMPT AND ABORT, EA
+  const Nexus bn{"iqn.b,i,0x1", 2};
+  std::optional<CommandResult> done;
+  spawn(lus_[1]->execute(Command{cdb, params, {}, &bn}), [&](CommandResult r) { done = r; });
+  EXPECT_EQ(a->asked, 1) << "A's session on port 1 is asked to abort";
+  EXPECT_EQ(c->asked, 0) << "C was not preempted";
+  EXPECT_EQ(b->asked, 0) << "the preempting nexus keeps its commands";
+  EXPECT_FALSE(done.has_value()) << "answered while A's aborted commands still run";
+  a->release();
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->status, ScsiStatus::good);
+  EXPECT_EQ(ua(0, "iqn.a"), (Asc{0x2a, 0x05}));
+  EXPECT_EQ(ua(0, "iqn.a"), asc::kCommandsClearedByAnotherInitiator);
+  EXPECT_FALSE(ua(0, "iqn.a").has_value());
+  EXPECT_FALSE(ua(0, "iqn.c").has_value());
+  EXPECT_EQ(keys(1), std::vector<std::uint64_t>{0xB});
+}
+
+// The other way round: the change is made through the owner's port and the preempted nexus is on
+// port 2, where the installed state aborts its commands before the owner answers.
+TEST_F(SharedPrTest, PreemptAndAbortThroughTheOwnerEndsCommandsWhereTheStateIsInstalled) {
+  EXPECT_FALSE(ua(1, "iqn.b").has_value());
+  ASSERT_EQ(pr_out(0, "iqn.a", 0, 0, 0xA).status, ScsiStatus::good);
+  ASSERT_EQ(pr_out(1, "iqn.b", 0, 0, 0xB).status, ScsiStatus::good);
+  auto b = std::make_shared<HoldingMember>(Nexus{"iqn.b,i,0x1", 2}, 1);
+  lus_[1]->join_task_set(b);
+  std::vector<std::byte> params(24);
+  store_be<std::uint64_t>(reinterpret_cast<std::uint8_t*>(params.data()), 0xA);
+  store_be<std::uint64_t>(reinterpret_cast<std::uint8_t*>(params.data()) + 8, 0xB);
+  const std::vector<std::uint8_t> cdb{0x5f, 5, 1, 0, 0, 0, 0, 0, 24, 0};  // PREEMPT AND ABORT, WE
+  const Nexus an{"iqn.a,i,0x1", 1};
+  std::optional<CommandResult> done;
+  spawn(lus_[0]->execute(Command{cdb, params, {}, &an}), [&](CommandResult r) { done = r; });
+  EXPECT_EQ(b->asked, 1);
+  EXPECT_FALSE(done.has_value());
+  b->release();
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->status, ScsiStatus::good);
+  EXPECT_EQ(ua(1, "iqn.b"), (Asc{0x2a, 0x05}));
+  EXPECT_EQ(ua(1, "iqn.b"), asc::kCommandsClearedByAnotherInitiator);
+  EXPECT_FALSE(ua(1, "iqn.b").has_value());
+}
+
+// A LUN RESET through port 2 aborts the commands of every session on both "nodes" and completes
+// once they have all ended; every nexus hears 29/03 and nothing else.
+TEST_F(SharedPrTest, LunResetEndsEveryCommandOnBothNodesFirst) {
+  EXPECT_FALSE(ua(0, "iqn.a").has_value());
+  EXPECT_FALSE(ua(1, "iqn.b").has_value());
+  auto a = std::make_shared<HoldingMember>(Nexus{"iqn.a,i,0x1", 1}, 3);
+  auto b = std::make_shared<HoldingMember>(Nexus{"iqn.b,i,0x1", 2}, 1);
+  lus_[0]->join_task_set(a);
+  lus_[1]->join_task_set(b);
+  bool done = false;
+  spawn(lus_[1]->reset_everywhere(), [&] { done = true; });
+  EXPECT_EQ(a->asked, 1);
+  EXPECT_EQ(b->asked, 1);
+  b->release();
+  EXPECT_FALSE(done) << "completed while a command on the other node still runs";
+  a->release();
+  EXPECT_TRUE(done);
+  EXPECT_EQ(ua(0, "iqn.a"), asc::kLunReset);
+  EXPECT_FALSE(ua(0, "iqn.a").has_value());
+  EXPECT_EQ(ua(1, "iqn.b"), asc::kLunReset);
+  EXPECT_FALSE(ua(1, "iqn.b").has_value());
 }
 
 TEST_F(SharedPrTest, AStateBlobThatDoesNotParseChangesNothing) {

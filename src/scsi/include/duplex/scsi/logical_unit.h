@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -72,6 +73,11 @@ struct Nexus {
   }
 };
 
+// The same I_T nexus: initiator port and target port (the access flags are not part of it).
+inline bool same_nexus(const Nexus& a, const Nexus& b) {
+  return a.relative_port == b.relative_port && a.initiator_port == b.initiator_port;
+}
+
 struct Command {
   std::span<const std::uint8_t> cdb;
   std::span<const std::byte> data_out;  // everything the initiator sent
@@ -88,6 +94,27 @@ struct CommandResult {
 
 class PersistentReservations;
 struct PrState;
+class LogicalUnit;
+
+// A transport's session seen from an LU it serves: the commands of one I_T nexus that the
+// transport holds for the LU, received but not yet answered (SAM-5's task set, TST=000b: one task
+// set for the LU). LU-wide events abort them wherever the nexus is: PREEMPT AND ABORT the
+// preempted nexuses' commands, LOGICAL UNIT RESET every command, through every node serving the
+// LU. The transport joins each session to each LU of its target (join_task_set) and keeps the
+// member alive while the session lives; the LU holds it weakly.
+class TaskSetMember {
+ public:
+  virtual ~TaskSetMember() = default;
+  virtual const Nexus& nexus() const = 0;
+  // Aborts this session's commands for `lu` (never null: a pointer because coroutine parameters
+  // must not be references) (SAM-5 5.6): none of them is answered (the Control
+  // mode page says TAS=0) and data still arriving for them is dropped. Completes, on the LU's
+  // loop, once none of them is executing any more (none can still change the medium), with the
+  // number aborted. A PERSISTENT RESERVE OUT that is already executing is left alone: reservation
+  // changes are applied one at a time in one order, so it is applied after the change that
+  // caused the abort (as if received after it) and answered; waiting for it could deadlock.
+  virtual Task<std::size_t> abort_tasks(const LogicalUnit* lu) = 0;
+};
 
 // Persistent reservations are one state for the LU on every node that serves it: on a volume
 // that orders shared state (a mirror), a PERSISTENT RESERVE OUT or a LOGICAL UNIT RESET runs on
@@ -100,9 +127,10 @@ class LogicalUnit {
   LogicalUnit(const LogicalUnit&) = delete;
   LogicalUnit& operator=(const LogicalUnit&) = delete;
 
-  // PREEMPT AND ABORT: the transport aborts that nexus's tasks. APTPL: persist the state.
-  void set_abort_hook(std::function<void(const Nexus&)> f);
-  // The hook's error fails the PERSISTENT RESERVE OUT and undoes it (see reservations.h).
+  // A session of a transport that carries commands for this LU (see TaskSetMember). Any thread.
+  void join_task_set(std::weak_ptr<TaskSetMember> member);
+  // APTPL: persist the state. The hook's error fails the PERSISTENT RESERVE OUT and undoes it (see
+  // reservations.h).
   void set_persist_hook(std::function<Status(const PrState&)> f);
   PersistentReservations& reservations() { return *pr_; }
 
@@ -112,7 +140,8 @@ class LogicalUnit {
   void unit_attention_all(Asc code);
   void unit_attention(const Nexus& nexus, Asc code);
   // LOGICAL UNIT RESET task management: clears state and raises 29/03 on every nexus of this
-  // node. reset_everywhere() does it on every node serving the LU (the transport calls it).
+  // node. reset_everywhere() does it on every node serving the LU and aborts every command of the
+  // LU there too, completing once none of them is executing (the transport calls it).
   void reset();
   Task<void> reset_everywhere();
 
@@ -173,6 +202,15 @@ class LogicalUnit {
     Asc code;
   };
   void pr_event(const PrEvent& e);
+  // Starts aborting the commands this node's transports hold for the LU: those of `nexus`, or
+  // every command without one. `cleared`: tell each nexus that lost commands with COMMANDS
+  // CLEARED BY ANOTHER INITIATOR (2F/00) once they have stopped. aborts_settled() waits for all
+  // the aborts started so far.
+  void abort_tasks_here(const std::optional<Nexus>& nexus, bool cleared);
+  Task<void> aborts_settled();
+  struct Aborts;
+  static Task<void> wait_aborts(std::shared_ptr<Aborts> a);
+  friend class LuKeeper;
   std::shared_ptr<volume::SharedStateKeeper> make_keeper();
   bool own_nexus(const Nexus& n) const { return !shared_ || n.relative_port == cfg_.relative_port; }
 
@@ -183,8 +221,17 @@ class LogicalUnit {
   volume::BlockVolume& volume_;
   LuConfig cfg_;
   std::unique_ptr<PersistentReservations> pr_;
-  std::function<void(const Nexus&)> abort_hook_;
   std::function<Status(const PrState&)> persist_hook_;
+  std::mutex members_mu_;  // join_task_set may come from any thread
+  std::vector<std::weak_ptr<TaskSetMember>> members_;
+  // Aborts in flight (on the LU's loop); shared with the keeper, whose settle() the volume awaits
+  // across suspensions (the LU may be gone by then, at shutdown).
+  struct Aborts {
+    LogicalUnit* lu = nullptr;  // cleared by ~LogicalUnit: a late abort touches the LU no more
+    unsigned running = 0;
+    WaitQueue idle;
+  };
+  std::shared_ptr<Aborts> aborts_ = std::make_shared<Aborts>();
   std::function<void(LogicalUnit&)> refresh_hook_;
   std::atomic<bool> gone_{false};
   // What the volume holds (weakly) to reach the calls above; shared_: the volume orders

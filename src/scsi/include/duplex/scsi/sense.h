@@ -53,6 +53,7 @@ inline constexpr Asc kNexusLoss{0x29, 0x07};
 inline constexpr Asc kModeParametersChanged{0x2a, 0x01};
 inline constexpr Asc kAsymmetricAccessStateChanged{0x2a, 0x06};
 inline constexpr Asc kCapacityDataChanged{0x2a, 0x09};
+inline constexpr Asc kCommandsClearedByAnotherInitiator{0x2f, 0x00};
 inline constexpr Asc kSavingParametersNotSupported{0x39, 0x00};
 inline constexpr Asc kInternalTargetFailure{0x44, 0x00};
 inline constexpr Asc kNotReadyStandby{0x04, 0x0b};

@@ -53,6 +53,12 @@ class SharedStateKeeper {
   // Replaces the state with the ordering node's and, with `raise_events`, raises the events of
   // its change that are meant for this node.
   virtual Status import_state(std::span<const std::byte> blob, bool raise_events) = 0;
+  // Completes once the work the last changes started on this node is over: a PREEMPT AND ABORT
+  // or a LOGICAL UNIT RESET aborts commands in flight, and the change may be answered only when
+  // none of them can still touch the volume. The volume awaits it after apply_change (on the
+  // ordering node) and after import_state with events (on the other), before the change is
+  // answered. It must not wait for anything the volume does under its order of changes.
+  virtual Task<void> settle();
 };
 
 class BlockVolume {
