@@ -182,6 +182,7 @@ class LogicalUnit {
 
   volume::BlockVolume& volume_;
   LuConfig cfg_;
+  std::uint64_t announced_blocks_;  // the capacity the nexuses were told of (a change raises 2A/09)
   std::unique_ptr<PersistentReservations> pr_;
   std::function<void(const Nexus&)> abort_hook_;
   std::function<Status(const PrState&)> persist_hook_;
