@@ -1370,6 +1370,16 @@ Status MirrorVolume::grow(std::uint64_t target) {
 
 // Runs on every node until the size reaches the target: the owner commits, the other node waits
 // for the owner's `grow` (a node that becomes the owner meanwhile takes over).
+//
+//   grow(S) --> every connect_retry, while size < S:
+//     not the owner: wait (the owner grows this replica)
+//     owner, a member peer not linked: wait link_timeout --> peer_lost (CAS it out), next round
+//     owner: lock the whole volume (no write in flight)
+//       peer takes our writes? --yes--> grow(S) to it --ok-------------------------------.
+//         |                               |--refused, a member: unlock, note, next round  |
+//         no                              '--refused, not a member: drop its link ------.|
+//         v                                  (it grows before its resync)              vv
+//       resize our metadata (bitmap blocks, flush, record), serve S, unlock  <----------'
 Task<void> MirrorVolume::grower() {
   while (!stopping_ && size() < target_) {
     Status st =
