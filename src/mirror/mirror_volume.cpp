@@ -937,12 +937,12 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
     });
     co_return;
   }
-  link_as_owner(std::move(peer));
+  link_as_owner(peer);
 }
 
 // The owner's side of a new link whose peer holds this volume's size: in step at once, or a
 // resync of what may differ first.
-void MirrorVolume::link_as_owner(Hello peer) {
+void MirrorVolume::link_as_owner(const Hello& peer) {
   // Owner: what may differ is what we wrote without the peer (bitmap), plus what either side
   // may have had in flight at a crash (both activity logs).
   // Our own activity log went into our bitmap when the metadata was recovered (ReplicaMeta::open).
@@ -1502,7 +1502,7 @@ Task<Status> MirrorVolume::grow_peer(std::shared_ptr<Channel> ch, std::uint64_t 
 }
 
 // The owner's `grow` at the other node: hold `length` bytes (metadata first), and serve them.
-Task<Status> MirrorVolume::handle_grow(const wire::Header& h) {
+Task<Status> MirrorVolume::handle_grow(wire::Header h) {
   if (h.generation < set_.generation)
     co_return Status::error(Errc::conflict, "generation {} is older than {}", h.generation, set_.generation);
   if (is_owner())
@@ -1540,7 +1540,7 @@ Task<void> MirrorVolume::link_sized(std::shared_ptr<Channel> ch, Hello peer) {
     }
     if (stopping_ || !ch->up() || chan_ != ch || !is_owner()) co_return;
     if (peer.size == size()) {
-      link_as_owner(std::move(peer));
+      link_as_owner(peer);
       co_return;
     }
     if (st.is_ok()) continue;  // it grew, and this side meanwhile too: again

@@ -226,12 +226,12 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> grow_step();
   Task<Status> grow_local(std::uint64_t want);
   Task<Status> grow_peer(std::shared_ptr<Channel> ch, std::uint64_t want);
-  Task<Status> handle_grow(const wire::Header& h);
+  Task<Status> handle_grow(wire::Header h);
   // A write beyond the end that the owner is committing a grow to waits for it; true: in range now.
   Task<bool> in_range_after_grow(std::uint64_t offset, std::uint64_t length);
   // The owner's link with a peer of another size: bring the sizes together, then link as usual.
   Task<void> link_sized(std::shared_ptr<Channel> ch, Hello peer);
-  void link_as_owner(Hello peer);
+  void link_as_owner(const Hello& peer);
 
   EventLoop* loop_;
   std::unique_ptr<volume::BlockVolume> local_;
