@@ -1120,6 +1120,38 @@ TEST_F(MirrorTest, AnOwnerThatLosesPowerMidGrowComesBackAtTheOldSizeAndConverges
   });
 }
 
+// The peer loses power right after it took the new size (its record is durable) and before the
+// owner's own commit ends: it comes back serving the new size, leaves the set as any crashed
+// replica does, and the owner, which commits meanwhile, resyncs its activity log. A write past the
+// old end acknowledged while the peer is away is on both replicas afterwards.
+TEST_F(MirrorTest, APeerThatLosesPowerMidGrowComesBackAtTheNewSizeAndIsResynced) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    EXPECT_TRUE((co_await n[0].pool->grow(n[0].id, kGrown)).is_ok());
+    EXPECT_TRUE((co_await n[1].pool->grow(n[1].id, kGrown)).is_ok());
+    n[0].meta_gate->hold = true;  // the owner's commit stays between its two steps
+    EXPECT_TRUE(n[1].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(n[0].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[1].vol->size() == kGrown && n[0].meta_gate->held > 0; }));
+    auto a = pattern(16384, 19);
+    co_await restart(1, true, [&]() -> Task<void> {
+      n[0].meta_gate->hold = false;
+      EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->size() == kGrown; }));
+      Status st = co_await n[0].vol->write(kGrown - a.size(), a, false);  // n2 leaves the set first
+      EXPECT_TRUE(st.is_ok()) << st.message();
+      EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+    });
+    EXPECT_EQ(n[1].vol->size(), kGrown) << "its record with the new size was durable before it answered";
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().state == "in-sync"; }));
+    EXPECT_EQ(co_await replica(1, kGrown - a.size(), a.size()), a);
+    EXPECT_LT(n[0].vol->status().resync_done, kSize) << "not a full resync";
+    EXPECT_TRUE(co_await replicas_equal(kGrown));
+  });
+}
+
 // Lineage: the hello's uuid decides; a size that differs is a grow in progress, not another volume.
 TEST(MirrorHello, CarriesCapacityAndFeaturesAndRefusesNonsense) {
   Hello h;
