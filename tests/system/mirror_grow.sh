@@ -77,7 +77,7 @@ gen0=$(vol "d['insync']['generation']")
 # --- 1. both nodes up and linked ---------------------------------------------------------------
 rc=0
 PYTHONPATH=$here $PY "$here/mirror_grow.py" "$HOST" "${ISCSI[n1]}" "${ISCSI[n2]}" "$target" \
-  $((32 * MiB)) $((64 * MiB)) -- "$DUPLEXCTL" --api "$API" --token "$TOKEN" volume grow m --size 64MiB || rc=$?
+  $((32 * MiB)) $((64 * MiB)) -- "$DUPLEXCTL" --api "$API" --token "$TOKEN" volume grow m 64MiB || rc=$?
 fails=$((fails + rc))
 if [ "$(vol "[r[n].get('size') for n in ('n1','n2')]")" = "[$((64 * MiB)), $((64 * MiB))]" ]; then
   ok "both replicas report 64 MiB served"

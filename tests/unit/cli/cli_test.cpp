@@ -316,6 +316,26 @@ TEST(CliCommands, CreateSendsReplicasTwoAndRefusesThree) {
                CLI::ParseError);
 }
 
+// `volume grow V SIZE` and `volume grow V --size SIZE` send the same PATCH; no size, or both, is
+// a usage error before any request.
+TEST(CliCommands, GrowTakesTheSizeAsAnArgumentOrAnOption) {
+  FakeApi api;
+  std::vector<json> sent;
+  api.server().Patch("/v1/volumes/m", [&](const httplib::Request& req, httplib::Response& res) {
+    sent.push_back(json::parse(req.body));
+    res.set_content(json{{"name", "m"}, {"size", 67108864}, {"state", "ready"}}.dump(), "application/json");
+  });
+  ASSERT_TRUE(run_cli({"volume", "grow", "m", "64MiB"}, api.url()));
+  ASSERT_TRUE(run_cli({"volume", "grow", "m", "--size", "64MiB"}, api.url()));
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0], (json{{"size", 67108864}}));
+  EXPECT_EQ(sent[1], sent[0]);
+  EXPECT_THROW((void)run_cli({"volume", "grow", "m"}, api.url()), CLI::ParseError);
+  EXPECT_THROW((void)run_cli({"volume", "grow", "m", "64MiB", "--size", "96MiB"}, api.url()),
+               CLI::ParseError);
+  EXPECT_EQ(sent.size(), 2u);
+}
+
 TEST(CliRender, NodesShowTheirDrain) {
   const json nodes = json::parse(R"([
     {"name": "n1", "site": "a", "alive": false,
