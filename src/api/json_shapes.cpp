@@ -86,6 +86,7 @@ json to_json(const VolumeView& v) {
       if (r.replicas_wanted > 1) {
         j["link_up"] = s.link_up;
         j["insync_generation"] = s.insync_generation;
+        j["grow"] = s.grow;
       }
     }
     if (v.insync) {

@@ -210,10 +210,13 @@ void add_volume(CLI::App& app, const Globals& g, Action& action, const std::shar
     };
   });
 
-  auto* gr = vol->add_subcommand("grow", "Grow a volume (never shrinks)");
+  auto* gr = vol->add_subcommand("grow", "Grow a volume (never shrinks; a mirrored one on both replicas)");
   gr->add_option("volume", o->volume, "Volume name")->required();
-  gr->add_option("--size", o->size, "New size, e.g. 20GiB")->required()->check(size_check());
+  // The new size as `grow V 20GiB` or `grow V --size 20GiB`, not both.
+  auto* size_pos = gr->add_option("size", o->size, "New size, e.g. 20GiB")->check(size_check());
+  gr->add_option("--size", o->size, "New size, e.g. 20GiB")->check(size_check())->excludes(size_pos);
   gr->callback([&g, &action, o] {
+    if (o->size.empty()) throw CLI::RequiredError("the new size (volume grow V SIZE, or --size SIZE)");
     const std::uint64_t size = size_arg(o->size);
     json body = {{"size", size}};
     action = [&g, o, body, size] {

@@ -49,11 +49,21 @@ bool volume_applied(const json& v, std::uint64_t min_size, std::string& state) {
     if (rs == "creating") creating = true;
     if (rs == "resyncing") progress = std::min(progress, num(r, "resync_progress", 0.0));
   }
+  // A grow is applied once every replica serves the new size: a mirrored volume's replicas
+  // commit it together (docs/mirror.md), and one may say what it waits for.
+  bool grown = u64(v, "size") >= min_size;
+  std::string waits;
+  for (const auto& r : list(v, "replicas")) {
+    if (min_size == 0 || !r.contains("size") || u64(r, "size") >= min_size) continue;
+    grown = false;
+    if (waits.empty() && !str(r, "grow").empty())
+      waits = fmt::format(" ({}: {})", str(r, "node"), str(r, "grow"));
+  }
   state = st;
   if (creating && st == "ready") state = "replicas being created";
   if (progress < 1.0) state += fmt::format(", resync {:.0f}%", progress * 100.0);
-  if (u64(v, "size") < min_size) state += ", growing";
-  return st == "ready" && !creating && u64(v, "size") >= min_size;
+  if (!grown) state += ", growing" + waits;
+  return st == "ready" && !creating && grown;
 }
 
 Result<json> wait_for(const ApiClient& api, const WaitFor& w, double timeout_s) {

@@ -289,6 +289,10 @@ std::string render_volume(const json& v) {
     if (r.contains("link_up"))
       events += fmt::format("  {}: mirror link {}\n", node, flag(r, "link_up") ? "up" : "down");
     if (!str(r, "last_event").empty()) events += fmt::format("  {}: {}\n", node, str(r, "last_event"));
+    if (r.contains("size") && u64(r, "size") < u64(v, "size"))
+      events +=
+          fmt::format("  {}: serves {} of {}: grow not committed yet{}\n", node, format_size(u64(r, "size")),
+                      format_size(u64(v, "size")), str(r, "grow").empty() ? "" : " (" + str(r, "grow") + ")");
   }
   out += "\nreplicas:\n" + reps.str() + resyncs + events;
   out += refusals(v, set);

@@ -242,6 +242,7 @@ std::optional<ReplicaStatus> parse_replica(const Kv& kv) {
   r.verify_repaired = num<std::uint64_t>(*j, "verify_repaired", 0);
   r.verify_error = str(*j, "verify_error");
   r.last_event = str(*j, "last_event");
+  r.grow = str(*j, "grow");
   r.link_up = boolean(*j, "link_up", false);
   r.insync_generation = num<std::int64_t>(*j, "insync_generation", 0);
   r.mod_revision = kv.mod_revision;
@@ -270,6 +271,7 @@ json to_json(const ReplicaStatus& r) {
           {"verify_repaired", r.verify_repaired},
           {"verify_error", r.verify_error},
           {"last_event", r.last_event},
+          {"grow", r.grow},
           {"link_up", r.link_up},
           {"insync_generation", r.insync_generation}};
 }

@@ -694,14 +694,11 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
                               p->uuid_of(*id).to_string(), v.uuid);
     }
     if (p->size_of(*id) < v.size) {
-      // Both replicas, their mirror metadata (bitmap size) and the engine's idea of the size
-      // would have to grow together, under the owner's lock of the whole volume: not built yet.
-      if (mirrored)
-        co_return Status::error(Errc::unsupported,
-                                "volume {}: growing a mirrored volume is not supported yet (size stays {})",
-                                v.name, p->size_of(*id));
+      // A mirrored volume's pool object grows first (it can then hold the new size); the size it
+      // serves moves only when its mirror commits the grow with the peer (ensure_mirror).
       DPX_CO_TRY(co_await p->grow(*id, v.size));
-      spdlog::info("event=reconciler.grown volume={} size={}", v.name, v.size);
+      spdlog::info("event=reconciler.grown volume={} size={}{}", v.name, v.size,
+                   mirrored ? " (the replica; the mirror commits the served size)" : "");
     }
     for (const auto& s : snaps) {
       const std::string full = v.name + "@" + s.name;
@@ -739,6 +736,9 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       r->loop = ps->loop;
       r->pool_name = ps->cfg.name;
       DPX_TRY(ensure_mirror(v, *r, insync));
+      // The front-ends serve what the mirror serves: the old size until both replicas hold the
+      // new one (a grow in progress), not the pool object's.
+      if (auto slot = mirror_slot(v.name)) r->size = slot->vol->size();
     }
     r->loop = ps->loop;
     r->pool_name = ps->cfg.name;
@@ -799,6 +799,10 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
         if (insync) {
           const auto gen = static_cast<std::uint64_t>(insync->generation);
           loops->at(cur->loop).post([cur, gen] { spawn(reload_on_loop(cur->vol, gen)); });
+        }
+        if (v.size > cur->vol->size()) {
+          auto g = on_loop(cur->loop, grow_mirror_on_loop(cur, v.size));
+          if (!g) return Status::error(g.status().code(), "volume {}: {}", v.name, g.status().message());
         }
         return Status::ok();
       }
@@ -897,8 +901,10 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       auto m = co_await mirror::ReplicaMeta::open(dev->get());
       if (!m) co_return Status::error(m.status().code(), "volume {}: {}", v.name, m.status().message());
       const auto& r = (*m)->record();
-      // Lineage: metadata of another volume, or of another size, is never adopted (P8).
-      if (r.volume != *uuid || r.size != a.size) {
+      // Lineage: metadata of another volume is never adopted (P8), nor metadata that covers more
+      // than the replica holds. Less is a grow that has not committed here (the pool object grew,
+      // the mirror had not): the engine converges to the catalogue's size below.
+      if (r.volume != *uuid || r.size > a.size) {
         (void)co_await (*m)->close();
         co_return Status::error(Errc::corrupt, "volume {}: {} describes volume {} of {} bytes, not {} of {}",
                                 v.name, slot->meta_path, r.volume.to_string(), r.size, v.uuid, a.size);
@@ -953,8 +959,21 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       co_return Status::error(st.code(), "volume {}: the mirror did not start: {}", v.name, st.message());
     }
     const auto ms = slot->vol->status();
-    spdlog::info("event=mirror.started volume={} node={} peer={} dial={} state={} role={} generation={}",
-                 v.name, cfg.node_name, peer, o.dial, ms.state, ms.role, ms.generation);
+    spdlog::info(
+        "event=mirror.started volume={} node={} peer={} dial={} state={} role={} generation={} size={}",
+        v.name, cfg.node_name, peer, o.dial, ms.state, ms.role, ms.generation, ms.size);
+    // Restarted mid-grow, or the catalogue grew while this node was down: converge (the metadata
+    // file was lengthened above, to the pool object's size).
+    if (v.size > slot->vol->size()) DPX_CO_TRY(slot->vol->grow(v.size));
+    co_return true;
+  }
+
+  // The catalogue's size grew: the metadata file is lengthened (so that it can cover the new
+  // size), then the engine commits the grow with its peer (MirrorVolume::grow). The pool object
+  // grew already (apply_on_loop).
+  static Task<Result<bool>> grow_mirror_on_loop(std::shared_ptr<MirrorSlot> slot, std::uint64_t size) {
+    DPX_CO_TRY(mirror::grow_meta_file(*slot->meta_dev, mirror::ReplicaMeta::required_bytes(size, 4096)));
+    DPX_CO_TRY(slot->vol->grow(size));
     co_return true;
   }
 
@@ -1042,6 +1061,8 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     m.resync_done = s.resync_done;
     m.resync_rate = s.resync_rate;
     m.last_event = s.last_event;
+    m.size = s.size;
+    m.grow = s.grow;
     m.verify_request = slot->verify_request;
     m.verify_state = slot->verify_state;
     m.verify_checked = s.verifying ? s.verify_done : slot->verify_checked;

@@ -54,6 +54,10 @@ void fill_mirror(cluster::ReplicaStatus& st, const MirrorReport& m) {
   st.resync_eta_seconds =
       running && m.resync_rate > 0 ? static_cast<double>(m.resync_total - m.resync_done) / m.resync_rate : -1;
   st.last_event = m.last_event;
+  // What the front-ends serve: the catalogue's size once both replicas hold it (a grow commits
+  // on the owner, docs/mirror.md), so a waiting API call sees the grow applied only then.
+  st.size = m.size;
+  st.grow = m.grow;
   st.verify_request = m.verify_request;
   st.verify_state = m.verify_state;
   st.verify_checked = m.verify_checked;
@@ -270,6 +274,7 @@ void Reconciler::mirror_tick() {
     if (!m || rep == mirror_reports_.end()) continue;  // not reported in full yet: reconcile() does
     if (auto seen = mirror_seen_.find(name); seen != mirror_seen_.end() && seen->second == *m) continue;
     if (rep->second.state == "failed" || rep->second.state == "deleted") continue;
+    if (m->size != rep->second.size) mark(name);  // a grow committed: publish the new size
     fill_mirror(rep->second, *m);
     rep->second.updated.clear();
     if (auto s = cat_.report_replica(rep->second); !s) {

@@ -7,6 +7,7 @@ namespace duplex::mirror {
 std::string encode_hello(const Hello& h) {
   nlohmann::json j{{"volume", h.volume.to_string()},
                    {"size", h.size},
+                   {"capacity", h.capacity},
                    {"node", h.node},
                    {"generation", h.generation},
                    {"state", h.state},
@@ -21,6 +22,10 @@ std::string encode_hello(const Hello& h) {
   for (const auto& [o, l] : h.diverged) div.push_back({o, l});
   j["diverged"] = std::move(div);
   j["diverged_all"] = h.diverged_all;
+  // What the sender understands beyond the first version of the hello; unknown names are ignored.
+  auto features = nlohmann::json::array();
+  if (h.grows) features.push_back("grow");
+  j["features"] = std::move(features);
   return j.dump();
 }
 
@@ -33,6 +38,11 @@ Result<Hello> decode_hello(std::string_view text) {
     if (!u) return Status::error(Errc::invalid, "hello: bad volume uuid");
     h.volume = *u;
     h.size = j.at("size").get<std::uint64_t>();
+    if (h.size == 0) return Status::error(Errc::invalid, "hello: volume size 0");
+    // An older peer does not say: its replica holds what it serves.
+    h.capacity = j.value("capacity", h.size);
+    if (h.capacity < h.size)
+      return Status::error(Errc::invalid, "hello: capacity {} below the size {}", h.capacity, h.size);
     h.node = j.at("node").get<std::string>();
     h.generation = j.at("generation").get<std::uint64_t>();
     h.state = j.at("state").get<std::string>();
@@ -49,6 +59,8 @@ Result<Hello> decode_hello(std::string_view text) {
       h.diverged.emplace_back(r[0].get<std::uint64_t>(), r[1].get<std::uint64_t>());
     }
     h.diverged_all = j.value("diverged_all", false);
+    for (const auto& f : j.value("features", nlohmann::json::array()))
+      if (f.is_string() && f.get<std::string>() == "grow") h.grows = true;
   } catch (const nlohmann::json::exception& e) {
     return Status::error(Errc::invalid, "hello: {}", e.what());
   }

@@ -36,19 +36,21 @@ Task<Result<std::unique_ptr<BlockDevice>>> open_meta_file(std::string path, std:
   if (create) {
     DPX_CO_TRY((*dev)->sync());
     DPX_CO_TRY(sync_parent_dir(path));
-  } else if ((*dev)->size() < size && !(*dev)->is_block_device()) {
+  } else {
     // Grown for a grown volume: the new tail reads as zeroes (invalid bitmap blocks) until
     // resize() writes it, and the record does not cover it before that.
-    if (::ftruncate((*dev)->fd(), static_cast<off_t>(size)) != 0)
-      co_return Status::error(Errc::io_error, "cannot grow {} to {} bytes: {}", path, size,
-                              std::strerror(errno));
-    DPX_CO_TRY((*dev)->sync());
-    dev->reset();  // reopen to see the new size (the lock goes with the descriptor)
-    o.create = false;
-    dev = FileDevice::open(path, o);
-    if (!dev) co_return dev.status();
+    DPX_CO_TRY((*dev)->extend(size));
   }
   co_return std::unique_ptr<BlockDevice>(std::move(*dev));
+}
+
+Status grow_meta_file(BlockDevice& dev, std::uint64_t size) {
+  if (dev.size() >= size) return Status::ok();
+  auto* file = dynamic_cast<FileDevice*>(&dev);
+  if (!file)
+    return Status::error(Errc::unsupported, "{}: mirror metadata of {} bytes cannot grow to {}", dev.name(),
+                         dev.size(), size);
+  return file->extend(size);
 }
 
 }  // namespace duplex::mirror

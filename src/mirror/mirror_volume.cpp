@@ -79,6 +79,7 @@ MirrorVolume::MirrorVolume(EventLoop* loop, std::unique_ptr<volume::BlockVolume>
       arbiter_(std::move(arbiter)),
       locate_(std::move(locate)),
       o_(std::move(o)) {
+  size_.store(meta_->record().size, std::memory_order_relaxed);
   // The activity log may drop an extent only once our data writes there are durable.
   meta_->set_before_evict([v = local_.get()]() -> Task<Status> { co_return co_await v->flush(); });
 }
@@ -112,6 +113,10 @@ bool MirrorVolume::may_read_locally() const {
 }
 
 Task<Status> MirrorVolume::start() {
+  if (local_->size() < size())
+    co_return Status::error(Errc::corrupt,
+                            "volume {}: the metadata covers {} bytes, the local replica holds {}", name(),
+                            size(), local_->size());
   auto s = co_await arbiter_->read();
   if (!s.is_ok()) co_return s.status();
   const bool crashed = o_.crashed;
@@ -182,7 +187,12 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
     peer_mode_ = PeerMode::absent;
   } else if (!was_owner && is_owner() && link_up()) {
     peer_caught_up_ = true;
-    if (peer_member()) {
+    if (peer_size_ < size() || (peer_size_ > size() && !peer_member())) {
+      // Sizes differ (a grow did not reach both): the peer takes no write and no resync before
+      // they agree. Linking again goes through attach(), which brings them together first.
+      chan_->close(Status::error(Errc::conflict, "{} serves {} bytes, {} serves {}: linking again to grow",
+                                 o_.peer, peer_size_, o_.node, size()));
+    } else if (peer_member()) {
       peer_mode_ = PeerMode::in_step;
       event("peer in step (ownership moved here)");
     } else if (peer_disk_failed_) {
@@ -392,8 +402,12 @@ Task<Result<std::vector<std::byte>>> MirrorVolume::shared_change(std::vector<std
 }
 
 Task<Status> MirrorVolume::mutate(Op op) {
-  if (op.offset > size() || op.length > size() - op.offset)
-    co_return Status::error(Errc::out_of_range, "{}+{} beyond {}", op.offset, op.length, size());
+  if (op.offset > size() || op.length > size() - op.offset) {
+    // Past the end: fails, unless it waits for a grow the owner is committing (the peer serves
+    // the new size from the grow's first step on).
+    const bool grown = co_await in_range_after_grow(op.offset, op.length);
+    if (!grown) co_return Status::error(Errc::out_of_range, "{}+{} beyond {}", op.offset, op.length, size());
+  }
   if (stopping_) co_return Status::error(Errc::shutdown, "volume {} is stopping", name());
   // The owner can change under us (a resync completes and the preferred node takes over); a
   // write that meets a node that no longer orders it ("busy") is routed again.
@@ -839,6 +853,8 @@ Hello MirrorVolume::my_hello() const {
   Hello h;
   h.volume = local_->uuid();
   h.size = size();
+  h.capacity = std::max(local_->size(), size());
+  h.grows = true;
   h.node = o_.node;
   h.generation = r.generation;
   h.state = std::string(to_string(r.state));
@@ -898,12 +914,10 @@ Task<void> MirrorVolume::connector() {
             ch->close(Status::error(Errc::invalid, "hello refused"));
           } else if (auto peer = decode_hello(as_text(r->payload)); !peer.is_ok()) {
             ch->close(peer.status());
-          } else if (peer->volume != local_->uuid() || peer->size != size()) {
-            spdlog::error(
-                "event=mirror.lineage_refused volume={} node={} peer={} reason=\"peer replica is {} size "
-                "{}\"",
-                name(), o_.node, o_.peer, peer->volume.to_string(), peer->size);
-            ch->close(Status::error(Errc::invalid, "replica of another volume"));
+          } else if (Status refused = lineage(*peer); !refused.is_ok()) {
+            spdlog::error("event=mirror.lineage_refused volume={} node={} peer={} reason=\"{}\"", name(),
+                          o_.node, o_.peer, refused.message());
+            ch->close(refused);
           } else {
             co_await attach(ch, *peer);
           }
@@ -956,6 +970,8 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
   chan_ = std::move(ch);
   set_cut_off(false, "the link is up again");
   peer_disk_failed_ = peer.state == "failed";  // its hello says what its replica is now
+  peer_size_ = peer.size;
+  peer_grows_ = peer.grows;
   link_changed_.notify_all();
   spdlog::info(
       "event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
@@ -979,6 +995,23 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
     event("peer's disk failed: no resync until it links again");
     co_return;
   }
+  // A peer of another size missed a grow (or one did not commit on both sides): it gets nothing
+  // before the sizes agree. A member that is larger is the exception: it took our `grow` and we
+  // did not commit ours yet, so nothing was ever written past our end (the grower commits).
+  if (peer.size < size() || (peer.size > size() && !peer_member())) {
+    auto self = shared_from_this();
+    ++background_;
+    spawn(link_sized(chan_, std::move(peer)), [self] {
+      if (--self->background_ == 0) self->background_done_.notify_all();
+    });
+    co_return;
+  }
+  link_as_owner(peer);
+}
+
+// The owner's side of a new link whose peer holds this volume's size: in step at once, or a
+// resync of what may differ first.
+void MirrorVolume::link_as_owner(const Hello& peer) {
   // Owner: what may differ is what we wrote without the peer (bitmap), plus what either side
   // may have had in flight at a crash (both activity logs).
   // Our own activity log went into our bitmap when the metadata was recovered (ReplicaMeta::open).
@@ -1001,12 +1034,16 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
     spawn([](std::shared_ptr<Channel> c, wire::Header h, std::string text) -> Task<void> {
       (void)co_await c->send(h, as_bytes(text));
     }(chan_, header(wire::Type::state), state_notice(set_, "in step")));
-    co_return;
+    return;
   }
   peer_mode_ = PeerMode::catching_up;
+  start_resync(chan_);
+}
+
+void MirrorVolume::start_resync(std::shared_ptr<Channel> ch) {
   auto self = shared_from_this();
   ++background_;
-  spawn(resync(chan_), [self] {
+  spawn(resync(std::move(ch)), [self] {
     if (--self->background_ == 0) self->background_done_.notify_all();
   });
 }
@@ -1036,11 +1073,8 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       Status refuse;
       if (!peer.is_ok())
         refuse = peer.status();
-      else if (peer->volume != local_->uuid() || peer->size != size())
-        refuse = Status::error(Errc::invalid, "replica of another volume or size ({} {})",
-                               peer->volume.to_string(), peer->size);
-      else if (peer->node != o_.peer)
-        refuse = Status::error(Errc::invalid, "node {} holds no replica of {} here", peer->node, name());
+      else
+        refuse = lineage(*peer);
       if (!refuse.is_ok()) {
         spdlog::error("event=mirror.lineage_refused volume={} node={} reason=\"{}\"", name(), o_.node,
                       refuse.message());
@@ -1144,7 +1178,10 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       std::vector<std::byte> buf;
       Status st;
       if (h.generation > set_.generation) (void)co_await refresh("a forwarded read names a newer set");
-      if (h.offset > size() || h.length > size() - h.offset || h.length > wire::kMaxPayload) {
+      bool in_range = h.offset <= size() && h.length <= size() - h.offset;
+      // Past our end while we commit a grow the sender serves already: wait for the commit.
+      if (!in_range) in_range = co_await in_range_after_grow(h.offset, h.length);
+      if (!in_range || h.length > wire::kMaxPayload) {
         st = Status::error(Errc::out_of_range, "read beyond the volume");
       } else if (!(co_await may_read())) {
         st = Status::error(Errc::unavailable, "{} may not serve reads of {}", o_.node, name());
@@ -1196,6 +1233,17 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       peer_caught_up_ = member();
       // Only a resync that followed our hello (which said whether we crashed) settles a crash.
       if (member() && note == "resync complete") o_.crashed = false;
+      co_return;
+    }
+    case wire::Type::grow: {
+      if (h.generation > set_.generation) (void)co_await refresh("a grow names a newer set");
+      Status st = co_await handle_grow(h);
+      rep.type = wire::Type::grow_reply;
+      rep.status = static_cast<std::int32_t>(st.code());
+      rep.offset = size();
+      rep.length = local_->size();
+      const std::string why = st.is_ok() ? std::string() : st.message();
+      (void)co_await ch->reply(h, rep, as_bytes(why));
       co_return;
     }
     case wire::Type::digest: {
@@ -1353,6 +1401,235 @@ copy:
   event(fmt::format("resync_done peer={} bytes={}", o_.peer, resync_done_));
 }
 
+// --- growing (docs/mirror.md "Growing a mirrored volume") ------------------------------------------
+
+// The uuid is the lineage: a replica of another volume is refused. A different size is not: a
+// volume grows one replica at a time, and the owner brings the sizes together before it sends
+// the peer anything (link_sized, grow_step).
+Status MirrorVolume::lineage(const Hello& peer) const {
+  if (peer.volume != local_->uuid())
+    return Status::error(Errc::invalid, "replica of another volume ({}, {} bytes)", peer.volume.to_string(),
+                         peer.size);
+  if (peer.node != o_.peer)
+    return Status::error(Errc::invalid, "node {} holds no replica of {} here", peer.node, name());
+  if (peer.size != size())
+    spdlog::info("event=mirror.size_differs volume={} node={} peer={} size={} peer_size={} peer_capacity={}",
+                 name(), o_.node, o_.peer, size(), peer.size, peer.capacity);
+  return Status::ok();
+}
+
+Status MirrorVolume::grow(std::uint64_t target) {
+  if (stopping_) return Status::error(Errc::shutdown, "volume {} is stopping", name());
+  if (target < size())
+    return Status::error(Errc::invalid, "volume {} serves {} bytes: it cannot shrink to {}", name(), size(),
+                         target);
+  if (target <= std::max(target_, size())) return Status::ok();  // asked already, or done
+  target_ = target;
+  spdlog::info("event=mirror.grow_requested volume={} node={} size={} target={} role={}", name(), o_.node,
+               size(), target, is_owner() ? "owner" : "peer");
+  event(fmt::format("grow to {} bytes requested (serving {})", target, size()));
+  if (!grower_running_) {
+    grower_running_ = true;
+    auto self = shared_from_this();
+    ++background_;
+    spawn(grower(), [self] {
+      if (--self->background_ == 0) self->background_done_.notify_all();
+    });
+  }
+  return Status::ok();
+}
+
+// Runs on every node until the size reaches the target: the owner commits, the other node waits
+// for the owner's `grow` (a node that becomes the owner meanwhile takes over).
+//
+//   grow(S) --> every connect_retry, while size < S:
+//     not the owner: wait (the owner grows this replica)
+//     owner, a member peer not linked: wait link_timeout --> peer_lost (CAS it out), next round
+//     owner: lock the whole volume (no write in flight)
+//       peer takes our writes? --yes--> grow(S) to it --ok-------------------------------.
+//         |                               |--refused, a member: unlock, note, next round  |
+//         no                              '--refused, not a member: drop its link ------.|
+//         v                                  (it grows before its resync)              vv
+//       resize our metadata (bitmap blocks, flush, record), serve S, unlock  <----------'
+Task<void> MirrorVolume::grower() {
+  while (!stopping_ && size() < target_) {
+    Status st =
+        Status::error(Errc::busy, "not in the in-sync set: the owner grows this replica before its resync");
+    if (is_owner())
+      st = co_await grow_step();
+    else if (member())
+      st = Status::error(Errc::busy, "the owner {} commits the grow", o_.peer);
+    if (stopping_ || size() >= target_) break;
+    if (st.message() != grow_note_) {
+      grow_note_ = st.message();
+      spdlog::info("event=mirror.grow_waiting volume={} node={} size={} target={} reason=\"{}\"", name(),
+                   o_.node, size(), target_, grow_note_);
+      if (is_owner()) event(fmt::format("grow to {} bytes waits: {}", target_, grow_note_));
+    }
+    co_await sleep_for(loop_, o_.connect_retry);
+  }
+  grow_note_.clear();
+  grower_running_ = false;
+}
+
+// One attempt of the owner to raise the size. Every write is held off meanwhile (the lock of the
+// whole volume), the peer that takes our writes grows first, and only then does this side, so a
+// write past the old end is never accepted before both replicas can hold it (and both
+// metadata files cover it). A peer that is away does not hold the volume back: it grows before
+// its resync (link_sized).
+Task<Status> MirrorVolume::grow_step() {
+  const std::uint64_t from = size();
+  const std::uint64_t want = std::min(target_, local_->size());
+  if (want <= from)
+    co_return Status::error(Errc::no_space, "{}'s replica holds {} bytes, not yet {}", o_.node,
+                            local_->size(), target_);
+  if (peer_member() && !link_up()) {
+    // A member we cannot reach: the next write would remove it (freeze, compare-and-swap), and so
+    // does the grow, so that the in-sync member grows alone and the peer catches up later.
+    if (!(co_await wait_for_link(o_.link.timeout)).is_ok()) {
+      Status lost = co_await peer_lost(fmt::format("{} unreachable (grow to {} bytes)", o_.peer, want));
+      if (!lost.is_ok()) co_return lost;
+    }
+    co_return Status::error(Errc::busy, "the link to {} changed", o_.peer);
+  }
+  auto all = co_await lock_.lock(0, from, true);
+  if (!is_owner() || size() != from) co_return Status::error(Errc::busy, "the owner or the size changed");
+  // Writes past the old end that reach us meanwhile (the peer serves the new size from its
+  // `grow` on) wait for this commit instead of failing (in_range_after_grow).
+  growing_to_ = want;
+  struct Committed {
+    MirrorVolume* v;
+    ~Committed() {
+      v->growing_to_ = 0;
+      // From the loop, not this frame: the waiters go on with their writes.
+      v->loop_->post([self = v->shared_from_this()] { self->grown_.notify_all(); });
+    }
+  } committed{this};
+  if (link_up() && (peer_mode_ != PeerMode::absent || peer_member())) {
+    auto ch = chan_;
+    Status ps = co_await grow_peer(ch, want);
+    if (!ps.is_ok() && ps.code() == Errc::conflict) {
+      all.release();
+      Status f = co_await refresh("the peer refused our generation (grow)");
+      if (!f.is_ok()) co_return f;
+      co_return ps;
+    }
+    if (!ps.is_ok() && !peer_member()) {
+      // A peer being resynced or held out: not worth holding the volume back. It gets no more
+      // writes and grows before its resync resumes (the next link goes through link_sized).
+      event(fmt::format("{} cannot hold {} bytes yet ({}): it grows before its resync", o_.peer, want,
+                        ps.message()));
+      ch->close(
+          Status::error(Errc::unavailable, "{} cannot hold {} bytes yet: {}", o_.peer, want, ps.message()));
+    } else if (!ps.is_ok() && ps.code() == Errc::unavailable) {
+      // The link failed under the call: as for a failed write, the peer leaves the set first.
+      all.release();
+      Status lost = co_await peer_lost(fmt::format("grow on {} failed: {}", o_.peer, ps.message()));
+      if (!lost.is_ok()) co_return lost;
+      co_return Status::error(Errc::busy, "{} left the in-sync set", o_.peer);
+    } else if (!ps.is_ok()) {
+      // A member that cannot hold the new size yet (its node grows its pool object on its own
+      // schedule, or its pool is full): wait for it. It keeps every write meanwhile.
+      co_return Status::error(ps.code(), "waiting for {} to grow its replica: {}", o_.peer, ps.message());
+    }
+  }
+  co_return co_await grow_local(want);
+}
+
+// This replica serves `want` bytes from now on: the metadata covers them durably first (new bitmap
+// blocks, then the record with the new size: a crash before the record keeps the old size).
+Task<Status> MirrorVolume::grow_local(std::uint64_t want) {
+  const std::uint64_t from = size();
+  if (want <= from) co_return Status::ok();  // never shrinks; a repeated request is done
+  if (local_->size() < want)
+    co_return Status::error(Errc::no_space, "{}'s replica holds {} bytes, not yet {}", o_.node,
+                            local_->size(), want);
+  if (Status st = co_await meta_->resize(want); !st.is_ok()) {
+    spdlog::error("event=mirror.grow_failed volume={} node={} from={} to={} error=\"{}\"", name(), o_.node,
+                  from, want, st.message());
+    co_return st;
+  }
+  size_.store(std::max(size(), want), std::memory_order_relaxed);
+  spdlog::info("event=mirror.grown volume={} node={} generation={} from={} to={} role={}", name(), o_.node,
+               set_.generation, from, want, is_owner() ? "owner" : "peer");
+  event(fmt::format("grown from {} to {} bytes", from, want));
+  co_return Status::ok();
+}
+
+Task<Status> MirrorVolume::grow_peer(std::shared_ptr<Channel> ch, std::uint64_t want) {
+  if (!peer_grows_)
+    co_return Status::error(Errc::unsupported, "{} runs a duplexd that cannot grow a mirrored volume",
+                            o_.peer);
+  wire::Header h = header(wire::Type::grow);
+  h.length = want;
+  auto r = co_await ch->call(h, {}, o_.replicate_timeout);
+  if (!r.is_ok()) co_return Status::error(Errc::unavailable, "grow on {}: {}", o_.peer, r.status().message());
+  peer_size_ = r->header.offset;
+  if (r->header.status == 0) co_return Status::ok();
+  // The peer answered no: never `unavailable`, which means the link failed.
+  auto code = static_cast<Errc>(r->header.status);
+  if (code == Errc::unavailable) code = Errc::busy;
+  co_return Status::error(code, "{}", as_text(r->payload));
+}
+
+// The owner's `grow` at the other node: hold `length` bytes (metadata first), and serve them.
+Task<Status> MirrorVolume::handle_grow(wire::Header h) {
+  if (h.generation < set_.generation)
+    co_return Status::error(Errc::conflict, "generation {} is older than {}", h.generation, set_.generation);
+  if (is_owner())
+    co_return Status::error(Errc::conflict, "{} orders the writes of {} itself", o_.node, name());
+  Status st = co_await grow_local(h.length);
+  // The owner commits its own grow right after this answer.
+  if (st.is_ok()) peer_size_ = std::max(peer_size_, h.length);
+  co_return st;
+}
+
+Task<bool> MirrorVolume::in_range_after_grow(std::uint64_t offset, std::uint64_t length) {
+  auto in = [](std::uint64_t off, std::uint64_t len, std::uint64_t end) {
+    return off <= end && len <= end - off;
+  };
+  while (growing_to_ != 0 && in(offset, length, growing_to_) && !in(offset, length, size()))
+    co_await grown_.wait();
+  co_return in(offset, length, size());
+}
+
+// The owner linked with a peer of another size. A smaller one missed a grow while it was away: it
+// grows (metadata and served size) before anything else; its pool object must have grown first,
+// which its own node does when it applies the catalogue. A larger one that is not in the set:
+// this side grows first, so that the ranges the peer lists as its own (diverged) fit in our
+// bitmap. Then the link goes on as usual (link_as_owner: in step, or a resync).
+Task<void> MirrorVolume::link_sized(std::shared_ptr<Channel> ch, Hello peer) {
+  std::string noted;
+  while (!stopping_ && ch->up() && chan_ == ch && is_owner()) {
+    Status st = Status::ok();
+    if (peer.size < size()) {
+      st = co_await grow_peer(ch, size());
+      if (st.is_ok()) peer.size = peer_size_;
+    } else if (peer.size > size()) {
+      st = Status::error(Errc::busy, "it serves {} bytes, this replica {}: this one grows first", peer.size,
+                         size());
+    }
+    if (stopping_ || !ch->up() || chan_ != ch || !is_owner()) co_return;
+    if (peer.size == size()) {
+      link_as_owner(peer);
+      co_return;
+    }
+    if (st.is_ok()) continue;  // it grew, and this side meanwhile too: again
+    if (peer.size < size() && peer_member()) {
+      // A member we cannot give the size to cannot take our writes: it leaves the set.
+      Status lost =
+          co_await peer_lost(fmt::format("{} cannot hold {} bytes: {}", o_.peer, size(), st.message()));
+      if (!lost.is_ok()) co_return;
+      continue;
+    }
+    if (st.message() != noted) {
+      noted = st.message();
+      event(fmt::format("resync of {} waits for the sizes to agree: {}", o_.peer, noted));
+    }
+    co_await sleep_for(loop_, o_.connect_retry);
+  }
+}
+
 Task<void> MirrorVolume::persister() {
   while (!stopping_) {
     co_await sleep_for(loop_, o_.persist_period);
@@ -1470,6 +1747,9 @@ Task<Result<VerifyReport>> MirrorVolume::verify(bool repair) {
 MirrorStatus MirrorVolume::status() const {
   MirrorStatus s;
   const auto& r = meta_->record();
+  s.size = size();
+  s.grow_target = target_ > size() ? target_ : 0;
+  s.grow = grow_note_;
   s.state = std::string(to_string(r.state));
   if (is_owner() && peer_mode_ == PeerMode::catching_up) s.state = "resyncing";
   if (local_failed_ && r.state != ReplicaState::in_sync) s.state = "failed";

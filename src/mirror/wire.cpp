@@ -19,7 +19,8 @@ bool is_reply(Type t) {
     case Type::resync_reply:
     case Type::digest_reply:
     case Type::shared_call_reply:
-    case Type::shared_state_reply: return true;
+    case Type::shared_state_reply:
+    case Type::grow_reply: return true;
     default: return false;
   }
 }
@@ -36,6 +37,7 @@ std::optional<Type> reply_type(Type t) {
     case Type::digest: return Type::digest_reply;
     case Type::shared_call: return Type::shared_call_reply;
     case Type::shared_state: return Type::shared_state_reply;
+    case Type::grow: return Type::grow_reply;
     default: return std::nullopt;
   }
 }
@@ -64,6 +66,8 @@ std::string_view type_name(Type t) {
     case Type::shared_call_reply: return "shared_call_reply";
     case Type::shared_state: return "shared_state";
     case Type::shared_state_reply: return "shared_state_reply";
+    case Type::grow: return "grow";
+    case Type::grow_reply: return "grow_reply";
   }
   return "unknown";
 }

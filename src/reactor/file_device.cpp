@@ -120,6 +120,27 @@ Status FileDevice::sync() {
   return Status::ok();
 }
 
+Status FileDevice::extend(std::uint64_t size) {
+  if (size <= size_) return Status::ok();
+  if (blockdev_) {
+    std::uint64_t now = 0;
+    if (::ioctl(fd_, BLKGETSIZE64, &now) != 0)
+      return Status::error(Errc::io_error, "{}: cannot read the size: {}", path_, std::strerror(errno));
+    size_ = now;
+    if (now < size)
+      return Status::error(Errc::no_space, "{}: the block device holds {} bytes, {} needed", path_, now,
+                           size);
+    return Status::ok();
+  }
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+    return Status::error(Errc::io_error, "{}: cannot lengthen to {} bytes: {}", path_, size,
+                         std::strerror(errno));
+  // fsync, not fdatasync: the new length is metadata the file system must keep across a crash.
+  if (::fsync(fd_) != 0) return Status::error(Errc::io_error, "{}: fsync: {}", path_, std::strerror(errno));
+  size_ = size;
+  return Status::ok();
+}
+
 Status FileDevice::punch(std::uint64_t offset, std::uint64_t length) {
   if (blockdev_) {
     std::uint64_t range[2] = {offset, length};

@@ -31,7 +31,8 @@ CommandResult illegal_request(Asc code, std::uint16_t byte, int bit, bool in_cdb
   return r;
 }
 
-LogicalUnit::LogicalUnit(volume::BlockVolume& volume, LuConfig cfg) : volume_(volume), cfg_(std::move(cfg)) {
+LogicalUnit::LogicalUnit(volume::BlockVolume& volume, LuConfig cfg)
+    : volume_(volume), cfg_(std::move(cfg)), announced_blocks_(blocks()) {
   if (cfg_.read_only == false && volume_.read_only()) cfg_.read_only = true;
   if (cfg_.port_groups.empty())
     cfg_.port_groups.push_back({cfg_.tpg_id, AluaState::active_optimized, false, {cfg_.relative_port}});
@@ -246,6 +247,13 @@ Task<CommandResult> LogicalUnit::execute(Command c) {
     co_return r;
   }
   if (refresh_hook_) refresh_hook_(*this);
+  if (const std::uint64_t now = blocks(); now != announced_blocks_) {
+    // The volume grew (a mirrored one: once both replicas hold the new size). Every nexus that
+    // may have read the old capacity hears CAPACITY DATA HAS CHANGED once, the unit attention
+    // hosts act on by reading the capacity again (Linux rescans the disk's size on it).
+    announced_blocks_ = now;
+    unit_attention_all(asc::kCapacityDataChanged);
+  }
 
   // A new nexus inherits the conditions raised before it was seen; INQUIRY, REPORT LUNS and
   // REQUEST SENSE neither report nor clear a unit attention (SAM-5 5.14).

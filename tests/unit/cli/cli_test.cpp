@@ -84,6 +84,30 @@ TEST(CliRender, VolumeShowsReplicasSnapshotsAndPaths) {
   EXPECT_EQ(state, "ready, resync 40%, growing");
 }
 
+// A mirrored volume mid-grow: the record says 2 GiB, n2 has not committed it. The grow is not
+// applied until every replica serves the new size, and both the wait line and `volume show` say
+// what it waits for.
+TEST(CliRender, AGrowIsAppliedOnlyWhenEveryReplicaServesTheNewSize) {
+  json v = json::parse(R"({"name": "m", "size": 2147483648, "state": "ready", "replicas_wanted": 2,
+    "replicas": [{"node": "n1", "state": "in-sync", "size": 2147483648, "grow": ""},
+                 {"node": "n2", "state": "in-sync", "size": 1073741824,
+                  "grow": "waiting for n2 to grow its replica"}]})");
+  std::string state;
+  EXPECT_FALSE(volume_applied(v, 2ull << 30, state));
+  EXPECT_EQ(state, "ready, growing (n2: waiting for n2 to grow its replica)");
+  const std::string out = render_volume(v);
+  EXPECT_NE(
+      out.find("n2: serves 1 GiB of 2 GiB: grow not committed yet (waiting for n2 to grow its replica)"),
+      std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("n1: serves"), std::string::npos) << out;
+  v["replicas"][1]["size"] = 2147483648;
+  v["replicas"][1]["grow"] = "";
+  EXPECT_TRUE(volume_applied(v, 2ull << 30, state));
+  EXPECT_EQ(state, "ready");
+  EXPECT_TRUE(volume_applied(v, 0, state)) << "no grow asked";
+}
+
 TEST(CliRender, WrongTypesDoNotThrow) {
   const json odd = json::parse(R"({"name": 7, "size": "big", "replicas": {"x": 1}, "paths": "none"})");
   EXPECT_NO_THROW(render_volume(odd));
@@ -315,6 +339,26 @@ TEST(CliCommands, CreateSendsReplicasTwoAndRefusesThree) {
   EXPECT_EQ(sent["preferred_site"], "a");
   EXPECT_THROW((void)run_cli({"volume", "create", "m", "--size", "4096", "--replicas", "3"}, api.url()),
                CLI::ParseError);
+}
+
+// `volume grow V SIZE` and `volume grow V --size SIZE` send the same PATCH; no size, or both, is
+// a usage error before any request.
+TEST(CliCommands, GrowTakesTheSizeAsAnArgumentOrAnOption) {
+  FakeApi api;
+  std::vector<json> sent;
+  api.server().Patch("/v1/volumes/m", [&](const httplib::Request& req, httplib::Response& res) {
+    sent.push_back(json::parse(req.body));
+    res.set_content(json{{"name", "m"}, {"size", 67108864}, {"state", "ready"}}.dump(), "application/json");
+  });
+  ASSERT_TRUE(run_cli({"volume", "grow", "m", "64MiB"}, api.url()));
+  ASSERT_TRUE(run_cli({"volume", "grow", "m", "--size", "64MiB"}, api.url()));
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0], (json{{"size", 67108864}}));
+  EXPECT_EQ(sent[1], sent[0]);
+  EXPECT_THROW((void)run_cli({"volume", "grow", "m"}, api.url()), CLI::ParseError);
+  EXPECT_THROW((void)run_cli({"volume", "grow", "m", "64MiB", "--size", "96MiB"}, api.url()),
+               CLI::ParseError);
+  EXPECT_EQ(sent.size(), 2u);
 }
 
 TEST(CliRender, NodesShowTheirDrain) {

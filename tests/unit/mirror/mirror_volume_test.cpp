@@ -23,6 +23,41 @@ namespace {
 using std::chrono::milliseconds;
 using test::FakeDisk;
 constexpr std::uint64_t kSize = 16u << 20;
+// What the grow tests grow to: past the first bitmap block (32640 bits of 4 KiB, 127.5 MiB), so
+// the metadata gains a block. The pools are thin: only what is written takes room.
+constexpr std::uint64_t kGrown = 160u << 20;
+
+// The metadata device of a node, over its fake disk: holds every flush while `hold` is set (a
+// slow metadata disk, to catch a grow between its steps), and fails them once the node lost power.
+class GateDevice final : public BlockDevice {
+ public:
+  GateDevice(FakeDisk* disk, EventLoop* loop) : disk_(disk), loop_(loop) {}
+  std::uint64_t size() const override { return disk_->size(); }
+  const std::string& name() const override { return disk_->name(); }
+  Task<Status> read(std::uint64_t offset, std::span<std::byte> buf) override {
+    return disk_->read(offset, buf);
+  }
+  Task<Status> write(std::uint64_t offset, std::span<const std::byte> buf) override {
+    return disk_->write(offset, buf);
+  }
+  Task<Status> flush() override {
+    ++held;
+    while (hold && !dead) co_await sleep_for(loop_, milliseconds(5));
+    --held;
+    if (dead) co_return Status::error(Errc::io_error, "{}: the node lost power (test)", name());
+    co_return co_await disk_->flush();
+  }
+  Task<Status> discard(std::uint64_t offset, std::uint64_t length) override {
+    return disk_->discard(offset, length);
+  }
+  bool hold = false;
+  bool dead = false;
+  int held = 0;  // flushes waiting now
+
+ private:
+  FakeDisk* disk_;
+  EventLoop* loop_;
+};
 
 // The in-sync set with etcd's semantics: a change applies only on the expected generation; the
 // owner is the first member in placement order; `available = false` is a lost quorum.
@@ -69,6 +104,7 @@ struct Node {
   std::string name;
   std::unique_ptr<FakeDisk> disk;
   std::unique_ptr<FakeDisk> meta_disk;
+  std::unique_ptr<GateDevice> meta_gate;  // over meta_disk: what the metadata is written through
   std::unique_ptr<store::Pool> pool;
   store::ObjectId id = 0;
   std::shared_ptr<MirrorVolume> vol;
@@ -81,7 +117,8 @@ class MirrorTest : public ::testing::Test {
   Node n[2];
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
   std::uint16_t port = 0;
-  bool cut = false;  // the listener refuses connections (link cut)
+  bool cut = false;                   // the listener refuses connections (link cut)
+  std::uint64_t resync_rate_max = 0;  // for the nodes (re)started from now on
   Uuid uuid = *Uuid::parse("7f1f3a52-1c4e-4d0a-9a57-0c2f7d1e5b11");
 
   template <typename F>
@@ -126,6 +163,7 @@ class MirrorTest : public ::testing::Test {
     o.connect_retry = milliseconds(50);
     o.persist_period = milliseconds(200);
     o.resync_chunk = 256 * 1024;
+    o.resync_rate_max = resync_rate_max;
     return o;
   }
 
@@ -152,8 +190,10 @@ class MirrorTest : public ::testing::Test {
     rec.generation = 1;
     rec.node = x.name;
     rec.peer = i == 0 ? "n2" : "n1";
-    x.meta_disk = std::make_unique<FakeDisk>(ReplicaMeta::required_bytes(kSize, 4096), x.name + "-meta");
-    auto meta = co_await ReplicaMeta::create(x.meta_disk.get(), rec);
+    // Room for a grow: the daemon lengthens the metadata file before it grows (grow_meta_file).
+    x.meta_disk = std::make_unique<FakeDisk>(ReplicaMeta::required_bytes(kGrown, 4096), x.name + "-meta");
+    x.meta_gate = std::make_unique<GateDevice>(x.meta_disk.get(), &loop);
+    auto meta = co_await ReplicaMeta::create(x.meta_gate.get(), rec);
     EXPECT_TRUE(meta.is_ok()) << meta.status().message();
     auto local = std::make_unique<volume::LocalVolume>(*x.pool, x.id, "v");
     x.vol = std::make_shared<MirrorVolume>(&loop, std::move(local), std::move(*meta), arb, locator(i),
@@ -169,6 +209,7 @@ class MirrorTest : public ::testing::Test {
     if (power_cut) {
       pool_disk = std::make_unique<FakeDisk>(x.disk->durable_copy());
       meta_disk = std::make_unique<FakeDisk>(x.meta_disk->durable_copy());
+      x.meta_gate->dead = true;  // what the old instance still writes is lost with it
     }
     (void)co_await x.vol->stop();
     x.vol.reset();
@@ -182,7 +223,9 @@ class MirrorTest : public ::testing::Test {
     auto pool = co_await store::Pool::open(*x.disk);
     EXPECT_TRUE(pool.is_ok()) << pool.status().message();
     x.pool = std::move(*pool);
-    auto meta = co_await ReplicaMeta::open(x.meta_disk.get());
+    // The old gate goes with the old instance (stopped above); the new one has nothing held.
+    x.meta_gate = std::make_unique<GateDevice>(x.meta_disk.get(), &loop);
+    auto meta = co_await ReplicaMeta::open(x.meta_gate.get());
     EXPECT_TRUE(meta.is_ok()) << meta.status().message();
     EXPECT_EQ((*meta)->recovered_from_crash(), power_cut);
     MirrorOptions o = options(i);
@@ -227,6 +270,19 @@ class MirrorTest : public ::testing::Test {
     std::vector<std::byte> b(len);
     EXPECT_TRUE((co_await n[i].pool->read(n[i].id, off, b)).is_ok());
     co_return b;
+  }
+  // The two replicas hold the same bytes in [0, len), compared 2 MiB at a time with the loop let
+  // go between pieces: the fake disks answer inline, and a long stall of the loop would starve
+  // the links' heartbeats (they time out after 400 ms here).
+  Task<bool> replicas_equal(std::uint64_t len) {
+    for (std::uint64_t off = 0; off < len; off += 2u << 20) {
+      const std::uint64_t n = std::min<std::uint64_t>(2u << 20, len - off);
+      const auto a = co_await replica(0, off, n);
+      const auto b = co_await replica(1, off, n);
+      if (a != b) co_return false;
+      co_await sleep_for(&loop, milliseconds(1));
+    }
+    co_return true;
   }
   static std::vector<std::byte> pattern(std::uint64_t len, int seed) {
     std::vector<std::byte> b(len);
@@ -952,6 +1008,296 @@ TEST_F(MirrorTest, APeerThatLostPowerWhileStillAMemberServesNothingStale) {
     EXPECT_EQ(back, a);
     EXPECT_EQ(co_await replica(0, 0, kSize), co_await replica(1, 0, kSize));
   });
+}
+
+// --- growing a mirrored volume (docs/mirror.md "Growing a mirrored volume") ---------------------
+
+// Both nodes up and linked, writes through both going on. The owner waits for the peer to hold
+// the new size (its pool object grows when its node applies the catalogue) and evicts nobody
+// meanwhile; then the peer grows first and the owner commits under its lock of the whole volume.
+// A write past the old end through the peer, while the owner's own metadata is still being
+// written, waits for the commit instead of failing or landing on one replica only.
+TEST_F(MirrorTest, AGrowUnderWritesThroughBothNodesCommitsOnBothWithoutADecision) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    bool writing = true;
+    int written = 0;
+    Status writers_failed;
+    auto writer = [&](int i) -> Task<Status> {
+      std::mt19937 rng(static_cast<unsigned>(100 + i));
+      for (int k = 0; writing; ++k) {
+        const std::uint64_t off = (rng() % (kSize / 65536)) * 65536;
+        if (Status st = co_await n[i].vol->write(off, pattern(16384, k + 1000 * i), false); !st.is_ok()) {
+          writers_failed = st;
+          co_return st;
+        }
+        ++written;
+        co_await sleep_for(&loop, milliseconds(2));
+      }
+      co_return Status::ok();
+    };
+    std::vector<Task<Status>> writers;
+    writers.push_back(writer(0));
+    writers.push_back(writer(1));
+    auto body = [&]() -> Task<Status> {
+      // The owner's node applied the catalogue first: its replica can hold the new size.
+      EXPECT_TRUE((co_await n[0].pool->grow(n[0].id, kGrown)).is_ok());
+      EXPECT_TRUE(n[0].vol->grow(kGrown).is_ok());
+      EXPECT_TRUE(co_await wait_until([this] { return !n[0].vol->status().grow.empty(); }));
+      co_await sleep_for(&loop, milliseconds(300));
+      EXPECT_EQ(n[0].vol->size(), kSize) << "not before the peer can hold it";
+      EXPECT_EQ(n[1].vol->size(), kSize);
+      EXPECT_NE(n[0].vol->status().grow.find("n2"), std::string::npos) << n[0].vol->status().grow;
+      EXPECT_EQ(n[0].vol->status().grow_target, kGrown);
+      auto past = pattern(8192, 7);
+      EXPECT_EQ((co_await n[0].vol->write(kSize, past, false)).code(), Errc::out_of_range);
+      EXPECT_EQ((co_await n[1].vol->write(kSize, past, false)).code(), Errc::out_of_range);
+      // Then the peer's node: the owner's next attempt grows n2 first, then itself. Its own
+      // metadata is slow this time, so the window between the two is open for a while.
+      n[0].meta_gate->hold = true;
+      EXPECT_TRUE((co_await n[1].pool->grow(n[1].id, kGrown)).is_ok());
+      EXPECT_TRUE(n[1].vol->grow(kGrown).is_ok());
+      EXPECT_TRUE(
+          co_await wait_until([this] { return n[1].vol->size() == kGrown && n[0].meta_gate->held > 0; }));
+      EXPECT_EQ(n[0].vol->size(), kSize) << "the owner commits after the peer";
+      Status through_peer = Status::error(Errc::busy, "not done");
+      bool done = false;
+      spawn([](MirrorVolume* v, std::vector<std::byte> d, Status* out, bool* fin) -> Task<void> {
+        *out = co_await v->write(kSize + (1u << 20), d, false);
+        *fin = true;
+      }(n[1].vol.get(), past, &through_peer, &done));
+      co_await sleep_for(&loop, milliseconds(200));
+      EXPECT_FALSE(done) << "a write past the old end waits for the owner's commit: "
+                         << through_peer.message();
+      n[0].meta_gate->hold = false;
+      EXPECT_TRUE(co_await wait_until([&] { return done; }));
+      EXPECT_TRUE(through_peer.is_ok()) << through_peer.message();
+      EXPECT_EQ(n[0].vol->size(), kGrown);
+      EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().grow.empty(); }));
+      co_await sleep_for(&loop, milliseconds(100));
+      writing = false;
+      co_return Status::ok();
+    };
+    writers.push_back(body());
+    EXPECT_TRUE((co_await when_all(std::move(writers))).is_ok()) << writers_failed.message();
+    EXPECT_GT(written, 20) << "the writers hardly ran: the test proves nothing";
+    EXPECT_EQ(arb->set().generation, 1u)
+        << "a grow decides nothing: " << (arb->reasons.empty() ? "" : arb->reasons[0]);
+    // Past the old end, through both nodes, read back through both; the last block too (it lies
+    // in the metadata's second bitmap block).
+    auto a = pattern(65536, 8), b = pattern(8192, 9);
+    EXPECT_TRUE((co_await n[0].vol->write(kSize + (4u << 20), a, false)).is_ok());
+    EXPECT_TRUE((co_await n[1].vol->write(kGrown - b.size(), b, true)).is_ok());
+    for (int i = 0; i < 2; ++i) {
+      std::vector<std::byte> back(a.size());
+      EXPECT_TRUE((co_await n[i].vol->read(kSize + (4u << 20), back)).is_ok());
+      EXPECT_EQ(back, a) << "through node " << i;
+      back.resize(b.size());
+      EXPECT_TRUE((co_await n[i].vol->read(kGrown - b.size(), back)).is_ok());
+      EXPECT_EQ(back, b) << "through node " << i;
+    }
+    EXPECT_TRUE(co_await replicas_equal(kGrown));
+    EXPECT_EQ(n[0].vol->status().dirty_bytes, 0u);
+  });
+}
+
+// The peer is down when the grow is asked for: the owner removes it from the set (as a write
+// would) and grows alone. The returning replica is refused nothing but gets nothing either until
+// it holds the new size; then only what it missed is copied, the new region included.
+TEST_F(MirrorTest, APeerAwayDuringAGrowGrowsBeforeItsResyncWhichCoversTheNewRegion) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto base = pattern(1u << 20, 10);
+    EXPECT_TRUE((co_await n[0].vol->write(0, base, false)).is_ok());
+    auto a = pattern(65536, 11), b = pattern(8192, 12), c = pattern(4096, 13);
+    co_await restart(1, false, [&]() -> Task<void> {
+      EXPECT_TRUE((co_await n[0].pool->grow(n[0].id, kGrown)).is_ok());
+      EXPECT_TRUE(n[0].vol->grow(kGrown).is_ok());
+      EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->size() == kGrown; }));
+      EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+      EXPECT_NE(arb->reasons.back().find("grow"), std::string::npos) << arb->reasons.back();
+      EXPECT_TRUE((co_await n[0].vol->write(kSize + (2u << 20), a, false)).is_ok());  // the new region
+      EXPECT_TRUE((co_await n[0].vol->write(kGrown - b.size(), b, false)).is_ok());   // its last block
+      EXPECT_TRUE((co_await n[0].vol->write(4u << 20, c, false)).is_ok());            // the old region
+    });
+    // n2 is back with its replica and metadata at the old size: the lineage holds (same uuid), but
+    // the owner does not resync it before it can hold the new size.
+    EXPECT_EQ(n[1].vol->size(), kSize);
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().link_up; }));
+    EXPECT_TRUE(co_await wait_until([this] {
+      return n[0].vol->status().last_event.find("waits for the sizes") != std::string::npos;
+    })) << n[0].vol->status().last_event;
+    co_await sleep_for(&loop, milliseconds(300));
+    EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+    EXPECT_EQ(n[0].vol->status().resync_done, 0u) << "nothing copied to a replica that cannot hold it";
+    std::vector<std::byte> back(b.size());
+    Status fwd = co_await n[1].vol->read(kSize - b.size(), back);  // n2 still serves, through n1
+    EXPECT_TRUE(fwd.is_ok()) << fwd.message();
+    // Its node applies the catalogue: the replica grows, and the resync follows.
+    EXPECT_TRUE((co_await n[1].pool->grow(n[1].id, kGrown)).is_ok());
+    EXPECT_TRUE(n[1].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().state == "in-sync"; }));
+    EXPECT_EQ(n[1].vol->size(), kGrown);
+    EXPECT_EQ(n[0].vol->status().resync_done, a.size() + b.size() + c.size())
+        << "exactly what n2 missed, past the old end included; not a full resync";
+    back.resize(a.size());
+    Status rd = co_await n[1].vol->read(kSize + (2u << 20), back);
+    EXPECT_TRUE(rd.is_ok()) << rd.message();
+    EXPECT_EQ(back, a);
+    EXPECT_TRUE(co_await replicas_equal(kGrown));
+    // And a later outage: the dirty map covers the new region for the next resync too.
+    cut = true;
+    n[0].vol->disconnect("test: link cut after the grow");
+    auto d = pattern(4096, 14);
+    EXPECT_TRUE((co_await n[0].vol->write(kGrown - 4096, d, false)).is_ok());
+    EXPECT_EQ(n[0].vol->status().dirty_bytes, d.size());
+    cut = false;
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().state == "in-sync"; }));
+    EXPECT_EQ(co_await replica(1, kGrown - 4096, 4096), d);
+    EXPECT_TRUE(co_await replicas_equal(kGrown));
+  });
+}
+
+// A grow while the owner resyncs its peer: the peer that is catching up takes every write, so it
+// grows first like a member; the resync goes on and adds it back without starting over.
+TEST_F(MirrorTest, AGrowDuringAResyncGrowsTheCatchingUpPeerAndTheResyncGoesOn) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    resync_rate_max = 2u << 20;  // n1 restarted with it: a resync of 4 MiB takes about 2 s
+    co_await restart(0, false, []() -> Task<void> { co_return; });
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto big = pattern(1u << 20, 15);
+    co_await restart(1, false, [&]() -> Task<void> {
+      for (std::uint64_t off = 0; off < (4u << 20); off += big.size())
+        EXPECT_TRUE((co_await n[0].vol->write(off, big, false)).is_ok());
+    });
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().state == "resyncing"; }));
+    EXPECT_TRUE((co_await n[0].pool->grow(n[0].id, kGrown)).is_ok());
+    EXPECT_TRUE((co_await n[1].pool->grow(n[1].id, kGrown)).is_ok());
+    EXPECT_TRUE(n[1].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(n[0].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->size() == kGrown; }));
+    EXPECT_EQ(n[1].vol->size(), kGrown) << "the catching-up peer grew first";
+    EXPECT_EQ(n[0].vol->status().state, "resyncing") << "the grow did not wait for the resync";
+    auto e = pattern(16384, 16);
+    EXPECT_TRUE((co_await n[0].vol->write(kGrown - e.size(), e, false)).is_ok());  // replicated at once
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().state == "in-sync"; }));
+    EXPECT_LE(n[0].vol->status().resync_done, 4u << 20) << "the resync did not start over";
+    EXPECT_TRUE(co_await replicas_equal(kGrown));
+  });
+}
+
+// The owner loses power in the middle of its grow: the peer took the new size, the owner's own
+// metadata record was not written yet. It comes back at the old size (its metadata is
+// consistent: the record either names the new size with the bitmap covering it, or the old),
+// leaves the set as any crashed replica does, and the peer - owner now, serving the new size -
+// grows it before its resync. No acknowledged write is lost; the replicas end identical.
+TEST_F(MirrorTest, AnOwnerThatLosesPowerMidGrowComesBackAtTheOldSizeAndConverges) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto base = pattern(65536, 17);
+    EXPECT_TRUE((co_await n[0].vol->write(0, base, false)).is_ok());
+    EXPECT_TRUE((co_await n[0].vol->flush()).is_ok());
+    EXPECT_TRUE((co_await n[0].pool->grow(n[0].id, kGrown)).is_ok());
+    EXPECT_TRUE((co_await n[1].pool->grow(n[1].id, kGrown)).is_ok());
+    n[0].meta_gate->hold = true;
+    EXPECT_TRUE(n[1].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(n[0].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[1].vol->size() == kGrown && n[0].meta_gate->held > 0; }));
+    auto a = pattern(8192, 18);
+    co_await restart(0, true, [&]() -> Task<void> {
+      // n2 goes on alone (it removes n1 by compare-and-swap) at the size it took.
+      Status st = co_await n[1].vol->write(kGrown - a.size(), a, false);
+      EXPECT_TRUE(st.is_ok()) << st.message();
+      EXPECT_EQ(arb->set().members, std::vector<std::string>{"n2"});
+    });
+    EXPECT_EQ(n[0].vol->size(), kSize) << "the record with the new size was never durable";
+    // Its daemon asks for the catalogue's size again after a start (make_mirror_on_loop).
+    EXPECT_TRUE(n[0].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().state == "in-sync"; }));
+    EXPECT_EQ(n[0].vol->size(), kGrown);
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().grow.empty(); }))
+        << "converged to its target: " << n[0].vol->status().grow;
+    EXPECT_EQ(n[0].vol->status().grow_target, 0u);
+    EXPECT_EQ(co_await replica(0, kGrown - a.size(), a.size()), a);
+    EXPECT_EQ(co_await replica(0, 0, base.size()), base);
+    EXPECT_TRUE(co_await replicas_equal(kGrown));
+    EXPECT_LT(n[1].vol->status().resync_done, kSize) << "not a full resync";
+  });
+}
+
+// The peer loses power right after it took the new size (its record is durable) and before the
+// owner's own commit ends: it comes back serving the new size, leaves the set as any crashed
+// replica does, and the owner, which commits meanwhile, resyncs its activity log. A write past the
+// old end acknowledged while the peer is away is on both replicas afterwards.
+TEST_F(MirrorTest, APeerThatLosesPowerMidGrowComesBackAtTheNewSizeAndIsResynced) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    EXPECT_TRUE((co_await n[0].pool->grow(n[0].id, kGrown)).is_ok());
+    EXPECT_TRUE((co_await n[1].pool->grow(n[1].id, kGrown)).is_ok());
+    n[0].meta_gate->hold = true;  // the owner's commit stays between its two steps
+    EXPECT_TRUE(n[1].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(n[0].vol->grow(kGrown).is_ok());
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[1].vol->size() == kGrown && n[0].meta_gate->held > 0; }));
+    auto a = pattern(16384, 19);
+    co_await restart(1, true, [&]() -> Task<void> {
+      n[0].meta_gate->hold = false;
+      EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->size() == kGrown; }));
+      Status st = co_await n[0].vol->write(kGrown - a.size(), a, false);  // n2 leaves the set first
+      EXPECT_TRUE(st.is_ok()) << st.message();
+      EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
+    });
+    EXPECT_EQ(n[1].vol->size(), kGrown) << "its record with the new size was durable before it answered";
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_TRUE(co_await wait_until([this] { return n[1].vol->status().state == "in-sync"; }));
+    EXPECT_EQ(co_await replica(1, kGrown - a.size(), a.size()), a);
+    EXPECT_LT(n[0].vol->status().resync_done, kSize) << "not a full resync";
+    EXPECT_TRUE(co_await replicas_equal(kGrown));
+  });
+}
+
+// Lineage: the hello's uuid decides; a size that differs is a grow in progress, not another volume.
+TEST(MirrorHello, CarriesCapacityAndFeaturesAndRefusesNonsense) {
+  Hello h;
+  h.volume = *Uuid::parse("7f1f3a52-1c4e-4d0a-9a57-0c2f7d1e5b11");
+  h.size = 16u << 20;
+  h.capacity = 32u << 20;
+  h.grows = true;
+  h.node = "n1";
+  h.state = "in-sync";
+  auto back = decode_hello(encode_hello(h));
+  EXPECT_TRUE(back.is_ok()) << back.status().message();
+  if (back.is_ok()) {
+    EXPECT_EQ(back->capacity, h.capacity);
+    EXPECT_TRUE(back->grows);
+  }
+  // An older peer's hello: no capacity, no features.
+  auto old = decode_hello(
+      R"({"volume": "7f1f3a52-1c4e-4d0a-9a57-0c2f7d1e5b11", "size": 4096, "node": "n2", "generation": 1,
+          "state": "in-sync"})");
+  EXPECT_TRUE(old.is_ok());
+  if (old.is_ok()) {
+    EXPECT_EQ(old->capacity, 4096u);
+    EXPECT_FALSE(old->grows);
+  }
+  EXPECT_FALSE(decode_hello(R"({"volume": "7f1f3a52-1c4e-4d0a-9a57-0c2f7d1e5b11", "size": 0, "node": "n2",
+                                "generation": 1, "state": "in-sync"})")
+                   .is_ok());
+  EXPECT_FALSE(decode_hello(R"({"volume": "7f1f3a52-1c4e-4d0a-9a57-0c2f7d1e5b11", "size": 8192,
+                                "capacity": 4096, "node": "n2", "generation": 1, "state": "in-sync"})")
+                   .is_ok());
 }
 
 }  // namespace

@@ -379,6 +379,28 @@ TEST_F(LuTest, PortGroupChangeRaisesAsymmetricAccessStateChangedOncePerNexus) {
   EXPECT_EQ(run(kTur, {}, 0, "a").status, ScsiStatus::good);
 }
 
+// A grown volume (docs/mirror.md "Growing a mirrored volume"): every nexus that used the LU hears
+// CAPACITY DATA HAS CHANGED once, READ CAPACITY reports the new size, and an LBA past the old
+// end is writable. A nexus that first comes after the grow has nothing to hear.
+TEST_F(LuTest, AGrownVolumeRaisesCapacityDataHasChangedOncePerNexus) {
+  const std::vector<std::uint8_t> rc16 = {0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0};
+  ASSERT_EQ(run(rc16, {}, 32, "a").status, ScsiStatus::good);
+  EXPECT_EQ(load_be<std::uint64_t>(in()), kVolBytes / 512 - 1);
+  EXPECT_EQ(run(kTur, {}, 0, "b").status, ScsiStatus::good);
+  ASSERT_TRUE(sync_wait(pool_->grow(id_, 2 * kVolBytes)));
+  EXPECT_EQ(run({0x12, 0, 0, 0, 36, 0}, {}, 36, "a").status, ScsiStatus::good) << "INQUIRY keeps it";
+  expect_sense(run(rc16, {}, 32, "a"), SenseKey::unit_attention, asc::kCapacityDataChanged);
+  ASSERT_EQ(run(rc16, {}, 32, "a").status, ScsiStatus::good);
+  EXPECT_EQ(load_be<std::uint64_t>(in()), 2 * kVolBytes / 512 - 1);
+  expect_sense(run(kTur, {}, 0, "b"), SenseKey::unit_attention, asc::kCapacityDataChanged);
+  EXPECT_EQ(run(kTur, {}, 0, "b").status, ScsiStatus::good);
+  EXPECT_EQ(run(kTur, {}, 0, "c").status, ScsiStatus::good) << "a new nexus saw no old capacity";
+  const auto data = pattern(512, 5);
+  EXPECT_EQ(run(rw16(0x8a, kVolBytes / 512, 1), data, 0, "a").status, ScsiStatus::good);
+  ASSERT_EQ(run(rw16(0x88, kVolBytes / 512, 1), {}, 512, "b").status, ScsiStatus::good);
+  EXPECT_EQ(in_, data);
+}
+
 TEST_F(LuTest, UnavailablePortAnswersNotReadyExceptWhatSpc4Allows) {
   EXPECT_EQ(run(kTur).status, ScsiStatus::good);  // the nexus exists before the change
   lu_->set_port_groups(two_groups(AluaState::unavailable, AluaState::active_optimized));

@@ -132,6 +132,7 @@ struct ReplicaStatus {
   std::uint64_t verify_repaired = 0;   // bytes copied over the peer's (repair requested)
   std::string verify_error;            // why it failed
   std::string last_event;              // the last thing the mirror did and why
+  std::string grow;                    // why a grow of the mirrored volume has not committed here yet
   bool link_up = false;                // the mirror link to the peer is up
   std::int64_t insync_generation = 0;  // the in-sync set's generation this replica acts on
                                        // (`generation` stays the volume record's: settle())

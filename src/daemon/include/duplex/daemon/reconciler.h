@@ -24,7 +24,8 @@
 // view (state, role, in-sync generation, link, dirty bytes, resync progress, last event). Every
 // `mirror_tick` the worker asks the host for each mirror's status and re-reports the replica when
 // it changed (only the report: no catalogue reads), and refreshes the peers' mirror addresses
-// from the node records.
+// from the node records. A mirror that committed a grow meanwhile (its served size changed)
+// marks the volume for a full pass, which publishes the new size to the front-ends.
 //
 // Pools are reported (pools/<node>/<pool>) at start, every `period`, and after every change.
 //
@@ -66,6 +67,8 @@ struct MirrorReport {
   std::uint64_t resync_total = 0, resync_done = 0;
   double resync_rate = 0;
   std::string last_event;
+  std::uint64_t size = 0;           // the size the mirror serves (both replicas hold it, or the peer is out)
+  std::string grow;                 // why a grow has not committed here yet ("" when none waits)
   std::int64_t verify_request = 0;  // the online verify this node ran last (as the owner)
   std::string verify_state;         // "" | "running" | "done" | "failed"
   std::uint64_t verify_checked = 0, verify_mismatches = 0, verify_repaired = 0;

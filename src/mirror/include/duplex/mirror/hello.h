@@ -1,7 +1,9 @@
 #pragma once
 // The `hello` / `hello_reply` payload: what each replica tells the other when the link comes up
 // (JSON text inside a checksummed wire message; docs/mirror-formats.md). Lineage is checked on
-// it: a replica of another volume, or of another size, is refused (P8).
+// it: a replica of another volume (another uuid) is refused (P8). Sizes may differ: a volume
+// grows one replica at a time, and the owner brings the smaller one up before it sends it
+// anything (docs/mirror.md, "Growing a mirrored volume").
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -14,7 +16,9 @@ namespace duplex::mirror {
 
 struct Hello {
   Uuid volume;
-  std::uint64_t size = 0;
+  std::uint64_t size = 0;      // the size this replica serves (its metadata covers exactly this)
+  std::uint64_t capacity = 0;  // what its local replica can hold (>= size; larger mid-grow)
+  bool grows = false;          // it speaks the `grow` message (feature "grow"; older builds do not)
   std::string node;
   std::uint64_t generation = 0;      // the generation this replica last held as a member
   std::uint64_t set_generation = 0;  // the newest in-sync set the sender knows (it may not be in it)

@@ -23,8 +23,11 @@
 //                      --> bitmap empty: lock everything, CAS add peer, state{caught up}
 //     other: waits for replicate / resync_data / state messages
 //   link down or replicate failed: peer member? --> CAS remove it (freeze meanwhile)
+//   grow(S): the owner raises the size under its lock of the whole volume, the peer's first
+//            (docs/mirror.md "Growing a mirrored volume"); a peer away grows before its resync
 //
 // Threading: everything runs on the loop that owns the local replica's pool.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -77,6 +80,9 @@ struct PeerAddress {
 using PeerLocator = std::function<std::optional<PeerAddress>()>;
 
 struct MirrorStatus {
+  std::uint64_t size = 0;         // the size served (and covered by the metadata)
+  std::uint64_t grow_target = 0;  // the size asked for by grow(); 0: none
+  std::string grow;               // why a grow has not committed yet ("" when none waits)
   // "in-sync" | "outdated" | "inconsistent" | "resyncing" (owner's view of the peer) | "failed"
   // (this replica left the set on a disk error; persisted as inconsistent, resynced in full once
   // the node links again, e.g. after a restart)
@@ -124,6 +130,13 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   // set until the hold is lifted (it may be stopped at any time; a member would cost a freeze).
   // Releasing also resyncs a linked peer that stepped down while this node kept the order.
   void hold_peer(bool held);
+  // The volume's size in the catalogue grew to `target`. The caller first makes the local replica
+  // (the pool object) and the metadata's device large enough; this records the target and starts
+  // the task that commits it: on the owner, under the lock of the whole volume, the peer's
+  // metadata first (a `grow` message), then its own; the peer then serves the new size too. A
+  // peer out of the in-sync set does not hold the owner back: it grows before its resync.
+  // Returns at once (progress: status().grow); never shrinks. On the volume's loop.
+  Status grow(std::uint64_t target);
   // Closes the link (the connector dials again); for operators and tests.
   void disconnect(const std::string& why);
   // Stops the link and the background tasks, persists the metadata (clean close).
@@ -144,7 +157,9 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   // --- BlockVolume ---
   const std::string& name() const override { return local_->name(); }
   Uuid uuid() const override { return local_->uuid(); }
-  std::uint64_t size() const override { return local_->size(); }
+  // Not the local replica's size: that grows first, the served size only once both replicas can
+  // hold it. Always the metadata record's size (which covers the bitmap and the activity log).
+  std::uint64_t size() const override { return size_.load(std::memory_order_relaxed); }
   bool read_only() const override { return false; }
   std::uint32_t preferred_block_size() const override { return local_->preferred_block_size(); }
   Task<Status> read(std::uint64_t offset, std::span<std::byte> buf) override;
@@ -211,6 +226,19 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<Status> copy_chunk(std::shared_ptr<Channel> ch, std::uint64_t off, std::uint64_t len);
   Task<Status> adopt(InSyncSet s, std::string why);
   void event(std::string what);
+  void start_resync(std::shared_ptr<Channel> ch);
+  // --- growing (docs/mirror.md "Growing a mirrored volume") ---
+  Status lineage(const Hello& peer) const;  // refuses a replica of another volume; sizes may differ
+  Task<void> grower();
+  Task<Status> grow_step();
+  Task<Status> grow_local(std::uint64_t want);
+  Task<Status> grow_peer(std::shared_ptr<Channel> ch, std::uint64_t want);
+  Task<Status> handle_grow(wire::Header h);
+  // A write beyond the end that the owner is committing a grow to waits for it; true: in range now.
+  Task<bool> in_range_after_grow(std::uint64_t offset, std::uint64_t length);
+  // The owner's link with a peer of another size: bring the sizes together, then link as usual.
+  Task<void> link_sized(std::shared_ptr<Channel> ch, Hello peer);
+  void link_as_owner(const Hello& peer);
 
   EventLoop* loop_;
   std::unique_ptr<volume::BlockVolume> local_;
@@ -248,6 +276,18 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   std::string last_event_;
   bool verifying_ = false;
   std::uint64_t verify_total_ = 0, verify_done_ = 0, verify_mismatches_ = 0;
+  // Growing. size_: what is served, always the metadata record's size. target_: what grow() asked
+  // for. growing_to_: the size the owner is committing right now (writes up to it wait, see
+  // in_range_after_grow). peer_size_/peer_grows_: the peer's size and whether it speaks `grow`,
+  // from its hello and the last grow reply (meaningful while the link is up).
+  std::atomic<std::uint64_t> size_{0};
+  std::uint64_t target_ = 0;
+  std::uint64_t growing_to_ = 0;
+  WaitQueue grown_;
+  bool grower_running_ = false;
+  std::string grow_note_;
+  std::uint64_t peer_size_ = 0;
+  bool peer_grows_ = false;
   // Shared state: the front-end that keeps it (null: none here yet; a push is kept in
   // pending_shared_ for it), the owner's order of changes and the version this node holds.
   std::weak_ptr<volume::SharedStateKeeper> keeper_;

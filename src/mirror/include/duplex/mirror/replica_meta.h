@@ -198,5 +198,8 @@ class ReplicaMeta {
 // bytes with plain pread/pwrite/fdatasync; an existing smaller file is grown (for resize()).
 // A created file's directory entry is made durable.
 Task<Result<std::unique_ptr<BlockDevice>>> open_meta_file(std::string path, std::uint64_t size, bool create);
+// Lengthens an open metadata file (from open_meta_file) to at least `size` bytes, durably, so
+// that ReplicaMeta::resize() can cover a grown volume. The caller is on the metadata's loop.
+Status grow_meta_file(BlockDevice& dev, std::uint64_t size);
 
 }  // namespace duplex::mirror

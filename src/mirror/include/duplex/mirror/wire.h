@@ -43,8 +43,15 @@ enum class Type : std::uint16_t {
   shared_call_reply = 20,
   shared_state = 21,  // owner -> peer: the state after change `seq` (kFlagForce: install even if not newer)
   shared_state_reply = 22,
+  // Growing a mirrored volume (docs/mirror.md "Growing a mirrored volume"): the owner asks the
+  // peer to hold `length` bytes (its metadata durably covers them, it serves that size) before
+  // the owner accepts a write beyond the old end. Sent only to a peer whose hello lists the
+  // "grow" feature. The reply: status; offset = the replier's size now, length = what its local
+  // replica can hold; a refusal's payload is the reason text.
+  grow = 23,
+  grow_reply = 24,
 };
-inline constexpr std::uint16_t kMinType = 1, kMaxType = 22;
+inline constexpr std::uint16_t kMinType = 1, kMaxType = 24;
 inline constexpr std::uint32_t kDigestBlock = 4096;
 
 // compare_write (type write only, non-owner -> owner): COMPARE AND WRITE of `length` bytes; the

@@ -41,6 +41,10 @@ class FileDevice final : public BlockDevice {
   Status pwrite_all(std::uint64_t offset, std::span<const std::byte> buf);
   Status sync();
   Status punch(std::uint64_t offset, std::uint64_t length);
+  // Makes the device at least `size` bytes: a regular file is lengthened (sparse; the new tail
+  // reads as zeroes) and its new length made durable; a block device is only re-measured (a
+  // partition or LV grown by the operator). Never shrinks.
+  Status extend(std::uint64_t size);
 
  private:
   FileDevice(std::string path, int fd, std::uint64_t size, bool blockdev, bool direct)

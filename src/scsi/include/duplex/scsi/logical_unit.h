@@ -220,6 +220,7 @@ class LogicalUnit {
 
   volume::BlockVolume& volume_;
   LuConfig cfg_;
+  std::uint64_t announced_blocks_;  // the capacity the nexuses were told of (a change raises 2A/09)
   std::unique_ptr<PersistentReservations> pr_;
   std::function<Status(const PrState&)> persist_hook_;
   std::mutex members_mu_;  // join_task_set may come from any thread
