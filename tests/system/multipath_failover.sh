@@ -8,6 +8,8 @@
 # every acknowledged write reads back.
 # Only 127.0.0.1, free ports; every process started here is stopped by its pid.
 #   DUPLEXD=path/to/duplexd tests/system/multipath_failover.sh
+# FAILOVER_MIRROR_TOML replaces the test's short [mirror] timings (TEST_MIRROR_TOML), e.g. with
+# "[mirror]" alone to measure the defaults (docs/multipath.md "Path failover").
 set -euo pipefail
 DUPLEXD=${DUPLEXD:-duplexd}
 HOST=127.0.0.1
@@ -22,7 +24,7 @@ PAUSE_GOAL=5
 
 MIRROR_ISCSI=1
 MIRROR_POOL_SIZE=128MiB
-mirror_cluster "$TEST_MIRROR_TOML"
+mirror_cluster "${FAILOVER_MIRROR_TOML:-$TEST_MIRROR_TOML}"
 
 VOL=f  # for vol() (mirror_lib.sh)
 mirrored_volume f $((16 * 1024 * 1024))

@@ -115,10 +115,10 @@ struct Config {
   // cluster; tests shorten them so that a fault is decided in seconds.
   struct MirrorSection {
     std::chrono::milliseconds ping_interval{500};
-    std::chrono::milliseconds link_timeout{3000};       // nothing heard for this long: link down
+    std::chrono::milliseconds link_timeout{2000};       // nothing heard for this long: link down
     std::chrono::milliseconds replicate_timeout{3000};  // a replicate not answered: peer lost
     std::chrono::milliseconds freeze_timeout{30000};    // writes held without a decision, then EIO
-    std::chrono::milliseconds tiebreak_delay{3000};     // the non-preferred site waits this first
+    std::chrono::milliseconds tiebreak_delay{2000};     // the non-preferred site waits this first
     std::chrono::milliseconds lease{2000};              // read lease after the last answered ping
     std::uint64_t resync_rate_max = 0;                  // bytes/s, 0 = unlimited
     std::uint64_t resync_rate_min = 10ULL << 20;        // the adaptive resync never goes slower

@@ -60,7 +60,7 @@ struct MirrorOptions {
   bool link_tls_check_name = false;
   std::chrono::milliseconds replicate_timeout{3000};
   std::chrono::milliseconds freeze_timeout{30000};
-  std::chrono::milliseconds tiebreak_delay{3000};
+  std::chrono::milliseconds tiebreak_delay{2000};
   std::chrono::milliseconds lease{2000};
   std::chrono::milliseconds connect_retry{500};
   std::chrono::milliseconds persist_period{2000};
