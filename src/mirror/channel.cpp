@@ -1,5 +1,6 @@
 #include "duplex/mirror/channel.h"
 
+#include <algorithm>
 #include <array>
 #include <optional>
 #include <string_view>
@@ -91,7 +92,14 @@ struct Channel::SendWait {
 };
 
 Channel::Call::~Call() {
-  if (ch_ && !result_) ch_->pending_.erase(id);
+  if (!ch_ || result_) return;
+  if (auto it = ch_->find_pending(id); it != ch_->pending_.end()) ch_->pending_.erase(it);
+}
+
+std::vector<Channel::Call*>::iterator Channel::find_pending(std::uint64_t id) {
+  auto it = std::lower_bound(pending_.begin(), pending_.end(), id,
+                             [](const Call* c, std::uint64_t v) { return c->id < v; });
+  return it != pending_.end() && (*it)->id == id ? it : pending_.end();
 }
 
 std::shared_ptr<Channel> Channel::make(EventLoop& loop, std::unique_ptr<TcpStream> s, ChannelOptions o) {
@@ -133,7 +141,7 @@ void Channel::close(Status why) {
   call_timer_.cancel();
   auto pending = std::move(pending_);
   pending_.clear();
-  for (auto& [id, c] : pending) complete(c, down_status());
+  for (Call* c : pending) complete(c, down_status());
   // Queued sends fail now; a batch being written fails when the writer sees the closed stream.
   auto queued = std::move(outq_);
   outq_.clear();
@@ -172,7 +180,7 @@ Task<bool> Channel::renew(std::chrono::steady_clock::duration lease) {
 void Channel::complete(Call* c, Result<Message> r) {
   if (c->result_) return;
   c->result_.emplace(std::move(r));
-  pending_.erase(c->id);
+  if (auto it = find_pending(c->id); it != pending_.end()) pending_.erase(it);
   // Resumed from the loop, not from here: the caller of complete() (the reader, close(), maybe
   // inside a handler) must not run the awaiting coroutine's continuation on its own stack.
   if (c->waiter_) loop_.post([h = c->waiter_] { h.resume(); });
@@ -185,11 +193,33 @@ Status Channel::enqueue(wire::Header h, std::span<const std::byte> payload, Send
   if (!up_) return down_status();
   h.payload_len = static_cast<std::uint32_t>(payload.size());
   h.payload_crc = wire::payload_crc(payload);
+  // Nothing queued and the writer idle: this message goes at once, from here (a lone write's
+  // replicate leaves before the local disk write is submitted, and before the loop turns).
+  const bool direct = writer_idle_ && outq_.empty();
   Outgoing& o = outq_.emplace_back();
   wire::encode(h, o.header);
   o.payload = payload;
   o.done = done;
   o.ping = ping;
+  if (direct) {
+    const std::array<asio::const_buffer, 2> bufs{asio::buffer(o.header.data(), o.header.size()),
+                                                 asio::buffer(payload.data(), payload.size())};
+    auto n = stream_->try_write(std::span(bufs.data(), payload.empty() ? 1 : 2));
+    if (!n.is_ok()) {
+      close(n.status());  // fails `o` with everything else queued
+      return down_status();
+    }
+    if (*n == o.header.size() + payload.size()) {
+      ++send_calls_;
+      ++messages_sent_;
+      outq_.pop_back();
+      if (ping) ping_in_flight_ = false;
+      if (done) done->finished = true;
+      return Status::ok();
+    }
+    if (*n > 0) ++send_calls_;
+    o.sent = *n;  // the writer sends the rest when the socket has room
+  }
   // Woken through the loop, not resumed here: whatever else this turn of the loop queues goes
   // out in the same system call (under load, the replicate messages of many writes at once).
   if (auto w = std::exchange(writer_idle_, nullptr)) loop_.post([w] { w.resume(); });
@@ -221,8 +251,9 @@ Task<void> Channel::write_loop(std::shared_ptr<Channel> self) {
     c.sending_.swap(c.outq_);
     c.iov_.clear();
     for (const auto& o : c.sending_) {
-      c.iov_.emplace_back(o.header.data(), o.header.size());
-      if (!o.payload.empty()) c.iov_.emplace_back(o.payload.data(), o.payload.size());
+      if (o.sent < o.header.size()) c.iov_.emplace_back(o.header.data() + o.sent, o.header.size() - o.sent);
+      const std::size_t skip = o.sent > o.header.size() ? o.sent - o.header.size() : 0;
+      if (o.payload.size() > skip) c.iov_.emplace_back(o.payload.data() + skip, o.payload.size() - skip);
     }
     ++c.send_calls_;
     c.messages_sent_ += c.sending_.size();
@@ -265,7 +296,7 @@ void Channel::start_call(Call& c, wire::Header h, std::span<const std::byte> pay
     return;
   }
   c.ch_ = shared_from_this();
-  pending_.emplace(c.id, &c);
+  pending_.push_back(&c);
   arm_call_timer(c.deadline);
 }
 
@@ -295,7 +326,7 @@ void Channel::expire_calls() {
   const auto now = Clock::now();
   Call* late = nullptr;
   Clock::time_point next = Clock::time_point::max();
-  for (const auto& [id, c] : pending_) {
+  for (Call* c : pending_) {
     if (c->deadline <= now && (!late || c->deadline < late->deadline)) late = c;
     next = std::min(next, c->deadline);
   }
@@ -352,17 +383,15 @@ Task<void> Channel::shutdown(Status why) {
   close(std::move(why));
 }
 
-Task<void> Channel::dispatch(std::shared_ptr<const Handler> h, std::shared_ptr<Channel> self, Message m) {
-  // `h` is shared with the channel: the handler coroutine refers to the callable it was made
-  // from, which must outlive it even if close() drops handler_ meanwhile.
-  co_await (*h)(std::move(self), std::move(m));
-}
-
 Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
   Channel& c = *self;
   std::array<std::byte, wire::kHeaderSize> hb;
   while (c.up_) {
-    Status st = co_await c.stream_->read_exact(hb.data(), hb.size());
+    Status st;
+    // Messages pipelined behind each other are parsed from the read buffer without a coroutine
+    // per read; read_exact() only when the buffer runs short.
+    if (!c.stream_->read_buffered(hb.data(), hb.size()))
+      st = co_await c.stream_->read_exact(hb.data(), hb.size());
     if (!st) {
       c.close(std::move(st));
       break;
@@ -375,7 +404,8 @@ Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
     Message m{*h, {}};
     if (h->payload_len > 0) {
       m.payload.resize(h->payload_len);
-      st = co_await c.stream_->read_exact(m.payload.data(), m.payload.size());
+      if (!c.stream_->read_buffered(m.payload.data(), m.payload.size()))
+        st = co_await c.stream_->read_exact(m.payload.data(), m.payload.size());
       if (!st) {
         c.close(std::move(st));
         break;
@@ -404,14 +434,18 @@ Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
       c.close(Status::error(Errc::shutdown, "{} closed the mirror link: {}", c.peer_, reason));
     } else if (wire::is_reply(type)) {
       // No match: the reply to a call that already failed (and then the channel is down).
-      auto it = c.pending_.find(m.header.request_id);
+      auto it = c.find_pending(m.header.request_id);
       if (it != c.pending_.end()) {
-        Call* call = it->second;
+        Call* call = *it;
         c.answered(call->sent);
         c.complete(call, std::move(m));
       }
     } else if (c.handler_) {
-      spawn(dispatch(c.handler_, self, std::move(m)));
+      // The handler coroutine may refer to the callable it was made from (a lambda's captures),
+      // which must outlive it even if close() drops handler_ meanwhile: the completion callback
+      // holds it, in the same frame that runs the handler.
+      auto h = c.handler_;
+      spawn((*h)(self, std::move(m)), [h] {});
     }
   }
 }
@@ -433,7 +467,9 @@ Task<void> Channel::ping_loop(std::shared_ptr<Channel> self) {
       wire::Header h;
       h.type = wire::Type::ping;
       h.offset = clock_ns(Clock::now());
-      c.ping_in_flight_ = c.enqueue(h, {}, nullptr, true).is_ok();
+      // Set first: a ping the socket takes at once is no longer in flight when enqueue returns.
+      c.ping_in_flight_ = true;
+      if (!c.enqueue(h, {}, nullptr, true).is_ok()) c.ping_in_flight_ = false;
     }
   }
 }

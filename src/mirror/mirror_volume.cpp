@@ -22,6 +22,7 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 std::string_view as_text(std::span<const std::byte> v) {
   return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
+Task<Status> failed(Status s) { co_return s; }
 Status reply_status(const Message& m) {
   if (m.header.status == 0) return Status::ok();
   return Status::error(static_cast<Errc>(m.header.status), "peer answered {}",
@@ -413,16 +414,16 @@ Task<Status> MirrorVolume::mutate(Op op) {
 }
 
 // The caller holds a WritePin on the range: the activity log covers it until the write (and any
-// mark_dirty after a failure on the peer) is done, however long that takes.
-Task<Status> MirrorVolume::write_local(Op op) {
+// mark_dirty after a failure on the peer) is done, however long that takes. Not a coroutine: it
+// hands back the local volume's own task (no frame of its own per write).
+Task<Status> MirrorVolume::write_local(const Op& op) {
   const bool fua = (op.flags & wire::kFlagFua) != 0;
   switch (op.op) {
-    case wire::Op::write: co_return co_await local_->write(op.offset, op.data, fua);
+    case wire::Op::write: return local_->write(op.offset, op.data, fua);
     case wire::Op::write_zeroes:
-      co_return co_await local_->write_zeroes(op.offset, op.length, (op.flags & wire::kFlagNoUnmap) != 0,
-                                              fua);
-    case wire::Op::trim: co_return co_await local_->trim(op.offset, op.length);
-    default: co_return Status::error(Errc::invalid, "unknown operation");
+      return local_->write_zeroes(op.offset, op.length, (op.flags & wire::kFlagNoUnmap) != 0, fua);
+    case wire::Op::trim: return local_->trim(op.offset, op.length);
+    default: return failed(Status::error(Errc::invalid, "unknown operation"));
   }
 }
 
@@ -448,8 +449,15 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
     op.op = wire::Op::write;
     op.data = op.data.subspan(op.length, op.length);
   }
-  auto pin = co_await meta_->pin_write(op.offset, op.length);
-  if (!pin.is_ok()) co_return pin.status();
+  // The activity log covers the range already (no coroutine), or is updated first.
+  ReplicaMeta::WritePin pin;
+  if (auto hot = meta_->try_pin_hot(op.offset, op.length)) {
+    pin = std::move(*hot);
+  } else {
+    auto cold = co_await meta_->pin_write(op.offset, op.length);
+    if (!cold.is_ok()) co_return cold.status();
+    pin = std::move(*cold);
+  }
   ++app_writes_;
   struct Done {
     int& n;
@@ -1016,14 +1024,24 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
         // repair) and every replicated write are covered by the log first.
         st = co_await write_local(op);
       } else {
-        auto pin = co_await meta_->pin_write(op.offset, op.length);
         // Not `pin.is_ok() ? co_await ... : ...`: GCC 12 loses the message of a status made that
         // way (seen as garbage bytes in the log, then invalid UTF-8 in the set's reason).
-        if (pin.is_ok())
-          st = co_await write_local(op);
-        else
-          st = pin.status();
-        if (pin.is_ok() && !st.is_ok() && h.type == wire::Type::replicate && member()) {
+        ReplicaMeta::WritePin pin;
+        bool pinned = false;
+        if (auto hot = meta_->try_pin_hot(op.offset, op.length)) {
+          pin = std::move(*hot);
+          pinned = true;
+        } else {
+          auto cold = co_await meta_->pin_write(op.offset, op.length);
+          if (cold.is_ok()) {
+            pin = std::move(*cold);
+            pinned = true;
+          } else {
+            st = cold.status();
+          }
+        }
+        if (pinned) st = co_await write_local(op);
+        if (pinned && !st.is_ok() && h.type == wire::Type::replicate && member()) {
           // Our disk failed under the owner's write: leave the set ourselves (telling the owner
           // first), as the owner does for its own disk, and forward our I/O from now on.
           spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,

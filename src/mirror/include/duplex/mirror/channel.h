@@ -17,7 +17,6 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -170,6 +169,7 @@ class Channel : public std::enable_shared_from_this<Channel> {
     std::array<std::byte, wire::kHeaderSize> header;
     std::span<const std::byte> payload;
     SendWait* done = nullptr;
+    std::size_t sent = 0;  // bytes already written (a direct send the socket took in part)
     bool ping = false;
   };
   Channel(EventLoop& loop, std::unique_ptr<TcpStream> s, ChannelOptions o);
@@ -188,7 +188,6 @@ class Channel : public std::enable_shared_from_this<Channel> {
   static Task<void> read_loop(std::shared_ptr<Channel> self);
   static Task<void> write_loop(std::shared_ptr<Channel> self);
   static Task<void> ping_loop(std::shared_ptr<Channel> self);
-  static Task<void> dispatch(std::shared_ptr<const Handler> h, std::shared_ptr<Channel> self, Message m);
 
   EventLoop& loop_;
   std::unique_ptr<TcpStream> stream_;
@@ -211,7 +210,10 @@ class Channel : public std::enable_shared_from_this<Channel> {
   bool ping_in_flight_ = false;
   Status why_;
   std::uint64_t next_id_ = 1;
-  std::unordered_map<std::uint64_t, Call*> pending_;
+  // Calls waiting for their reply, by ascending id (ids grow, so a new call goes at the end, and
+  // replies, mostly in order, are found near the front): no allocation per call.
+  std::vector<Call*> pending_;
+  std::vector<Call*>::iterator find_pending(std::uint64_t id);
   std::chrono::steady_clock::time_point last_heard_;
   std::chrono::steady_clock::time_point last_pong_for_{};
   WaitQueue answered_q_;  // woken when last_pong_for_ advances or the channel goes down

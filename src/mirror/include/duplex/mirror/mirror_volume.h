@@ -179,7 +179,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
 
   Task<Status> mutate(Op op);
   Task<Status> owner_mutate(Op op);
-  Task<Status> write_local(Op op);
+  Task<Status> write_local(const Op& op);
   Task<Status> refresh(std::string why);
   Task<bool> may_read();
   Task<Status> forward(Op op);
