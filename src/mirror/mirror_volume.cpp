@@ -1123,9 +1123,11 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       // Not `member() ? co_await ... : ...` (GCC 12 can lose the message of a status made so).
       Status st = Status::error(Errc::unavailable, "{} is not in sync", o_.node);
       // A member flushes its replica; so does a resync target for the owner of its set, which
-      // clears the regions it copied only once they are durable here (settle_copied).
-      if (member() || (set_.owner == o_.peer && h.generation >= set_.generation))
-        st = co_await local_->flush();
+      // clears the regions it copied only once they are durable here (settle_copied). Not a
+      // replica that left on a disk error: its store must not be written again (a failed commit
+      // there stops the pool) until the node restarts and is copied in full.
+      const bool resync_target = !local_failed_ && set_.owner == o_.peer && h.generation >= set_.generation;
+      if (member() || resync_target) st = co_await local_->flush();
       rep.type = wire::Type::flush_reply;
       rep.status = static_cast<std::int32_t>(st.code());
       (void)co_await ch->reply(h, rep, {});
