@@ -9,7 +9,12 @@
 # of 64 KiB random writes through n1 (fio), the link healed; how many bytes the resync copied, how
 # fast, against `cp` + sync of a 1 GiB file on the same disk.
 #
-#   bench/mirror-bench.sh [--runtime SEC] [--sections LIST] [--no-resync] [--out DIR]
+#   bench/mirror-bench.sh [--runtime SEC] [--sections LIST] [--no-resync] [--link direct|proxy] [--no-fill]
+#                         [--out DIR]
+# --link direct (the default) lets n1 dial n2's mirror port itself, and the outage is n2 stopped
+# (SIGTERM) and started again; --link proxy puts tests/support/link_proxy.py (Python, every byte
+# of the link through it) in between, as the figures before 2026-11-26 were taken, and the outage
+# is a cut of the proxy.
 # Needs a built duplexd (DUPLEXD, default build/src/daemon/duplexd), fio with the nbd engine,
 # etcd; runs as root (run-peers drops the page cache). Pools are sparse files under /var/tmp.
 set -euo pipefail
@@ -20,12 +25,16 @@ runtime=10
 sections=randwrite-4k-qd32,randwrite-4k-qd1,seqwrite-1m-qd8,randread-4k-qd32,seqread-1m-qd8
 resync=1
 out=""
+link=direct
+fill=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runtime) runtime=$2; shift 2 ;;
     --sections) sections=$2; shift 2 ;;
     --no-resync) resync=0; shift ;;
     --out) out=$2; shift 2 ;;
+    --link) link=$2; shift 2 ;;
+    --no-fill) fill=0; shift ;;
     *) echo "mirror-bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +48,12 @@ out=${out:-/var/tmp/duplex-mirror-bench-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 GiB=$((1024 * 1024 * 1024))
 export MIRROR_POOL_SIZE=40GiB
+case "$link" in
+  direct) export MIRROR_DIRECT_LINK=1 ;;
+  proxy) ;;
+  *) echo "mirror-bench.sh: --link direct|proxy" >&2; exit 2 ;;
+esac
+echo "link: $link; load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/env.txt"
 mirror_cluster ""
 api POST /v1/volumes "{\"name\": \"plain\", \"size\": $((2 * GiB)), \"replicas\": 1, \"preferred_site\": \"a\"}" >/dev/null
 api POST /v1/volumes "{\"name\": \"mirror\", \"size\": $((2 * GiB)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
@@ -48,6 +63,17 @@ until_vol 60 mirror "$IN_SYNC" || { echo "mirror is not in sync"; exit 1; }
 for v in plain mirror; do
   for _ in $(seq 100); do nbdinfo --size "$(nbd_uri n1 $v)" >/dev/null 2>&1 && break; sleep 0.1; done
 done
+
+# Both volumes written end to end first (unmeasured), as the store and NBD sections do: every
+# later write overwrites clusters the volume owns on each replica, and the mirror's activity log
+# is warm. Without it the first section measures thin allocation on two pools and the log's
+# first touch of each 4 MiB extent (--no-fill keeps that, for comparison).
+if [ "$fill" = 1 ]; then
+  for v in plain mirror; do
+    fio --name=fill --ioengine=nbd --uri="$(nbd_uri n1 $v)" --rw=write --bs=1m --iodepth=8 \
+      --size=$((2 * GiB)) --output="$out/fill-$v.txt" >/dev/null
+  done
+fi
 
 echo "== fio: raw, plain, mirror (one run-peers.sh run)"
 "$PEERS/run-peers.sh" --runtime "$runtime" --sections "$sections" --peers raw --no-build \
@@ -75,13 +101,13 @@ if [ "$resync" = 1 ]; then
   api POST /v1/volumes "{\"name\": \"big\", \"size\": $((20 * GiB)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
   until_vol 120 big "$IN_SYNC" || { echo "big is not in sync"; exit 1; }
   for _ in $(seq 100); do nbdinfo --size "$(nbd_uri n1 big)" >/dev/null 2>&1 && break; sleep 0.1; done
-  proxy cut >/dev/null
+  if [ "$link" = proxy ]; then proxy cut >/dev/null; else stop_node n2; fi
   fio --name=outage --ioengine=nbd --uri="$(nbd_uri n1 big)" --rw=randwrite --bs=64k --iodepth=16 \
     --size=$((20 * GiB)) --io_size=$((1 * GiB)) --randrepeat=1 --output="$out/outage-fio.txt" >/dev/null
   until_vol 60 big "d['insync']['members']==['n1']" || { echo "n2 was not removed"; exit 1; }
   dirty=$(api GET /v1/volumes/big | $PY -c "import json,sys; d=json.load(sys.stdin); print({x['node']: x for x in d['replicas']}['n1'].get('dirty_bytes', 0))")
   t0=$(date +%s.%N)
-  proxy heal >/dev/null
+  if [ "$link" = proxy ]; then proxy heal >/dev/null; else start_node n2; fi
   until_vol 900 big "$IN_SYNC" || { echo "big did not resync"; exit 1; }
   t1=$(date +%s.%N)
   read -r copied engine_rate < <(api GET /v1/volumes/big | $PY -c "import json,sys; d=json.load(sys.stdin); r={x['node']: x for x in d['replicas']}['n1']; print(r.get('resync_bytes_done', 0), r.get('resync_rate', 0))")

@@ -1,5 +1,6 @@
 #include "duplex/mirror/channel.h"
 
+#include <algorithm>
 #include <array>
 #include <optional>
 #include <string_view>
@@ -15,31 +16,91 @@ using Clock = std::chrono::steady_clock;
 
 Task<Status> ready(Status s) { co_return s; }
 
-// The reply type of a request type; nullopt for one-way messages and for replies themselves.
 std::uint64_t clock_ns(Clock::time_point t) {
   return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
 }
 
+// Payload buffers of 512 bytes and more are page aligned (O_DIRECT takes them as they are) and
+// kept for reuse per thread, up to a bound: the link's payloads come in a few sizes (4 KiB, 64
+// KiB, 1 MiB), so an exact-size match is the common case.
+constexpr std::size_t kAlignFrom = 512;
+constexpr std::align_val_t kPayloadAlign{4096};
+constexpr std::size_t kCacheBuffers = 64;
+constexpr std::size_t kCacheBytes = std::size_t{32} << 20;
+// Set when this thread's cache is gone (thread exit): later frees go straight to the heap.
+thread_local bool payload_cache_gone = false;
+struct PayloadCache {
+  std::vector<std::pair<void*, std::size_t>> free;  // oldest first
+  std::size_t bytes = 0;
+  PayloadCache() { free.reserve(kCacheBuffers); }
+  PayloadCache(const PayloadCache&) = delete;
+  PayloadCache& operator=(const PayloadCache&) = delete;
+  ~PayloadCache() {
+    payload_cache_gone = true;
+    for (auto [p, n] : free) ::operator delete(p, n, kPayloadAlign);
+  }
+};
+thread_local PayloadCache payload_cache;
+
 }  // namespace
 
-// One outstanding call(). Shared with pending_ and the awaiting coroutine.
-struct Channel::Pending {
-  Clock::time_point deadline{};
-  std::chrono::milliseconds timeout{};
-  std::uint64_t id = 0;
-  wire::Type type = wire::Type::ping;
-  Clock::time_point sent{};  // an answer proves the peer heard us at or after this moment
-  std::coroutine_handle<> waiter;
-  std::optional<Result<Message>> result;
+void* payload_allocate(std::size_t bytes) {
+  if (bytes < kAlignFrom) return ::operator new(bytes);
+  if (!payload_cache_gone) {
+    auto& c = payload_cache;
+    for (std::size_t i = c.free.size(); i-- > 0;) {
+      if (c.free[i].second != bytes) continue;
+      void* p = c.free[i].first;
+      c.bytes -= bytes;
+      c.free.erase(c.free.begin() + static_cast<std::ptrdiff_t>(i));
+      return p;
+    }
+  }
+  return ::operator new(bytes, kPayloadAlign);
+}
 
-  struct Awaiter {
-    Pending* p;
-    bool await_ready() const noexcept { return p->result.has_value(); }
-    void await_suspend(std::coroutine_handle<> h) { p->waiter = h; }
-    Result<Message> await_resume() { return std::move(*p->result); }
-  };
+void payload_deallocate(void* p, std::size_t bytes) noexcept {
+  if (bytes < kAlignFrom) {
+    ::operator delete(p, bytes);
+    return;
+  }
+  if (payload_cache_gone || bytes > kCacheBytes / 4) {
+    ::operator delete(p, bytes, kPayloadAlign);
+    return;
+  }
+  auto& c = payload_cache;
+  // Full: the oldest go, so that the cache follows the sizes in use now.
+  while (!c.free.empty() && (c.free.size() >= kCacheBuffers || c.bytes + bytes > kCacheBytes)) {
+    auto [q, n] = c.free.front();
+    c.free.erase(c.free.begin());
+    c.bytes -= n;
+    ::operator delete(q, n, kPayloadAlign);
+  }
+  c.free.emplace_back(p, bytes);
+  c.bytes += bytes;
+}
+
+// A send()/reply() waiting for its bytes to be written (its payload lives in its frame).
+struct Channel::SendWait {
+  Status st;
+  bool finished = false;
+  std::coroutine_handle<> waiter;
+  bool await_ready() const noexcept { return finished; }
+  void await_suspend(std::coroutine_handle<> h) noexcept { waiter = h; }
+  Status await_resume() { return std::move(st); }
 };
+
+Channel::Call::~Call() {
+  if (!ch_ || result_) return;
+  if (auto it = ch_->find_pending(id); it != ch_->pending_.end()) ch_->pending_.erase(it);
+}
+
+std::vector<Channel::Call*>::iterator Channel::find_pending(std::uint64_t id) {
+  auto it = std::lower_bound(pending_.begin(), pending_.end(), id,
+                             [](const Call* c, std::uint64_t v) { return c->id < v; });
+  return it != pending_.end() && (*it)->id == id ? it : pending_.end();
+}
 
 std::shared_ptr<Channel> Channel::make(EventLoop& loop, std::unique_ptr<TcpStream> s, ChannelOptions o) {
   return std::shared_ptr<Channel>(new Channel(loop, std::move(s), o));
@@ -59,10 +120,11 @@ Channel::~Channel() = default;
 void Channel::start(Handler h, DownHandler d) {
   if (started_) return;
   started_ = true;
-  handler_ = std::move(h);
+  handler_ = std::make_shared<const Handler>(std::move(h));
   down_ = std::move(d);
   last_heard_ = Clock::now();
   spawn(read_loop(shared_from_this()));
+  spawn(write_loop(shared_from_this()));
   spawn(ping_loop(shared_from_this()));
 }
 
@@ -79,7 +141,13 @@ void Channel::close(Status why) {
   call_timer_.cancel();
   auto pending = std::move(pending_);
   pending_.clear();
-  for (auto& [id, p] : pending) complete(p, down_status());
+  for (Call* c : pending) complete(c, down_status());
+  // Queued sends fail now; a batch being written fails when the writer sees the closed stream.
+  auto queued = std::move(outq_);
+  outq_.clear();
+  finish_sends(queued, down_status());
+  if (auto w = std::exchange(writer_idle_, nullptr))
+    loop_.post([self = shared_from_this(), w] { w.resume(); });
   if (!answered_q_.empty()) loop_.post([self = shared_from_this()] { self->answered_q_.notify_all(); });
   // Drop the handlers: they may hold the engine, which holds this channel.
   handler_ = nullptr;
@@ -100,63 +168,148 @@ Task<bool> Channel::renew(std::chrono::steady_clock::duration lease) {
   // A few rounds at most: a round trip longer than the lease can never renew it.
   for (int round = 0; round < 3 && up_; ++round) {
     if (Clock::now() < last_pong_for_ + lease) co_return true;
-    spawn(send_ping(self));
+    wire::Header h;
+    h.type = wire::Type::ping;
+    h.offset = clock_ns(Clock::now());
+    (void)enqueue(h, {}, nullptr);
     co_await answered_q_.wait();
   }
   co_return up_&& Clock::now() < last_pong_for_ + lease;
 }
 
-void Channel::complete(const std::shared_ptr<Pending>& p, Result<Message> r) {
-  if (p->result) return;
-  p->result.emplace(std::move(r));
-  pending_.erase(p->id);
+void Channel::complete(Call* c, Result<Message> r) {
+  if (c->result_) return;
+  c->result_.emplace(std::move(r));
+  if (auto it = find_pending(c->id); it != pending_.end()) pending_.erase(it);
   // Resumed from the loop, not from here: the caller of complete() (the reader, close(), maybe
   // inside a handler) must not run the awaiting coroutine's continuation on its own stack.
-  if (p->waiter) loop_.post([h = p->waiter] { h.resume(); });
+  if (c->waiter_) loop_.post([h = c->waiter_] { h.resume(); });
+}
+
+Status Channel::enqueue(wire::Header h, std::span<const std::byte> payload, SendWait* done, bool ping) {
+  if (payload.size() > wire::kMaxPayload)
+    return Status::error(Errc::invalid, "mirror link to {}: {} payload of {} bytes exceeds {}", peer_,
+                         wire::type_name(h.type), payload.size(), wire::kMaxPayload);
+  if (!up_) return down_status();
+  h.payload_len = static_cast<std::uint32_t>(payload.size());
+  h.payload_crc = wire::payload_crc(payload);
+  // Nothing queued and the writer idle: this message goes at once, from here (a lone write's
+  // replicate leaves before the local disk write is submitted, and before the loop turns).
+  const bool direct = writer_idle_ && outq_.empty();
+  Outgoing& o = outq_.emplace_back();
+  wire::encode(h, o.header);
+  o.payload = payload;
+  o.done = done;
+  o.ping = ping;
+  if (direct) {
+    const std::array<asio::const_buffer, 2> bufs{asio::buffer(o.header.data(), o.header.size()),
+                                                 asio::buffer(payload.data(), payload.size())};
+    auto n = stream_->try_write(std::span(bufs.data(), payload.empty() ? 1 : 2));
+    if (!n.is_ok()) {
+      close(n.status());  // fails `o` with everything else queued
+      return down_status();
+    }
+    if (*n == o.header.size() + payload.size()) {
+      ++send_calls_;
+      ++messages_sent_;
+      outq_.pop_back();
+      if (ping) ping_in_flight_ = false;
+      if (done) done->finished = true;
+      // The writer is woken as if this had been queued: until it runs (the next turn of the
+      // loop), later messages queue behind it and leave together in one system call, instead of
+      // each being sent on its own (the replies of a batch of disk completions, say).
+      if (auto w = std::exchange(writer_idle_, nullptr)) loop_.post([w] { w.resume(); });
+      return Status::ok();
+    }
+    if (*n > 0) ++send_calls_;
+    o.sent = *n;  // the writer sends the rest when the socket has room
+  }
+  // Woken through the loop, not resumed here: whatever else this turn of the loop queues goes
+  // out in the same system call (under load, the replicate messages of many writes at once).
+  if (auto w = std::exchange(writer_idle_, nullptr)) loop_.post([w] { w.resume(); });
+  return Status::ok();
+}
+
+void Channel::finish_sends(std::vector<Outgoing>& batch, const Status& st) {
+  for (auto& o : batch) {
+    if (o.ping) ping_in_flight_ = false;
+    if (!o.done) continue;
+    o.done->st = st;
+    o.done->finished = true;
+    if (o.done->waiter) loop_.post([h = o.done->waiter] { h.resume(); });
+  }
+  batch.clear();
+}
+
+Task<void> Channel::write_loop(std::shared_ptr<Channel> self) {
+  Channel& c = *self;
+  struct Idle {
+    Channel& c;
+    bool await_ready() const noexcept { return !c.outq_.empty() || !c.up_; }
+    void await_suspend(std::coroutine_handle<> h) noexcept { c.writer_idle_ = h; }
+    void await_resume() const noexcept {}
+  };
+  while (true) {
+    co_await Idle{c};
+    if (!c.up_) break;
+    if (c.outq_.empty()) continue;  // woken after a direct send, nothing queued behind it
+    c.sending_.swap(c.outq_);
+    c.iov_.clear();
+    for (const auto& o : c.sending_) {
+      if (o.sent < o.header.size()) c.iov_.emplace_back(o.header.data() + o.sent, o.header.size() - o.sent);
+      const std::size_t skip = o.sent > o.header.size() ? o.sent - o.header.size() : 0;
+      if (o.payload.size() > skip) c.iov_.emplace_back(o.payload.data() + skip, o.payload.size() - skip);
+    }
+    ++c.send_calls_;
+    c.messages_sent_ += c.sending_.size();
+    Status st = co_await c.stream_->write_all(c.iov_);
+    if (!st) {
+      c.close(st);
+      st = c.down_status();
+    } else if (!c.up_) {
+      st = c.down_status();
+    }
+    c.finish_sends(c.sending_, st);
+    if (!c.up_) break;
+  }
 }
 
 Task<Status> Channel::write_message(wire::Header h, std::span<const std::byte> payload) {
   auto self = shared_from_this();
-  if (payload.size() > wire::kMaxPayload)
-    co_return Status::error(Errc::invalid, "mirror link to {}: {} payload of {} bytes exceeds {}", peer_,
-                            wire::type_name(h.type), payload.size(), wire::kMaxPayload);
-  h.payload_len = static_cast<std::uint32_t>(payload.size());
-  h.payload_crc = wire::payload_crc(payload);
-  std::array<std::byte, wire::kHeaderSize> hb;
-  wire::encode(h, hb);
-  co_await write_mu_.lock();
+  SendWait w;
+  if (Status st = enqueue(h, payload, &w); !st.is_ok()) co_return st;
+  co_return co_await w;
+}
+
+void Channel::start_call(Call& c, wire::Header h, std::span<const std::byte> payload,
+                         std::chrono::milliseconds timeout) {
+  c.result_.reset();
+  c.waiter_ = nullptr;
   if (!up_) {
-    write_mu_.unlock();
-    co_return down_status();
+    c.result_.emplace(down_status());
+    return;
   }
-  const std::array<asio::const_buffer, 2> bufs{asio::buffer(hb.data(), hb.size()),
-                                               asio::buffer(payload.data(), payload.size())};
-  Status st = co_await stream_->write_all(std::span(bufs.data(), payload.empty() ? 1 : 2));
-  write_mu_.unlock();
-  if (!st) {
-    close(st);
-    co_return down_status();
+  c.id = next_id_++;
+  c.type = h.type;
+  c.sent = Clock::now();
+  // The deadline runs from before the send: a peer that stopped reading blocks the send too.
+  c.timeout = timeout;
+  c.deadline = c.sent + timeout;
+  h.request_id = c.id;
+  if (Status st = enqueue(h, payload, nullptr); !st.is_ok()) {
+    c.result_.emplace(std::move(st));
+    return;
   }
-  co_return Status::ok();
+  c.ch_ = shared_from_this();
+  pending_.push_back(&c);
+  arm_call_timer(c.deadline);
 }
 
 Task<Result<Message>> Channel::call(wire::Header h, std::span<const std::byte> payload,
                                     std::chrono::milliseconds timeout) {
-  auto self = shared_from_this();
-  if (!up_) co_return down_status();
-  auto p = std::make_shared<Pending>();
-  p->id = next_id_++;
-  p->type = h.type;
-  p->sent = Clock::now();
-  // The deadline runs from before the send: a peer that stopped reading blocks the send too.
-  p->timeout = timeout;
-  p->deadline = p->sent + timeout;
-  h.request_id = p->id;
-  pending_.emplace(p->id, p);
-  arm_call_timer(p->deadline);
-  Status st = co_await write_message(h, payload);
-  if (!st) complete(p, std::move(st));
-  co_return co_await Pending::Awaiter{p.get()};
+  Call c;
+  start_call(c, h, payload, timeout);
+  co_return co_await c;
 }
 
 // One timer for every call's deadline, not one per call: it is armed for the earliest deadline
@@ -176,11 +329,11 @@ void Channel::expire_calls() {
   call_timer_armed_ = false;
   if (!up_) return;
   const auto now = Clock::now();
-  std::shared_ptr<Pending> late;
+  Call* late = nullptr;
   Clock::time_point next = Clock::time_point::max();
-  for (const auto& [id, p] : pending_) {
-    if (p->deadline <= now && (!late || p->deadline < late->deadline)) late = p;
-    next = std::min(next, p->deadline);
+  for (Call* c : pending_) {
+    if (c->deadline <= now && (!late || c->deadline < late->deadline)) late = c;
+    next = std::min(next, c->deadline);
   }
   if (late) {
     Status st = Status::error(Errc::timeout, "mirror link to {}: no reply to {} #{} within {} ms", peer_,
@@ -204,6 +357,17 @@ Task<Status> Channel::reply(const wire::Header& request, wire::Header h, std::sp
   return write_message(h, payload);
 }
 
+Status Channel::reply_now(const wire::Header& request, wire::Header h) {
+  const auto t = wire::reply_type(request.type);
+  if (!t)
+    return Status::error(Errc::invalid, "mirror link to {}: a {} is not answered", peer_,
+                         wire::type_name(request.type));
+  h.type = *t;
+  h.request_id = request.request_id;
+  if (h.volume.is_nil()) h.volume = request.volume;
+  return enqueue(h, {}, nullptr);
+}
+
 Task<Status> Channel::send(wire::Header h, std::span<const std::byte> payload) {
   return write_message(h, payload);
 }
@@ -224,32 +388,15 @@ Task<void> Channel::shutdown(Status why) {
   close(std::move(why));
 }
 
-Task<void> Channel::dispatch(Handler h, std::shared_ptr<Channel> self, Message m) {
-  // `h` is this frame's own copy: the handler coroutine refers to the callable it was made from,
-  // which must outlive it even if close() drops handler_ meanwhile.
-  co_await h(self, std::move(m));
-}
-
-Task<void> Channel::send_pong(std::shared_ptr<Channel> self, std::uint64_t echo) {
-  wire::Header h;
-  h.type = wire::Type::pong;
-  h.offset = echo;
-  (void)co_await self->write_message(h, {});
-}
-
-Task<void> Channel::send_ping(std::shared_ptr<Channel> self) {
-  wire::Header h;
-  h.type = wire::Type::ping;
-  h.offset = clock_ns(Clock::now());
-  (void)co_await self->write_message(h, {});
-  self->ping_in_flight_ = false;
-}
-
 Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
   Channel& c = *self;
   std::array<std::byte, wire::kHeaderSize> hb;
   while (c.up_) {
-    Status st = co_await c.stream_->read_exact(hb.data(), hb.size());
+    Status st;
+    // Messages pipelined behind each other are parsed from the read buffer without a coroutine
+    // per read; read_exact() only when the buffer runs short.
+    if (!c.stream_->read_buffered(hb.data(), hb.size()))
+      st = co_await c.stream_->read_exact(hb.data(), hb.size());
     if (!st) {
       c.close(std::move(st));
       break;
@@ -262,7 +409,8 @@ Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
     Message m{*h, {}};
     if (h->payload_len > 0) {
       m.payload.resize(h->payload_len);
-      st = co_await c.stream_->read_exact(m.payload.data(), m.payload.size());
+      if (!c.stream_->read_buffered(m.payload.data(), m.payload.size()))
+        st = co_await c.stream_->read_exact(m.payload.data(), m.payload.size());
       if (!st) {
         c.close(std::move(st));
         break;
@@ -278,7 +426,10 @@ Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
     c.last_heard_ = now;
     const auto type = m.header.type;
     if (type == wire::Type::ping) {
-      spawn(send_pong(self, m.header.offset));
+      wire::Header pong;
+      pong.type = wire::Type::pong;
+      pong.offset = m.header.offset;
+      (void)c.enqueue(pong, {}, nullptr);
     } else if (type == wire::Type::pong) {
       // Only our own pings are echoed; a time from the future is not one of them.
       const Clock::time_point sent{std::chrono::nanoseconds(m.header.offset)};
@@ -288,14 +439,18 @@ Task<void> Channel::read_loop(std::shared_ptr<Channel> self) {
       c.close(Status::error(Errc::shutdown, "{} closed the mirror link: {}", c.peer_, reason));
     } else if (wire::is_reply(type)) {
       // No match: the reply to a call that already failed (and then the channel is down).
-      auto it = c.pending_.find(m.header.request_id);
+      auto it = c.find_pending(m.header.request_id);
       if (it != c.pending_.end()) {
-        auto p = it->second;
-        c.answered(p->sent);
-        c.complete(p, std::move(m));
+        Call* call = *it;
+        c.answered(call->sent);
+        c.complete(call, std::move(m));
       }
     } else if (c.handler_) {
-      spawn(dispatch(c.handler_, self, std::move(m)));
+      // The handler coroutine may refer to the callable it was made from (a lambda's captures),
+      // which must outlive it even if close() drops handler_ meanwhile: the completion callback
+      // holds it, in the same frame that runs the handler.
+      auto h = c.handler_;
+      spawn((*h)(self, std::move(m)), [h] {});
     }
   }
 }
@@ -314,8 +469,12 @@ Task<void> Channel::ping_loop(std::shared_ptr<Channel> self) {
     }
     // One ping at a time: a peer that stopped reading must not pile up pings behind a full socket.
     if (!c.ping_in_flight_) {
+      wire::Header h;
+      h.type = wire::Type::ping;
+      h.offset = clock_ns(Clock::now());
+      // Set first: a ping the socket takes at once is no longer in flight when enqueue returns.
       c.ping_in_flight_ = true;
-      spawn(send_ping(self));
+      if (!c.enqueue(h, {}, nullptr, true).is_ok()) c.ping_in_flight_ = false;
     }
   }
 }

@@ -22,6 +22,7 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 std::string_view as_text(std::span<const std::byte> v) {
   return {reinterpret_cast<const char*>(v.data()), v.size()};
 }
+Task<Status> failed(Status s) { co_return s; }
 Status reply_status(const Message& m) {
   if (m.header.status == 0) return Status::ok();
   return Status::error(static_cast<Errc>(m.header.status), "peer answered {}",
@@ -445,16 +446,16 @@ Task<Status> MirrorVolume::mutate(Op op) {
 }
 
 // The caller holds a WritePin on the range: the activity log covers it until the write (and any
-// mark_dirty after a failure on the peer) is done, however long that takes.
-Task<Status> MirrorVolume::write_local(Op op) {
+// mark_dirty after a failure on the peer) is done, however long that takes. Not a coroutine: it
+// hands back the local volume's own task (no frame of its own per write).
+Task<Status> MirrorVolume::write_local(const Op& op) {
   const bool fua = (op.flags & wire::kFlagFua) != 0;
   switch (op.op) {
-    case wire::Op::write: co_return co_await local_->write(op.offset, op.data, fua);
+    case wire::Op::write: return local_->write(op.offset, op.data, fua);
     case wire::Op::write_zeroes:
-      co_return co_await local_->write_zeroes(op.offset, op.length, (op.flags & wire::kFlagNoUnmap) != 0,
-                                              fua);
-    case wire::Op::trim: co_return co_await local_->trim(op.offset, op.length);
-    default: co_return Status::error(Errc::invalid, "unknown operation");
+      return local_->write_zeroes(op.offset, op.length, (op.flags & wire::kFlagNoUnmap) != 0, fua);
+    case wire::Op::trim: return local_->trim(op.offset, op.length);
+    default: return failed(Status::error(Errc::invalid, "unknown operation"));
   }
 }
 
@@ -480,34 +481,42 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
     op.op = wire::Op::write;
     op.data = op.data.subspan(op.length, op.length);
   }
-  auto pin = co_await meta_->pin_write(op.offset, op.length);
-  if (!pin.is_ok()) co_return pin.status();
+  // The activity log covers the range already (no coroutine), or is updated first.
+  ReplicaMeta::WritePin pin;
+  if (auto hot = meta_->try_pin_hot(op.offset, op.length)) {
+    pin = std::move(*hot);
+  } else {
+    auto cold = co_await meta_->pin_write(op.offset, op.length);
+    if (!cold.is_ok()) co_return cold.status();
+    pin = std::move(*cold);
+  }
   ++app_writes_;
   struct Done {
     int& n;
     ~Done() { --n; }
   } done{app_writes_};
   std::shared_ptr<Channel> ch = (peer_mode_ != PeerMode::absent && link_up()) ? chan_ : nullptr;
-  Status local_st, remote_st = Status::error(Errc::unavailable, "no link to {}", o_.peer);
-  std::vector<Task<Status>> both;
-  both.push_back([](MirrorVolume* self, Op o, Status* out) -> Task<Status> {
-    *out = co_await self->write_local(o);
-    co_return Status::ok();
-  }(this, op, &local_st));
+  // Both halves at once: the replicate message is queued first (start_call does not wait), then
+  // this node writes its own replica while the peer writes its copy; the reply is awaited last.
+  // No coroutine per half and no join: a write costs the frames of its two I/Os only.
+  Channel::Call call;
   if (ch) {
-    both.push_back([](MirrorVolume* self, std::shared_ptr<Channel> c, Op o, Status* out) -> Task<Status> {
-      wire::Header h = self->header(wire::Type::replicate);
-      h.op = o.op;
-      h.flags = o.flags;
-      h.seq = ++self->seq_;
-      h.offset = o.offset;
-      h.length = o.length;
-      auto r = co_await c->call(h, o.data, self->o_.replicate_timeout);
-      *out = r.is_ok() ? reply_status(*r) : r.status();
-      co_return Status::ok();
-    }(this, ch, op, &remote_st));
+    wire::Header h = header(wire::Type::replicate);
+    h.op = op.op;
+    h.flags = op.flags;
+    h.seq = ++seq_;
+    h.offset = op.offset;
+    h.length = op.length;
+    ch->start_call(call, h, op.data, o_.replicate_timeout);
   }
-  (void)co_await when_all(std::move(both));
+  const Status local_st = co_await write_local(op);
+  Status remote_st;
+  if (ch) {
+    auto r = co_await call;
+    remote_st = r.is_ok() ? reply_status(*r) : r.status();
+  } else {
+    remote_st = Status::error(Errc::unavailable, "no link to {}", o_.peer);
+  }
   if (!local_st.is_ok()) {
     // Our disk failed: this replica leaves the set and the peer orders from now on. The write
     // stands if the peer has it and the set now names the peer alone.
@@ -521,6 +530,7 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
     // Marked first, whatever follows: our replica now holds data the peer may lack. If we turn
     // out to be deposed, this bit is what tells the new owner to copy the range back over ours.
     meta_->mark_dirty(op.offset, op.length);
+    ++peer_marks_;  // a resync must not clear this mark with a copy made before it
     if (remote_st.code() == Errc::conflict) {
       // The peer knows a newer in-sync set than ours: learn it, then route the write again.
       if (auto st = co_await refresh("the peer refused our generation"); !st.is_ok()) co_return st;
@@ -1099,21 +1109,42 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
             Status::error(Errc::invalid, "payload length {} for a write of {}", m.payload.size(), h.length));
         co_return;
       }
-      Status st = Status::error(Errc::out_of_range, "beyond the volume");
+      // Made only when needed: formatting a message per replicated write costs an allocation.
+      Status st;
+      const bool in_range = op.offset <= size() && op.length <= size() - op.offset;
       if (h.generation < set_.generation) {
         // A deposed owner that has not noticed yet: it must learn the new set, not write here.
         st = Status::error(Errc::conflict, "generation {} is older than {}", h.generation, set_.generation);
       } else if (is_owner()) {
         st = Status::error(Errc::conflict, "{} orders the writes of {} itself", o_.node, name());
-      } else if (op.offset <= size() && op.length <= size() - op.offset) {
-        auto pin = co_await meta_->pin_write(op.offset, op.length);
+      } else if (!in_range) {
+        st = Status::error(Errc::out_of_range, "beyond the volume");
+      } else if (h.type == wire::Type::resync_data && !member()) {
+        // A resync target writes the copy without its activity log (on a large volume every
+        // copied extent would otherwise cost a log write and a flush, and an eviction): the owner
+        // keeps the region dirty until this replica has flushed it (settle_copied), so a crash
+        // here loses nothing the owner does not copy again. A member's resync_data (a verify's
+        // repair) and every replicated write are covered by the log first.
+        st = co_await write_local(op);
+      } else {
         // Not `pin.is_ok() ? co_await ... : ...`: GCC 12 loses the message of a status made that
         // way (seen as garbage bytes in the log, then invalid UTF-8 in the set's reason).
-        if (pin.is_ok())
-          st = co_await write_local(op);
-        else
-          st = pin.status();
-        if (pin.is_ok() && !st.is_ok() && h.type == wire::Type::replicate && member()) {
+        ReplicaMeta::WritePin pin;
+        bool pinned = false;
+        if (auto hot = meta_->try_pin_hot(op.offset, op.length)) {
+          pin = std::move(*hot);
+          pinned = true;
+        } else {
+          auto cold = co_await meta_->pin_write(op.offset, op.length);
+          if (cold.is_ok()) {
+            pin = std::move(*cold);
+            pinned = true;
+          } else {
+            st = cold.status();
+          }
+        }
+        if (pinned) st = co_await write_local(op);
+        if (pinned && !st.is_ok() && h.type == wire::Type::replicate && member()) {
           // Our disk failed under the owner's write: leave the set ourselves (telling the owner
           // first), as the owner does for its own disk, and forward our I/O from now on.
           spdlog::error("event=mirror.local_error volume={} node={} error=\"{}\"", name(), o_.node,
@@ -1121,9 +1152,8 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
           (void)co_await leave(st.message(), true);
         }
       }
-      rep.type = h.type == wire::Type::replicate ? wire::Type::replicate_reply : wire::Type::resync_reply;
       rep.status = static_cast<std::int32_t>(st.code());
-      (void)co_await ch->reply(h, rep, {});
+      (void)ch->reply_now(h, rep);  // queued, not awaited: a failed send takes the link down
       co_return;
     }
     case wire::Type::write: {
@@ -1200,7 +1230,12 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
     case wire::Type::flush: {
       // Not `member() ? co_await ... : ...` (GCC 12 can lose the message of a status made so).
       Status st = Status::error(Errc::unavailable, "{} is not in sync", o_.node);
-      if (member()) st = co_await local_->flush();
+      // A member flushes its replica; so does a resync target for the owner of its set, which
+      // clears the regions it copied only once they are durable here (settle_copied). Not a
+      // replica that left on a disk error: its store must not be written again (a failed commit
+      // there stops the pool) until the node restarts and is copied in full.
+      const bool resync_target = !local_failed_ && set_.owner == o_.peer && h.generation >= set_.generation;
+      if (member() || resync_target) st = co_await local_->flush();
       rep.type = wire::Type::flush_reply;
       rep.status = static_cast<std::int32_t>(st.code());
       (void)co_await ch->reply(h, rep, {});
@@ -1276,22 +1311,75 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
 
 // --- resync -------------------------------------------------------------------------------------
 
+// The copies of a resync in flight: a window, refilled as each one ends (a barrier per batch
+// would leave the disk and the link idle while the slowest copy of the batch finishes).
+struct MirrorVolume::ResyncWindow {
+  std::size_t in_flight = 0;
+  std::uint64_t bytes = 0;  // in flight
+  Status failed;            // the first copy that failed
+  std::coroutine_handle<> waiter;
+  // Regions the target acknowledged but may not have made durable yet (it writes a resync copy
+  // without its activity log): their dirty bits are cleared only after a flush on the target
+  // (settle_copied), and only if no write marked the peer dirty since the first of them was added
+  // (`marks`: peer_marks_ then), since clearing could otherwise drop that write's mark.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> copied;
+  std::uint64_t copied_bytes = 0;
+  std::uint64_t marks = 0;
+
+  struct Awaiter {
+    ResyncWindow& w;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) noexcept { w.waiter = h; }
+    void await_resume() const noexcept {}
+  };
+  Awaiter wait() { return Awaiter{*this}; }
+};
+
 // One region to the peer under the range lock: an application write to it waits, and reaches the
 // peer after the copy, so the peer never gets older data over newer.
-Task<Status> MirrorVolume::copy_chunk(std::shared_ptr<Channel> ch, std::uint64_t off, std::uint64_t len) {
-  auto g = co_await lock_.lock(off, len, true);
-  std::vector<std::byte> buf(len);
-  Status st = co_await local_->read(off, buf);
-  if (!st.is_ok()) co_return st;
-  wire::Header h = header(wire::Type::resync_data);
-  h.op = wire::Op::write;
-  h.offset = off;
-  h.length = len;
-  auto r = co_await ch->call(h, buf, o_.replicate_timeout);
-  st = r.is_ok() ? reply_status(*r) : r.status();
-  if (!st.is_ok()) co_return Status::error(st.code(), "at {}: {}", off, st.message());
-  meta_->clear_dirty(off, len);
-  resync_done_ += len;
+Task<void> MirrorVolume::copy_chunk(std::shared_ptr<Channel> ch, ResyncWindow* w, std::uint64_t off,
+                                    std::uint64_t len) {
+  {
+    auto g = co_await lock_.lock(off, len, true);
+    // Aligned and not zeroed: the local read goes to the disk as it is (O_DIRECT), no bounce.
+    auto buf = AlignedBuffer::uninitialized(len);
+    Status st = co_await local_->read(off, buf.span());
+    if (st.is_ok()) {
+      wire::Header h = header(wire::Type::resync_data);
+      h.op = wire::Op::write;
+      h.offset = off;
+      h.length = len;
+      auto r = co_await ch->call(h, buf.span(), o_.replicate_timeout);
+      st = r.is_ok() ? reply_status(*r) : r.status();
+    }
+    if (st.is_ok()) {
+      if (w->copied.empty()) w->marks = peer_marks_;
+      w->copied.emplace_back(off, len);
+      w->copied_bytes += len;
+      resync_done_ += len;
+    } else if (w->failed.is_ok()) {
+      w->failed = Status::error(st.code(), "at {}: {}", off, st.message());
+    }
+  }
+  --w->in_flight;
+  w->bytes -= len;
+  // Resumed from the loop: the resync must not run on this frame's stack (it ends right here).
+  if (auto h = std::exchange(w->waiter, nullptr)) loop_->post([h] { h.resume(); });
+}
+
+// Makes what the window copied durable on the target (a flush there), then clears it in the
+// bitmap. Regions copied while the flush runs wait for the next one.
+Task<Status> MirrorVolume::settle_copied(std::shared_ptr<Channel> ch, ResyncWindow* w) {
+  if (w->copied.empty()) co_return Status::ok();
+  auto batch = std::move(w->copied);
+  w->copied.clear();
+  w->copied_bytes = 0;
+  const std::uint64_t marks = w->marks;
+  auto r = co_await ch->call(header(wire::Type::flush), {}, o_.replicate_timeout);
+  Status st = r.is_ok() ? reply_status(*r) : r.status();
+  if (!st.is_ok()) co_return Status::error(st.code(), "flush on {}: {}", o_.peer, st.message());
+  if (marks != peer_marks_) co_return Status::ok();  // stays dirty: copied again on the next pass
+  for (const auto& [off, len] : batch) meta_->clear_dirty(off, len);
   co_return Status::ok();
 }
 
@@ -1301,48 +1389,76 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
   resync_done_ = 0;
   const auto t0 = Clock::now();
   event(fmt::format("resync_start peer={} bytes={}", o_.peer, resync_total_));
+  // Up to resync_parallel regions (and as many chunks' worth of bytes) in flight: a run of random
+  // writes is often far smaller than a chunk, and one at a time the resync would wait a round
+  // trip per 64 KiB.
+  const std::size_t window = std::max<std::size_t>(o_.resync_parallel, 1);
+  const std::uint64_t window_bytes = window * o_.resync_chunk;
+  // The target flushes every so many bytes, so that an interrupted resync repeats little.
+  constexpr std::uint64_t kSettleBytes = std::uint64_t{256} << 20;
+  ResyncWindow w;
   std::uint64_t pos = 0;
-copy:
-  while (!stopping_ && ch->up() && chan_ == ch && is_owner()) {
-    // A batch of dirty runs copied concurrently (a run of random writes is often far smaller
-    // than a chunk: one at a time, the resync would wait a round trip per 64 KiB).
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> batch;
-    std::uint64_t batch_bytes = 0;
-    bool wrapped = false;
-    while (batch.size() < o_.resync_parallel && batch_bytes < o_.resync_parallel * o_.resync_chunk) {
-      auto next = meta_->next_dirty(pos, o_.resync_chunk);
-      if (!next) {
-        if (pos == 0 || wrapped || !batch.empty()) break;
-        pos = 0;  // writes that failed to reach the peer may have dirtied regions behind us
-        wrapped = true;
-        continue;
+copy: {
+  bool wrapped = false;
+  std::uint64_t paced = 0;
+  auto pace_start = Clock::now();
+  while (!stopping_ && ch->up() && chan_ == ch && is_owner() && w.failed.is_ok()) {
+    auto next = meta_->next_dirty(pos, o_.resync_chunk);
+    if (!next) {
+      // The end of a pass: what it copied is made durable and cleared before the next pass
+      // looks from the start (writes that failed to reach the peer may have dirtied regions
+      // behind us); a pass from the start that finds nothing ends the copy.
+      while (w.in_flight > 0) co_await w.wait();
+      if (!w.failed.is_ok() || !ch->up()) break;
+      if (Status st = co_await settle_copied(ch, &w); !st.is_ok()) {
+        w.failed = st;
+        break;
       }
-      batch.push_back(*next);
-      batch_bytes += next->second;
-      pos = next->first + next->second;
+      if (pos == 0 || wrapped) break;
+      pos = 0;
+      wrapped = true;
+      continue;
     }
-    if (batch.empty()) break;
-    const auto batch_start = Clock::now();
-    std::vector<Task<Status>> copies;
-    copies.reserve(batch.size());
-    for (const auto& [off, len] : batch) copies.push_back(copy_chunk(ch, off, len));
-    if (Status st = co_await when_all(std::move(copies)); !st.is_ok()) {
-      spdlog::warn("event=mirror.resync_interrupted volume={} node={} peer={} reason=\"{}\"", name(), o_.node,
-                   o_.peer, st.message());
-      ch->close(st);
-      co_return;
+    wrapped = false;
+    while (w.in_flight >= window || (w.in_flight > 0 && w.bytes + next->second > window_bytes))
+      co_await w.wait();
+    if (!w.failed.is_ok()) break;
+    ++w.in_flight;
+    w.bytes += next->second;
+    spawn(copy_chunk(ch, &w, next->first, next->second));
+    pos = next->first + next->second;
+    if (w.copied_bytes >= kSettleBytes) {
+      if (Status st = co_await settle_copied(ch, &w); !st.is_ok()) {
+        w.failed = st;
+        break;
+      }
     }
-    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    paced += next->second;
+    if (paced < window_bytes) continue;
+    const auto now = Clock::now();
+    const double secs = std::chrono::duration<double>(now - t0).count();
     resync_rate_ = secs > 0 ? static_cast<double>(resync_done_) / secs : 0;
     if (o_.resync_rate_max > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_max)) {
-      co_await sleep_for(loop_, milliseconds(static_cast<long>(1000.0 * static_cast<double>(batch_bytes) /
+      co_await sleep_for(loop_, milliseconds(static_cast<long>(1000.0 * static_cast<double>(paced) /
                                                                static_cast<double>(o_.resync_rate_max))));
     } else if (app_writes_ > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_min)) {
       // Adaptive: the application is writing, so give it the disk and link half the time.
-      co_await sleep_for(
-          loop_, std::chrono::duration_cast<milliseconds>(Clock::now() - batch_start) + milliseconds(1));
+      co_await sleep_for(loop_, std::chrono::duration_cast<milliseconds>(now - pace_start) + milliseconds(1));
     }
+    paced = 0;
+    pace_start = Clock::now();
   }
+  // Never left with copies in flight: they refer to `w`.
+  while (w.in_flight > 0) co_await w.wait();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  resync_rate_ = secs > 0 ? static_cast<double>(resync_done_) / secs : 0;
+  if (!w.failed.is_ok()) {
+    spdlog::warn("event=mirror.resync_interrupted volume={} node={} peer={} reason=\"{}\"", name(), o_.node,
+                 o_.peer, w.failed.message());
+    ch->close(w.failed);
+    co_return;
+  }
+}
   if (stopping_ || !ch->up() || chan_ != ch || !is_owner()) co_return;
   if (peer_held_ && !peer_member()) {
     // The peer's node is drained: keep it current (it gets every write) but out of the set, so
@@ -1360,7 +1476,7 @@ copy:
   if (meta_->dirty_bytes() != 0) {
     // Writes that could not reach the peer meanwhile: copy them too, then try again.
     all.release();
-    pos = 0;
+    pos = 0;    // (nothing is in flight or unsettled here: the copy above ended with a settled pass)
     goto copy;  // NOLINT(cppcoreguidelines-avoid-goto): one retry loop around two phases
   }
   if (peer_disk_failed_) {

@@ -10,14 +10,6 @@ bool overlaps(std::uint64_t b1, std::uint64_t e1, std::uint64_t b2, std::uint64_
 }
 }  // namespace
 
-struct RangeLock::Awaiter {
-  RangeLock* lock;
-  std::list<Entry>::iterator it;
-  bool await_ready() const noexcept { return it->granted; }
-  void await_suspend(std::coroutine_handle<> h) noexcept { it->waiter = h; }
-  void await_resume() const noexcept {}
-};
-
 bool RangeLock::can_grant(std::list<Entry>::iterator it) const {
   for (auto e = entries_.begin(); e != it; ++e) {
     if (!overlaps(e->begin, e->end, it->begin, it->end)) continue;
@@ -29,12 +21,12 @@ bool RangeLock::can_grant(std::list<Entry>::iterator it) const {
   return true;
 }
 
-Task<RangeLock::Guard> RangeLock::lock(std::uint64_t offset, std::uint64_t length, bool exclusive) {
-  if (length == 0) co_return Guard{};
-  auto it = entries_.insert(entries_.end(), Entry{offset, offset + length, exclusive, false, {}});
-  it->granted = can_grant(it);
-  co_await Awaiter{this, it};
-  co_return Guard{this, it};
+bool RangeLock::LockAwaiter::await_ready() {
+  if (length_ == 0) return true;
+  auto& entries = lock_->entries_;
+  it_ = entries.insert(entries.end(), Entry{begin_, begin_ + length_, exclusive_, false, {}});
+  it_->granted = lock_->can_grant(it_);
+  return it_->granted;
 }
 
 void RangeLock::release(std::list<Entry>::iterator it) {

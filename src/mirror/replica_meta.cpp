@@ -408,6 +408,20 @@ Task<Result<ReplicaMeta::WritePin>> ReplicaMeta::pin_write(std::uint64_t offset,
   co_return WritePin(this, e0, e1);
 }
 
+std::optional<ReplicaMeta::WritePin> ReplicaMeta::try_pin_hot(std::uint64_t offset, std::uint64_t length) {
+  if (length == 0 || offset >= rec_.size || length > rec_.size - offset) return std::nullopt;
+  const auto e0 = static_cast<std::uint32_t>(offset / opts_.al_extent);
+  const auto e1 = static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent);
+  for (std::uint32_t e = e0; e <= e1; ++e)
+    if (!hot_.contains(e)) return std::nullopt;
+  // As begin_write's hot path: touched (most recently used), then pinned.
+  for (std::uint32_t e = e0; e <= e1; ++e) {
+    lru_.splice(lru_.end(), lru_, hot_[e]);
+    ++pins_[e];
+  }
+  return WritePin(this, e0, e1);
+}
+
 void ReplicaMeta::WritePin::release() {
   if (!m_) return;
   for (std::uint32_t e = e0_; e <= e1_; ++e) {

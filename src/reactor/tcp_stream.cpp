@@ -94,6 +94,23 @@ Task<Status> TcpStream::read_exact(std::byte* dst, std::size_t n) {
   co_return Status::ok();
 }
 
+Result<std::size_t> TcpStream::try_write(std::span<const asio::const_buffer> bufs) {
+  if (closed_) return Status::error(Errc::shutdown, "connection closed");
+  if (ssl_) return std::size_t{0};  // a TLS record must be retried as it was: leave it to write_all
+  std::error_code ec;
+  const std::size_t n = sock_.write_some(bufs, ec);
+  if (!ec) return n;
+  if (ec == asio::error::would_block || ec == asio::error::try_again) return std::size_t{0};
+  return Status::error(Errc::io_error, "write to {}: {}", peer_, ec.message());
+}
+
+bool TcpStream::read_buffered(std::byte* dst, std::size_t n) {
+  if (rend_ - rpos_ < n) return false;
+  std::memcpy(dst, rbuf_.data() + rpos_, n);
+  rpos_ += n;
+  return true;
+}
+
 Task<Status> TcpStream::write_all(std::span<const asio::const_buffer> bufs) {
   // A PDU is a handful of buffers: keep them on the frame, no allocation per write.
   std::array<asio::const_buffer, 8> small;

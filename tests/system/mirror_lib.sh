@@ -10,6 +10,8 @@
 #   proxy cut|heal|blackhole|status      the link (answers "ok" or the status line)
 #   api METHOD PATH [BODY]               the REST API with the token, at $API (n1's; APIS[n2] is n2's)
 #   kill_etcd / restart_etcd             SIGKILL the etcd member / start it again (same ports, data)
+# With MIRROR_DIRECT_LINK=1 (set before mirror_cluster; benchmarks) n1 dials n2's mirror port
+# directly: no proxy forwards the link's bytes, and `proxy` cannot cut it.
 # With MIRROR_ETCD_PROXY=1 (set before mirror_cluster) n2 reaches etcd through a second
 # link_proxy.py, so that a test can cut n2 off from the witness: etcd_proxy cut|heal|blackhole|status.
 # With MIRROR_ISCSI=1 each node also serves iSCSI, on $HOST:${ISCSI[n1]} and $HOST:${ISCSI[n2]}.
@@ -53,12 +55,18 @@ mirror_cluster() {
   done
   PROXY_PORT=$(free_port)
   CONTROL_PORT=$(free_port)
-  # n1 (whose name sorts first) dials n2 through the proxy.
-  $PY "$MIRROR_PROXY" --listen "$HOST:$PROXY_PORT" --target "$HOST:${MIRROR[n2]}" --control "$HOST:$CONTROL_PORT" \
-    >"$work/proxy.log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q ready "$work/proxy.log" && break; sleep 0.05; done
-  grep -q ready "$work/proxy.log" || { echo "FAIL - proxy did not start"; cat "$work/proxy.log"; exit 1; }
+  local advertise="mirror_advertise = \"$HOST:$PROXY_PORT\""
+  if [ -n "${MIRROR_DIRECT_LINK:-}" ]; then
+    # Benchmarks: n1 dials n2's own mirror port, no proxy in between (`proxy` cannot cut it).
+    advertise=""
+  else
+    # n1 (whose name sorts first) dials n2 through the proxy.
+    $PY "$MIRROR_PROXY" --listen "$HOST:$PROXY_PORT" --target "$HOST:${MIRROR[n2]}" --control "$HOST:$CONTROL_PORT" \
+      >"$work/proxy.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do grep -q ready "$work/proxy.log" && break; sleep 0.05; done
+    grep -q ready "$work/proxy.log" || { echo "FAIL - proxy did not start"; cat "$work/proxy.log"; exit 1; }
+  fi
   local n2_etcd=$ETCD
   if [ -n "${MIRROR_ETCD_PROXY:-}" ]; then
     ETCD_PROXY_PORT=$(free_port)
@@ -73,7 +81,7 @@ mirror_cluster() {
   mkdir -p "$work/n1" "$work/n2"
   _mirror_config n1 a "$(printf '[api]\nlisten = "%s:%s"\ntoken_file = "%s/token"' "$HOST" "$API_PORT" "$work")" "$mirror_toml"
   _mirror_config n2 b "$(printf '[api]\nlisten = "%s"\ntoken_file = "%s/token"' "${APIS[n2]#http://}" "$work")" "$mirror_toml" \
-    "mirror_advertise = \"$HOST:$PROXY_PORT\"" "$n2_etcd"
+    "$advertise" "$n2_etcd"
   start_node n1
   start_node n2
 }

@@ -65,7 +65,7 @@ struct MirrorOptions {
   std::chrono::milliseconds connect_retry{500};
   std::chrono::milliseconds persist_period{2000};
   std::uint64_t resync_chunk = 1u << 20;
-  std::size_t resync_parallel = 8;    // regions copied at once
+  std::size_t resync_parallel = 32;   // regions copied at once (a window, refilled as each ends)
   std::uint64_t resync_rate_max = 0;  // bytes/s, 0 = as fast as the disk and link go
   // While application writes are in flight the resync yields (pauses as long as its last chunk
   // took), but never below this rate.
@@ -199,7 +199,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
 
   Task<Status> mutate(Op op);
   Task<Status> owner_mutate(Op op);
-  Task<Status> write_local(Op op);
+  Task<Status> write_local(const Op& op);
   Task<Status> refresh(std::string why);
   Task<bool> may_read();
   Task<Status> forward(Op op);
@@ -223,7 +223,9 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<void> connector();
   Task<void> persister();
   Task<void> resync(std::shared_ptr<Channel> ch);
-  Task<Status> copy_chunk(std::shared_ptr<Channel> ch, std::uint64_t off, std::uint64_t len);
+  struct ResyncWindow;
+  Task<void> copy_chunk(std::shared_ptr<Channel> ch, ResyncWindow* w, std::uint64_t off, std::uint64_t len);
+  Task<Status> settle_copied(std::shared_ptr<Channel> ch, ResyncWindow* w);
   Task<Status> adopt(InSyncSet s, std::string why);
   void event(std::string what);
   void start_resync(std::shared_ptr<Channel> ch);
@@ -270,7 +272,8 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   WaitQueue background_done_;
   WaitQueue link_changed_;
   std::uint64_t seq_ = 0;
-  int app_writes_ = 0;  // application writes in owner_mutate now (the resync yields to them)
+  int app_writes_ = 0;            // application writes in owner_mutate now (the resync yields to them)
+  std::uint64_t peer_marks_ = 0;  // regions marked dirty for the peer by failed writes (a count)
   std::uint64_t resync_total_ = 0, resync_done_ = 0;
   double resync_rate_ = 0;
   std::string last_event_;

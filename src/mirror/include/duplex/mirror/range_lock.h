@@ -12,8 +12,6 @@
 #include <list>
 #include <utility>
 
-#include "duplex/base/task.h"
-
 namespace duplex::mirror {
 
 class RangeLock {
@@ -51,13 +49,30 @@ class RangeLock {
     std::list<Entry>::iterator it_;
   };
 
-  // Waits until [offset, offset+length) is granted (length 0 locks nothing and returns at once).
-  Task<Guard> lock(std::uint64_t offset, std::uint64_t length, bool exclusive);
+  // `co_await lock(...)` waits until [offset, offset+length) is granted and gives its Guard
+  // (length 0 locks nothing and returns at once). An awaiter, not a coroutine: a lock granted at
+  // once (the common case) costs no frame. The request joins the queue when awaited.
+  class LockAwaiter {
+   public:
+    LockAwaiter(RangeLock* l, std::uint64_t offset, std::uint64_t length, bool exclusive)
+        : lock_(l), begin_(offset), length_(length), exclusive_(exclusive) {}
+    bool await_ready();
+    void await_suspend(std::coroutine_handle<> h) noexcept { it_->waiter = h; }
+    Guard await_resume() { return length_ == 0 ? Guard{} : Guard{lock_, it_}; }
+
+   private:
+    RangeLock* lock_;
+    std::uint64_t begin_, length_;
+    bool exclusive_;
+    std::list<Entry>::iterator it_;
+  };
+  LockAwaiter lock(std::uint64_t offset, std::uint64_t length, bool exclusive) {
+    return LockAwaiter{this, offset, length, exclusive};
+  }
   // Ranges currently held or waited for (tests, status).
   std::size_t entries() const { return entries_.size(); }
 
  private:
-  struct Awaiter;
   bool can_grant(std::list<Entry>::iterator it) const;
   void release(std::list<Entry>::iterator it);
 

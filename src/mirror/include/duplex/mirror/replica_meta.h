@@ -128,6 +128,9 @@ class ReplicaMeta {
     std::uint32_t e0_ = 0, e1_ = 0;
   };
   Task<Result<WritePin>> pin_write(std::uint64_t offset, std::uint64_t length);
+  // pin_write()'s hot path without a coroutine: the pin when every extent of the range is hot
+  // now (nothing to write to the log), else nullopt and the caller awaits pin_write().
+  std::optional<WritePin> try_pin_hot(std::uint64_t offset, std::uint64_t length);
   // Called before the log stops covering evicted extents: the replica's data writes there must
   // be durable by then (a write acknowledged but only cached could be lost at a crash with
   // nothing left to tell the resync). The engine passes its data volume's flush. A failure

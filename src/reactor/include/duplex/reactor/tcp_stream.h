@@ -45,6 +45,12 @@ class TcpStream {
   Task<Status> read_exact(std::byte* dst, std::size_t n);
   // Every byte of every buffer, in order, as one stream.
   Task<Status> write_all(std::span<const asio::const_buffer> bufs);
+  // One non-blocking write attempt, without a coroutine (plain streams only; with TLS it writes
+  // nothing): the bytes written, 0 when the socket has no room now. Errc::io_error on failure.
+  Result<std::size_t> try_write(std::span<const asio::const_buffer> bufs);
+  // Exactly n bytes from what is already buffered, without a coroutine: false (and nothing
+  // consumed) if fewer are buffered. For a message parser's fast path before read_exact().
+  bool read_buffered(std::byte* dst, std::size_t n);
   // Aborts pending operations (they complete with an error) and closes; idempotent.
   void close();
   bool closed() const { return closed_; }
