@@ -1400,8 +1400,9 @@ Task<void> MirrorVolume::resync(std::shared_ptr<Channel> ch) {
   std::uint64_t pos = 0;
 copy: {
   bool wrapped = false;
-  std::uint64_t paced = 0;
+  std::uint64_t paced = 0, issued = 0;
   auto pace_start = Clock::now();
+  const auto copy_start = pace_start;
   while (!stopping_ && ch->up() && chan_ == ch && is_owner() && w.failed.is_ok()) {
     auto next = meta_->next_dirty(pos, o_.resync_chunk);
     if (!next) {
@@ -1434,14 +1435,22 @@ copy: {
       }
     }
     paced += next->second;
+    issued += next->second;
+    if (o_.resync_rate_max > 0) {
+      // The cap, per chunk: what was issued since this copy began never runs ahead of
+      // resync_rate_max (per window it would not hold back a resync smaller than the window).
+      const auto due =
+          copy_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+                           static_cast<double>(issued) / static_cast<double>(o_.resync_rate_max)));
+      if (const auto now = Clock::now(); now < due)
+        co_await sleep_for(loop_, std::chrono::duration_cast<milliseconds>(due - now) + milliseconds(1));
+    }
     if (paced < window_bytes) continue;
     const auto now = Clock::now();
     const double secs = std::chrono::duration<double>(now - t0).count();
     resync_rate_ = secs > 0 ? static_cast<double>(resync_done_) / secs : 0;
-    if (o_.resync_rate_max > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_max)) {
-      co_await sleep_for(loop_, milliseconds(static_cast<long>(1000.0 * static_cast<double>(paced) /
-                                                               static_cast<double>(o_.resync_rate_max))));
-    } else if (app_writes_ > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_min)) {
+    if (o_.resync_rate_max == 0 && app_writes_ > 0 &&
+        resync_rate_ > static_cast<double>(o_.resync_rate_min)) {
       // Adaptive: the application is writing, so give it the disk and link half the time.
       co_await sleep_for(loop_, std::chrono::duration_cast<milliseconds>(now - pace_start) + milliseconds(1));
     }
