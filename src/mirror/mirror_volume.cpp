@@ -1449,8 +1449,7 @@ copy: {
     const auto now = Clock::now();
     const double secs = std::chrono::duration<double>(now - t0).count();
     resync_rate_ = secs > 0 ? static_cast<double>(resync_done_) / secs : 0;
-    if (o_.resync_rate_max == 0 && app_writes_ > 0 &&
-        resync_rate_ > static_cast<double>(o_.resync_rate_min)) {
+    if (app_writes_ > 0 && resync_rate_ > static_cast<double>(o_.resync_rate_min)) {
       // Adaptive: the application is writing, so give it the disk and link half the time.
       co_await sleep_for(loop_, std::chrono::duration_cast<milliseconds>(now - pace_start) + milliseconds(1));
     }
