@@ -1026,7 +1026,10 @@ TEST_F(MirrorTest, AGrowUnderWritesThroughBothNodesCommitsOnBothWithoutADecision
     Status writers_failed;
     auto writer = [&](int i) -> Task<Status> {
       std::mt19937 rng(static_cast<unsigned>(100 + i));
-      for (int k = 0; writing; ++k) {
+      // `writing` is cleared by the test body while this coroutine is suspended; read it through
+      // a call so the compiler does not take the loop for one that never ends.
+      const auto still_writing = [&] { return writing; };
+      for (int k = 0; still_writing(); ++k) {
         const std::uint64_t off = (rng() % (kSize / 65536)) * 65536;
         if (Status st = co_await n[i].vol->write(off, pattern(16384, k + 1000 * i), false); !st.is_ok()) {
           writers_failed = st;
