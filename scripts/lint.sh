@@ -6,6 +6,8 @@
 #   scripts/lint.sh --format-only   only clang-format      scripts/lint.sh --tidy-only   only clang-tidy
 #   scripts/lint.sh --build-dir DIR compile_commands.json from DIR (default: build/, configured if absent)
 #   scripts/lint.sh --jobs N        parallel clang-tidy processes (default: number of cores)
+#   scripts/lint.sh --analyzer M    clang-analyzer depth: deep (default) or shallow (about 1/3 of
+#                                   the time; scripts/test-all.sh uses it to fit CI's time)
 #
 # Tools: clang-format-19 and clang-tidy-19 (installed by scripts/install-deps.sh); the version is pinned
 # because formatting differs between clang-format releases. Configs: .clang-format and .clang-tidy.
@@ -21,6 +23,7 @@ do_format=1
 do_tidy=1
 build_dir=build
 jobs="${DUPLEX_JOBS:-$(nproc)}"
+analyzer="${DUPLEX_TIDY_ANALYZER:-deep}"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --fix) fix=1; do_tidy=0 ;;
@@ -28,7 +31,8 @@ while [[ $# -gt 0 ]]; do
     --tidy-only) do_format=0 ;;
     --build-dir) build_dir="${2:?--build-dir needs a value}"; shift ;;
     --jobs|-j) jobs="${2:?--jobs needs a value}"; shift ;;
-    -h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --analyzer) analyzer="${2:?--analyzer needs deep or shallow}"; shift ;;
+    -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "lint.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -100,13 +104,13 @@ PY
   if [[ ${#tus[@]} -eq 0 ]]; then
     echo "lint.sh: clang-tidy: no source files under src/ in $build_dir/compile_commands.json"
   else
-    echo "lint.sh: $tidy on ${#tus[@]} files under src/ (-j$jobs)"
+    echo "lint.sh: $tidy on ${#tus[@]} files under src/ (-j$jobs, analyzer $analyzer)"
     # Parallel runner with a cache of clean results (scripts/run-tidy.py): an unchanged file that
     # passed before is not checked again. DUPLEX_TIDY_CACHE=off disables the cache.
     cache="${DUPLEX_TIDY_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/duplex/clang-tidy}"
     [[ "$cache" != off ]] || cache=""
     if python3 "$ROOT/scripts/run-tidy.py" --build-dir "$build_dir" --tidy "$(command -v "$tidy")" \
-      --jobs "$jobs" --cache "$cache" --config-file "$ROOT/.clang-tidy" "${tus[@]}"; then
+      --jobs "$jobs" --analyzer "$analyzer" --cache "$cache" --config-file "$ROOT/.clang-tidy" "${tus[@]}"; then
       echo "lint.sh: clang-tidy: clean"
     else
       echo "lint.sh: clang-tidy: findings (fix them, or NOLINT(check) one line with a reason)"
