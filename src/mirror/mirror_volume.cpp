@@ -207,6 +207,12 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
       });
     }
   }
+  if (is_owner() && !peer_member() && peer_disk_failed_ && peer_mode_ == PeerMode::in_step) {
+    // The peer left on a disk error: it takes no write before it restarts and links again
+    // (attach() then decides its resync), so writes are no longer sent to it.
+    peer_mode_ = PeerMode::absent;
+    event("peer's disk failed: writes are no longer sent to it");
+  }
   co_return Status::ok();
 }
 
@@ -1119,6 +1125,10 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
         st = Status::error(Errc::conflict, "{} orders the writes of {} itself", o_.node, name());
       } else if (!in_range) {
         st = Status::error(Errc::out_of_range, "beyond the volume");
+      } else if (local_failed_) {
+        // This replica left the set on a disk error: its store takes nothing until the node
+        // restarts and is copied in full (a failed commit there would stop the pool).
+        st = Status::error(Errc::unavailable, "the replica of {} on {} failed", name(), o_.node);
       } else if (h.type == wire::Type::resync_data && !member()) {
         // A resync target writes the copy without its activity log (on a large volume every
         // copied extent would otherwise cost a log write and a flush, and an eviction): the owner

@@ -788,6 +788,17 @@ TEST_F(MirrorTest, AFailedDiskOnThePeerTakesItOutAndItGoesOnServingThroughTheOwn
     EXPECT_EQ(arb->set().members, std::vector<std::string>{"n1"});
     EXPECT_TRUE(n[1].vol->status().link_up);
     EXPECT_EQ(co_await replica(0, 2u << 20, c.size()), c);
+    // n2's store is not written again before a restart: n1 replicates nothing to it (and n2
+    // would refuse), neither data nor activity-log updates.
+    const auto data_ops = n[1].disk->counters().ops;
+    const auto meta_writes = n[1].meta_disk->counters().writes;
+    for (int i = 0; i < 8; ++i) {
+      st = co_await n[0].vol->write((4u << 20) + i * 65536u, pattern(65536, 40 + i), false);
+      EXPECT_TRUE(st.is_ok()) << st.message();
+    }
+    EXPECT_EQ(n[1].disk->counters().ops, data_ops);
+    EXPECT_EQ(n[1].meta_disk->counters().writes, meta_writes);
+    EXPECT_TRUE(n[1].vol->status().link_up);
   });
 }
 
