@@ -10,7 +10,9 @@
 #   - n2 stopped: a grow through the API takes n2 out of the in-sync set (as a write would) and
 #     n1 serves the new size alone; `volume show` says n2 has not committed it; a write past the
 #     old end through n1; n2 restarts, its node grows its replica, n1 grows n2's metadata before
-#     the resync, which copies only what n2 missed (not the volume); n2 reads the new region.
+#     the resync, which copies only what n2 missed (not the volume); n2 reads the new region;
+#   - n2, then n1 (twice), killed (SIGKILL) in the middle of a grow over a slowed link, restarted:
+#     both replicas end in sync at the new size, incremental resync, old and new data readable.
 # Only 127.0.0.1, free ports; every process started here is stopped by its pid.
 #   DUPLEXD=path/to/duplexd DUPLEXCTL=path/to/duplexctl tests/system/mirror_grow.sh
 set -euo pipefail
@@ -152,5 +154,70 @@ if grep -q "event=mirror.grown volume=m node=n2 .*to=$((96 * MiB))" "$work/n2.lo
 else
   bad "n2: no grow to 96 MiB in its log"
 fi
+
+# --- 3. a node killed in the middle of a grow ----------------------------------------------------
+# The link is slowed (200 ms each way) so that the kill lands while the owner's `grow` is between
+# the nodes: n2 killed after it may have grown but before n1 heard, n1 killed after n2 grew and
+# before n1 committed. The killed node restarts at once. Either way both replicas must end at the
+# new size, in sync, with every byte written before and the new region usable through both, and
+# the crash must cost an incremental resync, not a full one.
+# grow_kill NODE DELAY_S SIZE_MIB
+grow_kill() {
+  local node=$1 delay=$2 size=$(($3 * MiB)) before t
+  before=$(grep -c "event=mirror.grow_requested volume=m node=n1 .*target=$size" "$work/n1.log" || true)
+  proxy "delay 200" >/dev/null
+  api PATCH "/v1/volumes/m?wait=false" "{\"size\": $size}" >/dev/null
+  for _ in $(seq 200); do
+    [ "$(grep -c "event=mirror.grow_requested volume=m node=n1 .*target=$size" "$work/n1.log" || true)" -gt "$before" ] && break
+    sleep 0.01
+  done
+  sleep "$delay"
+  kill_node "$node"
+  t=$(now)
+  # Where the kill landed, for the report: which replicas had committed the new size by then.
+  local at="" n
+  for n in n1 n2; do
+    grep -q "event=mirror.grown volume=m node=$n .*to=$size" "$work/$n.log" && at+=" $n"
+  done
+  echo "# $node killed with${at:- neither} grown to $3 MiB"
+  proxy "delay 0" >/dev/null
+  start_node "$node"
+  if until_vol 60 m "$IN_SYNC and all(r[n].get('size')==$size for n in ('n1','n2'))"; then
+    ok "$node killed ${delay}s into a grow to $3 MiB: both replicas serve it, in sync, $(since "$t") s after the kill"
+  else
+    bad "$node killed into a grow: $(vol "[(n, r[n].get('state'), r[n].get('size'), r[n].get('grow'), r[n].get('last_event')) for n in r]")"
+  fi
+  local copied
+  copied=$(vol "max(r[n].get('resync_bytes_done', 0) for n in r)")
+  # What may differ is what the other node missed plus, for a crashed owner, its activity log's
+  # extents (4 MiB each): far less than the volume.
+  if [ "$copied" != "?" ] && [ "$copied" -lt $((size / 2)) ]; then
+    ok "$node killed into a grow: the resync copied $copied bytes of $size, not the volume"
+  else
+    bad "$node killed into a grow: the resync copied $copied bytes"
+  fi
+  local a b c d
+  for n in n1 n2; do
+    s=$(until_nbd_size "$n" "$size")
+    [ "$s" = "$size" ] || bad "nbdinfo --size through $n after $node was killed into a grow: $s"
+  done
+  r1=$(nbdio n1 write $((size - 131072)) 65536 $(($3 + 1)))
+  r2=$(nbdio n2 write $((size - 65536)) 65536 $(($3 + 2)))
+  [ "$r1 $r2" = "ok ok" ] || bad "writes at the new end through n1 / n2: $r1 / $r2"
+  for n in n1 n2; do
+    a=$(nbdio "$n" read 0 65536 1)
+    b=$(nbdio "$n" read $((90 * MiB)) 65536 4)
+    c=$(nbdio "$n" read $((size - 131072)) 65536 $(($3 + 1)))
+    d=$(nbdio "$n" read $((size - 65536)) 65536 $(($3 + 2)))
+    if [ "$a $b $c $d" = "ok ok ok ok" ]; then
+      ok "$node killed into a grow: $n reads the old data and both new writes"
+    else
+      bad "$node killed into a grow: reads through $n: $a / $b / $c / $d"
+    fi
+  done
+}
+grow_kill n2 0.3 128   # n2 has grown, its answer is on the way
+grow_kill n1 0.35 160  # n2 has grown, n1 has not committed
+grow_kill n1 0.05 192  # the grow has not reached n2
 
 finish_mirror_test n2 n1
