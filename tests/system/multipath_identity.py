@@ -76,7 +76,7 @@ def proxy(cmd):
 
 
 def api(method, path, body=None):
-    req = urllib.request.Request(API + path, method=method, data=json.dumps(body).encode() if body else None,
+    req = urllib.request.Request(API + path, method=method, data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.read()
@@ -184,6 +184,44 @@ st, _, data = s2.command_past_ua(read10(64, 16), data_in_len=16 * BS)
 check(st == GOOD and data == payload * 2, "n2 reads what n1 wrote while it was fenced", f"status {st}")
 seen1, last1, _, _ = poll(s1, TUR, None, 5)
 check(UA_ALUA in seen1 and last1 is None, "n1's session hears the return as 2A/06 too", f"answers seen {seen1}")
+
+# --- the preferred node drained, then resumed: the optimized path moves and comes back ----------
+# A drain (planned maintenance) takes n1 out of the set by its own compare-and-swap; n2 owns the
+# volume. Both sessions hear 2A/06; n1's path is unavailable, n2's active/optimized. On resume n2
+# copies what n1 missed, adds it back, and the placement makes n1 the owner again.
+t_drain = time.monotonic()
+api("POST", "/v1/nodes/n1/drain", {"reason": "multipath test"})
+seen1, last1, _, _ = poll(s1, TUR, NOT_READY_UNAVAILABLE, 20)
+check(last1 == NOT_READY_UNAVAILABLE and UA_ALUA in seen1,
+      f"n1 drained: its session hears 2A/06, then 02/04/0C ({time.monotonic() - t_drain:.1f} s)",
+      f"answers seen {seen1}")
+seen2, last2, _, _ = poll(s2, TUR, None, 10)
+check(UA_ALUA in seen2 and last2 is None, "n1 drained: n2's session hears 2A/06, then TEST UNIT READY is good",
+      f"answers seen {seen2}")
+g2 = rtpg(s2)
+check(g2.get(tpg[1]) == (AO, True, [rel[1]]) and g2.get(tpg[0], (None,))[0] == UNAV,
+      "RTPG through n2 while n1 is drained: n2 active/optimized and preferred, n1 unavailable", f"{g2}")
+st, sense, _ = s2.command_past_ua(write10(80), data_out=payload)
+check(st == GOOD, "a WRITE through n2 succeeds while n1 is drained", f"status {st} sense {sense_of(sense)}")
+t_resume = time.monotonic()
+api("POST", "/v1/nodes/n1/resume", {})
+seen1, last1, _, _ = poll(s1, TUR, None, 30)
+check(last1 is None and UA_ALUA in seen1,
+      f"n1 resumed: its session hears 2A/06 and it serves again ({time.monotonic() - t_resume:.1f} s)",
+      f"answers seen {seen1}")
+deadline = time.monotonic() + 20
+while True:
+    g1 = rtpg(s1)
+    if g1.get(tpg[0]) == (AO, True, [rel[0]]) or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+check(g1.get(tpg[0]) == (AO, True, [rel[0]]) and g1.get(tpg[1]) == (ANO, False, [rel[1]]),
+      "RTPG through n1 after the resume: n1 (preferred site) active/optimized again, n2 active/non-optimized",
+      f"{g1}")
+st, _, data = s1.command_past_ua(read10(80, 8), data_in_len=8 * BS)
+check(st == GOOD and data == payload, "n1 reads what n2 wrote while n1 was drained", f"status {st}")
+seen2, _, _, _ = poll(s2, TUR, None, 5)
+check(UA_ALUA in seen2, "n2's session hears the move back as 2A/06", f"answers seen {seen2}")
 
 # --- the volume deleted: permanent device loss, not a hang or a device error --------------------
 api("DELETE", f"/v1/volumes/{VOLUME}")

@@ -10,6 +10,8 @@
 #     unavailable) at once after a 2A/06 unit attention, its RTPG says so, n1's session hears
 #     2A/06 and goes on writing;
 #   - heal: n2 is resynced, serves again after 2A/06, reads what n1 wrote meanwhile;
+#   - the preferred node drained (planned maintenance): 2A/06 on both sessions, n2 active/optimized,
+#     n1 02/04/0C; resumed: n1 active/optimized again after 2A/06, reads what n2 wrote meanwhile;
 #   - delete: both sessions get 05/25/00 (LOGICAL UNIT NOT SUPPORTED) and INQUIRY says no LU.
 # Only 127.0.0.1, free ports; every process started here is stopped by its pid.
 #   DUPLEXD=path/to/duplexd tests/system/multipath_identity.sh
