@@ -327,19 +327,11 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
                   fmt::format("a write of {} bytes spans more extents than the activity log holds ({})",
                               length, opts_.al_capacity));
   // Hot: touch (most recently used) and go. Only durable extents are hot.
-  auto touch_all_hot = [&] {
-    for (std::uint32_t e = e0; e <= e1; ++e) {
-      auto it = hot_.find(e);
-      if (it == hot_.end()) return false;
-    }
-    for (std::uint32_t e = e0; e <= e1; ++e) lru_.splice(lru_.end(), lru_, hot_[e]);
-    return true;
-  };
-  if (touch_all_hot()) co_return Status::ok();
+  if (touch_if_hot(e0, e1)) co_return Status::ok();
   co_await io_.lock();
   Unlock u{&io_};
   if (closed_) co_return bad(Errc::shutdown, "used after close()");
-  if (touch_all_hot()) co_return Status::ok();  // another writer made them hot meanwhile
+  if (touch_if_hot(e0, e1)) co_return Status::ok();  // another writer made them hot meanwhile
 
   std::vector<std::uint32_t> cold;
   for (std::uint32_t e = e0; e <= e1; ++e) {
@@ -402,23 +394,27 @@ Task<Result<ReplicaMeta::WritePin>> ReplicaMeta::pin_write(std::uint64_t offset,
   DPX_CO_TRY(co_await begin_write(offset, length));
   // No suspension between the log update and the pin: nothing can evict the extents meanwhile.
   if (length == 0) co_return WritePin{};
-  const auto e0 = static_cast<std::uint32_t>(offset / opts_.al_extent);
-  const auto e1 = static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent);
-  for (std::uint32_t e = e0; e <= e1; ++e) ++pins_[e];
-  co_return WritePin(this, e0, e1);
+  co_return pin_extents(static_cast<std::uint32_t>(offset / opts_.al_extent),
+                        static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent));
 }
 
 std::optional<ReplicaMeta::WritePin> ReplicaMeta::try_pin_hot(std::uint64_t offset, std::uint64_t length) {
   if (length == 0 || offset >= rec_.size || length > rec_.size - offset) return std::nullopt;
   const auto e0 = static_cast<std::uint32_t>(offset / opts_.al_extent);
   const auto e1 = static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent);
+  if (!touch_if_hot(e0, e1)) return std::nullopt;
+  return pin_extents(e0, e1);
+}
+
+bool ReplicaMeta::touch_if_hot(std::uint32_t e0, std::uint32_t e1) {
   for (std::uint32_t e = e0; e <= e1; ++e)
-    if (!hot_.contains(e)) return std::nullopt;
-  // As begin_write's hot path: touched (most recently used), then pinned.
-  for (std::uint32_t e = e0; e <= e1; ++e) {
-    lru_.splice(lru_.end(), lru_, hot_[e]);
-    ++pins_[e];
-  }
+    if (!hot_.contains(e)) return false;
+  for (std::uint32_t e = e0; e <= e1; ++e) lru_.splice(lru_.end(), lru_, hot_.find(e)->second);
+  return true;
+}
+
+ReplicaMeta::WritePin ReplicaMeta::pin_extents(std::uint32_t e0, std::uint32_t e1) {
+  for (std::uint32_t e = e0; e <= e1; ++e) ++pins_[e];
   return WritePin(this, e0, e1);
 }
 

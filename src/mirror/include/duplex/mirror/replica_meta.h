@@ -163,6 +163,11 @@ class ReplicaMeta {
 
  private:
   ReplicaMeta(BlockDevice* dev, MetaRecord rec, MetaOptions o);
+  // If every extent of [e0, e1] is hot, touches them all (most recently used) and says true;
+  // otherwise changes nothing.
+  bool touch_if_hot(std::uint32_t e0, std::uint32_t e1);
+  // Pins [e0, e1] (they are hot, and nothing suspends between the check and this).
+  WritePin pin_extents(std::uint32_t e0, std::uint32_t e1);
 
   std::uint64_t bits() const { return (rec_.size + rec_.granularity - 1) / rec_.granularity; }
   void set_bits(std::uint64_t first, std::uint64_t end);  // [first, end)
