@@ -9,8 +9,10 @@
 # of 64 KiB random writes through n1 (fio), the link healed; how many bytes the resync copied, how
 # fast, against `cp` + sync of a 1 GiB file on the same disk.
 #
-#   bench/mirror-bench.sh [--runtime SEC] [--sections LIST] [--no-resync] [--link direct|proxy] [--no-fill]
-#                         [--out DIR]
+#   bench/mirror-bench.sh [--runtime SEC] [--sections LIST] [--no-resync] [--no-fio] [--link direct|proxy]
+#                         [--no-fill] [--resync-depth N] [--out DIR]
+# --resync-depth sets [mirror] resync_depth (regions a resync copies at once; the daemon's default
+# otherwise). --no-fio skips the fio comparison (and its fill): only the resync is measured.
 # --link direct (the default) lets n1 dial n2's mirror port itself, and the outage is n2 stopped
 # (SIGTERM) and started again; --link proxy puts tests/support/link_proxy.py (Python, every byte
 # of the link through it) in between, as the figures before 2026-11-26 were taken, and the outage
@@ -24,6 +26,8 @@ PEERS=${PEERS_DIR:-$ROOT/../shared/bench}
 runtime=10
 sections=randwrite-4k-qd32,randwrite-4k-qd1,seqwrite-1m-qd8,randread-4k-qd32,seqread-1m-qd8
 resync=1
+fio_run=1
+mirror_conf=""
 out=""
 link=direct
 fill=1
@@ -32,9 +36,11 @@ while [[ $# -gt 0 ]]; do
     --runtime) runtime=$2; shift 2 ;;
     --sections) sections=$2; shift 2 ;;
     --no-resync) resync=0; shift ;;
+    --no-fio) fio_run=0; fill=0; shift ;;
     --out) out=$2; shift 2 ;;
     --link) link=$2; shift 2 ;;
     --no-fill) fill=0; shift ;;
+    --resync-depth) mirror_conf=$(printf '[mirror]\nresync_depth = %s' "$2"); shift 2 ;;
     *) echo "mirror-bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -48,13 +54,16 @@ out=${out:-/var/tmp/duplex-mirror-bench-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 GiB=$((1024 * 1024 * 1024))
 export MIRROR_POOL_SIZE=40GiB
+# The daemons' own reconcile period (30 s), not the tests' 1 s: each pass re-reports every
+# replica and pool to etcd, and etcd's fsyncs land on the disk being measured.
+export MIRROR_RECONCILE_PERIOD_MS=${MIRROR_RECONCILE_PERIOD_MS:-30000}
 case "$link" in
   direct) export MIRROR_DIRECT_LINK=1 ;;
   proxy) ;;
   *) echo "mirror-bench.sh: --link direct|proxy" >&2; exit 2 ;;
 esac
 echo "link: $link; load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/env.txt"
-mirror_cluster ""
+mirror_cluster "$mirror_conf"
 api POST /v1/volumes "{\"name\": \"plain\", \"size\": $((2 * GiB)), \"replicas\": 1, \"preferred_site\": \"a\"}" >/dev/null
 api POST /v1/volumes "{\"name\": \"mirror\", \"size\": $((2 * GiB)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
 until_vol 60 plain "d['state']=='ready' and [x['node'] for x in d['replicas']]==['n1']" ||
@@ -75,6 +84,7 @@ if [ "$fill" = 1 ]; then
   done
 fi
 
+if [ "$fio_run" = 1 ]; then
 echo "== fio: raw, plain, mirror (one run-peers.sh run)"
 "$PEERS/run-peers.sh" --runtime "$runtime" --sections "$sections" --peers raw --no-build \
   --extra-nbd "plain=$(nbd_uri n1 plain)" --extra-nbd "mirror=$(nbd_uri n1 mirror)" \
@@ -95,6 +105,7 @@ for sec in dict.fromkeys(r["section"] for r in rows):
     print("| %s | %.0f %s | %.0f %s | %.2f | %.0f / %.0f |" % (sec, float(p[key]), unit, float(m[key]), unit, ratio,
           float(p["clat_mean_us"]), float(m["clat_mean_us"])))
 PYEOF
+fi
 
 if [ "$resync" = 1 ]; then
   echo "== resync after 1 GiB of writes during an outage, 20 GiB volume"

@@ -523,8 +523,8 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
   if (auto* t = sub_table(c, root, "mirror")) {
     check_keys(c, *t, "[mirror]",
                {"ping_interval", "link_timeout", "replicate_timeout", "freeze_timeout", "tiebreak_delay",
-                "lease", "resync_rate_max", "resync_rate_min", "tls", "tls_cert", "tls_key", "tls_ca",
-                "tls_psk", "tls_check_name"});
+                "lease", "resync_rate_max", "resync_rate_min", "resync_depth", "tls", "tls_cert", "tls_key",
+                "tls_ca", "tls_psk", "tls_check_name"});
     auto& m = cfg.mirror;
     for (auto [key, field] :
          {std::pair{"ping_interval", &m.ping_interval}, std::pair{"link_timeout", &m.link_timeout},
@@ -540,6 +540,12 @@ Result<Config> parse_config(std::string_view text, const std::string& source) {
     }
     if (auto v = get_size(c, *t, "resync_rate_max", "mirror")) m.resync_rate_max = *v;
     if (auto v = get_size(c, *t, "resync_rate_min", "mirror")) m.resync_rate_min = *v;
+    if (auto v = get_int(c, *t, "resync_depth", "mirror")) {
+      if (*v < 1 || *v > 1024)
+        c.fail("mirror.resync_depth must be 1..1024");
+      else
+        m.resync_depth = static_cast<std::uint32_t>(*v);
+    }
     // A link must be able to miss a ping without going down, and the non-preferred site must get
     // to its decision before its writes time out.
     if (m.ping_interval * 2 > m.link_timeout)

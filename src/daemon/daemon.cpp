@@ -932,6 +932,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     o.lease = cfg.mirror.lease;
     o.resync_rate_max = cfg.mirror.resync_rate_max;
     o.resync_rate_min = cfg.mirror.resync_rate_min;
+    o.resync_parallel = cfg.mirror.resync_depth;
     o.link_tls = mirror_tls;
     o.link_tls_check_name = cfg.mirror.tls_check_name;
     mirror::PeerLocator locate = [book = peer_book, peer]() -> std::optional<mirror::PeerAddress> {

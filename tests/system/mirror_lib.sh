@@ -25,6 +25,8 @@
 # namespace, so ea reaches eb and ew through proxies while eb and ew talk directly), so that:
 #   site_a cut|heal|blackhole            cuts site a (n1's mirror link and ea's peer traffic) off
 #   kill_etcd_member a|b|w / start_etcd_member a|b|w   (SIGKILL / start again, same ports and data)
+# The daemons re-read the catalogue every second (MIRROR_RECONCILE_PERIOD_MS, default 1000;
+# the product's default is 30000), so a test never waits long for a missed watch event.
 # Needs DUPLEXD; PY is Debian's python3 (it has libnbd's module).
 PY=/usr/bin/python3
 MIRROR_PROXY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../support/link_proxy.py
@@ -114,7 +116,7 @@ TOML
 
 start_node() {
   echo "--- start $(date +%T.%N)" >>"$work/$1.log"
-  DUPLEX_RECONCILE_PERIOD_MS=1000 "$DUPLEXD" --config "$work/$1.toml" >>"$work/$1.log" 2>&1 &
+  DUPLEX_RECONCILE_PERIOD_MS=${MIRROR_RECONCILE_PERIOD_MS:-1000} "$DUPLEXD" --config "$work/$1.toml" >>"$work/$1.log" 2>&1 &
   DPID[$1]=$!
   pids+=("${DPID[$1]}")
   local i

@@ -81,7 +81,7 @@ TEST(ClusterConfig, MirrorTimings) {
   auto c = parse_config(
       "[listen]\nnbd = \"127.0.0.11:10809\"\n"
       "[mirror]\nping_interval = \"200ms\"\nlink_timeout = \"1s\"\nfreeze_timeout = \"8s\"\n"
-      "tiebreak_delay = \"1s\"\nlease = \"500ms\"\nresync_rate_max = \"200MiB\"\n",
+      "tiebreak_delay = \"1s\"\nlease = \"500ms\"\nresync_rate_max = \"200MiB\"\nresync_depth = 8\n",
       "f");
   ASSERT_TRUE(c) << c.status().to_string();
   EXPECT_EQ(c->mirror.ping_interval, std::chrono::milliseconds(200));
@@ -90,6 +90,9 @@ TEST(ClusterConfig, MirrorTimings) {
   EXPECT_EQ(c->mirror.lease, std::chrono::milliseconds(500));
   EXPECT_EQ(c->mirror.replicate_timeout, std::chrono::milliseconds(3000)) << "default kept";
   EXPECT_EQ(c->mirror.resync_rate_max, 200ULL << 20);
+  EXPECT_EQ(c->mirror.resync_depth, 8U);
+  EXPECT_NE(error_of("[mirror]\nresync_depth = 0\n").find("resync_depth must be 1..1024"), std::string::npos);
+  EXPECT_NE(error_of("[mirror]\nresync_depth = 5000\n").find("resync_depth"), std::string::npos);
   EXPECT_NE(error_of("[mirror]\nping_interval = \"2s\"\nlink_timeout = \"3s\"\n").find("ping_interval"),
             std::string::npos);
   EXPECT_NE(error_of("[mirror]\nfreeze_timeout = \"2s\"\n").find("freeze_timeout"), std::string::npos);

@@ -122,6 +122,7 @@ struct Config {
     std::chrono::milliseconds lease{2000};              // read lease after the last answered ping
     std::uint64_t resync_rate_max = 0;                  // bytes/s, 0 = unlimited
     std::uint64_t resync_rate_min = 10ULL << 20;        // the adaptive resync never goes slower
+    std::uint32_t resync_depth = 64;                    // regions a resync copies at once
     // TLS on the link ("on": the listener accepts only TLS and links are dialed only with TLS):
     // mutual certificates (tls_cert + tls_key + tls_ca) or a shared PSK file (tls_psk).
     bool tls = false;

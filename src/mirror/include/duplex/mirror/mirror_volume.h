@@ -65,7 +65,7 @@ struct MirrorOptions {
   std::chrono::milliseconds connect_retry{500};
   std::chrono::milliseconds persist_period{2000};
   std::uint64_t resync_chunk = 1u << 20;
-  std::size_t resync_parallel = 32;   // regions copied at once (a window, refilled as each ends)
+  std::size_t resync_parallel = 64;   // regions copied at once (a window, refilled as each ends)
   std::uint64_t resync_rate_max = 0;  // bytes/s, 0 = as fast as the disk and link go
   // While application writes are in flight the resync yields (pauses as long as its last chunk
   // took), but never below this rate.
