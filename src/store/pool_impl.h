@@ -68,6 +68,7 @@ class PoolImpl final : public Pool {
                                            std::uint64_t length) const override;
   Result<std::vector<Extent>> changed(ObjectId from, ObjectId to, std::uint64_t offset,
                                       std::uint64_t length) const override;
+  std::uint64_t placement(ObjectId id, std::uint64_t offset) const override;
   CheckReport check() const override;
   Task<Status> close() override;
 

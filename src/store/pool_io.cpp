@@ -373,6 +373,13 @@ Result<std::vector<Extent>> PoolImpl::block_status(ObjectId id, std::uint64_t of
   return out;
 }
 
+std::uint64_t PoolImpl::placement(ObjectId id, std::uint64_t offset) const {
+  const Object* o = cat_.get(id);
+  if (!o || offset >= o->size) return kUnplaced;
+  const std::uint64_t pc = cat_.resolve(*o, offset / cs_).pc;
+  return pc == kNone ? kUnplaced : phys(pc) + offset % cs_;
+}
+
 Result<std::vector<Extent>> PoolImpl::changed(ObjectId from, ObjectId to, std::uint64_t offset,
                                               std::uint64_t length) const {
   const Object* a = cat_.get(from);

@@ -615,6 +615,34 @@ TEST_F(MirrorTest, LinkCutOwnerRemovesPeerByCasAndPeerFencesThenResyncCopiesOnly
   });
 }
 
+// The resync copies in the order the regions lie on the source's disk, not in volume order:
+// writes during an outage at descending volume offsets were allocated in write order on n1, and
+// the target (which allocates in arrival order) ends with them in that same order.
+TEST_F(MirrorTest, AResyncCopiesInTheOrderTheDataLiesOnTheSourceDisk) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    cut = true;
+    n[0].vol->disconnect("test: link cut");
+    std::vector<std::uint64_t> offs;
+    for (std::uint64_t mib = 6; mib >= 1; --mib) offs.push_back(mib << 20);
+    for (std::size_t i = 0; i < offs.size(); ++i)
+      EXPECT_TRUE(
+          (co_await n[0].vol->write(offs[i], pattern(65536, 70 + static_cast<int>(i)), false)).is_ok());
+    for (std::size_t i = 1; i < offs.size(); ++i)
+      EXPECT_LT(n[0].pool->placement(n[0].id, offs[i - 1]), n[0].pool->placement(n[0].id, offs[i]))
+          << "n1 allocated in write order";
+    cut = false;
+    EXPECT_TRUE(co_await wait_until([this] { return arb->set().members.size() == 2; }));
+    EXPECT_EQ(n[0].vol->status().resync_done, offs.size() * 65536);
+    for (std::size_t i = 0; i < offs.size(); ++i)
+      EXPECT_EQ(co_await replica(1, offs[i], 65536), pattern(65536, 70 + static_cast<int>(i)));
+    for (std::size_t i = 1; i < offs.size(); ++i)
+      EXPECT_LT(n[1].pool->placement(n[1].id, offs[i - 1]), n[1].pool->placement(n[1].id, offs[i]))
+          << "copied in n1's disk order (volume order would reverse it), at " << (offs[i] >> 20) << " MiB";
+  });
+}
+
 TEST_F(MirrorTest, WithoutQuorumAndWithoutPeerNoWriteIsAcknowledged) {
   run([this]() -> Task<void> {
     EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().link_up; }));

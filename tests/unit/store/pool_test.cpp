@@ -235,6 +235,22 @@ TEST_F(PoolTest, BlockStatusFollowsWritesAndTrims) {
   EXPECT_EQ(pool->block_status(v, 2 * MiB - 1, 2).status().code(), Errc::out_of_range);
 }
 
+TEST_F(PoolTest, PlacementIsWhereTheDataLiesNotWhereItIsInTheVolume) {
+  make(64 * MiB, 64 * KiB);
+  const ObjectId v = volume("v", 2 * MiB);
+  // Written back to front: the clusters are allocated in write order, so placement descends.
+  write(v, 9 * cs, cs);
+  write(v, 5 * cs, cs);
+  write(v, 1 * cs, cs);
+  const auto p9 = pool->placement(v, 9 * cs), p5 = pool->placement(v, 5 * cs), p1 = pool->placement(v, cs);
+  EXPECT_LT(p9, p5);
+  EXPECT_LT(p5, p1);
+  EXPECT_EQ(pool->placement(v, 5 * cs + 100), p5 + 100) << "within a cluster, in byte order";
+  EXPECT_EQ(pool->placement(v, 0), Pool::kUnplaced) << "never written";
+  EXPECT_EQ(pool->placement(v, 2 * MiB), Pool::kUnplaced) << "past the end";
+  EXPECT_EQ(pool->placement(v + 1000, 0), Pool::kUnplaced) << "no such object";
+}
+
 TEST_F(PoolTest, GrowLeavesSnapshotsAndClonesAtTheirSize) {
   make();
   const ObjectId v = volume("v", MiB);

@@ -148,6 +148,12 @@ class Pool {
   // snapshot and a later snapshot of the same volume, or a snapshot and the live volume).
   virtual Result<std::vector<Extent>> changed(ObjectId from, ObjectId to, std::uint64_t offset,
                                               std::uint64_t length) const = 0;
+  // Where the byte at `offset` of the object lies on the device, to order I/O (a resync reads
+  // in this order, so data a random workload scattered over the volume but allocated in write
+  // order is read sequentially), never to address it: kUnplaced where nothing is allocated or
+  // the object or offset is unknown.
+  static constexpr std::uint64_t kUnplaced = ~std::uint64_t{0};
+  virtual std::uint64_t placement(ObjectId id, std::uint64_t offset) const = 0;
 
   // Full consistency check of the in-memory metadata (duplex-fsck runs it after open).
   virtual CheckReport check() const = 0;

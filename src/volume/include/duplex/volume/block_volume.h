@@ -77,6 +77,9 @@ class BlockVolume {
   virtual Task<Status> trim(std::uint64_t offset, std::uint64_t length) = 0;
   virtual Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) = 0;
   virtual Result<std::vector<Extent>> block_status(std::uint64_t offset, std::uint64_t length) const = 0;
+  // A sort key for I/O order: where `offset` lies on the underlying device (store::Pool::placement).
+  // Only for ordering; a volume that does not know says `offset` (its own order).
+  virtual std::uint64_t placement(std::uint64_t offset) const { return offset; }
   // COMPARE AND WRITE (SBC-3 5.2): if [offset, offset + expected.size()) holds `expected`, write
   // `data` (the same size) over it. A mirrored volume makes the pair atomic against every write
   // through every node (the owner compares and writes under its range lock). This default reads,

@@ -25,6 +25,7 @@ class LocalVolume final : public BlockVolume {
   Task<Status> trim(std::uint64_t offset, std::uint64_t length) override;
   Task<Status> write_zeroes(std::uint64_t offset, std::uint64_t length, bool no_unmap, bool fua) override;
   Result<std::vector<Extent>> block_status(std::uint64_t offset, std::uint64_t length) const override;
+  std::uint64_t placement(std::uint64_t offset) const override { return pool_.placement(id_, offset); }
   Result<std::vector<Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
                                             std::uint64_t length) const override;
 

@@ -41,6 +41,7 @@ class MeteredVolume final : public BlockVolume {
   Result<std::vector<Extent>> block_status(std::uint64_t offset, std::uint64_t length) const override {
     return inner_->block_status(offset, length);
   }
+  std::uint64_t placement(std::uint64_t offset) const override { return inner_->placement(offset); }
   Result<std::vector<Extent>> changed_since(const std::string& snapshot, std::uint64_t offset,
                                             std::uint64_t length) const override {
     return inner_->changed_since(snapshot, offset, length);
