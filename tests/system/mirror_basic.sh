@@ -259,6 +259,20 @@ except (ConnectionResetError, socket.timeout):
 PYEOF
 if kill -0 "${DPID[n1]}" 2>/dev/null; then ok "n1 still runs after junk on its mirror port"; else bad "n1 died"; fi
 
+# Idle, nothing is written to etcd: the periodic passes (every 2 s here) re-read everything but
+# write only what changed (a put costs an fsync on every etcd member).
+sleep 3
+rev() { ectl endpoint status -w json | $PY -c "import json,sys; print(json.load(sys.stdin)[0]['Status']['header']['revision'])"; }
+r0=$(rev)
+sleep 5
+r1=$(rev)
+if [ -n "$r0" ] && [ "$r0" = "$r1" ]; then
+  ok "an idle cluster writes nothing to etcd (revision $r0 over two periodic passes)"
+else
+  bad "idle cluster wrote to etcd: revision $r0 -> $r1"
+  ectl get --prefix /duplex/v1/replicas --write-out=json | $PY -c "import json,sys; [print(k['key'], k['mod_revision']) for k in json.load(sys.stdin).get('kvs', [])]" || true
+fi
+
 for n in n2 n1; do
   if stop_node "$n"; then ok "$n stops cleanly"; else bad "$n exit status on SIGTERM"; fi
 done

@@ -70,6 +70,7 @@ struct PoolRecord {
   std::uint64_t free = 0;  // bytes not allocated
   std::uint32_t cluster_size = 0;
   std::uint64_t volumes = 0;
+  friend bool operator==(const PoolRecord&, const PoolRecord&) = default;
 };
 
 enum class VolumeState { creating, ready, deleting };
@@ -126,13 +127,14 @@ struct ReplicaStatus {
   std::uint64_t resync_bytes_done = 0;   // bytes it copied so far
   std::uint64_t verify_mismatches = 0;   // bytes found to differ by the last verify
   // The owner's online verify (verify/<volume> asks for one): the request it ran last, and how.
-  std::int64_t verify_request = 0;     // the request's id (its etcd revision); 0 = never ran
-  std::string verify_state;            // "" | "running" | "done" | "failed"
-  std::uint64_t verify_checked = 0;    // bytes compared so far
-  std::uint64_t verify_repaired = 0;   // bytes copied over the peer's (repair requested)
-  std::string verify_error;            // why it failed
-  std::string last_event;              // the last thing the mirror did and why
-  std::string grow;                    // why a grow of the mirrored volume has not committed here yet
+  std::int64_t verify_request = 0;    // the request's id (its etcd revision); 0 = never ran
+  std::string verify_state;           // "" | "running" | "done" | "failed"
+  std::uint64_t verify_checked = 0;   // bytes compared so far
+  std::uint64_t verify_repaired = 0;  // bytes copied over the peer's (repair requested)
+  std::string verify_error;           // why it failed
+  std::string last_event;             // the last thing the mirror did and why
+  std::string grow;                   // why a grow of the mirrored volume has not committed here yet
+  friend bool operator==(const ReplicaStatus&, const ReplicaStatus&) = default;
   bool link_up = false;                // the mirror link to the peer is up
   std::int64_t insync_generation = 0;  // the in-sync set's generation this replica acts on
                                        // (`generation` stays the volume record's: settle())

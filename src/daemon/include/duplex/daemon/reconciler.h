@@ -150,6 +150,18 @@ class Reconciler {
   // the mirror's fields updated when they changed.
   std::map<std::string, cluster::ReplicaStatus> mirror_reports_;
   std::map<std::string, MirrorReport> mirror_seen_;
+  // What the periodic pass last wrote (worker thread only): an unchanged report is not written
+  // again until kRewriteAfter has passed (each put is an fsync on every etcd member; an idle
+  // cluster of N volumes would otherwise write 2N keys per period). The volume's uuid is part of
+  // the match, so a volume deleted and made again under its name is always reported.
+  struct Written {
+    std::string uuid;
+    cluster::ReplicaStatus status;
+    std::chrono::steady_clock::time_point at;
+  };
+  static constexpr std::chrono::minutes kRewriteAfter{10};
+  std::map<std::string, Written> written_;
+  std::map<std::string, std::pair<cluster::PoolRecord, std::chrono::steady_clock::time_point>> pools_written_;
   // drains/ (worker thread only): re-read when the watcher saw a change there.
   std::map<std::string, std::string> drained_;
   bool drains_read_ = false;
