@@ -127,18 +127,19 @@ struct ReplicaStatus {
   std::uint64_t resync_bytes_done = 0;   // bytes it copied so far
   std::uint64_t verify_mismatches = 0;   // bytes found to differ by the last verify
   // The owner's online verify (verify/<volume> asks for one): the request it ran last, and how.
-  std::int64_t verify_request = 0;    // the request's id (its etcd revision); 0 = never ran
-  std::string verify_state;           // "" | "running" | "done" | "failed"
-  std::uint64_t verify_checked = 0;   // bytes compared so far
-  std::uint64_t verify_repaired = 0;  // bytes copied over the peer's (repair requested)
-  std::string verify_error;           // why it failed
-  std::string last_event;             // the last thing the mirror did and why
-  std::string grow;                   // why a grow of the mirrored volume has not committed here yet
-  friend bool operator==(const ReplicaStatus&, const ReplicaStatus&) = default;
+  std::int64_t verify_request = 0;     // the request's id (its etcd revision); 0 = never ran
+  std::string verify_state;            // "" | "running" | "done" | "failed"
+  std::uint64_t verify_checked = 0;    // bytes compared so far
+  std::uint64_t verify_repaired = 0;   // bytes copied over the peer's (repair requested)
+  std::string verify_error;            // why it failed
+  std::string last_event;              // the last thing the mirror did and why
+  std::string grow;                    // why a grow of the mirrored volume has not committed here yet
   bool link_up = false;                // the mirror link to the peer is up
   std::int64_t insync_generation = 0;  // the in-sync set's generation this replica acts on
                                        // (`generation` stays the volume record's: settle())
   std::int64_t mod_revision = 0;
+  // The reconciler writes a report again only when it differs from the last one it wrote.
+  friend bool operator==(const ReplicaStatus&, const ReplicaStatus&) = default;
 };
 
 // verify/<volume>: an operator asked for an online verify (the owner runs it). The id is the
