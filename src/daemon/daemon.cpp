@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
@@ -1666,8 +1667,20 @@ Status Daemon::start(const StartOptions& opts) {
     ReconcilerOptions ro;
     ro.etcd = eo;
     ro.node = I.cfg.node_name;
-    if (const char* p = std::getenv("DUPLEX_RECONCILE_PERIOD_MS"))
-      ro.period = std::chrono::milliseconds(std::atoi(p));
+    if (const char* p = std::getenv("DUPLEX_RECONCILE_PERIOD_MS")) {
+      // Tests shorten the period; a value that is not a positive number keeps the default
+      // rather than becoming 0 (a pass in a tight loop).
+      const std::string_view text(p);
+      std::uint32_t ms = 0;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+      if (ec == std::errc{} && end == text.data() + text.size() && ms > 0)
+        ro.period = std::chrono::milliseconds(ms);
+      else
+        spdlog::warn(
+            "event=config.ignored variable=DUPLEX_RECONCILE_PERIOD_MS value=\"{}\" reason=\"not a "
+            "positive number of milliseconds\"",
+            text);
+    }
     I.reconciler = std::make_unique<Reconciler>(ro, I);
   }
   if (I.portal)
