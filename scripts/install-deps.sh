@@ -103,6 +103,15 @@ if [[ -n "$missing" ]]; then
   exit 1
 fi
 
+# The lint's clang-tidy: 22 (bookworm-security) skips system headers and so runs about four times
+# faster than 19 (scripts/lint.sh). Optional: where the archive lacks it, lint.sh uses 19.
+if apt-cache show clang-tidy-22 >/dev/null 2>&1; then
+  apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends clang-tidy-22 ||
+    log "warning: clang-tidy-22 did not install; the lint uses clang-tidy-${CLANG_VERSION}"
+else
+  log "clang-tidy-22 is not in this machine's archive; the lint uses clang-tidy-${CLANG_VERSION}"
+fi
+
 # Sanity: the fuzzer runtime must be where clang looks for it.
 if ! compgen -G "/usr/lib/llvm-${CLANG_VERSION}/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null &&
   ! compgen -G "/usr/lib/llvm-${CLANG_VERSION}/lib/clang/*/lib/*/libclang_rt.fuzzer*.a" >/dev/null; then

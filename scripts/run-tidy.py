@@ -93,6 +93,10 @@ def main():
     version = subprocess.run([o.tidy, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"-(\d+)$", os.path.basename(o.tidy))
     clangxx = shutil.which(f"clang++-{m.group(1)}") if m else None
+    # Any recent clang lists a file's includes (-M) the same way; clang-tidy-22 comes without
+    # clang++-22. The unversioned clang++ (14 on bookworm) cannot parse libstdc++-12's <ranges>.
+    for v in (22, 21, 20, 19):
+        clangxx = clangxx or shutil.which(f"clang++-{v}")
     clangxx = clangxx or shutil.which("clang++")
     config = b""
     if o.config_file and os.path.exists(o.config_file):
@@ -135,8 +139,15 @@ def main():
             with open(os.path.join(cache, key), "w") as f:
                 f.write(path + "\n")
 
+    # Largest files first: the longest checks (mirror_volume.cpp, about 90 s) start early instead
+    # of running alone at the end while the other workers idle.
+    def size(path):
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0
     with cf.ThreadPoolExecutor(max_workers=max(1, o.jobs)) as ex:
-        list(ex.map(one, o.files))
+        list(ex.map(one, sorted(o.files, key=size, reverse=True)))
     print(f"run-tidy: {len(o.files)} files: {results['clean']} clean, {results['cached']} unchanged since "
           f"clean (cached), {results['findings']} with findings", flush=True)
     return 1 if results["findings"] else 0
