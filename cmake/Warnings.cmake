@@ -21,7 +21,14 @@ endif()
 # Sanitizer trees need file:line in their reports, not full debug info: line tables alone compile
 # about a quarter faster (measured on mirror_volume_test.cpp: 77 s with -g, 57 s), and CI builds a
 # whole sanitizer tree on two cores.
-if((DUPLEX_SANITIZE OR DUPLEX_FUZZ) AND CMAKE_BUILD_TYPE STREQUAL "RelWithDebInfo")
+# DUPLEX_DEBUG_INFO=lines does the same for a normal tree: scripts/test-all.sh sets it, as CI needs
+# backtraces with file:line but no debugger (GCC, daemon.cpp: 44 s with -g, 33 s with -g1).
+set(DUPLEX_DEBUG_INFO "full" CACHE STRING "RelWithDebInfo's debug info: full (-g) or lines (file:line only)")
+set_property(CACHE DUPLEX_DEBUG_INFO PROPERTY STRINGS full lines)
+if(NOT DUPLEX_DEBUG_INFO MATCHES "^(full|lines)$")
+  message(FATAL_ERROR "DUPLEX_DEBUG_INFO must be full or lines, not '${DUPLEX_DEBUG_INFO}'")
+endif()
+if((DUPLEX_SANITIZE OR DUPLEX_FUZZ OR DUPLEX_DEBUG_INFO STREQUAL "lines") AND CMAKE_BUILD_TYPE STREQUAL "RelWithDebInfo")
   if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
     set(_duplex_lines -gline-tables-only)
   else()
