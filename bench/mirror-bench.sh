@@ -10,9 +10,12 @@
 # fast, against `cp` + sync of a 1 GiB file on the same disk.
 #
 #   bench/mirror-bench.sh [--runtime SEC] [--sections LIST] [--no-resync] [--no-fio] [--link direct|proxy]
-#                         [--no-fill] [--resync-depth N] [--out DIR]
+#                         [--no-fill] [--resync-depth N] [--wide] [--out DIR]
 # --resync-depth sets [mirror] resync_depth (regions a resync copies at once; the daemon's default
 # otherwise). --no-fio skips the fio comparison (and its fill): only the resync is measured.
+# --wide adds random 4 KiB writes at QD32 spread over 20 GiB volumes (plain and mirror, thin,
+# not filled): ten times the activity log's hot set (512 x 4 MiB), so most writes land in a cold
+# extent and pay a log update - what group commit in the activity log is for.
 # --link direct (the default) lets n1 dial n2's mirror port itself, and the outage is n2 stopped
 # (SIGTERM) and started again; --link proxy puts tests/support/link_proxy.py (Python, every byte
 # of the link through it) in between, as the figures before 2026-11-26 were taken, and the outage
@@ -31,6 +34,7 @@ mirror_conf=""
 out=""
 link=direct
 fill=1
+wide=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runtime) runtime=$2; shift 2 ;;
@@ -40,6 +44,7 @@ while [[ $# -gt 0 ]]; do
     --out) out=$2; shift 2 ;;
     --link) link=$2; shift 2 ;;
     --no-fill) fill=0; shift ;;
+    --wide) wide=1; shift ;;
     --resync-depth) mirror_conf=$(printf '[mirror]\nresync_depth = %s' "$2"); shift 2 ;;
     *) echo "mirror-bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -104,6 +109,28 @@ for sec in dict.fromkeys(r["section"] for r in rows):
     ratio = float(m[key]) / float(p[key]) if float(p[key]) else 0
     print("| %s | %.0f %s | %.0f %s | %.2f | %.0f / %.0f |" % (sec, float(p[key]), unit, float(m[key]), unit, ratio,
           float(p["clat_mean_us"]), float(m["clat_mean_us"])))
+PYEOF
+fi
+
+if [ "$wide" = 1 ]; then
+  echo "== random 4 KiB writes over 20 GiB (most in a cold activity-log extent)"
+  api POST /v1/volumes "{\"name\": \"wideplain\", \"size\": $((20 * GiB)), \"replicas\": 1, \"preferred_site\": \"a\"}" >/dev/null
+  api POST /v1/volumes "{\"name\": \"widemirror\", \"size\": $((20 * GiB)), \"replicas\": 2, \"preferred_site\": \"a\"}" >/dev/null
+  until_vol 120 wideplain "d['state']=='ready'" || { echo "wideplain is not ready"; exit 1; }
+  until_vol 120 widemirror "$IN_SYNC" || { echo "widemirror is not in sync"; exit 1; }
+  for v in wideplain widemirror; do
+    for _ in $(seq 100); do nbdinfo --size "$(nbd_uri n1 $v)" >/dev/null 2>&1 && break; sleep 0.1; done
+    fio --name=wide --ioengine=nbd --uri="$(nbd_uri n1 $v)" --rw=randwrite --bs=4k --iodepth=32 \
+      --size=$((20 * GiB)) --time_based --runtime="$runtime" --randrepeat=1 --output-format=json \
+      --output="$out/wide-$v.json" >/dev/null
+  done
+  $PY - "$out/wide-wideplain.json" "$out/wide-widemirror.json" <<'PYEOF' | tee "$out/wide.md"
+import json, sys
+w = [json.load(open(f))["jobs"][0]["write"] for f in sys.argv[1:3]]
+print("| randwrite 4 KiB QD32 over 20 GiB | plain | mirror | mirror / plain |")
+print("|---|---|---|---|")
+print("| IOPS | %.0f | %.0f | %.2f |" % (w[0]["iops"], w[1]["iops"], w[1]["iops"] / w[0]["iops"]))
+print("| mean latency (us) | %.0f | %.0f | |" % (w[0]["clat_ns"]["mean"] / 1e3, w[1]["clat_ns"]["mean"] / 1e3))
 PYEOF
 fi
 

@@ -316,22 +316,59 @@ Task<Status> ReplicaMeta::write_al(std::vector<std::uint32_t> extents) {
 }
 
 Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length) {
+  co_return co_await make_hot(offset, length, nullptr);
+}
+
+Task<Result<ReplicaMeta::WritePin>> ReplicaMeta::pin_write(std::uint64_t offset, std::uint64_t length) {
+  WritePin pin;
+  DPX_CO_TRY(co_await make_hot(offset, length, &pin));
+  co_return pin;
+}
+
+// Counts the extents a writer waits for while it waits for io_, so that the writer holding io_
+// can log them in its own update.
+struct ReplicaMeta::Wanted {
+  ReplicaMeta* m;
+  std::uint32_t e0, e1;
+  Wanted(ReplicaMeta* meta, std::uint32_t first, std::uint32_t last) : m(meta), e0(first), e1(last) {
+    for (std::uint32_t e = e0; e <= e1; ++e) ++m->wanted_[e];
+  }
+  Wanted(const Wanted&) = delete;
+  Wanted& operator=(const Wanted&) = delete;
+  ~Wanted() {
+    for (std::uint32_t e = e0; e <= e1; ++e) {
+      auto it = m->wanted_.find(e);
+      if (--it->second == 0) m->wanted_.erase(it);
+    }
+  }
+};
+
+Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, WritePin* pin) {
   if (length == 0) co_return Status::ok();
   if (offset >= rec_.size || length > rec_.size - offset)
     co_return bad(Errc::out_of_range,
                   fmt::format("write of {} bytes at {} beyond the volume end {}", length, offset, rec_.size));
   const std::uint32_t e0 = static_cast<std::uint32_t>(offset / opts_.al_extent);
   const std::uint32_t e1 = static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent);
-  if (std::uint64_t{e1} - e0 + 1 > opts_.al_capacity)
+  const std::uint32_t own = e1 - e0 + 1;
+  if (own > opts_.al_capacity)
     co_return bad(Errc::invalid,
                   fmt::format("a write of {} bytes spans more extents than the activity log holds ({})",
                               length, opts_.al_capacity));
+  // The pin is taken while nothing else can run, here or under io_ below: between a log update
+  // and the pin, a writer that io_ hands over to could otherwise evict the extents again.
+  auto hot = [&] {
+    if (!touch_if_hot(e0, e1)) return false;
+    if (pin) *pin = pin_extents(e0, e1);
+    return true;
+  };
   // Hot: touch (most recently used) and go. Only durable extents are hot.
-  if (touch_if_hot(e0, e1)) co_return Status::ok();
+  if (hot()) co_return Status::ok();
+  const Wanted wanted(this, e0, e1);
   co_await io_.lock();
   Unlock u{&io_};
   if (closed_) co_return bad(Errc::shutdown, "used after close()");
-  if (touch_if_hot(e0, e1)) co_return Status::ok();  // another writer made them hot meanwhile
+  if (hot()) co_return Status::ok();  // another writer's update logged them meanwhile
 
   std::vector<std::uint32_t> cold;
   for (std::uint32_t e = e0; e <= e1; ++e) {
@@ -341,12 +378,31 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
     else
       lru_.splice(lru_.end(), lru_, it->second);  // not evicted below
   }
+  // Group commit: the cold extents other writers are waiting for (io_'s queue) join this update,
+  // so a burst of writes to cold extents costs one log write and one flush, not one each. Only as
+  // many join as can be logged without evicting this writer's own extents or a pinned one, and at
+  // most a quarter of the log, so that one update never sweeps the log.
+  {
+    std::size_t evictable = 0;
+    for (std::uint32_t e : lru_)
+      if (!pins_.contains(e) && (e < e0 || e > e1)) ++evictable;
+    const std::size_t room = opts_.al_capacity > hot_.size() ? opts_.al_capacity - hot_.size() : 0;
+    const std::size_t free_slots = room + evictable > cold.size() ? room + evictable - cold.size() : 0;
+    std::size_t join = std::min<std::size_t>({free_slots, opts_.al_capacity / 4, opts_.al_capacity - own});
+    for (const auto& [e, waiters] : wanted_) {
+      if (join == 0) break;
+      if ((e >= e0 && e <= e1) || hot_.contains(e)) continue;
+      cold.push_back(e);
+      --join;
+    }
+  }
   // Evict from the LRU end. They leave the hot set first, so a concurrent begin_write on them
   // waits for this update instead of trusting the log that is about to drop them.
   std::vector<std::uint32_t> evicted;
   for (auto it = lru_.begin(); it != lru_.end() && hot_.size() + cold.size() > opts_.al_capacity;) {
     const std::uint32_t e = *it;
-    if (pins_.contains(e)) {  // a pinned write is in flight there: it stays covered
+    // A pinned write is in flight there: it stays covered. This writer's own extents stay too.
+    if (pins_.contains(e) || (e >= e0 && e <= e1)) {
       ++it;
       continue;
     }
@@ -387,15 +443,10 @@ Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length
   next.insert(next.end(), cold.begin(), cold.end());
   DPX_CO_TRY(co_await write_al(std::move(next)));
   for (std::uint32_t e : cold) hot_.emplace(e, lru_.insert(lru_.end(), e));
+  ++al_updates_;
+  al_extents_logged_ += cold.size();
+  if (pin) *pin = pin_extents(e0, e1);  // all hot now: the eviction above skipped them
   co_return Status::ok();
-}
-
-Task<Result<ReplicaMeta::WritePin>> ReplicaMeta::pin_write(std::uint64_t offset, std::uint64_t length) {
-  DPX_CO_TRY(co_await begin_write(offset, length));
-  // No suspension between the log update and the pin: nothing can evict the extents meanwhile.
-  if (length == 0) co_return WritePin{};
-  co_return pin_extents(static_cast<std::uint32_t>(offset / opts_.al_extent),
-                        static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent));
 }
 
 std::optional<ReplicaMeta::WritePin> ReplicaMeta::try_pin_hot(std::uint64_t offset, std::uint64_t length) {

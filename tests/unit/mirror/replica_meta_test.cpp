@@ -739,6 +739,68 @@ TEST(ReplicaMeta, ConcurrentBeginWritesReturnOnlyOnceTheLogIsDurable) {
   EXPECT_TRUE(after->is_dirty(0, 1));
 }
 
+TEST(ReplicaMeta, WritersWaitingForTheLogShareOneUpdate) {
+  MetaRecord rec = make_rec(256 * kMiB);
+  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity));
+  SlowDisk slow(&disk);
+  auto m = must(sync_wait(ReplicaMeta::create(&slow, rec), [&] { ASSERT_TRUE(slow.step()); }));
+  disk.reset_counters();
+  int done = 0;
+  for (std::uint64_t i = 0; i < 10; ++i)
+    spawn(m->begin_write(i * 4 * kMiB + 512, 4096), [&, i](Status st) {
+      ASSERT_TRUE(st) << st.to_string();
+      EXPECT_TRUE(covers(durable_hot(disk), i * 4 * kMiB)) << "extent " << i << " not durable at return";
+      ++done;
+    });
+  EXPECT_EQ(done, 0);
+  slow.drain();
+  EXPECT_EQ(done, 10);
+  // The first writer's update was in flight when the other nine came: they share the next one.
+  EXPECT_EQ(m->al_updates(), 2u);
+  EXPECT_EQ(m->al_extents_logged(), 10u);
+  EXPECT_EQ(disk.counters().flushes, 2u);
+  disk.power_loss(PowerLoss::DropAll);
+  auto after = must(run(ReplicaMeta::open(&disk)));
+  const std::vector<std::pair<std::uint64_t, std::uint64_t>> want{{0, 40 * kMiB}};
+  EXPECT_EQ(after->hot_ranges(), want);
+}
+
+TEST(ReplicaMeta, GroupCommitNeverEvictsAPinnedExtentOrTheWritersOwn) {
+  MetaRecord rec = make_rec(256 * kMiB);
+  MetaOptions o;
+  o.al_capacity = 4;
+  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o));
+  SlowDisk slow(&disk);
+  auto m = must(sync_wait(ReplicaMeta::create(&slow, rec, o), [&] { ASSERT_TRUE(slow.step()); }));
+  // Extents 0 and 1 stay pinned throughout (writes in flight there).
+  std::vector<ReplicaMeta::WritePin> held;
+  for (std::uint64_t e = 0; e < 2; ++e) {
+    auto p = sync_wait(m->pin_write(e * 4 * kMiB, 1), [&] { ASSERT_TRUE(slow.step()); });
+    ASSERT_TRUE(p);
+    held.push_back(std::move(*p));
+  }
+  int done = 0;
+  std::mt19937 rng(7);
+  for (int round = 0; round < 20; ++round) {
+    const int n = 1 + static_cast<int>(rng() % 8);
+    for (int k = 0; k < n; ++k) {
+      const std::uint64_t e = 2 + rng() % 40;
+      spawn(m->pin_write(e * 4 * kMiB, 4096), [&, e](Result<ReplicaMeta::WritePin> p) {
+        ASSERT_TRUE(p) << p.status().to_string();
+        const auto durable = durable_hot(disk);
+        EXPECT_TRUE(covers(durable, e * 4 * kMiB)) << "extent " << e << " not durable while pinned";
+        EXPECT_TRUE(covers(durable, 0) && covers(durable, 4 * kMiB)) << "a pinned extent was evicted";
+        ++done;
+      });
+    }
+    slow.drain();
+  }
+  EXPECT_GT(done, 20);
+  EXPECT_LT(m->al_updates(), static_cast<std::uint64_t>(done)) << "no update was shared";
+  const auto durable = durable_hot(disk);
+  EXPECT_TRUE(covers(durable, 0) && covers(durable, 4 * kMiB));
+}
+
 TEST(ReplicaMeta, BitSetWhilePersistIsInFlightStaysUnsaved) {
   MetaRecord rec = make_rec(64 * kMiB);
   FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity));

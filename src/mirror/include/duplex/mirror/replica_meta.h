@@ -60,6 +60,10 @@ struct MetaOptions {
 //   returns; if it is hot, it returns at once without I/O (the hot path costs nothing).
 //   When the log is full the least recently used extent is evicted - but only after the bitmap
 //   blocks covering it are durable (persist them first if they have unsaved bits).
+//   Group commit: writers that find their extents cold while a log update is in flight wait for
+//   it, and the next update logs all their extents at once (up to a quarter of the log), so a
+//   burst of writes to cold extents costs one block write and one flush, as DRBD's activity-log
+//   transactions do, not one per extent.
 //   With bare begin_write, an extent is evicted once al_capacity - 1 other extents became hot
 //   since its last begin_write, even with a write still in flight there (a stalled peer): use
 //   pin_write() to keep an extent in the log until its write, and any mark_dirty for it, is done.
@@ -160,6 +164,10 @@ class ReplicaMeta {
 
   // Bitmap blocks with bits not yet durable (for tests and metrics).
   std::uint64_t unsaved_bitmap_blocks() const;
+  // Activity-log updates written (each a block write and a flush) and the cold extents they
+  // made hot: more extents than updates is group commit at work.
+  std::uint64_t al_updates() const { return al_updates_; }
+  std::uint64_t al_extents_logged() const { return al_extents_logged_; }
 
  private:
   ReplicaMeta(BlockDevice* dev, MetaRecord rec, MetaOptions o);
@@ -179,6 +187,9 @@ class ReplicaMeta {
   Task<Status> write_bitmap_blocks(std::vector<std::uint64_t> blocks);  // under io_; + flush
   Task<Status> persist_locked();
   Task<Status> write_al(std::vector<std::uint32_t> extents);  // under io_; + flush
+  // begin_write, and pin_write when pin is set: the pin is taken before anything else can run.
+  Task<Status> make_hot(std::uint64_t offset, std::uint64_t length, WritePin* pin);
+  struct Wanted;
   Task<Status> load_bitmap();
   Task<Status> load_al();
 
@@ -199,6 +210,10 @@ class ReplicaMeta {
   std::function<Task<Status>()> before_evict_;
   bool closed_ = false;
   std::unordered_map<std::uint32_t, std::uint32_t> pins_;  // extent -> writes in flight
+  // Cold extents writers are waiting for (extent -> waiters): the next log update takes them too.
+  std::unordered_map<std::uint32_t, std::uint32_t> wanted_;
+  std::uint64_t al_updates_ = 0;
+  std::uint64_t al_extents_logged_ = 0;
   AsyncMutex io_;
 };
 
