@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
@@ -1670,16 +1669,14 @@ Status Daemon::start(const StartOptions& opts) {
     if (const char* p = std::getenv("DUPLEX_RECONCILE_PERIOD_MS")) {
       // Tests shorten the period; a value that is not a positive number keeps the default
       // rather than becoming 0 (a pass in a tight loop).
-      const std::string_view text(p);
-      std::uint32_t ms = 0;
-      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
-      if (ec == std::errc{} && end == text.data() + text.size() && ms > 0)
-        ro.period = std::chrono::milliseconds(ms);
+      const auto ms = parse_duration(fmt::format("{}ms", p));
+      if (ms && ms->count() > 0)
+        ro.period = *ms;
       else
         spdlog::warn(
             "event=config.ignored variable=DUPLEX_RECONCILE_PERIOD_MS value=\"{}\" reason=\"not a "
             "positive number of milliseconds\"",
-            text);
+            p);
     }
     I.reconciler = std::make_unique<Reconciler>(ro, I);
   }

@@ -219,14 +219,12 @@ void Reconciler::report_pools() {
     }
     rec->node = opts_.node;
     const auto now = std::chrono::steady_clock::now();
-    if (auto w = pools_written_.find(name);
-        w != pools_written_.end() && w->second.first == *rec && now - w->second.second < kRewriteAfter)
-      continue;
+    if (pools_written_.unchanged(name, *rec, now)) continue;
     if (auto st = cat_.report_pool(*rec); !st) {
       spdlog::warn("event=reconciler.pool_report_failed pool={} error=\"{}\"", name, st.to_string());
-      pools_written_.erase(name);
+      pools_written_.forget(name);
     } else {
-      pools_written_[name] = {*rec, now};
+      pools_written_.wrote(name, *rec, now);
     }
   }
 }
@@ -285,7 +283,7 @@ void Reconciler::mirror_tick() {
     if (m->size != rep->second.size) mark(name);  // a grow committed: publish the new size
     fill_mirror(rep->second, *m);
     rep->second.updated.clear();
-    written_.erase(name);  // the periodic pass writes the next report, changed or not
+    written_.forget(name);  // the periodic pass writes the next report, changed or not
     if (auto s = cat_.report_replica(rep->second); !s) {
       spdlog::warn("event=reconciler.report_failed volume={} error=\"{}\"", name, s.to_string());
       continue;
@@ -296,7 +294,7 @@ void Reconciler::mirror_tick() {
 
 void Reconciler::reconcile(const std::string& name) {
   auto forget = [&] {
-    written_.erase(name);
+    written_.forget(name);
     mirror_reports_.erase(name);
     mirror_seen_.erase(name);
     if (published_.erase(name)) {
@@ -387,16 +385,16 @@ void Reconciler::reconcile(const std::string& name) {
   else
     mirror_reports_.erase(name);
   const auto now = std::chrono::steady_clock::now();
-  if (auto w = written_.find(name); w != written_.end() && w->second.uuid == rec->uuid &&
-                                    w->second.status == st && now - w->second.at < kRewriteAfter) {
+  auto report = std::make_pair(rec->uuid, st);
+  if (written_.unchanged(name, report, now)) {
     // Unchanged since the last write: etcd holds it already.
   } else if (auto s = cat_.report_replica(st); !s) {
     spdlog::warn("event=reconciler.report_failed volume={} error=\"{}\"", name, s.to_string());
-    written_.erase(name);
+    written_.forget(name);
     mirror_seen_.erase(name);
     return;
   } else {
-    written_[name] = {rec->uuid, st, now};
+    written_.wrote(name, std::move(report), now);
   }
   if (auto s = cat_.settle(name); !s)
     spdlog::warn("event=reconciler.settle_failed volume={} error=\"{}\"", name, s.to_string());

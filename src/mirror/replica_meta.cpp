@@ -351,6 +351,7 @@ Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, W
   const std::uint32_t e0 = static_cast<std::uint32_t>(offset / opts_.al_extent);
   const std::uint32_t e1 = static_cast<std::uint32_t>((offset + length - 1) / opts_.al_extent);
   const std::uint32_t own = e1 - e0 + 1;
+  auto is_own = [&](std::uint32_t e) { return e >= e0 && e <= e1; };
   if (own > opts_.al_capacity)
     co_return bad(Errc::invalid,
                   fmt::format("a write of {} bytes spans more extents than the activity log holds ({})",
@@ -385,13 +386,13 @@ Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, W
   {
     std::size_t evictable = 0;
     for (std::uint32_t e : lru_)
-      if (!pins_.contains(e) && (e < e0 || e > e1)) ++evictable;
+      if (!pins_.contains(e) && !is_own(e)) ++evictable;
     const std::size_t room = opts_.al_capacity > hot_.size() ? opts_.al_capacity - hot_.size() : 0;
     const std::size_t free_slots = room + evictable > cold.size() ? room + evictable - cold.size() : 0;
     std::size_t join = std::min<std::size_t>({free_slots, opts_.al_capacity / 4, opts_.al_capacity - own});
     for (const auto& [e, waiters] : wanted_) {
       if (join == 0) break;
-      if ((e >= e0 && e <= e1) || hot_.contains(e)) continue;
+      if (is_own(e) || hot_.contains(e)) continue;
       cold.push_back(e);
       --join;
     }
@@ -402,7 +403,7 @@ Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, W
   for (auto it = lru_.begin(); it != lru_.end() && hot_.size() + cold.size() > opts_.al_capacity;) {
     const std::uint32_t e = *it;
     // A pinned write is in flight there: it stays covered. This writer's own extents stay too.
-    if (pins_.contains(e) || (e >= e0 && e <= e1)) {
+    if (pins_.contains(e) || is_own(e)) {
       ++it;
       continue;
     }

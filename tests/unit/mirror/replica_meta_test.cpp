@@ -686,6 +686,17 @@ class SlowDisk final : public BlockDevice {
   std::deque<std::coroutine_handle<>> q_;
 };
 
+// A ReplicaMeta created on a SlowDisk over a FakeDisk (the creation's I/O stepped through).
+struct SlowMeta {
+  SlowMeta(const MetaRecord& rec, MetaOptions o = {})
+      : disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o)),
+        slow(&disk),
+        m(must(sync_wait(ReplicaMeta::create(&slow, rec, o), [this] { ASSERT_TRUE(slow.step()); }))) {}
+  FakeDisk disk;
+  SlowDisk slow;
+  std::unique_ptr<ReplicaMeta> m;
+};
+
 // What survives a power cut right now: the hot extents of the durable activity log.
 std::vector<std::pair<std::uint64_t, std::uint64_t>> durable_hot(const FakeDisk& disk) {
   FakeDisk copy = disk.durable_copy();
@@ -703,9 +714,8 @@ TEST(ReplicaMeta, ConcurrentBeginWritesReturnOnlyOnceTheLogIsDurable) {
   MetaRecord rec = make_rec(64 * kMiB);
   MetaOptions o;
   o.al_capacity = 2;
-  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o));
-  SlowDisk slow(&disk);
-  auto m = must(sync_wait(ReplicaMeta::create(&slow, rec, o), [&] { ASSERT_TRUE(slow.step()); }));
+  SlowMeta sm(rec, o);
+  auto& [disk, slow, m] = sm;
 
   int done = 0;
   auto check_durable = [&](std::uint64_t off) {
@@ -741,9 +751,8 @@ TEST(ReplicaMeta, ConcurrentBeginWritesReturnOnlyOnceTheLogIsDurable) {
 
 TEST(ReplicaMeta, WritersWaitingForTheLogShareOneUpdate) {
   MetaRecord rec = make_rec(256 * kMiB);
-  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity));
-  SlowDisk slow(&disk);
-  auto m = must(sync_wait(ReplicaMeta::create(&slow, rec), [&] { ASSERT_TRUE(slow.step()); }));
+  SlowMeta sm(rec);
+  auto& [disk, slow, m] = sm;
   disk.reset_counters();
   int done = 0;
   for (std::uint64_t i = 0; i < 10; ++i)
@@ -769,9 +778,8 @@ TEST(ReplicaMeta, GroupCommitNeverEvictsAPinnedExtentOrTheWritersOwn) {
   MetaRecord rec = make_rec(256 * kMiB);
   MetaOptions o;
   o.al_capacity = 4;
-  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o));
-  SlowDisk slow(&disk);
-  auto m = must(sync_wait(ReplicaMeta::create(&slow, rec, o), [&] { ASSERT_TRUE(slow.step()); }));
+  SlowMeta sm(rec, o);
+  auto& [disk, slow, m] = sm;
   // Extents 0 and 1 stay pinned throughout (writes in flight there).
   std::vector<ReplicaMeta::WritePin> held;
   for (std::uint64_t e = 0; e < 2; ++e) {

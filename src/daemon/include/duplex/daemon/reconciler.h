@@ -150,18 +150,29 @@ class Reconciler {
   // the mirror's fields updated when they changed.
   std::map<std::string, cluster::ReplicaStatus> mirror_reports_;
   std::map<std::string, MirrorReport> mirror_seen_;
-  // What the periodic pass last wrote (worker thread only): an unchanged report is not written
-  // again until kRewriteAfter has passed (each put is an fsync on every etcd member; an idle
-  // cluster of N volumes would otherwise write 2N keys per period). The volume's uuid is part of
-  // the match, so a volume deleted and made again under its name is always reported.
-  struct Written {
-    std::string uuid;
-    cluster::ReplicaStatus status;
-    std::chrono::steady_clock::time_point at;
+  // What the periodic pass last wrote, by name (worker thread only): an unchanged report is not
+  // written again until kRewriteAfter has passed (each put is an fsync on every etcd member; an
+  // idle cluster of N volumes would otherwise write 2N keys per period).
+  template <typename T>
+  class Written {
+   public:
+    static constexpr std::chrono::minutes kRewriteAfter{10};
+    bool unchanged(const std::string& name, const T& v, std::chrono::steady_clock::time_point now) const {
+      auto it = last_.find(name);
+      return it != last_.end() && it->second.first == v && now - it->second.second < kRewriteAfter;
+    }
+    void wrote(const std::string& name, T v, std::chrono::steady_clock::time_point now) {
+      last_[name] = {std::move(v), now};
+    }
+    void forget(const std::string& name) { last_.erase(name); }
+
+   private:
+    std::map<std::string, std::pair<T, std::chrono::steady_clock::time_point>> last_;
   };
-  static constexpr std::chrono::minutes kRewriteAfter{10};
-  std::map<std::string, Written> written_;
-  std::map<std::string, std::pair<cluster::PoolRecord, std::chrono::steady_clock::time_point>> pools_written_;
+  // A replica's report with its volume's uuid, so a volume deleted and made again under its name
+  // is always reported.
+  Written<std::pair<std::string, cluster::ReplicaStatus>> written_;
+  Written<cluster::PoolRecord> pools_written_;
   // drains/ (worker thread only): re-read when the watcher saw a change there.
   std::map<std::string, std::string> drained_;
   bool drains_read_ = false;
