@@ -18,11 +18,6 @@ static_assert(f::kBitmapBytesPerBlock % 8 == 0);
 // Blocks per device write when persisting runs of blocks (1 MiB).
 constexpr std::uint64_t kMaxRun = 256;
 
-struct Unlock {
-  AsyncMutex* m;
-  ~Unlock() { m->unlock(); }
-};
-
 std::uint64_t word_mask(std::uint64_t lo, std::uint64_t hi) {  // bits [lo, hi) of one word, hi <= 64
   const std::uint64_t upper = hi == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << hi) - 1;
   return upper & ~((std::uint64_t{1} << lo) - 1);
@@ -209,14 +204,14 @@ Task<Status> ReplicaMeta::persist_locked() {
 
 Task<Status> ReplicaMeta::persist() {
   co_await io_.lock();
-  Unlock u{&io_};
+  AsyncUnlock u{io_};
   if (closed_) co_return bad(Errc::shutdown, "used after close()");
   co_return co_await persist_locked();
 }
 
 Task<Status> ReplicaMeta::resize(std::uint64_t new_size) {
   co_await io_.lock();
-  Unlock u{&io_};
+  AsyncUnlock u{io_};
   if (closed_) co_return bad(Errc::shutdown, "used after close()");
   if (new_size < rec_.size)
     co_return bad(Errc::invalid, fmt::format("cannot shrink from {} to {} bytes", rec_.size, new_size));

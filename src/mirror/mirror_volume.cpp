@@ -146,44 +146,58 @@ Task<Status> MirrorVolume::start() {
 // Makes `s` the set this node acts on and brings the replica's persistent state in line: a
 // member that is current records the generation; a node outside the set is outdated (it never
 // serves its own data again until resynced).
+//
+// Everything a write looks at (the set, the peer's mode, the dirty bits) changes in one step,
+// before the first suspension: a write that runs while the record is being written sees the new
+// set together with the link state that goes with it. (With the set first and the link state
+// after the record, a write in between found this node the owner with the link "absent" and
+// took the in-step peer out of the set.) The record follows; adopt_mu_ keeps two adoptions'
+// records in the order of their sets, and a set older than the one in force is not adopted.
 Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
+  co_await adopt_mu_.lock();
+  AsyncUnlock unlock{adopt_mu_};
+  if (s.generation < set_.generation) co_return Status::ok();
   const bool was_owner = is_owner();
   set_ = std::move(s);
   MetaRecord r = meta_->record();
+  bool record = false;  // r differs from what is durable
   if (set_.has(o_.node) && r.state != ReplicaState::in_sync) {
     // A member without being current. We decide only as a member, so no CAS of ours did this:
     // either the owner added us back after our resync was complete (it copied everything that
     // differed: our own dirty ranges are settled), or an operator promoted this replica alone,
     // accepting what it lacks (docs/mirror.md, "Rolling failure"); then our dirty ranges are
     // what the other replica lacks, and stay for its resync.
-    const bool promoted = set_.members.size() == 1;
     r.state = ReplicaState::in_sync;
     r.generation = set_.generation;
-    if (auto st = co_await meta_->update(r); !st.is_ok()) co_return st;
-    if (promoted) {
+    record = true;
+    if (set_.members.size() == 1) {
       spdlog::warn("event=mirror.promoted volume={} node={} generation={} reason=\"{}\"", local_->name(),
                    o_.node, set_.generation, why);
     } else {
-      meta_->clear_dirty(0, size());
+      meta_->clear_dirty(0, size());  // before any write of the new set can mark a range
     }
   } else if (set_.has(o_.node)) {
-    if (r.generation != set_.generation) {
-      // A member can only have fallen behind the set's generation through changes it took part
-      // in (its own CAS) or that kept it in: record the new generation.
-      r.generation = set_.generation;
-      if (auto st = co_await meta_->update(r); !st.is_ok()) co_return st;
-    }
+    // A member can only have fallen behind the set's generation through changes it took part
+    // in (its own CAS) or that kept it in: record the new generation.
+    record = r.generation != set_.generation;
+    r.generation = set_.generation;
   } else if (r.state == ReplicaState::in_sync) {
     r.state = ReplicaState::outdated;
-    if (auto st = co_await meta_->update(r); !st.is_ok()) co_return st;
+    record = true;
     spdlog::warn("event=mirror.outdated volume={} node={} generation={} members={} reason=\"{}\"",
                  local_->name(), o_.node, set_.generation, join(set_.members), why);
   }
   event(fmt::format("set generation={} members={} owner={} ({})", set_.generation, join(set_.members),
                     set_.owner, why));
-  // Ownership moved. Whoever orders writes must know the state of the link to the peer: the
-  // new owner replicates to a peer that is a member (it held every acknowledged write: it was
-  // the owner, or it just resynced us), and resyncs one that is not.
+  follow_ownership(was_owner);
+  if (record) co_return co_await meta_->update(r);
+  co_return Status::ok();
+}
+
+// Ownership moved. Whoever orders writes must know the state of the link to the peer: the new
+// owner replicates to a peer that is a member (it held every acknowledged write: it was the
+// owner, or it just resynced us), and resyncs one that is not. Does not suspend (see adopt).
+void MirrorVolume::follow_ownership(bool was_owner) {
   if (was_owner && !is_owner()) {
     peer_mode_ = PeerMode::absent;
   } else if (!was_owner && is_owner() && link_up()) {
@@ -213,7 +227,6 @@ Task<Status> MirrorVolume::adopt(InSyncSet s, std::string why) {
     peer_mode_ = PeerMode::absent;
     event("peer's disk failed: writes are no longer sent to it");
   }
-  co_return Status::ok();
 }
 
 // Re-reads the set from the arbiter (the peer showed a newer generation than ours).
@@ -329,15 +342,7 @@ Task<Status> MirrorVolume::push_shared(bool with_events, bool force) {
 // so a change acknowledged through either node is enforced through both (docs/multipath.md).
 Task<Result<std::vector<std::byte>>> MirrorVolume::owner_shared(std::span<const std::byte> request) {
   co_await shared_mu_.lock();
-  struct Unlock {
-    AsyncMutex& m;
-    bool held = true;
-    void now() {
-      if (held) m.unlock();
-      held = false;
-    }
-    ~Unlock() { now(); }
-  } unlock{shared_mu_};
+  AsyncUnlock unlock{shared_mu_};
   if (!is_owner()) co_return Status::error(Errc::busy, "{} no longer orders changes of {}", o_.node, name());
   auto keeper = keeper_.lock();
   if (!keeper)
@@ -365,7 +370,7 @@ Task<Result<std::vector<std::byte>>> MirrorVolume::owner_shared(std::span<const 
   // changes is released first, because an aborted write may wait for the range lock, which the
   // resync holds while it waits for that order (rejoin). Held across the push: settle() needs
   // only what the keeper owns, never the LU itself.
-  unlock.now();
+  unlock.release();
   co_await keeper->settle();
   co_return answer;
 }

@@ -15,11 +15,6 @@ namespace f = format;
 
 namespace {
 
-struct Unlock {
-  AsyncMutex* m;
-  ~Unlock() { m->unlock(); }
-};
-
 std::uint64_t bitmap_blocks_for(std::uint64_t size, std::uint32_t granularity) {
   const std::uint64_t bits = (size + granularity - 1) / granularity;
   return std::max<std::uint64_t>(1, (bits + f::kBitmapBitsPerBlock - 1) / f::kBitmapBitsPerBlock);
@@ -179,7 +174,7 @@ Task<Result<std::unique_ptr<ReplicaMeta>>> ReplicaMeta::create(BlockDevice* dev,
   for (std::uint64_t b = 0; b < m->bitmap_blocks_; ++b) m->unsaved_[b] = true;
   {
     co_await m->io_.lock();
-    Unlock u{&m->io_};
+    AsyncUnlock u{m->io_};
     DPX_CO_TRY(co_await m->persist_locked());  // + flush
     m->record_slot_ = 1;                       // so the first record goes to slot 0
     DPX_CO_TRY(co_await m->write_record(rec));
@@ -225,7 +220,7 @@ Task<Result<std::unique_ptr<ReplicaMeta>>> ReplicaMeta::open(BlockDevice* dev) {
   m->record_seq_ = best->seq;
   m->record_slot_ = best_slot;
   co_await m->io_.lock();
-  Unlock u{&m->io_};
+  AsyncUnlock u{m->io_};
   DPX_CO_TRY(co_await m->load_bitmap());
   DPX_CO_TRY(co_await m->load_al());
   if (!m->rec_.clean) {
@@ -260,7 +255,7 @@ Task<Status> ReplicaMeta::update(MetaRecord r) {
   if (r.volume != rec_.volume || r.size != rec_.size || r.granularity != rec_.granularity)
     co_return bad(Errc::invalid, "update cannot change the volume, its size or the granularity");
   co_await io_.lock();
-  Unlock u{&io_};
+  AsyncUnlock u{io_};
   if (closed_) co_return bad(Errc::shutdown, "used after close()");
   co_return co_await write_record(std::move(r));
 }
@@ -367,7 +362,7 @@ Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, W
   if (hot()) co_return Status::ok();
   const Wanted wanted(this, e0, e1);
   co_await io_.lock();
-  Unlock u{&io_};
+  AsyncUnlock u{io_};
   if (closed_) co_return bad(Errc::shutdown, "used after close()");
   if (hot()) co_return Status::ok();  // another writer's update logged them meanwhile
 
@@ -496,7 +491,7 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> ReplicaMeta::hot_ranges() c
 
 Task<Status> ReplicaMeta::clear_activity_log() {
   co_await io_.lock();
-  Unlock u{&io_};
+  AsyncUnlock u{io_};
   if (closed_) co_return bad(Errc::shutdown, "used after close()");
   lru_.clear();  // first: concurrent writers wait for the new log
   hot_.clear();
@@ -506,7 +501,7 @@ Task<Status> ReplicaMeta::clear_activity_log() {
 
 Task<Status> ReplicaMeta::close() {
   co_await io_.lock();
-  Unlock u{&io_};
+  AsyncUnlock u{io_};
   if (closed_) co_return bad(Errc::shutdown, "used after close()");
   lru_.clear();
   hot_.clear();

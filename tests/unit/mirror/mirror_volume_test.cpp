@@ -10,6 +10,7 @@
 #include <cstring>
 #include <random>
 
+#include "duplex/mirror/meta_format.h"
 #include "duplex/mirror/mirror_volume.h"
 #include "duplex/mirror/wire.h"
 #include "duplex/reactor/listen.h"
@@ -28,7 +29,9 @@ constexpr std::uint64_t kSize = 16u << 20;
 constexpr std::uint64_t kGrown = 160u << 20;
 
 // The metadata device of a node, over its fake disk: holds every flush while `hold` is set (a
-// slow metadata disk, to catch a grow between its steps), and fails them once the node lost power.
+// slow metadata disk, to catch a grow between its steps), holds the flush of a record write while
+// `hold_record` says so (to catch a change of the in-sync set before its record is durable), and
+// fails them once the node lost power.
 class GateDevice final : public BlockDevice {
  public:
   GateDevice(FakeDisk* disk, EventLoop* loop) : disk_(disk), loop_(loop) {}
@@ -38,11 +41,14 @@ class GateDevice final : public BlockDevice {
     return disk_->read(offset, buf);
   }
   Task<Status> write(std::uint64_t offset, std::span<const std::byte> buf) override {
+    record_written_ = offset < format::kAlOffset;
     return disk_->write(offset, buf);
   }
   Task<Status> flush() override {
     ++held;
-    while (hold && !dead) co_await sleep_for(loop_, milliseconds(5));
+    const bool record = std::exchange(record_written_, false);
+    while (((hold || (record && hold_record && hold_record())) && !dead))
+      co_await sleep_for(loop_, milliseconds(5));
     --held;
     if (dead) co_return Status::error(Errc::io_error, "{}: the node lost power (test)", name());
     co_return co_await disk_->flush();
@@ -51,10 +57,12 @@ class GateDevice final : public BlockDevice {
     return disk_->discard(offset, length);
   }
   bool hold = false;
+  std::function<bool()> hold_record;
   bool dead = false;
   int held = 0;  // flushes waiting now
 
  private:
+  bool record_written_ = false;  // the last write was a record slot: the next flush makes it durable
   FakeDisk* disk_;
   EventLoop* loop_;
 };
@@ -972,6 +980,49 @@ TEST_F(MirrorTest, ADrainedNodeStepsDownWithoutAnOutageAndReturnsWithoutAFullRes
     // each copies only what n1 missed, never the volume.
     EXPECT_LE(n[1].vol->status().resync_done, b.size() + c.size()) << "only what n1 missed";
     EXPECT_GT(n[1].vol->status().resync_done, 0u);
+  });
+}
+
+// The set that hands the ownership back to a returning node names the peer a member: the new
+// owner replicates to it from its first write on, also while its own record of the change is
+// still being written (its metadata disk is slow). A write in that window once found the link
+// "absent" and took the peer out of the set.
+TEST_F(MirrorTest, OwnershipThatMovesHereOrdersWritesToThePeerBeforeItsRecordIsDurable) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    auto a = pattern(1u << 20, 50);
+    EXPECT_TRUE((co_await n[0].vol->write(0, a, false)).is_ok());
+    Status st = co_await n[0].vol->step_down("test: maintenance of n1");
+    EXPECT_TRUE(st.is_ok()) << st.message();
+    // From here, n1's next record is the one that makes it a member and the owner again (n2
+    // resyncs it and adds it back; the placement puts n1 first): held until released below.
+    bool release = false;
+    n[0].meta_gate->hold_record = [this, &release] { return !release && arb->set().members.size() == 2; };
+    EXPECT_TRUE((co_await n[1].vol->reload("test: the daemon's watch")).is_ok());
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].meta_gate->held > 0; }));
+    EXPECT_EQ(arb->set().owner, "n1");
+    const auto generation = arb->set().generation;
+    // A write through n1 now: n1 orders it (the extent is in its activity log already).
+    auto b = pattern(8192, 51);
+    bool written = false;
+    Status wst;
+    spawn([](MirrorVolume* v, std::vector<std::byte> d, Status* out, bool* fin) -> Task<void> {
+      *out = co_await v->write(4096, d, false);
+      *fin = true;
+    }(n[0].vol.get(), b, &wst, &written));
+    co_await sleep_for(&loop, milliseconds(300));
+    EXPECT_EQ(arb->set().members, (std::vector<std::string>{"n1", "n2"})) << "the peer stays in the set";
+    EXPECT_TRUE(written) << "ordered, on both replicas and acknowledged while the record is written";
+    EXPECT_EQ(n[0].meta_gate->held, 1);
+    release = true;
+    EXPECT_TRUE(co_await wait_until([&] { return written; }));
+    EXPECT_TRUE(wst.is_ok()) << wst.message();
+    EXPECT_EQ(arb->set().generation, generation) << "no decision was needed";
+    EXPECT_EQ(n[0].vol->status().role, "owner");
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].vol->status().state == "in-sync"; }))
+        << "once its record is written";
+    EXPECT_EQ(co_await replica(0, 0, kSize), co_await replica(1, 0, kSize));
   });
 }
 

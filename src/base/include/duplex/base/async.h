@@ -4,6 +4,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <deque>
+#include <utility>
 #include <vector>
 
 #include "duplex/base/status.h"
@@ -70,6 +71,22 @@ class AsyncMutex {
  private:
   bool locked_ = false;
   std::deque<std::coroutine_handle<>> waiters_;
+};
+
+// Unlocks an AsyncMutex the caller has locked when it goes out of scope (every co_return path),
+// or earlier with release(): `co_await m.lock(); AsyncUnlock u{m};`
+class AsyncUnlock {
+ public:
+  explicit AsyncUnlock(AsyncMutex& m) : m_(&m) {}
+  AsyncUnlock(const AsyncUnlock&) = delete;
+  AsyncUnlock& operator=(const AsyncUnlock&) = delete;
+  ~AsyncUnlock() { release(); }
+  void release() {
+    if (m_ != nullptr) std::exchange(m_, nullptr)->unlock();
+  }
+
+ private:
+  AsyncMutex* m_;
 };
 
 // Runs every task concurrently and completes when all have; the first error wins.

@@ -227,6 +227,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   Task<void> copy_chunk(std::shared_ptr<Channel> ch, ResyncWindow* w, std::uint64_t off, std::uint64_t len);
   Task<Status> settle_copied(std::shared_ptr<Channel> ch, ResyncWindow* w);
   Task<Status> adopt(InSyncSet s, std::string why);
+  void follow_ownership(bool was_owner);  // adopt's link state for the new set; never suspends
   void event(std::string what);
   void start_resync(std::shared_ptr<Channel> ch);
   // --- growing (docs/mirror.md "Growing a mirrored volume") ---
@@ -250,6 +251,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   MirrorOptions o_;
 
   InSyncSet set_;
+  AsyncMutex adopt_mu_;  // one adoption at a time: records are written in the order of their sets
   RangeLock lock_;
   AsyncMutex decide_;
   // Decisions that ran out of freeze_timeout, and the last one's error: a caller that waited for
