@@ -862,6 +862,10 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
     slot->meta_path = dir + "/" + v.uuid + ".meta";
     const std::uint64_t need = mirror::ReplicaMeta::required_bytes(a.size, 4096);
     std::unique_ptr<mirror::ReplicaMeta> meta;
+    // The loop's ring, as its pool's: a log update then waits for its fdatasync without holding
+    // up the loop (none where io_uring is off or unavailable: inline I/O as before).
+    const PoolState* ps = pool_named(a.pool_name);
+    Ring* meta_ring = ps && ps->cfg.io == "sync" ? nullptr : rings[static_cast<std::size_t>(a.loop)].get();
     struct stat sb{};
     if (::stat(slot->meta_path.c_str(), &sb) != 0) {
       const bool member =
@@ -880,7 +884,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       // half-formatted file that open() would refuse on every later start.
       const std::string tmp = slot->meta_path + ".new";
       ::unlink(tmp.c_str());
-      auto dev = co_await mirror::open_meta_file(tmp, need, true);
+      auto dev = co_await mirror::open_meta_file(tmp, need, true, meta_ring);
       if (!dev) co_return Status::error(dev.status().code(), "volume {}: {}", v.name, dev.status().message());
       auto m = co_await mirror::ReplicaMeta::create(dev->get(), rec);
       if (!m) co_return Status::error(m.status().code(), "volume {}: {}", v.name, m.status().message());
@@ -896,7 +900,7 @@ struct Daemon::Impl final : ReconcilerHost, api::LocalNode {
       spdlog::info("event=mirror.meta_created volume={} file={} state={} generation={} peer={}", v.name,
                    slot->meta_path, mirror::to_string(rec.state), rec.generation, peer);
     } else {
-      auto dev = co_await mirror::open_meta_file(slot->meta_path, need, false);
+      auto dev = co_await mirror::open_meta_file(slot->meta_path, need, false, meta_ring);
       if (!dev) co_return Status::error(dev.status().code(), "volume {}: {}", v.name, dev.status().message());
       auto m = co_await mirror::ReplicaMeta::open(dev->get());
       if (!m) co_return Status::error(m.status().code(), "volume {}: {}", v.name, m.status().message());

@@ -13,6 +13,7 @@
 
 #include "duplex/mirror/meta_format.h"
 #include "duplex/mirror/replica_meta.h"
+#include "duplex/reactor/uring_device.h"
 #include "fake_disk.h"
 
 namespace duplex::mirror {
@@ -832,32 +833,58 @@ TEST(ReplicaMeta, BitSetWhilePersistIsInFlightStaysUnsaved) {
   EXPECT_EQ(m->unsaved_bitmap_blocks(), 0u);
 }
 
-TEST(ReplicaMeta, MetaFileOnDisk) {
+// Created, reopened larger (a grown volume), resized: inline, and through a ring (the daemon's
+// way), where every read, write and fdatasync goes through the ring rather than the loop's thread.
+void meta_file_on_disk(Ring* ring) {
   char tmpl[] = "/tmp/duplex-meta-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
   const std::string path = dir + "/vol.meta";
+  auto go = [ring]<typename T>(Task<T> t) {
+    return sync_wait(std::move(t), [ring] {
+      if (ring) ring->wait();
+    });
+  };
   MetaRecord rec = make_rec(64 * kMiB);
   {
-    auto dev = run(open_meta_file(path, ReplicaMeta::required_bytes(rec.size, rec.granularity), true));
+    auto dev = go(open_meta_file(path, ReplicaMeta::required_bytes(rec.size, rec.granularity), true, ring));
     ASSERT_TRUE(dev) << dev.status().to_string();
-    auto m = must(run(ReplicaMeta::create(dev->get(), rec)));
+    auto m = must(go(ReplicaMeta::create(dev->get(), rec)));
     m->mark_dirty(4 * kMiB, 4096);
-    ASSERT_TRUE(run(m->close()));
-    EXPECT_EQ(run(open_meta_file(path, 1, true)).status().code(), Errc::exists);
+    ASSERT_TRUE(go(m->close()));
+    EXPECT_EQ(go(open_meta_file(path, 1, true, ring)).status().code(), Errc::exists);
   }
   {
     const std::uint64_t bigger = ReplicaMeta::required_bytes(4 * rec.size, rec.granularity);
-    auto dev = run(open_meta_file(path, bigger, false));
+    auto dev = go(open_meta_file(path, bigger, false, ring));
     ASSERT_TRUE(dev) << dev.status().to_string();
     EXPECT_EQ((*dev)->size(), bigger);
-    auto m = must(run(ReplicaMeta::open(dev->get())));
+    auto m = must(go(ReplicaMeta::open(dev->get())));
     EXPECT_TRUE(same(m->record(), rec));
     EXPECT_TRUE(m->is_dirty(4 * kMiB, 1));
-    ASSERT_TRUE(run(m->resize(4 * rec.size)));
-    ASSERT_TRUE(run(m->close()));
+    ASSERT_TRUE(go(m->resize(4 * rec.size)));
+    ASSERT_TRUE(go(m->close()));
+  }
+  {
+    auto dev = go(open_meta_file(path, 1, false, ring));
+    ASSERT_TRUE(dev) << dev.status().to_string();
+    auto m = must(go(ReplicaMeta::open(dev->get())));
+    EXPECT_EQ(m->record().size, 4 * rec.size) << "the resize is durable";
+    EXPECT_TRUE(m->is_dirty(4 * kMiB, 1));
+    ASSERT_TRUE(go(m->close()));
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST(ReplicaMeta, MetaFileOnDisk) { meta_file_on_disk(nullptr); }
+
+TEST(ReplicaMeta, MetaFileOnDiskThroughARing) {
+  if (uring_disabled_by_env()) GTEST_SKIP() << "DUPLEX_NO_URING is set";
+  auto r = Ring::create(64);
+  if (!r) GTEST_SKIP() << "io_uring unavailable here: " << r.status().to_string();
+  meta_file_on_disk(r->get());
+  EXPECT_GT((*r)->stats().completed, 10u) << "the metadata went through the ring";
+  EXPECT_TRUE((*r)->idle());
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "duplex/base/task.h"
 #include "duplex/base/uuid.h"
 #include "duplex/reactor/block_device.h"
+#include "duplex/reactor/uring.h"
 
 namespace duplex::mirror {
 
@@ -218,9 +219,12 @@ class ReplicaMeta {
 };
 
 // Opens (or, with create, creates: the file must not exist) a metadata file of at least `size`
-// bytes with plain pread/pwrite/fdatasync; an existing smaller file is grown (for resize()).
-// A created file's directory entry is made durable.
-Task<Result<std::unique_ptr<BlockDevice>>> open_meta_file(std::string path, std::uint64_t size, bool create);
+// bytes; an existing smaller file is grown (for resize()). A created file's directory entry is
+// made durable. Through `ring` (the loop's io_uring, buffered I/O) when one is given and io_uring
+// is allowed, so that a log update's write and fdatasync do not stop the loop and every other
+// I/O it serves; else inline pread/pwrite/fdatasync.
+Task<Result<std::unique_ptr<BlockDevice>>> open_meta_file(std::string path, std::uint64_t size, bool create,
+                                                          Ring* ring = nullptr);
 // Lengthens an open metadata file (from open_meta_file) to at least `size` bytes, durably, so
 // that ReplicaMeta::resize() can cover a grown volume. The caller is on the metadata's loop.
 Status grow_meta_file(BlockDevice& dev, std::uint64_t size);

@@ -43,6 +43,7 @@ class UringDevice final : public BlockDevice {
   int fd() const { return file_->fd(); }
   bool direct() const { return file_->direct(); }
   Ring& ring() { return ring_; }
+  FileDevice& file() { return *file_; }  // for what the ring does not do (extend)
   // Direct-I/O alignment of buffer addresses and of offsets/lengths (1 when not O_DIRECT).
   std::uint32_t mem_align() const { return mem_align_; }
   std::uint32_t offset_align() const { return offset_align_; }
