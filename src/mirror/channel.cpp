@@ -372,6 +372,8 @@ Task<Status> Channel::send(wire::Header h, std::span<const std::byte> payload) {
   return write_message(h, payload);
 }
 
+Status Channel::send_now(wire::Header h) { return enqueue(h, {}, nullptr); }
+
 Task<void> Channel::shutdown(Status why) {
   auto self = shared_from_this();
   if (!up_) co_return;

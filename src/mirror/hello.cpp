@@ -25,6 +25,7 @@ std::string encode_hello(const Hello& h) {
   // What the sender understands beyond the first version of the hello; unknown names are ignored.
   auto features = nlohmann::json::array();
   if (h.grows) features.push_back("grow");
+  if (h.al_hints) features.push_back("al_hint");
   j["features"] = std::move(features);
   return j.dump();
 }
@@ -59,8 +60,12 @@ Result<Hello> decode_hello(std::string_view text) {
       h.diverged.emplace_back(r[0].get<std::uint64_t>(), r[1].get<std::uint64_t>());
     }
     h.diverged_all = j.value("diverged_all", false);
-    for (const auto& f : j.value("features", nlohmann::json::array()))
-      if (f.is_string() && f.get<std::string>() == "grow") h.grows = true;
+    for (const auto& f : j.value("features", nlohmann::json::array())) {
+      if (!f.is_string()) continue;
+      const auto name = f.get<std::string>();
+      h.grows = h.grows || name == "grow";
+      h.al_hints = h.al_hints || name == "al_hint";
+    }
   } catch (const nlohmann::json::exception& e) {
     return Status::error(Errc::invalid, "hello: {}", e.what());
   }

@@ -497,6 +497,14 @@ Task<Status> MirrorVolume::owner_mutate(Op op) {
   if (auto hot = meta_->try_pin_hot(op.offset, op.length)) {
     pin = std::move(*hot);
   } else {
+    if (peer_hints_ && peer_mode_ != PeerMode::absent && link_up()) {
+      // The peer logs the range while we do, instead of once our update is done and the
+      // replicate arrives: the two log writes and flushes overlap (al_hint never narrows its log).
+      wire::Header hint = header(wire::Type::al_hint);
+      hint.offset = op.offset;
+      hint.length = op.length;
+      (void)chan_->send_now(hint);
+    }
     auto cold = co_await meta_->pin_write(op.offset, op.length);
     if (!cold.is_ok()) co_return cold.status();
     pin = std::move(*cold);
@@ -876,6 +884,7 @@ Hello MirrorVolume::my_hello() const {
   h.size = size();
   h.capacity = std::max(local_->size(), size());
   h.grows = true;
+  h.al_hints = true;
   h.node = o_.node;
   h.generation = r.generation;
   h.state = std::string(to_string(r.state));
@@ -993,6 +1002,7 @@ Task<void> MirrorVolume::attach(std::shared_ptr<Channel> ch, Hello peer) {
   peer_disk_failed_ = peer.state == "failed";  // its hello says what its replica is now
   peer_size_ = peer.size;
   peer_grows_ = peer.grows;
+  peer_hints_ = peer.al_hints;
   link_changed_.notify_all();
   spdlog::info(
       "event=mirror.link_up volume={} node={} peer={} peer_generation={} peer_state={} peer_clean={}", name(),
@@ -1315,6 +1325,15 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       (void)co_await ch->reply(h, rep, sums);
       co_return;
     }
+    case wire::Type::al_hint:
+      // The owner's next replicate will need this range in our log: log it now. Where that
+      // replicate would be refused, or the range is nonsense, the hint is dropped (it carries no
+      // data; the replicate's own answer is what counts).
+      if (h.generation < set_.generation || is_owner() || local_failed_ || h.length == 0 || h.offset > size() ||
+          h.length > size() - h.offset)
+        co_return;
+      (void)co_await meta_->begin_write(h.offset, h.length);
+      co_return;
     case wire::Type::close:
       ch->close(Status::error(Errc::shutdown, "peer closed: {}", as_text(m.payload)));
       co_return;

@@ -68,6 +68,7 @@ std::string_view type_name(Type t) {
     case Type::shared_state_reply: return "shared_state_reply";
     case Type::grow: return "grow";
     case Type::grow_reply: return "grow_reply";
+    case Type::al_hint: return "al_hint";
   }
   return "unknown";
 }

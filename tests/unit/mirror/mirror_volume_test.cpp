@@ -1026,6 +1026,50 @@ TEST_F(MirrorTest, OwnershipThatMovesHereOrdersWritesToThePeerBeforeItsRecordIsD
   });
 }
 
+// An owner about to log a cold range tells the peer first (al_hint), and the peer logs it at the
+// same time: its log covers the range while the owner's own log update is still being flushed,
+// rather than only once the replicate arrives after it.
+TEST_F(MirrorTest, ThePeerLogsAColdRangeWhileTheOwnerLogsIt) {
+  run([this]() -> Task<void> {
+    EXPECT_TRUE(
+        co_await wait_until([this] { return n[0].vol->status().link_up && n[1].vol->status().link_up; }));
+    constexpr std::uint64_t kOff = 12u << 20;
+    // Whether node i's durable activity log covers `off` (what a crash there would resync).
+    auto logged = [this](int i, std::uint64_t off) -> Task<bool> {
+      FakeDisk copy = n[i].meta_disk->durable_copy();
+      auto m = co_await ReplicaMeta::open(&copy);
+      EXPECT_TRUE(m.is_ok()) << m.status().message();
+      if (!m.is_ok()) co_return false;
+      for (const auto& [at, len] : (*m)->hot_ranges())
+        if (at <= off && off - at < len) co_return true;
+      co_return false;
+    };
+    EXPECT_FALSE(co_await logged(1, kOff));
+    n[0].meta_gate->hold = true;
+    auto b = pattern(4096, 60);
+    bool written = false;
+    Status wst;
+    spawn([](MirrorVolume* v, std::vector<std::byte> d, Status* out, bool* fin) -> Task<void> {
+      *out = co_await v->write(kOff, d, false);
+      *fin = true;
+    }(n[0].vol.get(), b, &wst, &written));
+    EXPECT_TRUE(co_await wait_until([this] { return n[0].meta_gate->held > 0; }));
+    bool peer_logged = false;
+    for (int i = 0; i < 100 && !peer_logged; ++i) {
+      peer_logged = co_await logged(1, kOff);
+      if (!peer_logged) co_await sleep_for(&loop, milliseconds(10));
+    }
+    EXPECT_TRUE(peer_logged) << "the peer's log covers the range while the owner's update is held";
+    EXPECT_FALSE(written) << "not acknowledged before the owner's log covers it";
+    n[0].meta_gate->hold = false;
+    EXPECT_TRUE(co_await wait_until([&] { return written; }));
+    EXPECT_TRUE(wst.is_ok()) << wst.message();
+    EXPECT_TRUE(co_await logged(0, kOff));
+    EXPECT_EQ(co_await replica(0, kOff, 4096), b);
+    EXPECT_EQ(co_await replica(1, kOff, 4096), b);
+  });
+}
+
 TEST_F(MirrorTest, AHeldPeerIsKeptCurrentButOutOfTheSetUntilReleased) {
   run([this]() -> Task<void> {
     EXPECT_TRUE(
@@ -1368,6 +1412,7 @@ TEST(MirrorHello, CarriesCapacityAndFeaturesAndRefusesNonsense) {
   h.size = 16u << 20;
   h.capacity = 32u << 20;
   h.grows = true;
+  h.al_hints = true;
   h.node = "n1";
   h.state = "in-sync";
   auto back = decode_hello(encode_hello(h));
@@ -1375,6 +1420,16 @@ TEST(MirrorHello, CarriesCapacityAndFeaturesAndRefusesNonsense) {
   if (back.is_ok()) {
     EXPECT_EQ(back->capacity, h.capacity);
     EXPECT_TRUE(back->grows);
+    EXPECT_TRUE(back->al_hints);
+  }
+  // Features it does not know are ignored; each known one is read on its own.
+  auto some = decode_hello(
+      R"({"volume": "7f1f3a52-1c4e-4d0a-9a57-0c2f7d1e5b11", "size": 4096, "node": "n2", "generation": 1,
+          "state": "in-sync", "features": ["al_hint", "teleport", 7]})");
+  EXPECT_TRUE(some.is_ok()) << some.status().message();
+  if (some.is_ok()) {
+    EXPECT_TRUE(some->al_hints);
+    EXPECT_FALSE(some->grows);
   }
   // An older peer's hello: no capacity, no features.
   auto old = decode_hello(
@@ -1384,6 +1439,7 @@ TEST(MirrorHello, CarriesCapacityAndFeaturesAndRefusesNonsense) {
   if (old.is_ok()) {
     EXPECT_EQ(old->capacity, 4096u);
     EXPECT_FALSE(old->grows);
+    EXPECT_FALSE(old->al_hints);
   }
   EXPECT_FALSE(decode_hello(R"({"volume": "7f1f3a52-1c4e-4d0a-9a57-0c2f7d1e5b11", "size": 0, "node": "n2",
                                 "generation": 1, "state": "in-sync"})")

@@ -137,6 +137,8 @@ class Channel : public std::enable_shared_from_this<Channel> {
   Status reply_now(const wire::Header& request, wire::Header h);
   // One-way message (no reply expected).
   Task<Status> send(wire::Header h, std::span<const std::byte> payload);
+  // The same without a payload, queued without suspending. Errors only if the channel is down.
+  Status send_now(wire::Header h);
   // Sends a `close` message carrying `why` (bounded by the options' timeout), then close(why).
   Task<void> shutdown(Status why);
   void close(Status why);  // idempotent; runs the DownHandler once

@@ -19,6 +19,7 @@ struct Hello {
   std::uint64_t size = 0;      // the size this replica serves (its metadata covers exactly this)
   std::uint64_t capacity = 0;  // what its local replica can hold (>= size; larger mid-grow)
   bool grows = false;          // it speaks the `grow` message (feature "grow"; older builds do not)
+  bool al_hints = false;       // it takes `al_hint` messages (feature "al_hint")
   std::string node;
   std::uint64_t generation = 0;      // the generation this replica last held as a member
   std::uint64_t set_generation = 0;  // the newest in-sync set the sender knows (it may not be in it)

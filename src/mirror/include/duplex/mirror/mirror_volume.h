@@ -293,6 +293,7 @@ class MirrorVolume final : public volume::BlockVolume, public std::enable_shared
   std::string grow_note_;
   std::uint64_t peer_size_ = 0;
   bool peer_grows_ = false;
+  bool peer_hints_ = false;  // the peer takes al_hint (its hello lists the feature)
   // Shared state: the front-end that keeps it (null: none here yet; a push is kept in
   // pending_shared_ for it), the owner's order of changes and the version this node holds.
   std::weak_ptr<volume::SharedStateKeeper> keeper_;

@@ -50,8 +50,13 @@ enum class Type : std::uint16_t {
   // replica can hold; a refusal's payload is the reason text.
   grow = 23,
   grow_reply = 24,
+  // One-way, owner -> peer, no payload: the owner is about to log offset/length in its activity
+  // log for a write it will replicate next; the peer logs it in its own at once, so that the two
+  // log updates run at the same time rather than one after the other. A hint only ever makes
+  // the peer's log cover more. Sent only to a peer whose hello lists the "al_hint" feature.
+  al_hint = 25,
 };
-inline constexpr std::uint16_t kMinType = 1, kMaxType = 24;
+inline constexpr std::uint16_t kMinType = 1, kMaxType = 25;
 inline constexpr std::uint32_t kDigestBlock = 4096;
 
 // compare_write (type write only, non-owner -> owner): COMPARE AND WRITE of `length` bytes; the
