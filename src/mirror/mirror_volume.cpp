@@ -1329,8 +1329,8 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       // The owner's next replicate will need this range in our log: log it now. Where that
       // replicate would be refused, or the range is nonsense, the hint is dropped (it carries no
       // data; the replicate's own answer is what counts).
-      if (h.generation < set_.generation || is_owner() || local_failed_ || h.length == 0 || h.offset > size() ||
-          h.length > size() - h.offset)
+      if (h.generation < set_.generation || is_owner() || local_failed_ || h.length == 0 ||
+          h.offset > size() || h.length > size() - h.offset)
         co_return;
       (void)co_await meta_->begin_write(h.offset, h.length);
       co_return;
