@@ -997,8 +997,7 @@ TEST_F(MirrorTest, OwnershipThatMovesHereOrdersWritesToThePeerBeforeItsRecordIsD
     EXPECT_TRUE(st.is_ok()) << st.message();
     // From here, n1's next record is the one that makes it a member and the owner again (n2
     // resyncs it and adds it back; the placement puts n1 first): held until released below.
-    bool release = false;
-    n[0].meta_gate->hold_record = [this, &release] { return !release && arb->set().members.size() == 2; };
+    n[0].meta_gate->hold_record = [this] { return arb->set().members.size() == 2; };
     EXPECT_TRUE((co_await n[1].vol->reload("test: the daemon's watch")).is_ok());
     EXPECT_TRUE(co_await wait_until([this] { return n[0].meta_gate->held > 0; }));
     EXPECT_EQ(arb->set().owner, "n1");
@@ -1015,7 +1014,7 @@ TEST_F(MirrorTest, OwnershipThatMovesHereOrdersWritesToThePeerBeforeItsRecordIsD
     EXPECT_EQ(arb->set().members, (std::vector<std::string>{"n1", "n2"})) << "the peer stays in the set";
     EXPECT_TRUE(written) << "ordered, on both replicas and acknowledged while the record is written";
     EXPECT_EQ(n[0].meta_gate->held, 1);
-    release = true;
+    n[0].meta_gate->hold_record = nullptr;  // released
     EXPECT_TRUE(co_await wait_until([&] { return written; }));
     EXPECT_TRUE(wst.is_ok()) << wst.message();
     EXPECT_EQ(arb->set().generation, generation) << "no decision was needed";
