@@ -1332,7 +1332,7 @@ Task<void> MirrorVolume::handle(std::shared_ptr<Channel> ch, Message m) {
       if (h.generation < set_.generation || is_owner() || local_failed_ || h.length == 0 ||
           h.offset > size() || h.length > size() - h.offset)
         co_return;
-      (void)co_await meta_->begin_write(h.offset, h.length);
+      (void)co_await meta_->log_ahead(h.offset, h.length);
       co_return;
     case wire::Type::close:
       ch->close(Status::error(Errc::shutdown, "peer closed: {}", as_text(m.payload)));

@@ -311,12 +311,16 @@ Task<Status> ReplicaMeta::write_al(std::vector<std::uint32_t> extents) {
 }
 
 Task<Status> ReplicaMeta::begin_write(std::uint64_t offset, std::uint64_t length) {
-  co_return co_await make_hot(offset, length, nullptr);
+  co_return co_await make_hot(offset, length, nullptr, Writes::unpinned);
+}
+
+Task<Status> ReplicaMeta::log_ahead(std::uint64_t offset, std::uint64_t length) {
+  co_return co_await make_hot(offset, length, nullptr, Writes::none);
 }
 
 Task<Result<ReplicaMeta::WritePin>> ReplicaMeta::pin_write(std::uint64_t offset, std::uint64_t length) {
   WritePin pin;
-  DPX_CO_TRY(co_await make_hot(offset, length, &pin));
+  DPX_CO_TRY(co_await make_hot(offset, length, &pin, Writes::pinned));
   co_return pin;
 }
 
@@ -338,7 +342,7 @@ struct ReplicaMeta::Wanted {
   }
 };
 
-Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, WritePin* pin) {
+Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, WritePin* pin, Writes writes) {
   if (length == 0) co_return Status::ok();
   if (offset >= rec_.size || length > rec_.size - offset)
     co_return bad(Errc::out_of_range,
@@ -356,6 +360,8 @@ Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, W
   auto hot = [&] {
     if (!touch_if_hot(e0, e1)) return false;
     if (pin) *pin = pin_extents(e0, e1);
+    if (writes == Writes::unpinned)
+      for (std::uint32_t e = e0; e <= e1; ++e) written_at_[e] = kUnknownEnd;
     return true;
   };
   // Hot: touch (most recently used) and go. Only durable extents are hot.
@@ -413,14 +419,23 @@ Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, W
     co_return bad(Errc::busy,
                   fmt::format("activity log full: {} extents pinned by writes in flight", pins_.size()));
   }
-  if (!evicted.empty() && before_evict_) {
+  // Their data must be durable before the log stops covering them: flushed, unless an earlier
+  // flush that started after their last write ended did it already.
+  const bool flushed = std::ranges::all_of(evicted, [&](std::uint32_t e) {
+    auto it = written_at_.find(e);
+    return it == written_at_.end() || it->second < flushed_;
+  });
+  if (!flushed && before_evict_) {
+    const std::uint64_t id = ++flushes_started_;
     if (Status st = co_await before_evict_(); !st.is_ok()) {
       for (std::uint32_t e : std::views::reverse(evicted))  // back, in order: still covered
         hot_.emplace(e, lru_.insert(lru_.begin(), e));
       co_return bad(st.code(), fmt::format("flushing the data before the activity log drops {} extent(s): {}",
                                            evicted.size(), st.message()));
     }
+    flushed_ = std::max(flushed_, id);
   }
+  for (std::uint32_t e : evicted) written_at_.erase(e);
   if (!evicted.empty()) {
     // The log stops covering these extents: their RAM-only dirty bits must be durable first.
     std::vector<std::uint64_t> blocks;
@@ -442,6 +457,8 @@ Task<Status> ReplicaMeta::make_hot(std::uint64_t offset, std::uint64_t length, W
   ++al_updates_;
   al_extents_logged_ += cold.size();
   if (pin) *pin = pin_extents(e0, e1);  // all hot now: the eviction above skipped them
+  if (writes == Writes::unpinned)
+    for (std::uint32_t e = e0; e <= e1; ++e) written_at_[e] = kUnknownEnd;
   co_return Status::ok();
 }
 
@@ -467,11 +484,18 @@ ReplicaMeta::WritePin ReplicaMeta::pin_extents(std::uint32_t e0, std::uint32_t e
 
 void ReplicaMeta::WritePin::release() {
   if (!m_) return;
-  for (std::uint32_t e = e0_; e <= e1_; ++e) {
-    auto it = m_->pins_.find(e);
-    if (--it->second == 0) m_->pins_.erase(it);
-  }
+  m_->writes_done(e0_, e1_);
   m_ = nullptr;
+}
+
+// A pinned write ended: a flush that starts from now on makes it durable.
+void ReplicaMeta::writes_done(std::uint32_t e0, std::uint32_t e1) {
+  for (std::uint32_t e = e0; e <= e1; ++e) {
+    auto it = pins_.find(e);
+    if (--it->second == 0) pins_.erase(it);
+    auto& at = written_at_[e];
+    if (at != kUnknownEnd) at = flushes_started_;
+  }
 }
 
 std::vector<std::pair<std::uint64_t, std::uint64_t>> ReplicaMeta::hot_ranges() const {

@@ -291,6 +291,58 @@ TEST(ReplicaMeta, EvictionFlushesTheDataFirstAndAFailedFlushKeepsTheExtent) {
   EXPECT_EQ(flushes, 2) << "a hot extent costs nothing";
 }
 
+// An eviction flushes the data only when an evicted extent holds a write that ended after the
+// last flush started; a write still in flight pins its extent; a write under a bare begin_write
+// (its end unknown) always takes the flush; a range logged ahead (log_ahead) holds no write.
+TEST(ReplicaMeta, EvictionSkipsTheFlushWhenAnEarlierOneCoveredTheEvictedWrites) {
+  MetaRecord rec = make_rec(128 * kMiB);
+  MetaOptions o;
+  o.al_capacity = 2;
+  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o));
+  auto m = must(run(ReplicaMeta::create(&disk, rec, o)));
+  int flushes = 0;
+  m->set_before_evict([&]() -> Task<Status> {
+    ++flushes;
+    co_return Status::ok();
+  });
+  // A pinned write to extent `e`, ended (its pin released) at once.
+  auto write = [&](std::uint64_t e) {
+    auto pin = run(m->pin_write(e * 4 * kMiB, 4096));
+    ASSERT_TRUE(pin) << pin.status().to_string();
+  };
+  write(0);
+  write(1);
+  write(2);  // evicts 0, written since no flush: flushed
+  EXPECT_EQ(flushes, 1);
+  write(3);  // evicts 1, whose write ended before that flush started
+  EXPECT_EQ(flushes, 1) << "covered by the earlier flush";
+  write(4);  // evicts 2, written (ended) after the flush started
+  EXPECT_EQ(flushes, 2);
+  // In flight: extent 5's pin is held, so the next evictions go around it.
+  auto held = run(m->pin_write(5 * 4 * kMiB, 4096));
+  ASSERT_TRUE(held);
+  EXPECT_EQ(flushes, 2) << "evicted 3, which ended before flush 2 started";
+  write(6);  // evicts 4 (ended after flush 2 started): flushed; 5 is pinned
+  EXPECT_EQ(flushes, 3);
+  held->release();  // 5's write ends now, after flush 3
+  write(7);         // evicts 5, the least recently used: flushed
+  EXPECT_EQ(flushes, 4);
+  // Logged ahead and never written: nothing to flush when it goes.
+  ASSERT_TRUE(run(m->log_ahead(8 * 4 * kMiB, 4096)));  // evicts 6 (ended before flush 4 started)
+  EXPECT_EQ(flushes, 4);
+  ASSERT_TRUE(run(m->log_ahead(9 * 4 * kMiB, 4096)));  // evicts 7, ended after flush 4 started
+  EXPECT_EQ(flushes, 5);
+  ASSERT_TRUE(run(m->log_ahead(10 * 4 * kMiB, 4096)));  // evicts 8: never written
+  EXPECT_EQ(flushes, 5) << "a range logged ahead holds no write";
+  // A bare begin_write's extent: its write has no known end, so its eviction always flushes.
+  ASSERT_TRUE(run(m->begin_write(11 * 4 * kMiB, 4096)));  // evicts 9: never written
+  EXPECT_EQ(flushes, 5);
+  write(12);  // evicts 10: never written
+  write(13);  // evicts 11 (bare begin_write)
+  EXPECT_EQ(flushes, 6);
+  EXPECT_EQ(m->evict_flushes(), 6u);
+}
+
 TEST(ReplicaMeta, AllPinnedLogGrowsToOneBlockThenRefuses) {
   MetaRecord rec = make_rec(128 * kMiB);
   MetaOptions o;

@@ -103,6 +103,9 @@ class ReplicaMeta {
   Task<Status> update(MetaRecord r);
 
   Task<Status> begin_write(std::uint64_t offset, std::uint64_t length);
+  // Logs the range ahead of a pinned write that will follow (the owner's al_hint): like
+  // begin_write, but no data is written under this call, so it leaves nothing to flush.
+  Task<Status> log_ahead(std::uint64_t offset, std::uint64_t length);
 
   // begin_write() + a pin on the range's extents until the WritePin is released or destroyed:
   // a pinned extent is never evicted, so a write in flight (and the mark_dirty that may follow
@@ -139,7 +142,10 @@ class ReplicaMeta {
   // Called before the log stops covering evicted extents: the replica's data writes there must
   // be durable by then (a write acknowledged but only cached could be lost at a crash with
   // nothing left to tell the resync). The engine passes its data volume's flush. A failure
-  // keeps the extents in the log and fails the begin_write.
+  // keeps the extents in the log and fails the begin_write. Skipped when every evicted extent's
+  // writes completed before an earlier such flush started (an extent stays in the log for many
+  // updates, so under random writes most evictions find their data flushed already); writes
+  // under a bare begin_write have no known end, and their extents always take the flush.
   void set_before_evict(std::function<Task<Status>()> fn) { before_evict_ = std::move(fn); }
 
   void mark_dirty(std::uint64_t offset, std::uint64_t length);
@@ -169,6 +175,7 @@ class ReplicaMeta {
   // made hot: more extents than updates is group commit at work.
   std::uint64_t al_updates() const { return al_updates_; }
   std::uint64_t al_extents_logged() const { return al_extents_logged_; }
+  std::uint64_t evict_flushes() const { return flushes_started_; }  // before_evict calls
 
  private:
   ReplicaMeta(BlockDevice* dev, MetaRecord rec, MetaOptions o);
@@ -189,7 +196,11 @@ class ReplicaMeta {
   Task<Status> persist_locked();
   Task<Status> write_al(std::vector<std::uint32_t> extents);  // under io_; + flush
   // begin_write, and pin_write when pin is set: the pin is taken before anything else can run.
-  Task<Status> make_hot(std::uint64_t offset, std::uint64_t length, WritePin* pin);
+  // How the caller writes under the range: through a pin (its end is known), without one (a
+  // bare begin_write: the end is unknown), or not at all (log_ahead).
+  enum class Writes { pinned, unpinned, none };
+  Task<Status> make_hot(std::uint64_t offset, std::uint64_t length, WritePin* pin, Writes writes);
+  void writes_done(std::uint32_t e0, std::uint32_t e1);
   struct Wanted;
   Task<Status> load_bitmap();
   Task<Status> load_al();
@@ -211,6 +222,12 @@ class ReplicaMeta {
   std::function<Task<Status>()> before_evict_;
   bool closed_ = false;
   std::unordered_map<std::uint32_t, std::uint32_t> pins_;  // extent -> writes in flight
+  // Data flushes before evictions: started, and the newest that completed (ids from 1). A hot
+  // extent's entry is the last id started when a write there ended (kUnknownEnd: a bare
+  // begin_write); the flush with a larger id made its data durable. No entry: nothing written.
+  static constexpr std::uint64_t kUnknownEnd = ~std::uint64_t{0};
+  std::uint64_t flushes_started_ = 0, flushed_ = 0;
+  std::unordered_map<std::uint32_t, std::uint64_t> written_at_;
   // Cold extents writers are waiting for (extent -> waiters): the next log update takes them too.
   std::unordered_map<std::uint32_t, std::uint32_t> wanted_;
   std::uint64_t al_updates_ = 0;
