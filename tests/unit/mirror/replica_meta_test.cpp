@@ -263,18 +263,32 @@ TEST(ReplicaMeta, PinnedExtentIsNeverEvicted) {
   EXPECT_TRUE(must(run(ReplicaMeta::open(&cut)))->is_dirty(100, 1));  // persisted before eviction
 }
 
-TEST(ReplicaMeta, EvictionFlushesTheDataFirstAndAFailedFlushKeepsTheExtent) {
-  MetaRecord rec = make_rec(64 * kMiB);
-  MetaOptions o;
-  o.al_capacity = 2;
-  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o));
-  auto m = must(run(ReplicaMeta::create(&disk, rec, o)));
+// A log of two extents (128 MiB volume) whose data flush before an eviction is counted, and
+// fails while `fail` is set.
+struct TwoExtentLog {
+  static MetaOptions options() {
+    MetaOptions o;
+    o.al_capacity = 2;
+    return o;
+  }
+  MetaRecord rec = make_rec(128 * kMiB);
+  FakeDisk disk{ReplicaMeta::required_bytes(rec.size, rec.granularity, options())};
+  std::unique_ptr<ReplicaMeta> m = must(run(ReplicaMeta::create(&disk, rec, options())));
   int flushes = 0;
   bool fail = false;
-  m->set_before_evict([&]() -> Task<Status> {
-    ++flushes;
-    co_return fail ? Status::error(Errc::io_error, "test: data flush failed") : Status::ok();
-  });
+  TwoExtentLog() {
+    m->set_before_evict([this]() -> Task<Status> {
+      ++flushes;
+      co_return fail ? Status::error(Errc::io_error, "test: data flush failed") : Status::ok();
+    });
+  }
+};
+
+TEST(ReplicaMeta, EvictionFlushesTheDataFirstAndAFailedFlushKeepsTheExtent) {
+  TwoExtentLog log;
+  auto& m = log.m;
+  int& flushes = log.flushes;
+  bool& fail = log.fail;
   ASSERT_TRUE(run(m->begin_write(0, 1)));
   ASSERT_TRUE(run(m->begin_write(4 * kMiB, 1)));
   EXPECT_EQ(flushes, 0) << "no eviction yet";
@@ -295,16 +309,9 @@ TEST(ReplicaMeta, EvictionFlushesTheDataFirstAndAFailedFlushKeepsTheExtent) {
 // last flush started; a write still in flight pins its extent; a write under a bare begin_write
 // (its end unknown) always takes the flush; a range logged ahead (log_ahead) holds no write.
 TEST(ReplicaMeta, EvictionSkipsTheFlushWhenAnEarlierOneCoveredTheEvictedWrites) {
-  MetaRecord rec = make_rec(128 * kMiB);
-  MetaOptions o;
-  o.al_capacity = 2;
-  FakeDisk disk(ReplicaMeta::required_bytes(rec.size, rec.granularity, o));
-  auto m = must(run(ReplicaMeta::create(&disk, rec, o)));
-  int flushes = 0;
-  m->set_before_evict([&]() -> Task<Status> {
-    ++flushes;
-    co_return Status::ok();
-  });
+  TwoExtentLog log;
+  auto& m = log.m;
+  const int& flushes = log.flushes;
   // A pinned write to extent `e`, ended (its pin released) at once.
   auto write = [&](std::uint64_t e) {
     auto pin = run(m->pin_write(e * 4 * kMiB, 4096));

@@ -22,7 +22,10 @@
 #include "duplex/base/task.h"
 #include "duplex/base/uuid.h"
 #include "duplex/reactor/block_device.h"
-#include "duplex/reactor/uring.h"
+
+namespace duplex {
+class Ring;  // duplex/reactor/uring.h: only open_meta_file takes one
+}  // namespace duplex
 
 namespace duplex::mirror {
 
